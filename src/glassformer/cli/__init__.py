@@ -1,0 +1,36 @@
+"""The `glassformer` command line: a thin layer over the library.
+
+Each command group lives in its own module with a `register(app)` function; this file only
+assembles them, so a command's code sits next to nothing but its own options.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="glassformer",
+    help="A white-box Transformer workbench: build, load, explain, train and diagnose models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Modules that define `register(app)`; each adds its own commands.
+COMMAND_MODULES = [
+    "glassformer.cli.explore",
+    "glassformer.cli.info",
+]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Scaled dot-product attention with grouped KV heads (Vaswani et al. 2017; Ainslie et al. 2023).
+
+    q = x W_q,  k = x W_k,  v = x W_v                   (n_heads, n_kv_heads heads of head_dim)
+    s_ij = scale * q_i . k_j          (scale = head_dim^-1/2, or query_pre_attn_scalar^-1/2)
+    s_ij = c * tanh(s_ij / c)         (optional logit soft-capping, Gemma 2)
+    a_i  = softmax_j(s_ij + mask_ij) ;  o_i = sum_j a_ij v_j ;  y = o W_o
+Each group of n_heads / n_kv_heads query heads shares one K/V head: MHA when they are equal,
+MQA (Shazeer 2019) with one KV head, GQA in between. Optional extras, all set by the config:
+biases, RMS-normalising q and k per head before RoPE (QK-norm: Dehghani et al. 2023, used by
+Qwen3 and Gemma 3), and a sliding window (Beltagy et al. 2020; Mistral, Gemma) that hides keys
+more than `window - 1` positions back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glassformer.components.kv_cache import LayerCache, visibility_mask
+from glassformer.components.norms import RMSNorm
+from glassformer.components.rope import apply_rotary
+from glassformer.config import Config
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    softcap: float | None = None,
+    impl: str = "sdpa",
+) -> torch.Tensor:
+    """q [B,H,T,D], k [B,Hkv,S,D], v [B,Hkv,S,Dv], mask [T,S] bool or None (= causal, S == T).
+
+    Returns [B,H,T,Dv]. `impl="eager"` spells the math out (and is what FLOP counters see);
+    "sdpa" calls PyTorch's fused kernel. Soft-capping needs the scores, so it forces eager.
+    """
+    groups = q.shape[1] // k.shape[1]
+    if impl == "sdpa" and softcap is None:
+        return F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None,
+            scale=scale,
+            enable_gqa=groups > 1,
+        )
+    if groups > 1:
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    if mask is None:
+        t, s = scores.shape[-2:]
+        mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    return torch.matmul(probs, v)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: Config, layer: int) -> None:
+        super().__init__()
+        assert config.head_dim is not None and config.n_kv_heads is not None
+        self.n_heads, self.n_kv_heads, self.head_dim = (
+            config.n_heads,
+            config.n_kv_heads,
+            config.head_dim,
+        )
+        d, hd = config.d_model, config.head_dim
+        self.q_proj = nn.Linear(d, config.n_heads * hd, bias=config.qkv_bias)
+        self.k_proj = nn.Linear(d, config.n_kv_heads * hd, bias=config.qkv_bias)
+        self.v_proj = nn.Linear(d, config.n_kv_heads * hd, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(config.n_heads * hd, d, bias=config.attn_out_bias)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(hd, config.norm_eps, config.norm_unit_offset)
+            self.k_norm = RMSNorm(hd, config.norm_eps, config.norm_unit_offset)
+        else:
+            self.q_norm = self.k_norm = None
+        self.scale = config.attention_scale
+        self.softcap = config.attn_logit_softcap
+        self.window = config.window(layer)
+        self.interleaved = config.rope_interleaved
+        self.impl = "sdpa"
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        positions: torch.Tensor,
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q = apply_rotary(q, *rope, interleaved=self.interleaved)
+            k = apply_rotary(k, *rope, interleaved=self.interleaved)
+        if cache is not None:
+            k, v, key_positions = cache.update(k, v, positions)
+            mask = visibility_mask(positions, key_positions, self.window)
+        elif self.window is not None and t > self.window:
+            mask = visibility_mask(positions, positions, self.window)
+        else:
+            mask = None  # plain causal: lets SDPA pick its causal fast path
+        out = attend(q, k, v, mask, self.scale, self.softcap, self.impl)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))

@@ -1,0 +1,57 @@
+"""One Transformer block: attention and a feed-forward layer around the residual stream.
+
+    pre-norm (GPT-2, Llama; Xiong et al. 2020):   h = x + Attn(N1(x));   y = h + FFN(N2(h))
+    sandwich (Gemma 2/3; Ding et al. 2021):       h = x + N1'(Attn(N1(x))); y = h + N2'(FFN(N2(h)))
+    post-norm (Vaswani et al. 2017):              h = N1(x + Attn(x));   y = N2(h + FFN(h))
+The attention is standard (MHA/GQA/MQA) or MLA, the feed-forward dense or MoE, as the config
+says for this layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from glassformer.components.attention import Attention
+from glassformer.components.kv_cache import LayerCache
+from glassformer.components.mla import MultiHeadLatentAttention
+from glassformer.components.mlp import MLP
+from glassformer.components.moe import MoE
+from glassformer.components.norms import make_norm
+from glassformer.config import Config
+
+
+class Block(nn.Module):
+    def __init__(self, config: Config, layer: int) -> None:
+        super().__init__()
+        self.placement = config.norm_placement
+        self.attn_norm = make_norm(config)
+        self.attn: nn.Module = (
+            MultiHeadLatentAttention(config, layer)
+            if config.attention == "mla"
+            else Attention(config, layer)
+        )
+        self.mlp_norm = make_norm(config)
+        self.mlp: nn.Module = MoE(config) if config.is_moe_layer(layer) else MLP(config)
+        sandwich = config.norm_placement == "sandwich"
+        self.post_attn_norm = make_norm(config) if sandwich else None
+        self.post_mlp_norm = make_norm(config) if sandwich else None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        positions: torch.Tensor,
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
+        if self.placement == "post":
+            x = self.attn_norm(x + self.attn(x, rope, positions, cache))
+            return self.mlp_norm(x + self.mlp(x))
+        h = self.attn(self.attn_norm(x), rope, positions, cache)
+        if self.post_attn_norm is not None:
+            h = self.post_attn_norm(h)
+        x = x + h
+        h = self.mlp(self.mlp_norm(x))
+        if self.post_mlp_norm is not None:
+            h = self.post_mlp_norm(h)
+        return x + h

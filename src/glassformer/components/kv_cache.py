@@ -1,0 +1,124 @@
+"""A static, preallocated key/value cache for incremental decoding.
+
+Each attention layer stores what later tokens need to attend to its past:
+- standard attention: K and V per KV head, [batch, n_kv_heads, L, head_dim];
+- MLA: only the compressed latent c_kv [batch, L, kv_lora_rank] and the one shared rotary key
+  [batch, L, qk_rope_head_dim] (DeepSeek-V2's point: the cache shrinks from
+  2 * n_heads * head_dim to kv_lora_rank + qk_rope_head_dim numbers per token).
+Full-attention layers keep L = max_seq_len slots written in order. Sliding-window layers keep
+only L = window slots used as a ring (slot = position mod window): older keys can never be seen
+again, so they are overwritten. Each slot remembers the position it holds (-1 when empty); the
+attention mask is computed from those positions, which makes the ring order irrelevant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class LayerCache:
+    """One layer's cache. For MLA `keys` holds c_kv and `values` the shared rotary key."""
+
+    keys: torch.Tensor  # [B, Hkv, L, Dk] or MLA [B, L, kv_lora_rank]
+    values: torch.Tensor  # [B, Hkv, L, Dv] or MLA [B, L, qk_rope_head_dim]
+    positions: torch.Tensor  # [L] int64, -1 = empty
+    ring: bool  # sliding window: slots reused modulo L
+    seq_dim: int  # which dim of keys/values indexes the slots
+
+    @property
+    def capacity(self) -> int:
+        return self.positions.shape[0]
+
+    def update(
+        self, new_keys: torch.Tensor, new_values: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Store the new entries; return everything the new queries may attend to.
+
+        Returns (keys, values, key_positions). For a full layer that is the written prefix of
+        the buffer; for a ring the old slots plus the new entries, concatenated before the
+        write, because a chunk longer than the window still needs its own early keys.
+        """
+        start, n = int(positions[0]), positions.shape[0]
+        if not self.ring:
+            if start + n > self.capacity:
+                raise ValueError(
+                    f"KV cache full: {start + n} positions exceed its capacity {self.capacity}"
+                )
+            self._slot(self.keys, start, n).copy_(new_keys)
+            self._slot(self.values, start, n).copy_(new_values)
+            self.positions[start : start + n] = positions
+            end = start + n
+            return (
+                self._slot(self.keys, 0, end),
+                self._slot(self.values, 0, end),
+                self.positions[:end],
+            )
+        keys = torch.cat((self.keys, new_keys), dim=self.seq_dim)
+        values = torch.cat((self.values, new_values), dim=self.seq_dim)
+        key_positions = torch.cat((self.positions, positions))
+        keep = min(n, self.capacity)  # only the last `window` entries can be seen again
+        slots = positions[-keep:] % self.capacity
+        self.keys.index_copy_(self.seq_dim, slots, new_keys.narrow(self.seq_dim, n - keep, keep))
+        self.values.index_copy_(
+            self.seq_dim, slots, new_values.narrow(self.seq_dim, n - keep, keep)
+        )
+        self.positions[slots] = positions[-keep:]
+        return keys, values, key_positions
+
+    def _slot(self, buf: torch.Tensor, start: int, n: int) -> torch.Tensor:
+        return buf.narrow(self.seq_dim, start, n)
+
+
+class KVCache:
+    """All layers' caches plus the number of tokens already processed."""
+
+    def __init__(self, layers: list[LayerCache], max_seq_len: int) -> None:
+        self.layers = layers
+        self.max_seq_len = max_seq_len
+        self.length = 0
+
+    def reset(self) -> None:
+        self.length = 0
+        for layer in self.layers:
+            layer.positions.fill_(-1)
+
+    def nbytes(self) -> int:
+        return sum(
+            layer.keys.numel() * layer.keys.element_size()
+            + layer.values.numel() * layer.values.element_size()
+            for layer in self.layers
+        )
+
+    @staticmethod
+    def allocate(
+        shapes: list[tuple[tuple[int, ...], tuple[int, ...], int, bool, int]],
+        dtype: torch.dtype,
+        device: torch.device | str | None,
+        max_seq_len: int,
+    ) -> KVCache:
+        """shapes: per layer (keys shape, values shape, capacity, ring, seq_dim)."""
+        layers = [
+            LayerCache(
+                keys=torch.zeros(k_shape, dtype=dtype, device=device),
+                values=torch.zeros(v_shape, dtype=dtype, device=device),
+                positions=torch.full((capacity,), -1, dtype=torch.long, device=device),
+                ring=ring,
+                seq_dim=seq_dim,
+            )
+            for k_shape, v_shape, capacity, ring, seq_dim in shapes
+        ]
+        return KVCache(layers, max_seq_len)
+
+
+def visibility_mask(
+    query_positions: torch.Tensor, key_positions: torch.Tensor, window: int | None
+) -> torch.Tensor:
+    """[T, S] bool: key j is visible to query i when 0 <= p_i - p_j (< window)."""
+    distance = query_positions[:, None] - key_positions[None, :]
+    visible = (distance >= 0) & (key_positions[None, :] >= 0)
+    if window is not None:
+        visible &= distance < window
+    return visible

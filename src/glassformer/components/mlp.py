@@ -1,0 +1,45 @@
+"""Position-wise feed-forward networks.
+
+Classic MLP (Vaswani et al. 2017; GPT-2):   y = W_down act(W_up x + b_up) + b_down
+Gated linear unit (Shazeer 2020, "GLU Variants Improve Transformer"):
+    y = W_down ( act(W_gate x) * (W_up x) )
+with act = SiLU (SwiGLU: Llama, Qwen, Mistral, DeepSeek) or GELU-tanh (GeGLU: Gemma).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glassformer.config import Config
+
+
+def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if name == "gelu":
+        return F.gelu
+    if name == "gelu_tanh":
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name == "silu":
+        return F.silu
+    if name == "relu":
+        return F.relu
+    raise ValueError(f"activation: unknown activation {name!r}")
+
+
+class MLP(nn.Module):
+    def __init__(self, config: Config, d_ff: int | None = None) -> None:
+        super().__init__()
+        d, f = config.d_model, d_ff or config.d_ff
+        self.gated = config.mlp == "glu"
+        self.gate_proj = nn.Linear(d, f, bias=config.mlp_bias) if self.gated else None
+        self.up_proj = nn.Linear(d, f, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(f, d, bias=config.mlp_bias)
+        self.act = activation_fn(config.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_proj is not None:
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.up_proj(x)))

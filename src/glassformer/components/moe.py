@@ -1,0 +1,117 @@
+"""Mixture of Experts feed-forward layer (Shazeer et al. 2017; Fedus et al. 2021).
+
+A router scores each token against E experts and sends it to the top k of them:
+    s = softmax(x W_r)       (Mixtral, Qwen-MoE)     or   s = sigmoid(x W_r)   (DeepSeek-V3)
+    chosen = top_k(s + b)    b: DeepSeek-V3's auxiliary-loss-free balancing bias, used only to
+                             choose experts, never to weight them (Wang et al. 2024)
+    w = s[chosen] (/ sum s[chosen] when normalised) * routed_scaling
+    y = sum_{e in chosen} w_e GLU_e(x)  +  sum_shared GLU_shared(x)
+Grouped routing (DeepSeek-V3): experts are split into n_groups; each group is scored by the sum
+of its two best (biased) scores, only the best topk_groups groups stay eligible, which bounds how
+many devices a token's experts live on. Shared experts (DeepSeek-MoE, Dai et al. 2024) see every
+token. Expert weights are stored stacked, [E, out, in], so a layer of 256 experts is three tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glassformer.components.mlp import MLP, activation_fn
+from glassformer.config import Config
+
+
+class Router(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(config.n_experts, config.d_model))
+        if config.router_bias:
+            self.register_buffer("score_bias", torch.zeros(config.n_experts))
+        else:
+            self.score_bias = None
+        self.top_k = config.n_experts_per_token
+        self.score = config.router_score
+        self.normalise = config.router_norm_topk
+        self.n_groups, self.topk_groups = config.router_n_groups, config.router_topk_groups
+        self.scaling = config.routed_scaling
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [N, d] -> (weights [N, k], expert ids [N, k], router logits [N, E])."""
+        logits = F.linear(x.float(), self.weight.float())
+        scores = logits.softmax(-1) if self.score == "softmax" else logits.sigmoid()
+        choice = scores if self.score_bias is None else scores + self.score_bias.float()
+        if self.n_groups > 1:
+            choice = self._mask_groups(choice)
+        ids = choice.topk(self.top_k, dim=-1).indices
+        weights = scores.gather(-1, ids)
+        if self.normalise:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+        return (weights * self.scaling).to(x.dtype), ids, logits
+
+    def _mask_groups(self, choice: torch.Tensor) -> torch.Tensor:
+        n, e = choice.shape
+        grouped = choice.view(n, self.n_groups, e // self.n_groups)
+        group_scores = grouped.topk(2, dim=-1).values.sum(-1)
+        keep = group_scores.topk(self.topk_groups, dim=-1).indices
+        group_mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, keep, True)
+        expert_mask = group_mask[:, :, None].expand_as(grouped).reshape(n, e)
+        return choice.masked_fill(~expert_mask, float("-inf"))
+
+
+class Experts(nn.Module):
+    """E gated MLPs as stacked weights; each expert runs only on the tokens routed to it."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        e, d, f = config.n_experts, config.d_model, config.moe_d_ff
+        self.gated = config.mlp == "glu"
+        self.gate_proj = nn.Parameter(torch.empty(e, f, d)) if self.gated else None
+        self.up_proj = nn.Parameter(torch.empty(e, f, d))
+        self.down_proj = nn.Parameter(torch.empty(e, d, f))
+        self.act = activation_fn(config.activation)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        # token_index[e] / slot[e]: which tokens chose expert e, and as their which choice
+        flat_ids = ids.flatten()
+        order = flat_ids.argsort(stable=True)
+        counts = torch.bincount(flat_ids, minlength=self.up_proj.shape[0]).tolist()
+        token_of = order // ids.shape[1]
+        weight_of = weights.flatten()[order]
+        start = 0
+        for expert, count in enumerate(counts):
+            if count == 0:
+                continue
+            tokens = token_of[start : start + count]
+            h = x[tokens]
+            up = F.linear(h, self.up_proj[expert])
+            if self.gate_proj is not None:
+                h = self.act(F.linear(h, self.gate_proj[expert])) * up
+            else:
+                h = self.act(up)
+            h = F.linear(h, self.down_proj[expert]) * weight_of[start : start + count, None]
+            out.index_add_(0, tokens, h)
+            start += count
+        return out
+
+
+class MoE(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.router = Router(config)
+        self.experts = Experts(config)
+        self.shared = (
+            MLP(config, d_ff=config.moe_d_ff * config.n_shared_experts)
+            if config.n_shared_experts
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        weights, ids, _ = self.router(flat)
+        out = self.experts(flat, ids, weights).view(shape)
+        if self.shared is not None:
+            out = out + self.shared(x)
+        return out

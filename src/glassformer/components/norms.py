@@ -1,0 +1,56 @@
+"""Normalisation layers.
+
+LayerNorm (Ba et al. 2016):  y = (x - mean(x)) / sqrt(var(x) + eps) * w + b
+RMSNorm (Zhang & Sennrich 2019):  y = x / sqrt(mean(x^2) + eps) * w
+Gemma's RMSNorm stores w around zero and scales by (1 + w), so a freshly initialised
+(all-zero) weight is the identity scale.
+
+Both compute their statistics in float32 whatever the input dtype: in half precision the mean of
+squares of a wide vector overflows or loses the small components.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glassformer.config import Config
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6, unit_offset: bool = False) -> None:
+        super().__init__()
+        self.eps = eps
+        self.unit_offset = unit_offset
+        self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.unit_offset:
+            # Gemma multiplies in float32 before casting back.
+            return (x32 * (1.0 + self.weight.float())).type_as(x)
+        return self.weight * x32.type_as(x)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}, unit_offset={self.unit_offset}"
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+
+
+def make_norm(config: Config, dim: int | None = None) -> nn.Module:
+    """The model's norm at width `dim` (default d_model), as the config asks."""
+    dim = config.d_model if dim is None else dim
+    if config.norm == "layernorm":
+        return LayerNorm(dim, config.norm_eps, bias=config.norm_bias)
+    return RMSNorm(dim, config.norm_eps, unit_offset=config.norm_unit_offset)

@@ -1,0 +1,127 @@
+"""Rotary position embedding (Su et al. 2021, "RoFormer").
+
+Each pair of dims (x_a, x_b) of a query or key at position p is rotated by the angle p * w_i:
+    x_a' = x_a cos(p w_i) - x_b sin(p w_i)
+    x_b' = x_b cos(p w_i) + x_a sin(p w_i),      w_i = theta ** (-2i / d),  i = 0 .. d/2 - 1
+so q.k depends only on the relative position. Two layouts pair the dims differently:
+half-split (GPT-NeoX, HF Llama) pairs dim i with i + d/2; interleaved (GPT-J, DeepSeek) pairs
+2i with 2i + 1. With partial rotary only the first `rope_dim` dims of a head are rotated.
+
+Context-extension schemes change the frequencies w_i:
+- linear (Chen et al. 2023): w_i / factor.
+- llama3 (Llama 3.1 report): wavelengths longer than L/low_freq_factor are divided by `factor`,
+  shorter than L/high_freq_factor are kept, and a linear ramp in L/wavelength joins them.
+- yarn (Peng et al. 2023): per-dimension ramp between interpolation (w_i / factor) and
+  extrapolation (w_i) over the dims that complete between beta_slow and beta_fast turns within the
+  original context, plus a temperature 0.1 ln(factor) + 1 applied to cos and sin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from glassformer.config import Config, RopeScaling
+
+
+def inverse_frequencies(
+    dim: int, theta: float, scaling: RopeScaling | None = None
+) -> tuple[torch.Tensor, float]:
+    """The w_i for a rotary dim `dim`, and the attention factor that multiplies cos and sin."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    if scaling is None:
+        return inv_freq, 1.0
+    if scaling.type == "linear":
+        return inv_freq / scaling.factor, 1.0
+    if scaling.type == "llama3":
+        return _llama3(inv_freq, scaling), 1.0
+    return _yarn(dim, theta, scaling)
+
+
+def _llama3(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
+    assert s.original_max_seq_len and s.low_freq_factor and s.high_freq_factor
+    old_len = s.original_max_seq_len
+    low_freq_wavelen = old_len / s.low_freq_factor
+    high_freq_wavelen = old_len / s.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq)
+    smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+def _yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def _yarn(dim: int, theta: float, s: RopeScaling) -> tuple[torch.Tensor, float]:
+    assert s.original_max_seq_len
+    factor = s.factor
+    if s.attention_factor is not None:
+        attention_factor = s.attention_factor
+    elif s.mscale and s.mscale_all_dim:
+        attention_factor = _yarn_mscale(factor, s.mscale) / _yarn_mscale(factor, s.mscale_all_dim)
+    else:
+        attention_factor = _yarn_mscale(factor)
+    beta_fast = s.beta_fast or 32.0
+    beta_slow = s.beta_slow or 1.0
+
+    def correction_dim(n_rotations: float) -> float:
+        # The dim whose wavelength turns n_rotations times within the original context.
+        return (dim * math.log(s.original_max_seq_len / (n_rotations * 2 * math.pi))) / (
+            2 * math.log(theta)
+        )
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if s.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # avoid a zero-width ramp
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    extrapolation_weight = 1 - ramp
+    pos_freqs = theta ** (torch.arange(0, dim, 2).float() / dim)
+    inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolation_weight) + (
+        1.0 / pos_freqs
+    ) * extrapolation_weight
+    return inv_freq, attention_factor
+
+
+class RotaryEmbedding(torch.nn.Module):
+    """Holds w_i for one kind of layer and turns positions into (cos, sin)."""
+
+    def __init__(self, dim: int, theta: float, scaling: RopeScaling | None = None) -> None:
+        super().__init__()
+        inv_freq, self.attention_factor = inverse_frequencies(dim, theta, scaling)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """positions [T] -> cos, sin [T, dim/2] in `dtype`."""
+        angles = positions.float()[:, None] * self.inv_freq.float()[None, :]
+        cos = angles.cos() * self.attention_factor
+        sin = angles.sin() * self.attention_factor
+        return cos.to(dtype), sin.to(dtype)
+
+
+def rotary_for_layer(config: Config, local: bool) -> RotaryEmbedding:
+    """Global layers use rope_theta (+ scaling); sliding layers may use their own theta."""
+    if local and config.rope_theta_local is not None:
+        return RotaryEmbedding(config.rope_dim, config.rope_theta_local, None)
+    return RotaryEmbedding(config.rope_dim, config.rope_theta, config.rope_scaling)
+
+
+def apply_rotary(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool = False
+) -> torch.Tensor:
+    """Rotate the first 2*cos.shape[-1] dims of x [..., T, head_dim]; the rest pass through."""
+    rot = 2 * cos.shape[-1]
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    if interleaved:
+        a, b = x_rot[..., 0::2], x_rot[..., 1::2]
+        rotated = torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
+    else:
+        a, b = x_rot[..., : rot // 2], x_rot[..., rot // 2 :]
+        rotated = torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+    return torch.cat((rotated, x_pass), dim=-1) if x_pass.shape[-1] else rotated

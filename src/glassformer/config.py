@@ -1,0 +1,402 @@
+"""One frozen dataclass that describes every architecture glassformer builds.
+
+A GPT-2, a Llama, a Gemma 3 and a DeepSeek-V3 differ only in the values below: which norm,
+where it sits, how positions enter, which attention and which MLP. The model (`model.py`), the
+HF weight-name mapping (`hf/`), the GGUF loader and the explorer's cost model all read this one
+object, so there is a single source of truth for "what does this network compute".
+
+Conventions:
+- `d_model` is the residual width, `n_heads * head_dim` the attention width (they may differ,
+  as in Gemma and Qwen3).
+- `layer_types[i]` is "full" or "sliding"; sliding layers attend to the last `sliding_window`
+  keys including the current one (key j is visible to query i when 0 <= i - j < window).
+- All sizes are validated on construction; a bad value raises `ValueError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+NormType = Literal["layernorm", "rmsnorm"]
+NormPlacement = Literal["pre", "post", "sandwich"]
+PositionType = Literal["learned", "rope", "none"]
+AttentionType = Literal["mha", "mla"]
+MLPType = Literal["mlp", "glu"]
+Activation = Literal["gelu", "gelu_tanh", "silu", "relu"]
+RouterScore = Literal["softmax", "sigmoid"]
+LayerType = Literal["full", "sliding"]
+
+ROPE_SCALING_TYPES = ("linear", "llama3", "yarn")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Context-extension schemes for RoPE frequencies (applied to the global layers).
+
+    - linear: theta_i / factor (position interpolation, Chen et al. 2023).
+    - llama3: low frequencies divided by `factor`, high ones kept, a smooth ramp between
+      (Llama 3.1 report).
+    - yarn: NTK-by-parts ramp between interpolation and extrapolation plus an attention
+      temperature (Peng et al. 2023, "YaRN").
+    """
+
+    type: str
+    factor: float
+    original_max_seq_len: int | None = None
+    low_freq_factor: float | None = None  # llama3
+    high_freq_factor: float | None = None  # llama3
+    beta_fast: float | None = None  # yarn
+    beta_slow: float | None = None  # yarn
+    mscale: float | None = None  # yarn (DeepSeek)
+    mscale_all_dim: float | None = None  # yarn (DeepSeek)
+    attention_factor: float | None = None  # yarn
+    truncate: bool = True  # yarn
+
+    def __post_init__(self) -> None:
+        if self.type not in ROPE_SCALING_TYPES:
+            raise ValueError(
+                f"rope_scaling.type: unknown rope type {self.type!r}; "
+                f"expected one of {', '.join(ROPE_SCALING_TYPES)}"
+            )
+        if not self.factor > 0:
+            raise ValueError(f"rope_scaling.factor: must be > 0, got {self.factor}")
+        if self.type in ("llama3", "yarn") and not self.original_max_seq_len:
+            raise ValueError(
+                f"rope_scaling.original_max_seq_len: required for rope type {self.type!r}"
+            )
+        if self.type == "llama3":
+            for name in ("low_freq_factor", "high_freq_factor"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"rope_scaling.{name}: required for rope type 'llama3'")
+            assert self.low_freq_factor is not None and self.high_freq_factor is not None
+            if self.high_freq_factor <= self.low_freq_factor:
+                raise ValueError(
+                    "rope_scaling.high_freq_factor: must be greater than low_freq_factor"
+                )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Architecture of a decoder-only Transformer. Differences between families are data."""
+
+    # --- sizes -------------------------------------------------------------------------------
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int | None = None  # None: = n_heads (MHA); 1: MQA; otherwise GQA
+    head_dim: int | None = None  # None: d_model // n_heads
+    d_ff: int = 0  # MLP hidden width (0: 4 * d_model)
+    max_seq_len: int = 2048
+    name: str = field(default="custom", compare=False)
+    hf_model_type: str | None = None  # the HF `model_type` this config round-trips to
+
+    # --- positions ---------------------------------------------------------------------------
+    position: PositionType = "rope"
+    rope_theta: float = 10000.0
+    rope_theta_local: float | None = None  # theta of sliding layers, when it differs (Gemma 3)
+    rope_fraction: float = 1.0  # partial rotary: share of head_dim that is rotated
+    rope_interleaved: bool = False  # pairs (x0,x1),(x2,x3) (GPT-J/DeepSeek) vs halves (GPT-NeoX)
+    rope_scaling: RopeScaling | None = None
+
+    # --- norms -------------------------------------------------------------------------------
+    norm: NormType = "rmsnorm"
+    norm_eps: float = 1e-5
+    norm_unit_offset: bool = False  # Gemma: y = x_hat * (1 + w), weights stored around 0
+    norm_bias: bool = False  # LayerNorm with a bias (GPT-2)
+    norm_placement: NormPlacement = "pre"  # sandwich = pre + post norms (Gemma 2/3)
+
+    # --- attention ---------------------------------------------------------------------------
+    attention: AttentionType = "mha"
+    qkv_bias: bool = False
+    attn_out_bias: bool = False
+    qk_norm: bool = False  # RMSNorm per head on q and k before RoPE (Qwen3, Gemma 3)
+    attn_logit_softcap: float | None = None  # s = c * tanh(s / c) (Gemma 2)
+    query_pre_attn_scalar: float | None = None  # scale = scalar ** -0.5 instead of head_dim
+    sliding_window: int | None = None
+    layer_types: tuple[LayerType, ...] | None = None  # None: all "full" (or all "sliding"
+    # when sliding_window is set and no pattern is given, as in Mistral)
+
+    # --- Multi-head Latent Attention (DeepSeek-V2/V3) ----------------------------------------
+    q_lora_rank: int | None = None  # None: q is a plain projection
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+
+    # --- MLP ---------------------------------------------------------------------------------
+    mlp: MLPType = "glu"
+    activation: Activation = "silu"
+    mlp_bias: bool = False
+
+    # --- Mixture of Experts ------------------------------------------------------------------
+    n_experts: int = 0  # routed experts; 0: dense model
+    n_experts_per_token: int = 0  # top-k
+    n_shared_experts: int = 0
+    moe_d_ff: int = 0  # width of one expert (0: d_ff)
+    router_score: RouterScore = "softmax"
+    router_norm_topk: bool = True  # renormalise the top-k weights to sum to one
+    router_n_groups: int = 1  # grouped routing (DeepSeek): pick topk_groups groups first
+    router_topk_groups: int = 1
+    routed_scaling: float = 1.0
+    router_bias: bool = False  # aux-loss-free load balancing bias (used for choice only)
+    first_k_dense: int = 0  # the first k layers use a dense MLP of width d_ff
+
+    # --- embeddings and head -----------------------------------------------------------------
+    tie_embeddings: bool = False
+    embed_scale: bool = False  # multiply embeddings by sqrt(d_model) (Gemma)
+    final_logit_softcap: float | None = None
+
+    # --- DeepSeek-V3 multi-token prediction --------------------------------------------------
+    n_mtp_modules: int = 0  # how many MTP depths the published model has
+    # Build them (only training needs them). A build choice, so equality ignores it.
+    build_mtp: bool = field(default=False, compare=False)
+
+    # --- bookkeeping -------------------------------------------------------------------------
+    init_std: float = 0.02
+    bos_token_id: int | None = None
+    eos_token_id: int | tuple[int, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    # ------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: fill derived defaults once, here
+        if self.n_kv_heads is None:
+            set_(self, "n_kv_heads", self.n_heads)
+        if self.head_dim is None and self.attention == "mla":
+            set_(self, "head_dim", self.qk_nope_head_dim + self.qk_rope_head_dim)
+        if self.head_dim is None and _positive_int(self.n_heads) and _positive_int(self.d_model):
+            if self.d_model % self.n_heads:
+                raise ValueError(
+                    f"n_heads: {self.n_heads} does not divide d_model={self.d_model} "
+                    "(give head_dim explicitly if the attention width differs from d_model)"
+                )
+            set_(self, "head_dim", self.d_model // self.n_heads)
+        if self.d_ff == 0:
+            set_(self, "d_ff", 4 * self.d_model)
+        if self.n_experts and self.moe_d_ff == 0:
+            set_(self, "moe_d_ff", self.d_ff)
+        if isinstance(self.rope_scaling, dict):
+            set_(self, "rope_scaling", RopeScaling(**self.rope_scaling))
+        if self.layer_types is not None:
+            set_(self, "layer_types", tuple(self.layer_types))
+        if isinstance(self.eos_token_id, list):
+            set_(self, "eos_token_id", tuple(self.eos_token_id))
+        self.validate()
+
+    def validate(self) -> None:
+        def positive(name: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff"):
+            positive(name)
+        positive("max_seq_len")
+        if self.attention == "mla":  # head_dim is derived from these
+            for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+                positive(name)
+        positive("head_dim")
+        assert self.n_kv_heads is not None
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_kv_heads: {self.n_kv_heads} does not divide n_heads={self.n_heads}"
+            )
+        for name, allowed in (
+            ("position", ("learned", "rope", "none")),
+            ("norm", ("layernorm", "rmsnorm")),
+            ("norm_placement", ("pre", "post", "sandwich")),
+            ("attention", ("mha", "mla")),
+            ("mlp", ("mlp", "glu")),
+            ("activation", ("gelu", "gelu_tanh", "silu", "relu")),
+            ("router_score", ("softmax", "sigmoid")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        if not self.norm_eps > 0:
+            raise ValueError(f"norm_eps: must be > 0, got {self.norm_eps}")
+        if not 0 < self.rope_fraction <= 1:
+            raise ValueError(f"rope_fraction: must be in (0, 1], got {self.rope_fraction}")
+        if self.position == "rope" and not self.rope_theta > 0:
+            raise ValueError(f"rope_theta: must be > 0, got {self.rope_theta}")
+        if self.position == "rope" and self.attention == "mha" and self.rope_dim % 2:
+            raise ValueError(
+                f"rope_fraction: rotated dims head_dim*rope_fraction={self.rope_dim} must be even"
+            )
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
+            raise ValueError("rope_scaling: expected a RopeScaling or a dict")
+        for name in ("attn_logit_softcap", "final_logit_softcap", "query_pre_attn_scalar"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}: must be > 0 or None, got {value}")
+        if self.sliding_window is not None:
+            positive("sliding_window")
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.n_layers:
+                raise ValueError(
+                    f"layer_types: has {len(self.layer_types)} entries, expected n_layers="
+                    f"{self.n_layers}"
+                )
+            bad = sorted({t for t in self.layer_types if t not in ("full", "sliding")})
+            if bad:
+                raise ValueError(f"layer_types: unknown layer type(s) {bad}; use full|sliding")
+            if "sliding" in self.layer_types and self.sliding_window is None:
+                raise ValueError("sliding_window: layer_types has sliding layers but no window")
+        if self.attention == "mla":
+            if self.q_lora_rank is not None:
+                positive("q_lora_rank")
+            if self.qk_rope_head_dim % 2:
+                raise ValueError("qk_rope_head_dim: must be even")
+            if self.qk_norm or self.attn_logit_softcap:
+                raise ValueError("attention: MLA does not take qk_norm or attn_logit_softcap")
+        if self.n_experts < 0:
+            raise ValueError(f"n_experts: must be >= 0, got {self.n_experts}")
+        if self.n_experts:
+            positive("n_experts_per_token")
+            positive("moe_d_ff")
+            if self.n_experts_per_token > self.n_experts:
+                raise ValueError(
+                    f"n_experts_per_token: {self.n_experts_per_token} exceeds n_experts="
+                    f"{self.n_experts}"
+                )
+            positive("router_n_groups")
+            positive("router_topk_groups")
+            if self.n_experts % self.router_n_groups:
+                raise ValueError(
+                    f"router_n_groups: {self.router_n_groups} does not divide n_experts="
+                    f"{self.n_experts}"
+                )
+            if self.router_topk_groups > self.router_n_groups:
+                raise ValueError("router_topk_groups: exceeds router_n_groups")
+            per_group = self.n_experts // self.router_n_groups
+            if self.router_n_groups > 1 and per_group < 2:
+                raise ValueError("router_n_groups: each group needs at least 2 experts")
+            if self.n_experts_per_token > self.router_topk_groups * per_group:
+                raise ValueError("n_experts_per_token: more than the experts in the chosen groups")
+        for name in ("n_shared_experts", "first_k_dense", "n_mtp_modules"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: must be an integer >= 0, got {value!r}")
+        if self.first_k_dense > self.n_layers:
+            raise ValueError(f"first_k_dense: exceeds n_layers={self.n_layers}")
+        if self.build_mtp and not self.n_mtp_modules:
+            raise ValueError("build_mtp: the config has n_mtp_modules=0")
+
+    # --- derived quantities (used by the model, the loaders and the explorer alike) ------------
+    @property
+    def rope_dim(self) -> int:
+        """How many dims of each head are rotated."""
+        if self.attention == "mla":
+            return self.qk_rope_head_dim
+        assert self.head_dim is not None
+        return int(self.head_dim * self.rope_fraction)
+
+    @property
+    def qk_head_dim(self) -> int:
+        if self.attention == "mla":
+            return self.qk_nope_head_dim + self.qk_rope_head_dim
+        assert self.head_dim is not None
+        return self.head_dim
+
+    @property
+    def attn_v_head_dim(self) -> int:
+        if self.attention == "mla":
+            return self.v_head_dim
+        assert self.head_dim is not None
+        return self.head_dim
+
+    @property
+    def attention_scale(self) -> float:
+        """Multiplier of q.k before the softmax."""
+        if self.query_pre_attn_scalar is not None:
+            scale = self.query_pre_attn_scalar**-0.5
+        else:
+            scale = self.qk_head_dim**-0.5
+        rs = self.rope_scaling
+        if self.attention == "mla" and rs is not None and rs.type == "yarn" and rs.mscale_all_dim:
+            # DeepSeek folds YaRN's temperature into the softmax scale: mscale(s, m)^2
+            m = 0.1 * rs.mscale_all_dim * math.log(rs.factor) + 1.0 if rs.factor > 1 else 1.0
+            scale *= m * m
+        return scale
+
+    def layer_type(self, layer: int) -> LayerType:
+        if self.layer_types is not None:
+            return self.layer_types[layer]
+        return "sliding" if self.sliding_window is not None else "full"
+
+    def window(self, layer: int) -> int | None:
+        """Keys visible to a query in this layer (None: unbounded)."""
+        return self.sliding_window if self.layer_type(layer) == "sliding" else None
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return self.n_experts > 0 and layer >= self.first_k_dense
+
+    @property
+    def n_kv_groups(self) -> int:
+        assert self.n_kv_heads is not None
+        return self.n_heads // self.n_kv_heads
+
+    # --- construction helpers ------------------------------------------------------------------
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("extra")
+        if out["layer_types"] is not None:
+            out["layer_types"] = list(out["layer_types"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Config: unknown field(s) {unknown}")
+        data = dict(data)
+        if isinstance(data.get("rope_scaling"), dict):
+            data["rope_scaling"] = RopeScaling(**data["rope_scaling"])
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        return cls.from_dict(data)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Config:
+        """A published architecture by name (see `glassformer.presets.PRESETS`)."""
+        from glassformer.presets import get_preset
+
+        return get_preset(name, **overrides)
+
+    @classmethod
+    def from_hf(cls, config: dict[str, Any] | str | Path) -> Config:
+        """From an HF `config.json` (a dict, a file, or a model directory)."""
+        from glassformer.hf.config import config_from_hf
+
+        return config_from_hf(config)
+
+    def to_hf(self) -> dict[str, Any]:
+        """To an HF `config.json` dict of the matching `model_type`."""
+        from glassformer.hf.config import config_to_hf
+
+        return config_to_hf(self)

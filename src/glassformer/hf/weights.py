@@ -1,0 +1,274 @@
+"""Weight names and layouts: HF transformers <-> glassformer, derived from the Config.
+
+Most tensors only change name. Three change layout:
+- GPT-2 stores its projections as `Conv1D` weights [in, out] (transposed from nn.Linear) and
+  fuses q, k, v into one `c_attn` matrix.
+- HF MoE layers fuse each expert's gate and up projections into `gate_up_proj` [E, 2f, d]
+  (gate first); we keep them as two stacked tensors.
+  Checkpoints on disk (and `save_pretrained`) keep one tensor per expert instead, named
+  `experts.{j}.{gate,up,down}_proj` (Mixtral: `block_sparse_moe.experts.{j}.w1/w3/w2`);
+  `unify_expert_layout` stacks those first.
+- Tied embeddings: HF lists `lm_head.weight` even when it is the embedding; we keep one tensor.
+The mapping is a list of `Rule`s built from the config, so one function serves both directions
+and every tensor on either side must be claimed by exactly one rule.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from glassformer.config import Config
+
+Tensors = list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Rule:
+    ours: tuple[str, ...]
+    hf: tuple[str, ...]
+    to_ours: Callable[[Tensors], Tensors] = lambda t: t
+    to_hf: Callable[[Tensors], Tensors] = lambda t: t
+
+
+def _rename(ours: str, hf: str) -> Rule:
+    return Rule((ours,), (hf,))
+
+
+def _transposed(ours: str, hf: str) -> Rule:
+    return Rule((ours,), (hf,), lambda t: [t[0].T.contiguous()], lambda t: [t[0].T.contiguous()])
+
+
+def _split(ours: tuple[str, ...], hf: str, sizes: list[int], dim: int, transpose: bool) -> Rule:
+    def to_ours(t: Tensors) -> Tensors:
+        w = t[0].T if transpose else t[0]
+        return [p.contiguous() for p in torch.split(w, sizes, dim=dim)]
+
+    def to_hf(t: Tensors) -> Tensors:
+        w = torch.cat(t, dim=dim)
+        return [w.T.contiguous() if transpose else w]
+
+    return Rule(ours, (hf,), to_ours, to_hf)
+
+
+def weight_rules(config: Config) -> list[Rule]:
+    """Every tensor of the model, with its HF name(s) and layout change."""
+    if config.position == "learned":
+        return _gpt2_rules(config)
+    return _llama_like_rules(config)
+
+
+def _gpt2_rules(cfg: Config) -> list[Rule]:
+    rules = [
+        _rename("embed.weight", "transformer.wte.weight"),
+        _rename("pos_embed.weight", "transformer.wpe.weight"),
+        _rename("final_norm.weight", "transformer.ln_f.weight"),
+        _rename("final_norm.bias", "transformer.ln_f.bias"),
+    ]
+    d = cfg.d_model
+    for i in range(cfg.n_layers):
+        o, h = f"layers.{i}", f"transformer.h.{i}"
+        for ours, hf in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
+            rules += [_rename(f"{o}.{ours}.weight", f"{h}.{hf}.weight")]
+            rules += [_rename(f"{o}.{ours}.bias", f"{h}.{hf}.bias")]
+        qkv = tuple(f"{o}.attn.{p}_proj" for p in "qkv")
+        rules += [
+            _split(tuple(f"{n}.weight" for n in qkv), f"{h}.attn.c_attn.weight", [d] * 3, 0, True),
+            _split(tuple(f"{n}.bias" for n in qkv), f"{h}.attn.c_attn.bias", [d] * 3, 0, False),
+            _transposed(f"{o}.attn.o_proj.weight", f"{h}.attn.c_proj.weight"),
+            _rename(f"{o}.attn.o_proj.bias", f"{h}.attn.c_proj.bias"),
+            _transposed(f"{o}.mlp.up_proj.weight", f"{h}.mlp.c_fc.weight"),
+            _rename(f"{o}.mlp.up_proj.bias", f"{h}.mlp.c_fc.bias"),
+            _transposed(f"{o}.mlp.down_proj.weight", f"{h}.mlp.c_proj.weight"),
+            _rename(f"{o}.mlp.down_proj.bias", f"{h}.mlp.c_proj.bias"),
+        ]
+    if not cfg.tie_embeddings:
+        rules.append(_rename("lm_head.weight", "lm_head.weight"))
+    return rules
+
+
+def _linear(rules: list[Rule], ours: str, hf: str, bias: bool) -> None:
+    rules.append(_rename(f"{ours}.weight", f"{hf}.weight"))
+    if bias:
+        rules.append(_rename(f"{ours}.bias", f"{hf}.bias"))
+
+
+def _llama_like_rules(cfg: Config) -> list[Rule]:
+    rules = [
+        _rename("embed.weight", "model.embed_tokens.weight"),
+        _rename("final_norm.weight", "model.norm.weight"),
+    ]
+    for i in range(cfg.n_layers):
+        _block_rules(cfg, rules, f"layers.{i}", f"model.layers.{i}", i)
+    if cfg.build_mtp:
+        # DeepSeek-V3 checkpoints store MTP depth k as decoder layer n_layers + k, with its
+        # own copies of the embedding and head (identical to the main ones; we share them).
+        for k in range(cfg.n_mtp_modules):
+            o, h = f"mtp.{k}", f"model.layers.{cfg.n_layers + k}"
+            rules += [
+                _rename(f"{o}.embed_norm.weight", f"{h}.enorm.weight"),
+                _rename(f"{o}.hidden_norm.weight", f"{h}.hnorm.weight"),
+                _rename(f"{o}.proj.weight", f"{h}.eh_proj.weight"),
+                _rename(f"{o}.final_norm.weight", f"{h}.shared_head.norm.weight"),
+            ]
+            _block_rules(cfg, rules, f"{o}.block", h, cfg.n_layers - 1)
+    if not cfg.tie_embeddings:
+        rules.append(_rename("lm_head.weight", "lm_head.weight"))
+    return rules
+
+
+def _block_rules(cfg: Config, rules: list[Rule], o: str, h: str, layer: int) -> None:
+    rules.append(_rename(f"{o}.attn_norm.weight", f"{h}.input_layernorm.weight"))
+    if cfg.norm_placement == "sandwich":
+        rules += [
+            _rename(f"{o}.post_attn_norm.weight", f"{h}.post_attention_layernorm.weight"),
+            _rename(f"{o}.mlp_norm.weight", f"{h}.pre_feedforward_layernorm.weight"),
+            _rename(f"{o}.post_mlp_norm.weight", f"{h}.post_feedforward_layernorm.weight"),
+        ]
+    else:
+        rules.append(_rename(f"{o}.mlp_norm.weight", f"{h}.post_attention_layernorm.weight"))
+    if cfg.attention == "mla":
+        _mla_rules(cfg, rules, f"{o}.attn", f"{h}.self_attn")
+    else:
+        for p in "qkv":
+            _linear(rules, f"{o}.attn.{p}_proj", f"{h}.self_attn.{p}_proj", cfg.qkv_bias)
+        _linear(rules, f"{o}.attn.o_proj", f"{h}.self_attn.o_proj", cfg.attn_out_bias)
+        if cfg.qk_norm:
+            for p in "qk":
+                rules.append(_rename(f"{o}.attn.{p}_norm.weight", f"{h}.self_attn.{p}_norm.weight"))
+    if cfg.is_moe_layer(layer):
+        _moe_rules(cfg, rules, f"{o}.mlp", f"{h}.mlp")
+    else:
+        for p in ("gate_proj", "up_proj", "down_proj"):
+            _linear(rules, f"{o}.mlp.{p}", f"{h}.mlp.{p}", cfg.mlp_bias)
+
+
+def _mla_rules(cfg: Config, rules: list[Rule], o: str, h: str) -> None:
+    if cfg.q_lora_rank is None:
+        _linear(rules, f"{o}.q_proj", f"{h}.q_proj", False)
+    else:
+        _linear(rules, f"{o}.q_a_proj", f"{h}.q_a_proj", cfg.qkv_bias)
+        rules.append(_rename(f"{o}.q_a_norm.weight", f"{h}.q_a_layernorm.weight"))
+        _linear(rules, f"{o}.q_b_proj", f"{h}.q_b_proj", False)
+    _linear(rules, f"{o}.kv_a_proj", f"{h}.kv_a_proj_with_mqa", cfg.qkv_bias)
+    rules.append(_rename(f"{o}.kv_a_norm.weight", f"{h}.kv_a_layernorm.weight"))
+    _linear(rules, f"{o}.kv_b_proj", f"{h}.kv_b_proj", False)
+    _linear(rules, f"{o}.o_proj", f"{h}.o_proj", cfg.attn_out_bias)
+
+
+def _moe_rules(cfg: Config, rules: list[Rule], o: str, h: str) -> None:
+    rules.append(_rename(f"{o}.router.weight", f"{h}.gate.weight"))
+    if cfg.router_bias:
+        rules.append(_rename(f"{o}.router.score_bias", f"{h}.gate.e_score_correction_bias"))
+    f = cfg.moe_d_ff
+    rules.append(
+        _split(
+            (f"{o}.experts.gate_proj", f"{o}.experts.up_proj"),
+            f"{h}.experts.gate_up_proj",
+            [f, f],
+            1,
+            False,
+        )
+    )
+    rules.append(_rename(f"{o}.experts.down_proj", f"{h}.experts.down_proj"))
+    if cfg.n_shared_experts:
+        for p in ("gate_proj", "up_proj", "down_proj"):
+            _linear(rules, f"{o}.shared.{p}", f"{h}.shared_experts.{p}", False)
+
+
+def _check_names(side: str, have: set[str], want: set[str]) -> None:
+    missing, unexpected = sorted(want - have), sorted(have - want)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+        raise ValueError(f"{side} state dict does not match the config: " + "; ".join(parts))
+
+
+# HF keeps these as non-persistent buffers or aliases; they carry no weights of their own.
+_HF_IGNORABLE_SUFFIXES = (".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias")
+
+
+_PER_EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w2|w3)\.weight$")
+_MIXTRAL_NAMES = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
+
+
+def unify_expert_layout(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-expert checkpoint tensors -> HF's in-memory stacked `gate_up_proj` / `down_proj`."""
+    out: dict[str, torch.Tensor] = {}
+    experts: dict[str, dict[str, dict[int, torch.Tensor]]] = defaultdict(lambda: defaultdict(dict))
+    for name, tensor in hf_state.items():
+        name = name.replace(".block_sparse_moe.", ".mlp.")
+        match = _PER_EXPERT.match(name)
+        if match is None:
+            out[name] = tensor
+            continue
+        prefix, index, kind = match.groups()
+        experts[prefix][_MIXTRAL_NAMES.get(kind, kind)][int(index)] = tensor
+    for prefix, kinds in experts.items():
+        stacked = {}
+        for kind in ("gate_proj", "up_proj", "down_proj"):
+            by_index = kinds.get(kind, {})
+            if sorted(by_index) != list(range(len(by_index))) or not by_index:
+                raise ValueError(f"{prefix}: incomplete per-expert tensors for {kind}")
+            stacked[kind] = torch.stack([by_index[j] for j in range(len(by_index))])
+        out[f"{prefix}.gate_up_proj"] = torch.cat((stacked["gate_proj"], stacked["up_proj"]), 1)
+        out[f"{prefix}.down_proj"] = stacked["down_proj"]
+    return out
+
+
+def hf_to_ours(config: Config, hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    rules = weight_rules(config)
+    hf_state = unify_expert_layout(hf_state)
+    hf_state = {k: v for k, v in hf_state.items() if not k.endswith(_HF_IGNORABLE_SUFFIXES)}
+    hf_state = _drop_mtp_extras(config, hf_state)
+    if config.tie_embeddings:
+        hf_state.pop("lm_head.weight", None)
+    _check_names("HF", set(hf_state), {n for r in rules for n in r.hf})
+    out: dict[str, torch.Tensor] = {}
+    for rule in rules:
+        tensors = rule.to_ours([hf_state[n] for n in rule.hf])
+        out.update(zip(rule.ours, tensors, strict=True))
+    return out
+
+
+_MTP_SHARED_COPIES = ("embed_tokens.weight", "shared_head.head.weight")
+
+
+def _drop_mtp_extras(config: Config, hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MTP layers are skipped unless built; their embedding/head copies are always shared."""
+    first_mtp = config.n_layers
+    kept = {}
+    for name, tensor in hf_state.items():
+        match = re.match(r"^model\.layers\.(\d+)\.(.*)$", name)
+        in_mtp = match is not None and int(match.group(1)) >= first_mtp
+        if in_mtp and (not config.build_mtp or match.group(2) in _MTP_SHARED_COPIES):
+            continue
+        kept[name] = tensor
+    return kept
+
+
+def ours_to_hf(config: Config, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    rules = weight_rules(config)
+    _check_names("glassformer", set(state), {n for r in rules for n in r.ours})
+    out: dict[str, torch.Tensor] = {}
+    for rule in rules:
+        tensors = rule.to_hf([state[n] for n in rule.ours])
+        out.update(zip(rule.hf, tensors, strict=True))
+    embed = (
+        "transformer.wte.weight" if config.position == "learned" else "model.embed_tokens.weight"
+    )
+    if config.tie_embeddings:
+        out["lm_head.weight"] = out[embed]
+    if config.build_mtp:
+        for k in range(config.n_mtp_modules):
+            layer = f"model.layers.{config.n_layers + k}"
+            out[f"{layer}.embed_tokens.weight"] = out[embed]
+            out[f"{layer}.shared_head.head.weight"] = out["lm_head.weight"]
+    return out

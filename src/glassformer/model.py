@@ -1,0 +1,211 @@
+"""The Transformer: embeddings, a stack of blocks, a final norm and the LM head.
+
+    x_0 = Emb(t) (* sqrt(d) for Gemma) (+ P(pos) for learned absolute positions, GPT-2)
+    x_l = Block_l(x_{l-1})                                  l = 1 .. n_layers
+    logits = W_head Norm(x_L)    (W_head = Emb^T when tied; c * tanh(logits / c) when capped)
+
+Everything that differs between GPT-2, Llama, Qwen, Gemma, Mixtral and DeepSeek-V3 is read from
+the `Config`; the blocks are built from the components in `glassformer.components`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glassformer.components.block import Block
+from glassformer.components.kv_cache import KVCache
+from glassformer.components.moe import Experts, Router
+from glassformer.components.mtp import MTPModule
+from glassformer.components.norms import make_norm
+from glassformer.components.rope import RotaryEmbedding, rotary_for_layer
+from glassformer.config import Config
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_embed = (
+            nn.Embedding(config.max_seq_len, config.d_model)
+            if config.position == "learned"
+            else None
+        )
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.final_norm = make_norm(config)
+        self.lm_head = (
+            None
+            if config.tie_embeddings
+            else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        )
+        self.mtp = (
+            nn.ModuleList(MTPModule(config, k) for k in range(config.n_mtp_modules))
+            if config.build_mtp
+            else None
+        )
+        self.build_rotary()
+        self.reset_parameters()
+
+    def build_rotary(self) -> None:
+        """One rotary table per kind of layer (Gemma 3's local layers use their own theta)."""
+        self.rotary = nn.ModuleDict()
+        if self.config.position == "rope":
+            kinds = {self.config.layer_type(i) for i in range(self.config.n_layers)} | {"full"}
+            for kind in sorted(kinds):
+                self.rotary[kind] = rotary_for_layer(self.config, local=kind == "sliding")
+
+    # --- initialisation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """GPT-2 style: N(0, init_std), output projections scaled by 1/sqrt(2 n_layers)."""
+        std = self.config.init_std
+        residual_std = std / math.sqrt(2 * self.config.n_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                out_proj = name.endswith(("o_proj", "down_proj"))
+                nn.init.normal_(module.weight, 0.0, residual_std if out_proj else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding | Router):
+                nn.init.normal_(module.weight, 0.0, std)
+            elif isinstance(module, Experts):
+                for pname, p in module.named_parameters():
+                    nn.init.normal_(p, 0.0, residual_std if pname == "down_proj" else std)
+            elif isinstance(module, RotaryEmbedding):
+                continue
+            elif hasattr(module, "weight") and isinstance(module.weight, nn.Parameter):
+                # norms: identity scale (Gemma's (1 + w) form stores zeros)
+                if getattr(module, "unit_offset", False):
+                    nn.init.zeros_(module.weight)
+                else:
+                    nn.init.ones_(module.weight)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+
+    # --- attention implementation ---------------------------------------------------------------
+    def set_attention_impl(self, impl: str) -> None:
+        """ "sdpa" (PyTorch's fused kernel) or "eager" (explicit matmul + softmax)."""
+        if impl not in ("sdpa", "eager"):
+            raise ValueError(f"impl: expected 'sdpa' or 'eager', got {impl!r}")
+        for module in self.modules():
+            if hasattr(module, "impl"):
+                module.impl = impl
+
+    # --- cache -----------------------------------------------------------------------------------
+    def new_cache(
+        self,
+        batch_size: int,
+        max_seq_len: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> KVCache:
+        """A static cache for `batch_size` sequences of up to `max_seq_len` tokens."""
+        cfg = self.config
+        max_seq_len = max_seq_len or cfg.max_seq_len
+        weight = self.embed.weight
+        dtype = dtype or weight.dtype
+        device = device or weight.device
+        shapes = []
+        for i in range(cfg.n_layers):
+            window = cfg.window(i)
+            ring = window is not None and window < max_seq_len
+            capacity = window if ring and window is not None else max_seq_len
+            if cfg.attention == "mla":
+                shapes.append(
+                    (
+                        (batch_size, capacity, cfg.kv_lora_rank),
+                        (batch_size, capacity, cfg.qk_rope_head_dim),
+                        capacity,
+                        ring,
+                        1,
+                    )
+                )
+            else:
+                assert cfg.n_kv_heads is not None and cfg.head_dim is not None
+                shape = (batch_size, cfg.n_kv_heads, capacity, cfg.head_dim)
+                shapes.append((shape, shape, capacity, ring, 2))
+        return KVCache.allocate(shapes, dtype, device, max_seq_len)
+
+    # --- forward ---------------------------------------------------------------------------------
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(input_ids)
+        if self.config.embed_scale:
+            # Gemma rounds sqrt(d) to the activation dtype before multiplying.
+            x = x * torch.tensor(self.config.d_model**0.5, dtype=x.dtype)
+        return x
+
+    def rope_tables(
+        self, positions: torch.Tensor, dtype: torch.dtype
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {kind: rot(positions, dtype) for kind, rot in self.rotary.items()}
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final-normalised hidden states -> logits."""
+        weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        logits = F.linear(hidden, weight)
+        cap = self.config.final_logit_softcap
+        if cap is not None:
+            logits = cap * torch.tanh(logits / cap)
+        return logits
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """Run the blocks; returns (last hidden state before the final norm, positions, rope)."""
+        if input_ids.dim() != 2:
+            shape = tuple(input_ids.shape)
+            raise ValueError(f"input_ids: expected [batch, seq], got shape {shape}")
+        t = input_ids.shape[1]
+        start = cache.length if cache is not None else 0
+        # Learned positions and a static cache have a hard length; RoPE alone does not.
+        limit = cache.max_seq_len if cache is not None else self.config.max_seq_len
+        if start + t > limit and (cache is not None or self.pos_embed is not None):
+            raise ValueError(f"sequence of {start + t} tokens exceeds the limit {limit}")
+        positions = torch.arange(start, start + t, device=input_ids.device)
+        x = self.embed_tokens(input_ids)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(positions)
+        rope = self.rope_tables(positions, x.dtype)
+        for i, block in enumerate(self.layers):
+            layer_rope = rope.get(self.config.layer_type(i)) if rope else None
+            x = block(x, layer_rope, positions, cache.layers[i] if cache is not None else None)
+        if cache is not None:
+            cache.length += t
+        return x, positions, rope
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """input_ids [batch, seq] -> logits [batch, seq, vocab]. With a cache, the tokens
+        continue the cached sequence and the cache is advanced."""
+        hidden, _, _ = self.hidden_states(input_ids, cache)
+        return self.head(self.final_norm(hidden))
+
+    def forward_mtp(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits of the main model and of each MTP depth k (which predicts token i+k+1 at
+        position i, for the first seq-k positions)."""
+        if self.mtp is None:
+            raise ValueError("forward_mtp: the model was built without MTP (Config.build_mtp)")
+        hidden, positions, rope = self.hidden_states(input_ids)
+        logits = self.head(self.final_norm(hidden))
+        extra = []
+        for k, module in enumerate(self.mtp, start=1):
+            n = hidden.shape[1] - 1
+            if n <= 0:
+                break
+            layer_rope = rope.get("full") if rope else None
+            if layer_rope is not None:
+                layer_rope = (layer_rope[0][:n], layer_rope[1][:n])
+            hidden, normed = module(
+                hidden[:, :n], self.embed_tokens(input_ids[:, k:]), layer_rope, positions[:n]
+            )
+            extra.append(self.head(normed))
+        return logits, extra
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.embed.weight.numel()
+        return n

@@ -1,0 +1,129 @@
+"""Tiny HF transformers configs for every family glassformer reproduces, and a weight perturber.
+
+Random-initialised HF models leave norms at 1 and biases at 0, which would hide a swapped or
+missing weight; `perturb` moves every parameter and buffer that holds weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+VOCAB = 97
+SEQ = 40  # longer than every sliding window below
+
+# fmt: off
+TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
+    "gpt2": dict(
+        model_type="gpt2", vocab_size=VOCAB, n_embd=48, n_layer=2, n_head=4, n_positions=64,
+        activation_function="gelu_new",
+    ),
+    "llama": dict(
+        model_type="llama", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        rope_parameters=dict(
+            rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+            high_freq_factor=4.0, original_max_position_embeddings=16,
+        ),
+    ),
+    "llama-bias-mqa-linear": dict(
+        model_type="llama", vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, head_dim=24,
+        attention_bias=True, mlp_bias=True, tie_word_embeddings=True,
+        rope_parameters=dict(rope_type="linear", rope_theta=10000.0, factor=4.0),
+    ),
+    "mistral": dict(
+        model_type="mistral", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        sliding_window=7, max_position_embeddings=128,
+    ),
+    "qwen2": dict(
+        model_type="qwen2", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+    ),
+    "qwen3": dict(
+        model_type="qwen3", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+        rope_parameters=dict(
+            rope_type="yarn", rope_theta=1000000.0, factor=4.0,
+            original_max_position_embeddings=32,
+        ),
+        tie_word_embeddings=True,
+    ),
+    "qwen3_moe": dict(
+        model_type="qwen3_moe", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        num_experts=6, num_experts_per_tok=2, moe_intermediate_size=40, norm_topk_prob=False,
+    ),
+    "gemma2": dict(
+        model_type="gemma2", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        sliding_window=9, query_pre_attn_scalar=24, attn_logit_softcapping=5.0,
+        final_logit_softcapping=3.0,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+    ),
+    "gemma3_text": dict(
+        model_type="gemma3_text", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=32,
+        sliding_window=6, query_pre_attn_scalar=32,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        rope_parameters=dict(
+            sliding_attention=dict(rope_type="default", rope_theta=10000.0),
+            full_attention=dict(rope_type="linear", rope_theta=1000000.0, factor=8.0),
+        ),
+    ),
+    "mixtral": dict(
+        model_type="mixtral", vocab_size=VOCAB, hidden_size=64, intermediate_size=48,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        num_local_experts=4, num_experts_per_tok=2, sliding_window=None,
+    ),
+    "deepseek_v3": dict(
+        model_type="deepseek_v3", vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+        moe_intermediate_size=24, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=4, n_shared_experts=1, n_routed_experts=8, num_experts_per_tok=3,
+        n_group=4, topk_group=2, first_k_dense_replace=1, routed_scaling_factor=2.5,
+        kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, qk_nope_head_dim=12,
+        v_head_dim=10, max_position_embeddings=256,
+        rope_parameters=dict(
+            rope_type="yarn", rope_theta=10000.0, factor=4.0,
+            original_max_position_embeddings=64, beta_fast=32, beta_slow=1, mscale=1.0,
+            mscale_all_dim=1.0,
+        ),
+    ),
+    "deepseek_v3-no-qlora": dict(
+        model_type="deepseek_v3", vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+        moe_intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, n_shared_experts=2, n_routed_experts=4, num_experts_per_tok=2,
+        n_group=1, topk_group=1, first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=None,
+        qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, rope_interleave=False,
+    ),
+}
+# fmt: on
+
+
+def build_hf(name: str, seed: int = 0) -> Any:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = dict(TINY_HF_CONFIGS[name])
+    model_type = spec.pop("model_type")
+    config = AutoConfig.for_model(model_type, **spec)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).float().eval()
+    perturb(model, seed)
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+    return model
+
+
+@torch.no_grad()
+def perturb(model: torch.nn.Module, seed: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed + 1)
+    for p in model.parameters():
+        scale = 0.1 if p.dim() == 1 else 0.05
+        p.add_(torch.randn(p.shape, generator=gen) * scale)
+    for name, b in model.named_buffers():
+        if name.endswith("e_score_correction_bias"):
+            b.add_(torch.randn(b.shape, generator=gen) * 0.1)
