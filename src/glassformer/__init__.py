@@ -8,8 +8,18 @@ hf_model = gf.to_hf(model)                     # and back
 """
 
 from glassformer.config import Config, RopeScaling
+from glassformer.generation import GenerationConfig, generate, load
 from glassformer.hf import from_hf, to_hf
 from glassformer.model import Transformer
 
-__all__ = ["Config", "RopeScaling", "Transformer", "from_hf", "to_hf"]
+__all__ = [
+    "Config",
+    "GenerationConfig",
+    "RopeScaling",
+    "Transformer",
+    "from_hf",
+    "generate",
+    "load",
+    "to_hf",
+]
 __version__ = "0.1.0"

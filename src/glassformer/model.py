@@ -153,7 +153,10 @@ class Transformer(nn.Module):
         return logits
 
     def hidden_states(
-        self, input_ids: torch.Tensor, cache: KVCache | None = None
+        self,
+        input_ids: torch.Tensor,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
         """Run the blocks; returns (last hidden state before the final norm, positions, rope)."""
         if input_ids.dim() != 2:
@@ -165,22 +168,51 @@ class Transformer(nn.Module):
         limit = cache.max_seq_len if cache is not None else self.config.max_seq_len
         if start + t > limit and (cache is not None or self.pos_embed is not None):
             raise ValueError(f"sequence of {start + t} tokens exceeds the limit {limit}")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask: expected shape {tuple(input_ids.shape)}, "
+                f"got {tuple(attention_mask.shape)}"
+            )
         positions = torch.arange(start, start + t, device=input_ids.device)
+        if cache is not None:
+            key_valid = cache.record_padding(attention_mask)
+        else:
+            key_valid = attention_mask.bool() if attention_mask is not None else None
         x = self.embed_tokens(input_ids)
         if self.pos_embed is not None:
-            x = x + self.pos_embed(positions)
+            x = x + self.pos_embed(self._row_positions(positions, key_valid))
+        # RoPE needs no per-row offsets for left padding: q.k depends only on p_i - p_j.
         rope = self.rope_tables(positions, x.dtype)
         for i, block in enumerate(self.layers):
             layer_rope = rope.get(self.config.layer_type(i)) if rope else None
-            x = block(x, layer_rope, positions, cache.layers[i] if cache is not None else None)
+            layer_cache = cache.layers[i] if cache is not None else None
+            x = block(x, layer_rope, positions, layer_cache, key_valid)
         if cache is not None:
             cache.length += t
         return x, positions, rope
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """input_ids [batch, seq] -> logits [batch, seq, vocab]. With a cache, the tokens
-        continue the cached sequence and the cache is advanced."""
-        hidden, _, _ = self.hidden_states(input_ids, cache)
+    @staticmethod
+    def _row_positions(positions: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
+        """Absolute positions count real tokens only, so a left-padded row starts at 0."""
+        if key_valid is None:
+            return positions
+        start, end = int(positions[0]), int(positions[-1]) + 1
+        before = key_valid[:, :start].sum(1, keepdim=True)
+        return (before + key_valid[:, start:end].long().cumsum(1) - 1).clamp(min=0)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """input_ids [batch, seq] -> logits [batch, seq, vocab].
+
+        With a cache, the tokens continue the cached sequence and the cache advances.
+        `attention_mask` [batch, seq] (1 = token, 0 = padding) lets rows of a batch have
+        different lengths (left padding); padded positions produce logits to be ignored.
+        """
+        hidden, _, _ = self.hidden_states(input_ids, cache, attention_mask)
         return self.head(self.final_norm(hidden))
 
     def forward_mtp(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -90,3 +90,28 @@ def test_from_hf_directory(tmp_path, pair: tuple) -> None:
     ids = _ids(seed=3)
     with torch.no_grad():
         assert torch.equal(loaded(ids), ours(ids)), name
+
+
+def test_left_padded_batch_matches_each_row_alone(pair: tuple) -> None:
+    """Rows of different lengths in one batch (left padding), prefill and cached decoding."""
+    name, hf, ours = pair
+    ours.set_attention_impl("sdpa")
+    long, short = _ids(1, 30, seed=4), _ids(1, 19, seed=5)
+    pad = 30 - 19
+    batch = torch.cat((long, torch.cat((torch.zeros(1, pad, dtype=torch.long), short), 1)))
+    mask = torch.ones_like(batch)
+    mask[1, :pad] = 0
+    with torch.no_grad():
+        alone = [ours(long), ours(short)]
+        padded = ours(batch, attention_mask=mask)
+        cache = ours.new_cache(2, 40)
+        prefill = ours(batch[:, :25], cache, attention_mask=mask[:, :25])
+        steps = [ours(batch[:, t : t + 1], cache) for t in range(25, 30)]
+        hf_out = hf(
+            batch, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)
+        ).logits
+    cached = torch.cat([prefill, *steps], dim=1)
+    for got in (padded, cached):
+        assert (got[0] - alone[0][0]).abs().max() <= TOLERANCE, name
+        assert (got[1, pad:] - alone[1][0]).abs().max() <= TOLERANCE, name
+    assert (padded[1, pad:] - hf_out[1, pad:]).abs().max() <= TOLERANCE, name

@@ -32,13 +32,16 @@ def attend(
     softcap: float | None = None,
     impl: str = "sdpa",
 ) -> torch.Tensor:
-    """q [B,H,T,D], k [B,Hkv,S,D], v [B,Hkv,S,Dv], mask [T,S] bool or None (= causal, S == T).
+    """q [B,H,T,D], k [B,Hkv,S,D], v [B,Hkv,S,Dv]; mask [T,S] or [B,1,T,S] bool, or None for
+    plain causal attention over S == T keys.
 
     Returns [B,H,T,Dv]. `impl="eager"` spells the math out (and is what FLOP counters see);
     "sdpa" calls PyTorch's fused kernel. Soft-capping needs the scores, so it forces eager.
     """
     groups = q.shape[1] // k.shape[1]
-    if impl == "sdpa" and softcap is None:
+    # One query row (decoding): PyTorch's CPU flash kernel has a large fixed cost per call,
+    # while the explicit product is a pair of tiny matmuls.
+    if impl == "sdpa" and softcap is None and (q.shape[-2] > 1 or q.device.type != "cpu"):
         return F.scaled_dot_product_attention(
             q,
             k,
@@ -93,6 +96,7 @@ class Attention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         positions: torch.Tensor,
         cache: LayerCache | None = None,
+        key_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
@@ -105,9 +109,9 @@ class Attention(nn.Module):
             k = apply_rotary(k, *rope, interleaved=self.interleaved)
         if cache is not None:
             k, v, key_positions = cache.update(k, v, positions)
-            mask = visibility_mask(positions, key_positions, self.window)
-        elif self.window is not None and t > self.window:
-            mask = visibility_mask(positions, positions, self.window)
+            mask = visibility_mask(positions, key_positions, self.window, key_valid)
+        elif key_valid is not None or (self.window is not None and t > self.window):
+            mask = visibility_mask(positions, positions, self.window, key_valid)
         else:
             mask = None  # plain causal: lets SDPA pick its causal fast path
         out = attend(q, k, v, mask, self.scale, self.softcap, self.impl)

@@ -43,11 +43,12 @@ class Block(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         positions: torch.Tensor,
         cache: LayerCache | None = None,
+        key_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.placement == "post":
-            x = self.attn_norm(x + self.attn(x, rope, positions, cache))
+            x = self.attn_norm(x + self.attn(x, rope, positions, cache, key_valid))
             return self.mlp_norm(x + self.mlp(x))
-        h = self.attn(self.attn_norm(x), rope, positions, cache)
+        h = self.attn(self.attn_norm(x), rope, positions, cache, key_valid)
         if self.post_attn_norm is not None:
             h = self.post_attn_norm(h)
         x = x + h

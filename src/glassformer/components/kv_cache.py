@@ -79,11 +79,28 @@ class KVCache:
         self.layers = layers
         self.max_seq_len = max_seq_len
         self.length = 0
+        # Padded batches only: which positions of each row hold real tokens.
+        self.key_valid: torch.Tensor | None = None  # [B, max_seq_len] bool
 
     def reset(self) -> None:
         self.length = 0
+        self.key_valid = None
         for layer in self.layers:
             layer.positions.fill_(-1)
+
+    def record_padding(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Note which of the next tokens are real; returns key validity by position, or None
+        while the batch has no padding at all."""
+        if attention_mask is None:
+            return self.key_valid  # new tokens are real; slots were initialised to True
+        if self.key_valid is None:
+            batch = self.layers[0].keys.shape[0]
+            self.key_valid = torch.ones(
+                batch, self.max_seq_len, dtype=torch.bool, device=attention_mask.device
+            )
+        t = attention_mask.shape[1]
+        self.key_valid[:, self.length : self.length + t] = attention_mask.bool()
+        return self.key_valid
 
     def nbytes(self) -> int:
         return sum(
@@ -114,11 +131,23 @@ class KVCache:
 
 
 def visibility_mask(
-    query_positions: torch.Tensor, key_positions: torch.Tensor, window: int | None
+    query_positions: torch.Tensor,
+    key_positions: torch.Tensor,
+    window: int | None,
+    key_valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """[T, S] bool: key j is visible to query i when 0 <= p_i - p_j (< window)."""
+    """Key j is visible to query i when 0 <= p_i - p_j (< window) and j is not padding.
+
+    Returns [T, S] bool, or [B, 1, T, S] when `key_valid` ([B, positions] bool, indexed by
+    absolute position) marks padded keys. A padding query still sees itself, so its softmax row
+    is never empty (its output is ignored, but must not be NaN).
+    """
     distance = query_positions[:, None] - key_positions[None, :]
     visible = (distance >= 0) & (key_positions[None, :] >= 0)
     if window is not None:
         visible &= distance < window
-    return visible
+    if key_valid is None:
+        return visible
+    valid = key_valid[:, key_positions.clamp(min=0)]  # [B, S]
+    visible = (visible[None] & valid[:, None, :]) | (distance == 0)[None]
+    return visible[:, None]

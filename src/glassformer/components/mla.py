@@ -59,6 +59,7 @@ class MultiHeadLatentAttention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         positions: torch.Tensor,
         cache: LayerCache | None = None,
+        key_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, t, _ = x.shape
         if self.q_proj is not None:
@@ -85,8 +86,11 @@ class MultiHeadLatentAttention(nn.Module):
         k = torch.cat((k_nope, k_rope[:, None].expand(b, self.n_heads, s, self.rope_dim)), -1)
         q = torch.cat((q_nope, q_rope), dim=-1)
 
-        if cache is not None or (self.window is not None and t > self.window):
-            mask: torch.Tensor | None = visibility_mask(positions, key_positions, self.window)
+        needs_mask = key_valid is not None or (self.window is not None and t > self.window)
+        if cache is not None or needs_mask:
+            mask: torch.Tensor | None = visibility_mask(
+                positions, key_positions, self.window, key_valid
+            )
         else:
             mask = None
         out = attend(q, k, v, mask, self.scale, None, self.impl)

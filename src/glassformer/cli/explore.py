@@ -1,0 +1,175 @@
+"""`glassformer explore` and `glassformer compare`: the Transformer Math Explorer on the CLI.
+
+MODEL is a preset name, an HF config.json, an HF model directory or a GGUF file (its metadata
+only: no weights are read or allocated). The cost model is `glassformer.explorer`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from glassformer.config import Config
+
+MODES = ("prefill", "decode", "train")
+DTYPE_NAMES = ("bf16", "fp16", "fp32", "fp8", "int8", "int4")
+
+
+def load_model_config(model: str) -> Config:
+    """Resolve MODEL; unknown names get the closest preset names suggested."""
+    from glassformer.presets import PRESETS, resolve_config
+
+    path = Path(model)
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise ValueError(f"{model}: no such GGUF file")
+        try:
+            from glassformer.loaders.gguf import config_from_gguf
+        except ImportError as err:  # pragma: no cover - the loader ships with the package
+            raise ValueError(f"{model}: GGUF support is not available ({err})") from err
+        return config_from_gguf(path)
+    if not path.exists() and "/" not in model and path.suffix != ".json":
+        key = model.lower()
+        if key not in PRESETS:
+            close = difflib.get_close_matches(key, list(PRESETS), n=3, cutoff=0.4)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown model {model!r}{hint} (see `glassformer presets`)")
+    return resolve_config(model)
+
+
+def _check(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value.lower() not in allowed:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(allowed)}, got {value!r}", param_hint=name
+        )
+    return value.lower()
+
+
+def _analyze(model: str, **kw: Any) -> dict[str, Any]:
+    from glassformer.explorer.costs import analyze
+
+    try:
+        cfg = load_model_config(model)
+        return analyze(cfg, **kw)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+
+
+# Module-level option objects: defaults that are calls must not sit in signatures (ruff B008).
+EXPLORE_HTML = typer.Option(None, "--html", help="Write the interactive page here.")
+COMPARE_HTML = typer.Option(
+    None, "--html", help="Write one page per model: FILE with the model name appended."
+)
+MODELS_ARG = typer.Argument(..., help="Two or more models (presets or paths).")
+
+
+def register(app: typer.Typer) -> None:
+    mode_opt = typer.Option("prefill", "--mode", help="prefill | decode | train.")
+    batch_opt = typer.Option(1, "--batch", min=1, help="Sequences per step.")
+    seq_opt = typer.Option(
+        2048, "--seq", min=1, help="Sequence length (prefill, train) or context length (decode)."
+    )
+    dtype_opt = typer.Option("bf16", "--dtype", help="bf16 | fp16 | fp32 | fp8 | int8 | int4.")
+    hw_opt = typer.Option(
+        "h100-sxm",
+        "--hardware",
+        help="h100-sxm, h200, a100-80gb, b200, rtx-4090, mi300x, apple-m1-max, apple-m1-ultra, "
+        "apple-m2-max, apple-m2-ultra, or this-cpu (measured now).",
+    )
+    attn_opt = typer.Option(
+        "flash", "--attention", help="flash (causal pairs, scores on chip) | eager (full grid)."
+    )
+    mla_opt = typer.Option(
+        None, "--mla", help="MLA order: plain | absorbed (default: plain prefill, absorbed decode)."
+    )
+    mtp_opt = typer.Option(
+        None,
+        "--mtp/--no-mtp",
+        help="Include DeepSeek MTP heads (default: when the config builds them).",
+    )
+
+    @app.command("explore")
+    def explore(
+        model: str = typer.Argument(
+            ..., help="Preset name, HF config.json / model dir, or GGUF file."
+        ),
+        mode: str = mode_opt,
+        batch: int = batch_opt,
+        seq: int = seq_opt,
+        dtype: str = dtype_opt,
+        hardware: str = hw_opt,
+        attention: str = attn_opt,
+        mla: str | None = mla_opt,
+        mtp: bool | None = mtp_opt,
+        per_op: bool = typer.Option(False, "--per-op", help="Print every op of every section."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+        html: Path | None = EXPLORE_HTML,
+    ) -> None:
+        """Cost of one pass: params, FLOPs, bytes, KV cache, roofline time, per op."""
+        mode = _check("--mode", mode, MODES)
+        dtype = _check("--dtype", dtype, DTYPE_NAMES)
+        attention = _check("--attention", attention, ("flash", "eager"))
+        if mla is not None:
+            mla = _check("--mla", mla, ("plain", "absorbed"))
+        settings = dict(mode=mode, batch=batch, seq=seq, dtype=dtype, hardware=hardware)
+        result = _analyze(model, attention=attention, mla_order=mla, mtp=mtp, **settings)
+        if html is not None:
+            from glassformer.explorer.html import write_html
+
+            write_html(load_model_config(model), html, attention=attention, mtp=mtp, **settings)
+        if as_json:
+            if html is not None:
+                result["html"] = str(html)
+            typer.echo(json.dumps(result))
+            return
+        from glassformer.explorer.report import render
+
+        render(result, per_op=per_op)
+        if html is not None:
+            typer.echo(f"wrote {html}")
+
+    @app.command("compare")
+    def compare(
+        models: list[str] = MODELS_ARG,
+        mode: str = mode_opt,
+        batch: int = batch_opt,
+        seq: int = seq_opt,
+        dtype: str = dtype_opt,
+        hardware: str = hw_opt,
+        attention: str = attn_opt,
+        mla: str | None = mla_opt,
+        mtp: bool | None = mtp_opt,
+        per_op: bool = typer.Option(False, "--per-op", help="Also print each model's op tables."),
+        as_json: bool = typer.Option(False, "--json", help='Print {"models": [...]} as JSON.'),
+        html: Path | None = COMPARE_HTML,
+    ) -> None:
+        """Several models side by side under the same settings."""
+        mode = _check("--mode", mode, MODES)
+        dtype = _check("--dtype", dtype, DTYPE_NAMES)
+        attention = _check("--attention", attention, ("flash", "eager"))
+        if mla is not None:
+            mla = _check("--mla", mla, ("plain", "absorbed"))
+        settings = dict(mode=mode, batch=batch, seq=seq, dtype=dtype, hardware=hardware)
+        results = [
+            _analyze(m, attention=attention, mla_order=mla, mtp=mtp, **settings) for m in models
+        ]
+        if html is not None:
+            from glassformer.explorer.html import write_html
+
+            for m, r in zip(models, results, strict=True):
+                target = html.with_name(f"{html.stem}-{r['model']}{html.suffix or '.html'}")
+                write_html(load_model_config(m), target, attention=attention, mtp=mtp, **settings)
+        if as_json:
+            typer.echo(json.dumps({"models": results}))
+            return
+        from glassformer.explorer.report import render, render_compare
+
+        render_compare(results)
+        if per_op:
+            for r in results:
+                render(r, per_op=True)

@@ -1,0 +1,137 @@
+"""The interactive page: one self-contained HTML file (no network at view time).
+
+How the page recomputes: it embeds the op list of every mode as *symbolic formulas* (the very
+expressions `ops.py` builds, serialised by `expr.to_json`) together with the dtype and hardware
+tables. `evalExpr` / `evalOp` in page.html are line-for-line ports of `expr.evaluate` and
+`costs.evaluate_op`, so changing batch, sequence/context, dtype, hardware, attention kernel or
+mode re-evaluates the same formulas in the browser, at any value (no precomputed grid). The
+Python figures at the initial settings are embedded too (`reference`), and the browser test
+checks that the page reproduces them.
+
+The page shows: a summary, the data-flow graph of one section (ops as nodes, shapes on the
+edges), a table of all ops sortable by any column, a roofline chart with each op placed at its
+arithmetic intensity, and the details of the op clicked in any of them.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from glassformer.config import Config
+from glassformer.explorer.costs import CONVENTIONS, DTYPES, analyze
+from glassformer.explorer.expr import to_json
+from glassformer.explorer.hardware import FALLBACK, PRESETS, Hardware, get_hardware
+from glassformer.explorer.ops import MODES, Op, Section, build_sections
+
+_FIELDS = (
+    "flops_mm",
+    "flops_mm_causal",
+    "flops_other",
+    "w_read",
+    "w_write",
+    "a_read",
+    "a_write",
+    "kv_read",
+    "kv_write",
+    "f32_read",
+    "f32_write",
+    "cache_elems",
+    "saved",
+    "fused_saved",
+)
+
+
+def _op_json(op: Op) -> dict[str, Any]:
+    return {
+        "name": op.name,
+        "kind": op.kind,
+        "params": op.params,
+        "inputs": [{"src": e.src, "shape": [to_json(s) for s in e.shape]} for e in op.inputs],
+        "out": [to_json(s) for s in op.out_shape],
+        "f": {k: to_json(getattr(op, k)) for k in _FIELDS},
+        "fuse_into": op.fuse_into,
+        "note": op.note,
+    }
+
+
+def _section_json(s: Section) -> dict[str, Any]:
+    return {
+        "key": s.key,
+        "title": s.title,
+        "kind": s.kind,
+        "count": s.count,
+        "layers": list(s.layers),
+        "ops": [_op_json(op) for op in s.ops],
+    }
+
+
+def page_data(
+    cfg: Config,
+    mode: str = "prefill",
+    batch: int = 1,
+    seq: int = 2048,
+    dtype: str = "bf16",
+    hardware: str = "h100-sxm",
+    attention: str = "flash",
+    mtp: bool | None = None,
+) -> dict[str, Any]:
+    hw: Hardware = get_hardware(hardware)
+    hardware_table = {name: h.to_dict() for name, h in PRESETS.items()}
+    if hw.name not in hardware_table:  # this-cpu: measured when the page was written
+        hardware_table[hw.name] = hw.to_dict()
+    reference = analyze(cfg, mode, batch, seq, dtype, hw, attention, mtp=mtp)
+    modes = {m: [_section_json(s) for s in build_sections(cfg, m, None, mtp)] for m in MODES}
+    return {
+        "model": {
+            "name": cfg.name,
+            "family": cfg.hf_model_type,
+            "config": cfg.to_dict(),
+            "params_total": reference["params_total"],
+            "params_active": reference["params_active"],
+            "d_model": cfg.d_model,
+            "attention": cfg.attention,
+        },
+        "defaults": {
+            "mode": mode,
+            "batch": batch,
+            "seq": seq,
+            "dtype": dtype,
+            "hardware": hw.name,
+            "attention": attention,
+        },
+        "dtypes": {k: d.to_dict() for k, d in DTYPES.items()},
+        "hardware": hardware_table,
+        "fallback": {k: list(v) for k, v in FALLBACK.items()},
+        "conventions": CONVENTIONS,
+        "modes": modes,
+        "reference": {
+            k: reference[k]
+            for k in (
+                "flops_matmul",
+                "flops_matmul_causal",
+                "flops_other",
+                "weights_bytes",
+                "kv_cache_bytes",
+                "traffic_bytes",
+            )
+        }
+        | {"time_s": reference["roofline"]["time_s"]},
+    }
+
+
+def render_html(cfg: Config, **settings: Any) -> str:
+    data = page_data(cfg, **settings)
+    template = files("glassformer.explorer").joinpath("page.html").read_text(encoding="utf-8")
+    # "</" inside a <script> element would end it early; JSON allows the "\/" escape.
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    title = f"{cfg.name}: Transformer Math Explorer"
+    return template.replace("__TITLE__", title).replace("/*__DATA__*/{}", payload)
+
+
+def write_html(cfg: Config, path: str | Path, **settings: Any) -> Path:
+    path = Path(path)
+    path.write_text(render_html(cfg, **settings), encoding="utf-8")
+    return path

@@ -1,0 +1,931 @@
+"""The op list: every operation of a forward (or training) pass, derived from a `Config`.
+
+Each `Op` carries symbolic formulas (see `expr.py`: variables B, T, S and `eager`) for
+
+    flops_mm         matrix FLOPs, 2 per multiply-accumulate, attention score and value products
+                     over the full query x key grid as an unmasked kernel executes them
+    flops_mm_causal  the same counting only visible (causal / sliding-window) pairs, what a causal
+                     flash kernel executes; equal to flops_mm for every non-attention op
+    flops_other      everything else: norms, softmax, activations, RoPE, residual and bias adds
+    w_read/w_write   weight (and gradient) elements read / written
+    a_read/a_write   activation elements read / written (HBM traffic of the unfused op)
+    kv_read/kv_write KV-cache elements read / written
+    cache_elems      KV-cache elements this op's layer allocates
+    saved            activation elements a training step keeps for the backward pass
+    fuse_into        GEMM-epilogue view: the GEMM whose epilogue (or prologue) absorbs this op
+    fused_saved      activation elements of traffic that fusing it removes
+
+Geometry per layer (W = sliding window, None for full attention):
+    prefill/train  queries T, grid keys T, visible pairs sum_i min(i+1, W), cache cap min(T, W)
+    decode         one query, cache cap = min(S, W); grid keys = S, or W + 1 for a ring layer
+                   (glassformer's ring cache attends to its W slots plus the new entry)
+A sliding layer in prefill still runs the full T x T grid in an unmasked kernel (flops_mm) but
+only the visible pairs in a windowed flash kernel (flops_mm_causal).
+
+Elementwise FLOPs per element (conventions, stated in docs/explorer.md): RMSNorm 4, LayerNorm 6
+(+1 with bias), softmax 5, SiLU 4, GELU 8, ReLU 1, GLU product 1, RoPE 3 per rotated element,
+score scaling 1 (+3 with soft-capping), residual/bias add 1, cross-entropy 5, AdamW 13 per
+parameter. Multi-head latent attention has two orders: "plain" expands keys and values with
+kv_b_proj (prefill), "absorbed" folds W_uk into the query and W_uv after the attention so the
+scores run against the cached latent directly (decode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from glassformer.config import Config
+from glassformer.explorer.expr import (
+    B,
+    S,
+    T,
+    Value,
+    causal_pairs,
+    emin,
+    epow,
+    if_less,
+    prod,
+    sub,
+    var,
+)
+
+Mode = Literal["prefill", "decode", "train"]
+MLAOrder = Literal["plain", "absorbed"]
+MODES: tuple[str, ...] = ("prefill", "decode", "train")
+
+EAGER = var("eager")  # 1: unmasked eager attention (scores materialised), 0: flash kernel
+MASTER = var("master")  # 1 when the optimizer keeps fp32 master weights (dtype below fp32)
+
+NORM_FLOPS = {"rmsnorm": 4, "layernorm": 6}
+ACT_FLOPS = {"silu": 4, "gelu": 8, "gelu_tanh": 8, "relu": 1}
+SOFTMAX_FLOPS = 5
+ROPE_FLOPS = 3
+SOFTCAP_FLOPS = 3
+CE_FLOPS = 5
+ADAMW_FLOPS = 13
+
+
+def blend(eager_value: Value, flash_value: Value) -> Value:
+    return EAGER * eager_value + sub(1, EAGER) * flash_value
+
+
+@dataclass
+class Edge:
+    src: str  # producing op in the same section, or "x" (section input), "cache", "ids"
+    shape: tuple[Value, ...]
+
+
+@dataclass
+class Op:
+    name: str
+    kind: str  # embedding matmul norm rope cache attention softmax elementwise residual ...
+    inputs: list[Edge]
+    out_shape: tuple[Value, ...]
+    params: int = 0
+    flops_mm: Value = 0
+    flops_mm_causal: Value | None = None
+    flops_other: Value = 0
+    w_read: Value = 0
+    w_write: Value = 0
+    a_read: Value = 0
+    a_write: Value = 0
+    kv_read: Value = 0
+    kv_write: Value = 0
+    f32_read: Value = 0
+    f32_write: Value = 0
+    cache_elems: Value = 0
+    saved: Value = 0
+    fuse_into: str | None = None
+    fused_saved: Value = 0
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.flops_mm_causal is None:
+            self.flops_mm_causal = self.flops_mm
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    kind: str  # embed | block | head | mtp | optimizer
+    layers: tuple[int, ...]
+    ops: list[Op] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return max(1, len(self.layers)) if self.kind == "block" else 1
+
+
+@dataclass
+class Geometry:
+    """How many queries and keys one layer's attention sees (per sequence)."""
+
+    tokens: Value  # queries per sequence
+    grid: Value  # keys per query in the unmasked grid
+    pairs: Value  # visible (query, key) pairs per sequence and head
+    cap: Value  # cache slots per sequence (0: no cache)
+    written: Value  # cache entries written per sequence
+    decode: bool
+
+
+def geometry(mode: str, window: int | None, tokens: Value = T, cache: bool = True) -> Geometry:
+    if mode == "decode":
+        cap = S if window is None else emin(S, window)
+        grid = S if window is None else if_less(window, S, window + 1, S)
+        return Geometry(1, grid, cap, cap, 1, True)
+    cap = (tokens if window is None else emin(tokens, window)) if cache else 0
+    return Geometry(tokens, tokens, causal_pairs(tokens, window), cap, cap, False)
+
+
+# --- op constructors ---------------------------------------------------------------------------
+def linear(
+    name: str,
+    src: str,
+    n: Value,
+    lead: tuple[Value, ...],
+    d_in: int,
+    d_out: int,
+    bias: bool,
+    kind: str = "matmul",
+) -> Op:
+    """y = x W^T (+ b) over n rows; lead is the shape before the feature dim (for display)."""
+    params = d_in * d_out + (d_out if bias else 0)
+    return Op(
+        name,
+        kind,
+        [Edge(src, (*lead, d_in))],
+        (*lead, d_out),
+        params=params,
+        flops_mm=2 * n * d_in * d_out,
+        flops_other=n * d_out if bias else 0,
+        w_read=params,
+        a_read=n * d_in,
+        a_write=n * d_out,
+        saved=n * d_in,
+    )
+
+
+def norm(
+    cfg: Config,
+    name: str,
+    src: str,
+    n: Value,
+    lead: tuple[Value, ...],
+    dim: int,
+    host: str | None,
+    rms: bool = False,
+) -> Op:
+    kind = "rmsnorm" if rms else cfg.norm
+    bias = kind == "layernorm" and cfg.norm_bias
+    params = dim * (2 if bias else 1)
+    per_elem = NORM_FLOPS[kind] + (1 if bias else 0)
+    return Op(
+        name,
+        "norm",
+        [Edge(src, (*lead, dim))],
+        (*lead, dim),
+        params=params,
+        flops_other=per_elem * n * dim,
+        w_read=params,
+        a_read=n * dim,
+        a_write=n * dim,
+        saved=n * dim,
+        fuse_into=host,
+        # the normalised tensor is never written nor read back: consumers read x and the GEMM
+        # scales rows by 1/rms (norm weights folded into W); row statistics neglected
+        fused_saved=2 * n * dim,
+    )
+
+
+def rope_op(name: str, src: str, shape: tuple[Value, ...], rows: Value, rot: int, host: str) -> Op:
+    """Rotate `rot` dims of each of `rows` vectors (shape[-1] wide)."""
+    width = shape[-1]
+    assert isinstance(width, int)
+    tokens = shape[-2]
+    return Op(
+        name,
+        "rope",
+        [Edge(src, shape)],
+        shape,
+        flops_other=ROPE_FLOPS * rows * rot,
+        a_read=rows * width + tokens * rot,  # the vectors and the cos/sin tables
+        a_write=rows * width,
+        saved=0,
+        fuse_into=host,
+        fused_saved=2 * rows * width,
+    )
+
+
+def residual(name: str, src: str, n: Value, lead: tuple[Value, ...], d: int, host: str) -> Op:
+    return Op(
+        name,
+        "residual",
+        [Edge(src, (*lead, d)), Edge("x", (*lead, d))],
+        (*lead, d),
+        flops_other=n * d,
+        a_read=2 * n * d,
+        a_write=n * d,
+        fuse_into=host,
+        # the branch output is neither written by its producer nor read back here
+        fused_saved=2 * n * d,
+    )
+
+
+def mlp_ops(
+    cfg: Config, prefix: str, src: str, n: Value, lead: tuple[Value, ...], d_ff: int
+) -> list[Op]:
+    d, bias, act = cfg.d_model, cfg.mlp_bias, cfg.activation
+    ops: list[Op] = []
+    if cfg.mlp == "glu":
+        ops.append(linear(f"{prefix}.gate_proj", src, n, lead, d, d_ff, bias))
+        ops.append(linear(f"{prefix}.up_proj", src, n, lead, d, d_ff, bias))
+        ops.append(
+            Op(
+                f"{prefix}.act",
+                "elementwise",
+                [
+                    Edge(f"{prefix}.gate_proj", (*lead, d_ff)),
+                    Edge(f"{prefix}.up_proj", (*lead, d_ff)),
+                ],
+                (*lead, d_ff),
+                flops_other=(ACT_FLOPS[act] + 1) * n * d_ff,
+                a_read=2 * n * d_ff,
+                a_write=n * d_ff,
+                saved=2 * n * d_ff,
+                fuse_into=f"{prefix}.gate_proj",
+                # gate and up run as one GEMM whose epilogue writes act(g) * u: g and u (2 N f)
+                # are never written, nor read back (2 N f)
+                fused_saved=4 * n * d_ff,
+            )
+        )
+    else:
+        ops.append(linear(f"{prefix}.up_proj", src, n, lead, d, d_ff, bias))
+        ops.append(
+            Op(
+                f"{prefix}.act",
+                "elementwise",
+                [Edge(f"{prefix}.up_proj", (*lead, d_ff))],
+                (*lead, d_ff),
+                flops_other=ACT_FLOPS[act] * n * d_ff,
+                a_read=n * d_ff,
+                a_write=n * d_ff,
+                saved=n * d_ff,
+                fuse_into=f"{prefix}.up_proj",
+                fused_saved=2 * n * d_ff,
+            )
+        )
+    ops.append(linear(f"{prefix}.down_proj", f"{prefix}.act", n, lead, d_ff, d, bias))
+    return ops
+
+
+def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op]:
+    d, e, k, f = cfg.d_model, cfg.n_experts, cfg.n_experts_per_token, cfg.moe_d_ff
+    gated = cfg.mlp == "glu"
+    # Expected distinct experts touched by n tokens when each token picks each expert with
+    # probability k/E (uniform routing): E (1 - (1 - k/E)^n). One token: k; many: E.
+    hit = e * sub(1, epow(1 - k / e, n))
+    rows = n * k  # (token, expert) pairs
+    ops: list[Op] = []
+    router = linear("mlp.router", src, n, lead, d, e, False, kind="router")
+    router.note = "computed in fp32"
+    ops.append(router)
+    per_score = SOFTMAX_FLOPS if cfg.router_score == "softmax" else 4
+    ops.append(
+        Op(
+            "mlp.router_topk",
+            "router",
+            [Edge("mlp.router", (*lead, e))],
+            (*lead, k),
+            flops_other=n * e * (per_score + 1 + (2 if cfg.router_n_groups > 1 else 0)) + 2 * rows,
+            a_read=n * e,
+            a_write=2 * rows,
+            saved=n * e,
+            note=f"top-{k} of {e}"
+            + (
+                f" in {cfg.router_topk_groups} of {cfg.router_n_groups} groups"
+                if cfg.router_n_groups > 1
+                else ""
+            ),
+        )
+    )
+
+    def expert_linear(name: str, s: str, d_in: int, d_out: int) -> Op:
+        return Op(
+            name,
+            "experts",
+            [Edge(s, (rows, d_in))],
+            (rows, d_out),
+            params=e * d_in * d_out,
+            flops_mm=2 * rows * d_in * d_out,
+            w_read=hit * d_in * d_out,
+            a_read=rows * d_in,
+            a_write=rows * d_out,
+            saved=rows * d_in,
+            note=f"{e} experts, top-{k}: each token through {k}",
+        )
+
+    if gated:
+        ops.append(expert_linear("mlp.experts.gate_proj", src, d, f))
+    ops.append(expert_linear("mlp.experts.up_proj", src, d, f))
+    ops.append(
+        Op(
+            "mlp.experts.act",
+            "elementwise",
+            [Edge("mlp.experts.gate_proj" if gated else "mlp.experts.up_proj", (rows, f))],
+            (rows, f),
+            flops_other=(ACT_FLOPS[cfg.activation] + (1 if gated else 0)) * rows * f,
+            a_read=(2 if gated else 1) * rows * f,
+            a_write=rows * f,
+            saved=(2 if gated else 1) * rows * f,
+            fuse_into="mlp.experts.gate_proj" if gated else "mlp.experts.up_proj",
+            fused_saved=(4 if gated else 2) * rows * f,
+        )
+    )
+    ops.append(expert_linear("mlp.experts.down_proj", "mlp.experts.act", f, d))
+    combine_inputs = [Edge("mlp.experts.down_proj", (rows, d)), Edge("mlp.router_topk", (*lead, k))]
+    if cfg.n_shared_experts:
+        shared = mlp_ops(cfg, "mlp.shared", src, n, lead, f * cfg.n_shared_experts)
+        ops.extend(shared)
+        combine_inputs.append(Edge("mlp.shared.down_proj", (*lead, d)))
+    ops.append(
+        Op(
+            "mlp.combine",
+            "elementwise",
+            combine_inputs,
+            (*lead, d),
+            flops_other=2 * rows * d + (n * d if cfg.n_shared_experts else 0),
+            a_read=rows * d + rows + (n * d if cfg.n_shared_experts else 0),
+            a_write=n * d,
+            note="weighted sum of the chosen experts (+ shared experts)",
+        )
+    )
+    return ops
+
+
+# --- attention ---------------------------------------------------------------------------------
+def mha_ops(cfg: Config, layer: int, src: str, g: Geometry, cache: bool) -> list[Op]:
+    assert cfg.head_dim is not None and cfg.n_kv_heads is not None
+    d, h, hkv, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    tok = g.tokens
+    n = B * tok
+    lead = (B, tok)
+    ops = [
+        linear("attn.q_proj", src, n, lead, d, h * hd, cfg.qkv_bias),
+        linear("attn.k_proj", src, n, lead, d, hkv * hd, cfg.qkv_bias),
+        linear("attn.v_proj", src, n, lead, d, hkv * hd, cfg.qkv_bias),
+    ]
+    q_src, k_src = "attn.q_proj", "attn.k_proj"
+    q_shape, k_shape = (B, h, tok, hd), (B, hkv, tok, hd)
+    if cfg.qk_norm:
+        for which, shape, heads, host in (("q", q_shape, h, q_src), ("k", k_shape, hkv, k_src)):
+            op = norm(cfg, f"attn.{which}_norm", host, n * heads, shape[:-1], hd, host, rms=True)
+            op.note = "per-head RMSNorm (QK-norm)"
+            ops.append(op)
+        q_src, k_src = "attn.q_norm", "attn.k_norm"
+    if cfg.position == "rope":
+        ops.append(rope_op("attn.rope_q", q_src, q_shape, n * h, cfg.rope_dim, "attn.q_proj"))
+        ops.append(rope_op("attn.rope_k", k_src, k_shape, n * hkv, cfg.rope_dim, "attn.k_proj"))
+        q_src, k_src = "attn.rope_q", "attn.rope_k"
+    v_src = "attn.v_proj"
+    per_token_kv = 2 * hkv * hd
+    if cache:
+        ops.append(
+            Op(
+                "attn.kv_cache_write",
+                "cache",
+                [Edge(k_src, k_shape), Edge(v_src, k_shape)],
+                (B, hkv, g.cap, hd),
+                a_read=B * g.written * per_token_kv,
+                kv_write=B * g.written * per_token_kv,
+                cache_elems=B * g.cap * per_token_kv,
+                note=f"K and V, {g.cap if isinstance(g.cap, int) else 'min(S, window)'} slots",
+            )
+        )
+    ops.extend(_attention_core(cfg, g, q_src, k_src, v_src, h, hkv, hd, hd, cache))
+    ops.append(linear("attn.o_proj", "attn.value", n, lead, h * hd, d, cfg.attn_out_bias))
+    return ops
+
+
+def _attention_core(
+    cfg: Config,
+    g: Geometry,
+    q_src: str,
+    k_src: str,
+    v_src: str,
+    h: int,
+    hkv: int,
+    qk: int,
+    vd: int,
+    cache: bool,
+    k_shared: int = 0,
+) -> list[Op]:
+    """scores -> softmax -> value for standard heads (MHA/GQA/MQA and MLA's plain order).
+
+    k_shared: MLA's rope key dims, one vector shared by all heads (read once per token)."""
+    tok = g.tokens
+    grid_total = B * h * tok * g.grid
+    pairs_total = B * h * g.pairs
+    elems = blend(grid_total, pairs_total)
+    keys = B * hkv * g.cap if g.decode else B * hkv * tok  # key vectors read from HBM
+    k_vec = qk - k_shared
+    from_cache = g.decode and cache
+    score_other = (1 + (SOFTCAP_FLOPS if cfg.attn_logit_softcap else 0)) * elems
+    k_read = keys * k_vec + (B * (g.cap if g.decode else tok)) * k_shared
+    scores = Op(
+        "attn.scores",
+        "attention",
+        [
+            Edge(q_src, (B, h, tok, qk)),
+            Edge("cache" if from_cache else k_src, (B, hkv, g.grid, qk)),
+        ],
+        (B, h, tok, g.grid),
+        flops_mm=2 * grid_total * qk,
+        flops_mm_causal=2 * pairs_total * qk,
+        flops_other=score_other,
+        a_read=B * h * tok * qk + (0 if from_cache else k_read),
+        kv_read=k_read if from_cache else 0,
+        a_write=EAGER * grid_total,
+        saved=B * h * tok * qk + (0 if from_cache else k_read),
+        note="q k^T * scale" + (" , soft-capped" if cfg.attn_logit_softcap else ""),
+    )
+    softmax = Op(
+        "attn.softmax",
+        "softmax",
+        [Edge("attn.scores", (B, h, tok, g.grid))],
+        (B, h, tok, g.grid),
+        flops_other=SOFTMAX_FLOPS * elems,
+        a_read=EAGER * grid_total,
+        a_write=EAGER * grid_total,
+        saved=EAGER * grid_total + B * h * tok,  # probabilities (eager) or row logsumexp
+        note="masked, in fp32" if not g.decode else "in fp32",
+    )
+    v_read = keys * vd
+    value = Op(
+        "attn.value",
+        "attention",
+        [
+            Edge("attn.softmax", (B, h, tok, g.grid)),
+            Edge("cache" if from_cache else v_src, (B, hkv, g.grid, vd)),
+        ],
+        (B, h, tok, vd),
+        flops_mm=2 * grid_total * vd,
+        flops_mm_causal=2 * pairs_total * vd,
+        a_read=EAGER * grid_total + (0 if from_cache else v_read),
+        kv_read=v_read if from_cache else 0,
+        a_write=B * h * tok * vd,
+        saved=B * h * tok * vd + (0 if from_cache else v_read),
+        note="probs @ v",
+    )
+    return [scores, softmax, value]
+
+
+def mla_ops(
+    cfg: Config, layer: int, src: str, g: Geometry, cache: bool, order: MLAOrder
+) -> list[Op]:
+    d, h = cfg.d_model, cfg.n_heads
+    nope, rope, vd, r = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+    qk = nope + rope
+    tok = g.tokens
+    n = B * tok
+    lead = (B, tok)
+    ops: list[Op] = []
+    if cfg.q_lora_rank is None:
+        ops.append(linear("attn.q_proj", src, n, lead, d, h * qk, False))
+        q_src = "attn.q_proj"
+    else:
+        rq = cfg.q_lora_rank
+        ops.append(linear("attn.q_a_proj", src, n, lead, d, rq, cfg.qkv_bias))
+        ops.append(
+            norm(cfg, "attn.q_a_norm", "attn.q_a_proj", n, lead, rq, "attn.q_b_proj", rms=True)
+        )
+        ops.append(linear("attn.q_b_proj", "attn.q_a_norm", n, lead, rq, h * qk, False))
+        q_src = "attn.q_b_proj"
+    ops.append(linear("attn.kv_a_proj", src, n, lead, d, r + rope, cfg.qkv_bias))
+    ops[-1].note = "compress: c_kv (kv_lora_rank) and the shared rope key"
+    kv_norm = norm(cfg, "attn.kv_a_norm", "attn.kv_a_proj", n, lead, r, None, rms=True)
+    # c_kv is cached (and, in the plain order, read by kv_b_proj): its norm fuses into
+    # kv_a_proj's epilogue (a row of kv_lora_rank fits one tile), it still writes c_kv.
+    kv_norm.fuse_into, kv_norm.fused_saved = "attn.kv_a_proj", 2 * n * r
+    ops.append(kv_norm)
+    if cfg.position == "rope":
+        q_rope = rope_op("attn.rope_q", q_src, (B, h, tok, rope), n * h, rope, q_src)
+        k_rope = rope_op("attn.rope_k", "attn.kv_a_proj", (B, tok, rope), n, rope, "attn.kv_a_proj")
+        ops.extend([q_rope, k_rope])
+        q_src = "attn.rope_q"
+    per_token = r + rope
+    if cache:
+        ops.append(
+            Op(
+                "attn.kv_cache_write",
+                "cache",
+                [Edge("attn.kv_a_norm", (B, tok, r)), Edge("attn.rope_k", (B, tok, rope))],
+                (B, g.cap, per_token),
+                a_read=B * g.written * per_token,
+                kv_write=B * g.written * per_token,
+                cache_elems=B * g.cap * per_token,
+                note="compressed latent c_kv + shared rope key",
+            )
+        )
+    from_cache = g.decode and cache
+    if order == "plain":
+        key_rows = B * g.grid if g.decode else n  # latents expanded per step
+        kv_b = linear(
+            "attn.kv_b_proj",
+            "cache" if from_cache else "attn.kv_a_norm",
+            key_rows,
+            (B, g.grid),
+            r,
+            h * (nope + vd),
+            False,
+        )
+        if from_cache:
+            kv_b.kv_read, kv_b.a_read = B * g.cap * r, 0
+        kv_b.note = "expand latents to per-head k_nope and v"
+        ops.append(kv_b)
+        # scores/value read the expanded per-head keys (k_rope shared) and values
+        geo = replace(g, cap=g.grid if g.decode else g.cap)
+        core = _attention_core(
+            cfg, geo, q_src, "attn.kv_b_proj", "attn.kv_b_proj", h, h, qk, vd, False, k_shared=rope
+        )
+        if from_cache:  # the shared rope key still comes from the cache
+            core[0].kv_read = B * g.cap * rope
+            core[0].a_read = core[0].a_read - B * g.grid * rope
+        elif cfg.position == "rope":
+            core[0].inputs.append(Edge("attn.rope_k", (B, g.grid, rope)))
+        ops.extend(core)
+        ops.append(linear("attn.o_proj", "attn.value", n, lead, h * vd, d, cfg.attn_out_bias))
+        return ops
+
+    # absorbed: q_lat = q_nope W_uk (per head), scores against [c_kv ; k_rope], o = (P c_kv) W_uv
+    absorb = Op(
+        "attn.q_absorb",
+        "matmul",
+        [Edge(q_src, (B, h, tok, nope))],
+        (B, h, tok, r),
+        params=h * nope * r,
+        flops_mm=2 * n * h * nope * r,
+        w_read=h * nope * r,
+        a_read=n * h * nope,
+        a_write=n * h * r,
+        saved=n * h * nope,
+        note="W_uk (kv_b_proj's key half) folded into the query",
+    )
+    ops.append(absorb)
+    tok_keys = g.cap if g.decode else tok
+    grid_total = B * h * tok * g.grid
+    pairs_total = B * h * g.pairs
+    elems = blend(grid_total, pairs_total)
+    latent_read = B * tok_keys * per_token
+    ops.append(
+        Op(
+            "attn.scores",
+            "attention",
+            [Edge("attn.q_absorb", (B, h, tok, r)), Edge(q_src, (B, h, tok, rope))]
+            + (
+                [Edge("cache", (B, g.grid, per_token))]
+                if from_cache
+                else [
+                    Edge("attn.kv_a_norm", (B, g.grid, r)),
+                    Edge("attn.rope_k", (B, g.grid, rope)),
+                ]
+            ),
+            (B, h, tok, g.grid),
+            flops_mm=2 * grid_total * per_token,
+            flops_mm_causal=2 * pairs_total * per_token,
+            flops_other=elems,
+            a_read=n * h * per_token + (0 if from_cache else latent_read),
+            kv_read=latent_read if from_cache else 0,
+            a_write=EAGER * grid_total,
+            saved=n * h * per_token + (0 if from_cache else latent_read),
+            note="[q_lat ; q_rope] . [c_kv ; k_rope]: heads share one latent key",
+        )
+    )
+    ops.append(
+        Op(
+            "attn.softmax",
+            "softmax",
+            [Edge("attn.scores", (B, h, tok, g.grid))],
+            (B, h, tok, g.grid),
+            flops_other=SOFTMAX_FLOPS * elems,
+            a_read=EAGER * grid_total,
+            a_write=EAGER * grid_total,
+            saved=EAGER * grid_total + B * h * tok,
+        )
+    )
+    c_read = B * tok_keys * r
+    ops.append(
+        Op(
+            "attn.value",
+            "attention",
+            [
+                Edge("attn.softmax", (B, h, tok, g.grid)),
+                Edge("cache" if from_cache else "attn.kv_a_norm", (B, g.grid, r)),
+            ],
+            (B, h, tok, r),
+            flops_mm=2 * grid_total * r,
+            flops_mm_causal=2 * pairs_total * r,
+            # a fused kernel reuses the latent tile loaded for the scores; eager reads it again
+            a_read=EAGER * grid_total + (0 if from_cache else EAGER * c_read),
+            kv_read=EAGER * c_read if from_cache else 0,
+            a_write=n * h * r,
+            saved=n * h * r,
+            note="probs @ c_kv (values in latent space)",
+        )
+    )
+    ops.append(
+        Op(
+            "attn.v_up",
+            "matmul",
+            [Edge("attn.value", (B, h, tok, r))],
+            (B, h, tok, vd),
+            params=h * r * vd,
+            flops_mm=2 * n * h * r * vd,
+            w_read=h * r * vd,
+            a_read=n * h * r,
+            a_write=n * h * vd,
+            saved=n * h * r,
+            note="W_uv (kv_b_proj's value half) after the attention",
+        )
+    )
+    ops.append(linear("attn.o_proj", "attn.v_up", n, lead, h * vd, d, cfg.attn_out_bias))
+    return ops
+
+
+# --- block -------------------------------------------------------------------------------------
+def block_ops(
+    cfg: Config,
+    layer: int,
+    mode: str,
+    tokens: Value = T,
+    cache: bool = True,
+    mla_order: MLAOrder = "plain",
+) -> list[Op]:
+    g = geometry(mode, cfg.window(layer), tokens, cache)
+    d = cfg.d_model
+    n = B * g.tokens
+    lead = (B, g.tokens)
+    ops: list[Op] = []
+    post = cfg.norm_placement == "post"
+    sandwich = cfg.norm_placement == "sandwich"
+
+    def attention(src: str) -> list[Op]:
+        if cfg.attention == "mla":
+            return mla_ops(cfg, layer, src, g, cache, mla_order)
+        return mha_ops(cfg, layer, src, g, cache)
+
+    def first_gemm(attn: list[Op]) -> str:
+        return next(op.name for op in attn if op.kind in ("matmul", "router"))
+
+    if post:
+        attn = attention("x")
+        ops.extend(attn)
+        ops.append(residual("attn_residual", "attn.o_proj", n, lead, d, "attn.o_proj"))
+        ops.append(norm(cfg, "attn_norm", "attn_residual", n, lead, d, "attn.o_proj"))
+        mlp_src = "attn_norm"
+    else:
+        attn = attention("attn_norm")
+        ops.append(norm(cfg, "attn_norm", "x", n, lead, d, first_gemm(attn)))
+        ops.extend(attn)
+        branch = "attn.o_proj"
+        if sandwich:
+            ops.append(norm(cfg, "post_attn_norm", branch, n, lead, d, "attn.o_proj"))
+            branch = "post_attn_norm"
+        ops.append(residual("attn_residual", branch, n, lead, d, "attn.o_proj"))
+        mlp_src = "mlp_norm"
+    moe = cfg.is_moe_layer(layer)
+    ffn = moe_ops(cfg, mlp_src, n, lead) if moe else mlp_ops(cfg, "mlp", mlp_src, n, lead, cfg.d_ff)
+    out_name = "mlp.combine" if moe else "mlp.down_proj"
+    if post:
+        ops.extend(ffn)
+        ops.append(residual("mlp_residual", out_name, n, lead, d, out_name))
+        ops.append(norm(cfg, "mlp_norm", "mlp_residual", n, lead, d, out_name))
+    else:
+        ops.append(norm(cfg, "mlp_norm", "attn_residual", n, lead, d, first_gemm(ffn)))
+        ops.extend(ffn)
+        branch = out_name
+        if sandwich:
+            ops.append(norm(cfg, "post_mlp_norm", branch, n, lead, d, out_name))
+            branch = "post_mlp_norm"
+        ops.append(residual("mlp_residual", branch, n, lead, d, out_name))
+    # the residual adds read the block input / the attention output, not their branch
+    for op in ops:
+        if op.name == "mlp_residual":
+            op.inputs[1] = Edge("attn_norm" if post else "attn_residual", op.inputs[1].shape)
+    return ops
+
+
+# --- embedding and head ------------------------------------------------------------------------
+def embed_ops(cfg: Config, tokens: Value, name: str = "embed", owns: bool = True) -> list[Op]:
+    d = cfg.d_model
+    n = B * tokens
+    ops = [
+        Op(
+            name,
+            "embedding",
+            [Edge("ids", (B, tokens))],
+            (B, tokens, d),
+            params=cfg.vocab_size * d if owns else 0,
+            flops_other=n * d if cfg.embed_scale else 0,
+            w_read=emin(n, cfg.vocab_size) * d,  # gathered rows only
+            a_write=n * d,
+            note="row gather" + (" * sqrt(d_model)" if cfg.embed_scale else ""),
+        )
+    ]
+    if cfg.position == "learned" and owns:
+        ops.append(
+            Op(
+                "pos_embed",
+                "embedding",
+                [Edge(name, (B, tokens, d))],
+                (B, tokens, d),
+                params=cfg.max_seq_len * d,
+                flops_other=n * d,
+                w_read=tokens * d,
+                a_read=n * d,
+                a_write=n * d,
+                note="learned absolute positions, added",
+            )
+        )
+    return ops
+
+
+def head_ops(
+    cfg: Config, tokens: Value, src: str, train: bool, prefix: str = "", shared: bool = False
+) -> list[Op]:
+    d, v = cfg.d_model, cfg.vocab_size
+    n = B * tokens
+    lead = (B, tokens)
+    head = linear(f"{prefix}lm_head", f"{prefix}final_norm", n, lead, d, v, False)
+    if cfg.tie_embeddings or shared:
+        head.params = 0  # the embedding matrix (or the main head), counted once
+        head.note = "tied to embed.weight" if cfg.tie_embeddings else "shares lm_head.weight"
+    ops = [norm(cfg, f"{prefix}final_norm", src, n, lead, d, f"{prefix}lm_head"), head]
+    last = f"{prefix}lm_head"
+    if cfg.final_logit_softcap:
+        ops.append(
+            Op(
+                f"{prefix}logit_softcap",
+                "elementwise",
+                [Edge(last, (*lead, v))],
+                (*lead, v),
+                flops_other=SOFTCAP_FLOPS * n * v,
+                a_read=n * v,
+                a_write=n * v,
+                saved=n * v,
+                fuse_into=f"{prefix}lm_head",
+                fused_saved=2 * n * v,
+            )
+        )
+        last = f"{prefix}logit_softcap"
+    if train:
+        ops.append(
+            Op(
+                f"{prefix}cross_entropy",
+                "loss",
+                [Edge(last, (*lead, v))],
+                (B,),
+                flops_other=CE_FLOPS * n * v,
+                a_read=n * v,
+                a_write=n,
+                saved=n * v,
+                fuse_into=f"{prefix}lm_head",
+                # fused linear cross-entropy: logits never reach HBM (written once, read once)
+                fused_saved=2 * n * v,
+            )
+        )
+    return ops
+
+
+def mtp_ops(cfg: Config, depth: int, mode: str, train: bool, mla_order: MLAOrder) -> list[Op]:
+    """DeepSeek-V3 MTP depth `depth` (1-based): it sees the first T - depth positions."""
+    d = cfg.d_model
+    tok = T - depth
+    n = B * tok
+    lead = (B, tok)
+    ops = embed_ops(cfg, tok, name="embed", owns=False)
+    ops[0].note = "shared embedding, tokens shifted by the depth"
+    ops.append(norm(cfg, "embed_norm", "embed", n, lead, d, "proj"))
+    ops.append(norm(cfg, "hidden_norm", "x", n, lead, d, "proj"))
+    proj = linear("proj", "embed_norm", n, lead, 2 * d, d, False)
+    proj.inputs.append(Edge("hidden_norm", (*lead, d)))
+    ops.append(proj)
+    block = block_ops(cfg, cfg.n_layers - 1, mode, tok, cache=False, mla_order=mla_order)
+    rename = {op.name: f"block.{op.name}" for op in block}
+    for op in block:
+        op.name = rename[op.name]
+        op.inputs = [
+            Edge(rename.get(e.src, "proj" if e.src == "x" else e.src), e.shape) for e in op.inputs
+        ]
+        op.fuse_into = rename.get(op.fuse_into, op.fuse_into) if op.fuse_into else None
+    ops.extend(block)
+    ops.extend(head_ops(cfg, tok, block[-1].name, train, shared=True))
+    return ops
+
+
+# --- the whole model ---------------------------------------------------------------------------
+def _ranges(layers: list[int]) -> str:
+    out, start = [], layers[0]
+    for prev, cur in zip(layers, [*layers[1:], None], strict=True):
+        if cur != prev + 1:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = cur  # type: ignore[assignment]
+    return ",".join(out)
+
+
+def layer_kinds(cfg: Config) -> dict[tuple[str, bool], list[int]]:
+    kinds: dict[tuple[str, bool], list[int]] = {}
+    for i in range(cfg.n_layers):
+        kinds.setdefault((cfg.layer_type(i), cfg.is_moe_layer(i)), []).append(i)
+    return kinds
+
+
+def build_sections(
+    cfg: Config, mode: str, mla_order: MLAOrder | None = None, mtp: bool | None = None
+) -> list[Section]:
+    """The op list of one pass, grouped into sections; identical layers share a section."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    order: MLAOrder = mla_order or ("absorbed" if mode == "decode" else "plain")
+    train = mode == "train"
+    cache = mode != "train"
+    fwd_mode = "prefill" if train else mode
+    tokens: Value = 1 if mode == "decode" else T
+    sections = [Section("embed", "embedding", "embed", (), embed_ops(cfg, tokens))]
+    for (ltype, moe), layers in layer_kinds(cfg).items():
+        window = cfg.window(layers[0])
+        desc = ("MoE" if moe else "dense") + (f", sliding {window}" if window else ", full")
+        key = f"block.{ltype}.{'moe' if moe else 'dense'}"
+        spans = _ranges(layers)
+        # interleaved patterns (Gemma) make long lists: name them by count instead
+        where = f"layers {spans}" if spans.count(",") < 2 else f"{len(layers)} layers"
+        title = f"{where} ({desc})"
+        ops = block_ops(cfg, layers[0], fwd_mode, tokens, cache, order)
+        sections.append(Section(key, title, "block", tuple(layers), ops))
+    last = "x"
+    sections.append(
+        Section("head", "final norm and LM head", "head", (), head_ops(cfg, tokens, last, train))
+    )
+    with_mtp = cfg.build_mtp if mtp is None else mtp
+    if with_mtp and cfg.n_mtp_modules and mode != "decode":
+        for k in range(1, cfg.n_mtp_modules + 1):
+            sections.append(
+                Section(
+                    f"mtp.{k - 1}",
+                    f"MTP depth {k}",
+                    "mtp",
+                    (),
+                    mtp_ops(cfg, k, fwd_mode, train, order),
+                )
+            )
+    if train:
+        sections = [_to_train(s) for s in sections]
+        params = sum(op.params * s.count for s in sections for op in s.ops)
+        sections.append(Section("optimizer", "AdamW step", "optimizer", (), [optimizer_op(params)]))
+    return sections
+
+
+def _to_train(section: Section) -> Section:
+    """Forward + backward: matmul FLOPs x3 (dX and dW each cost a forward), elementwise x3
+    (approx.), weights read twice and their gradients written once, activations:
+    fwd reads X writes Y, bwd reads dY and X, writes dX. Epilogue fusion saves its forward
+    traffic twice (the backward kernel skips the same intermediate gradient)."""
+    ops = []
+    for op in section.ops:
+        ops.append(
+            replace(
+                op,
+                flops_mm=3 * op.flops_mm,
+                flops_mm_causal=3 * op.flops_mm_causal,  # type: ignore[operator]
+                flops_other=3 * op.flops_other,
+                w_read=2 * op.w_read,
+                w_write=op.w_read,
+                a_read=2 * op.a_read + op.a_write,
+                a_write=op.a_write + op.a_read,
+                fused_saved=2 * op.fused_saved,  # forward and backward each skip it once
+                inputs=list(op.inputs),
+            )
+        )
+    return Section(section.key, section.title, section.kind, section.layers, ops)
+
+
+def optimizer_op(params: int) -> Op:
+    p = params
+    return Op(
+        "adamw",
+        "optimizer",
+        [Edge("grads", (p,))],
+        (p,),
+        flops_other=ADAMW_FLOPS * p,
+        w_read=p,  # gradients, in the weight dtype
+        w_write=p,  # the updated weights
+        f32_read=prod(p, 2 + MASTER),  # m, v (+ fp32 master weights)
+        f32_write=prod(p, 2 + MASTER),
+        note="m, v in fp32; fp32 master weights when the dtype is below fp32",
+    )
+
+
+def expert_params(cfg: Config) -> int:
+    """Parameters of one routed expert."""
+    return (3 if cfg.mlp == "glu" else 2) * cfg.d_model * cfg.moe_d_ff

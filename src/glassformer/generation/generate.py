@@ -1,0 +1,176 @@
+"""Autoregressive generation with a static KV cache: prefill once, then one token per step.
+
+    prefill:  logits_T = f(t_1 .. t_T)          (one batched forward; fills the cache)
+    decode:   t_{n+1} ~ sample(logits_n);  logits_{n+1} = f(t_{n+1} | cache)
+Prompts of different lengths share a batch by left padding: padded keys are masked out, so each
+row computes exactly what it would alone. Text is streamed as it becomes valid UTF-8, holding
+back any tail that could still grow into a stop string.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from glassformer.generation.sampling import SamplingConfig, sample
+from glassformer.model import Transformer
+
+
+@dataclass(frozen=True)
+class GenerationConfig(SamplingConfig):
+    max_new_tokens: int = 128
+    stop_strings: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] | None = None  # None: the tokenizer's end-of-turn ids
+    ignore_eos: bool = False
+    add_special_tokens: bool = True  # BOS/EOS as the tokenizer's metadata says
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens: must be >= 0, got {self.max_new_tokens}")
+        if isinstance(self.stop_strings, str):
+            object.__setattr__(self, "stop_strings", (self.stop_strings,))
+
+
+@dataclass
+class Generation:
+    """One prompt's result."""
+
+    prompt_tokens: list[int]
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str = "length"  # "eos" | "stop" | "length"
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return len(self.prompt_tokens) / self.prefill_seconds if self.prefill_seconds else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        # The first new token comes from the prefill; each later one costs one decode step.
+        steps = max(len(self.tokens) - 1, 0)
+        return steps / self.decode_seconds if self.decode_seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "tokens": self.tokens,
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "prefill_tokens_per_s": self.prefill_tokens_per_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+        }
+
+
+class _TextStream:
+    """Incremental detokenisation of one row, with stop-string detection."""
+
+    def __init__(self, tokenizer, stop_strings: Sequence[str]) -> None:  # noqa: ANN001
+        self.tokenizer, self.stop_strings = tokenizer, tuple(s for s in stop_strings if s)
+        self.hold = max((len(s) for s in self.stop_strings), default=1) - 1
+        self.emitted = 0
+        self.text = ""
+        self.stopped = False
+
+    def update(self, tokens: list[int], final: bool) -> str:
+        """Decode all tokens; return the newly safe text to show."""
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        for stop in self.stop_strings:
+            at = text.find(stop)
+            if at != -1:
+                text, self.stopped, final = text[:at], True, True
+        if not final and text.endswith("\ufffd"):
+            return ""  # an unfinished UTF-8 sequence: wait for the next token
+        self.text = text
+        safe = len(text) if final else max(len(text) - self.hold, self.emitted)
+        new, self.emitted = text[self.emitted : safe], safe
+        return new
+
+
+@torch.inference_mode()
+def generate(
+    model: Transformer,
+    tokenizer,  # noqa: ANN001 - glassformer.tokenizer.Tokenizer or anything with encode/decode
+    prompts: str | Sequence[str] | Sequence[Sequence[int]],
+    config: GenerationConfig | None = None,
+    on_text: Callable[[int, str], None] | None = None,
+) -> Generation | list[Generation]:
+    """Generate continuations of one prompt (returns a Generation) or a batch (a list).
+
+    `prompts` may be text or token ids. `on_text(row, text)` receives streamed text pieces.
+    """
+    config = config or GenerationConfig()
+    single = isinstance(prompts, str) or (
+        len(prompts) > 0 and isinstance(prompts[0], int)  # type: ignore[index]
+    )
+    batch_prompts = [prompts] if single else list(prompts)
+    if not batch_prompts:
+        return []
+    ids = [
+        # Special-token strings in the prompt (a rendered chat template) are parsed as tokens.
+        tokenizer.encode(p, add_special_tokens=config.add_special_tokens, parse_special=True)
+        if isinstance(p, str)
+        else list(p)
+        for p in batch_prompts
+    ]
+    if any(len(row) == 0 for row in ids):
+        raise ValueError("prompt: encodes to no tokens (give text or add_special_tokens=True)")
+    results = [Generation(prompt_tokens=row) for row in ids]
+    if config.max_new_tokens == 0:
+        return results[0] if single else results
+
+    stop_ids = set() if config.ignore_eos else set(
+        config.stop_token_ids if config.stop_token_ids is not None else tokenizer.eos_ids
+    )
+    device = model.embed.weight.device
+    batch, longest = len(ids), max(len(row) for row in ids)
+    input_ids = torch.zeros(batch, longest, dtype=torch.long, device=device)
+    mask = torch.zeros(batch, longest, dtype=torch.long, device=device)
+    for b, row in enumerate(ids):
+        input_ids[b, longest - len(row) :] = torch.tensor(row)
+        mask[b, longest - len(row) :] = 1
+    padded = bool((mask == 0).any())
+    cache = model.new_cache(batch, longest + config.max_new_tokens)
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+    streams = [_TextStream(tokenizer, config.stop_strings) for _ in range(batch)]
+    done = [False] * batch
+
+    start = time.perf_counter()
+    logits = model(input_ids, cache, attention_mask=mask if padded else None)[:, -1]
+    prefill_seconds = time.perf_counter() - start
+    for result in results:
+        result.prefill_seconds = prefill_seconds
+    context = input_ids.masked_fill(mask == 0, 0)  # seen tokens for the repetition penalty
+    decode_start = time.perf_counter()
+    for step in range(config.max_new_tokens):
+        next_ids = sample(logits, context, config, generator)
+        for b in range(batch):
+            if done[b]:
+                continue
+            token = int(next_ids[b])
+            if token in stop_ids:
+                done[b], results[b].finish_reason = True, "eos"
+            else:
+                results[b].tokens.append(token)
+            last = done[b] or step == config.max_new_tokens - 1
+            piece = streams[b].update(results[b].tokens, final=last)
+            if streams[b].stopped:
+                done[b], results[b].finish_reason = True, "stop"
+            if piece and on_text is not None:
+                on_text(b, piece)
+        if all(done) or step == config.max_new_tokens - 1:
+            break
+        context = torch.cat((context, next_ids[:, None]), dim=1)
+        logits = model(next_ids[:, None], cache)[:, -1]
+    decode_seconds = time.perf_counter() - decode_start
+    for b, result in enumerate(results):
+        result.text = streams[b].text
+        result.decode_seconds = decode_seconds
+    return results[0] if single else results

@@ -1,0 +1,167 @@
+"""The interactive page in a real headless browser (Debian's chromium + chromedriver, Selenium).
+
+It must load with no console errors, draw the graph and the roofline, reproduce the Python
+figures, recompute when the sequence length or the mode changes, show an op's details when
+clicked, and sort the table. A screenshot is written to $GLASSFORMER_TEST_ARTIFACTS (default
+out/test-artifacts/). Without chromium or selenium the test is skipped, except under CI
+(CI=true), where a missing browser is a failure: .ci/run installs them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from glassformer.explorer import analyze
+from glassformer.explorer.html import write_html
+from glassformer.presets import get_preset
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARTIFACTS = Path(os.environ.get("GLASSFORMER_TEST_ARTIFACTS", "out/test-artifacts"))
+FIELDS = ("flops_matmul", "flops_matmul_causal", "flops_other", "kv_cache_bytes", "traffic_bytes")
+
+
+def _missing() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed"
+    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+        return "chromium / chromedriver are not installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    reason = _missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser test cannot run in CI: {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="glassformer-chromium-")
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1800",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def errors(driver: Any) -> list[dict[str, Any]]:
+    return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+
+
+def page_numbers(driver: Any) -> dict[str, float]:
+    script = (
+        "const r = window.explorer.result; return {"
+        + ", ".join(f"{k}: r.{k}" for k in FIELDS)
+        + ", time_s: r.roofline.time_s, epilogue_saved: r.epilogue.bytes_saved};"
+    )
+    return driver.execute_script(script)
+
+
+def assert_matches(js: dict[str, float], py: dict[str, Any]) -> None:
+    for key in FIELDS:
+        assert js[key] == pytest.approx(py[key], rel=1e-9, abs=1e-9), key
+    assert js["time_s"] == pytest.approx(py["roofline"]["time_s"], rel=1e-9)
+    saved = py["epilogue"]["total"]["bytes_saved"]
+    assert js["epilogue_saved"] == pytest.approx(saved, rel=1e-9)
+
+
+def test_page_in_browser(browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    cfg = get_preset("deepseek-v3")
+    page = write_html(cfg, tmp_path / "deepseek-v3.html", mode="prefill", batch=1, seq=4096)
+    browser.get(page.resolve().as_uri())
+    assert errors(browser) == []
+
+    # the graph of a MoE block and the roofline are drawn
+    nodes = browser.find_elements(By.CSS_SELECTOR, "#graph .node")
+    assert len(nodes) > 15
+    assert browser.find_elements(By.CSS_SELECTOR, "#graph .edge-label")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#roofline circle")) > 10
+    assert_matches(page_numbers(browser), analyze(cfg, "prefill", 1, 4096))
+
+    # changing the sequence length recomputes the figures, exactly as Python does
+    before = browser.find_element(By.ID, "v-flops_matmul").text
+    seq = browser.find_element(By.ID, "seq")
+    seq.clear()
+    seq.send_keys("8192")
+    assert browser.find_element(By.ID, "v-flops_matmul").text != before
+    assert_matches(page_numbers(browser), analyze(cfg, "prefill", 1, 8192))
+
+    # decode mode: one token against an 8192-token cache, MLA in the absorbed order
+    browser.find_element(By.CSS_SELECTOR, "#mode option[value=decode]").click()
+    assert_matches(page_numbers(browser), analyze(cfg, "decode", 1, 8192))
+    assert browser.find_element(By.ID, "seq-label").text == "context length"
+
+    # clicking an op shows its details
+    node = browser.find_element(By.CSS_SELECTOR, '#graph .node[data-op$="/attn.scores"]')
+    node.click()
+    details = browser.find_element(By.ID, "details-list")
+    assert details.get_attribute("data-op").endswith("/attn.scores")
+    assert "attn.scores" in details.text and "flops_matmul_causal" in details.text
+    assert "selected" in node.get_attribute("class")
+
+    # the table sorts by FLOPs when its header is clicked
+    browser.find_element(By.CSS_SELECTOR, '#ops-table th[data-key="flops_matmul"]').click()
+    flops = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#ops-table tbody tr')).map("
+        "tr => { const id = tr.dataset.op; return window.explorer.result.ops.find("
+        "o => o.section + '/' + o.name === id).flops_matmul; });"
+    )
+    assert flops == sorted(flops, reverse=True)
+    # and a table row selects its op too
+    browser.find_elements(By.CSS_SELECTOR, "#ops-table tbody tr")[0].click()
+    assert browser.find_element(By.ID, "details-list").get_attribute("data-op")
+
+    assert errors(browser) == []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "explorer-deepseek-v3.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name", ["gpt2", "tiny-gemma3", "mixtral-8x7b"])
+def test_other_families_load(browser: Any, tmp_path: Path, name: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    cfg = get_preset(name)
+    page = write_html(cfg, tmp_path / f"{name}.html", mode="decode", batch=2, seq=1000, dtype="fp8")
+    browser.get(page.resolve().as_uri())
+    assert errors(browser) == []
+    assert browser.find_elements(By.CSS_SELECTOR, "#graph .node")
+    assert_matches(page_numbers(browser), analyze(cfg, "decode", 2, 1000, "fp8"))
+    # the train mode's memory figures and hardware switch work too
+    browser.find_element(By.CSS_SELECTOR, "#mode option[value=train]").click()
+    browser.find_element(By.CSS_SELECTOR, "#hardware option[value=mi300x]").click()
+    assert_matches(page_numbers(browser), analyze(cfg, "train", 2, 1000, "fp8", "mi300x"))
+    assert browser.find_element(By.ID, "v-memory_ckpt").text
+    assert errors(browser) == []
