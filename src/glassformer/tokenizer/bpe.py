@@ -1,0 +1,228 @@
+"""Byte-level BPE (GPT-2 style), as llama.cpp runs GGUF ``tokenizer.ggml.model == "gpt2"``.
+
+Byte-pair encoding starts from the smallest units of a pre-token and repeatedly joins one
+adjacent pair into a longer unit. The merge table (``tokenizer.ggml.merges``, ``"a b"``
+strings) is ordered: a pair's position is its *rank*, and the pair with the lowest rank is
+joined first. When the same lowest-ranked pair occurs several times, the leftmost is joined
+first, and the new neighbours it creates may outrank the remaining copies. The loop stops
+when no adjacent pair is in the table; every remaining unit is then looked up in the
+vocabulary.
+
+"Byte-level" means the units are bytes, not characters: every UTF-8 byte of the text is
+shown as one printable character (GPT-2's ``bytes_to_unicode`` table, where a space is
+``Ġ``), so any string can be encoded without an unknown token, and merges only ever create
+tokens from the byte strings of the training data.
+
+The reference is llama.cpp's ``llm_tokenizer_bpe_session::tokenize`` (``src/llama-vocab.cpp``):
+a priority queue of bigrams ordered by (rank, left position) with stale entries skipped.
+:func:`bpe_merge` chooses the same pair at every step with a linear scan, which is faster in
+Python for the short pieces that dominate real text; :func:`bpe_merge_heap` is the queue
+version used for long pieces (the two are tested against each other).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from functools import cache
+
+__all__ = [
+    "ByteLevelBPE",
+    "bpe_merge",
+    "bpe_merge_heap",
+    "byte_decoder",
+    "bytes_to_unicode",
+]
+
+# Above this many symbols the O(n^2) scan loses to the heap.
+_HEAP_THRESHOLD = 256
+_NO_RANK = 1 << 62
+# Bounds memory on huge inputs with many distinct pre-tokens; a full cache is simply cleared.
+_CACHE_LIMIT = 1 << 18
+
+
+@cache
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's table from each byte value to a printable character standing for it."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
+
+
+@cache
+def byte_decoder() -> dict[str, int]:
+    """Inverse of :func:`bytes_to_unicode`."""
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+# str.translate table: a latin-1 decoded byte string becomes its byte-level spelling in C.
+_LATIN1_TO_BYTE_LEVEL = {b: c for b, c in bytes_to_unicode().items()}
+
+
+def to_byte_level(text: str) -> str:
+    """Spell the UTF-8 bytes of ``text`` with GPT-2's byte characters."""
+    return text.encode("utf-8").decode("latin-1").translate(_LATIN1_TO_BYTE_LEVEL)
+
+
+def bpe_merge(symbols: list[str], ranks: Mapping[tuple[str, str], int]) -> list[str]:
+    """Merge ``symbols`` by rank; ties go to the leftmost pair (llama.cpp's order)."""
+    if len(symbols) > _HEAP_THRESHOLD:
+        return bpe_merge_heap(symbols, ranks)
+    parts = list(symbols)
+    get = ranks.get
+    # pair_ranks[i] belongs to the pair (parts[i], parts[i + 1]); a huge rank marks "no merge",
+    # so min() and list.index() (leftmost) pick the merge in C.
+    pair_ranks = [get((parts[i], parts[i + 1]), _NO_RANK) for i in range(len(parts) - 1)]
+    while pair_ranks:
+        best = min(pair_ranks)
+        if best == _NO_RANK:
+            break
+        i = pair_ranks.index(best)
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        del pair_ranks[i]
+        if i > 0:
+            pair_ranks[i - 1] = get((parts[i - 1], parts[i]), _NO_RANK)
+        if i < len(pair_ranks):
+            pair_ranks[i] = get((parts[i], parts[i + 1]), _NO_RANK)
+    return parts
+
+
+def bpe_merge_heap(symbols: list[str], ranks: Mapping[tuple[str, str], int]) -> list[str]:
+    """Priority-queue version of :func:`bpe_merge`, O(n log n) for long pieces."""
+    n = len(symbols)
+    if n < 2:
+        return list(symbols)
+    text = list(symbols)
+    prev = list(range(-1, n - 1))
+    nxt = [*range(1, n), -1]
+    alive = [True] * n
+    heap: list[tuple[int, int, int, str]] = []
+    for i in range(n - 1):
+        rank = ranks.get((text[i], text[i + 1]))
+        if rank is not None:
+            heap.append((rank, i, i + 1, text[i] + text[i + 1]))
+    heapq.heapify(heap)
+    while heap:
+        _rank, left, right, joined = heapq.heappop(heap)
+        # Entries are never removed when a neighbour changes; a stale one no longer spells
+        # the pair it was made for (llama.cpp checks the same way).
+        if not (alive[left] and alive[right]) or nxt[left] != right:
+            continue
+        if text[left] + text[right] != joined:
+            continue
+        text[left] = joined
+        alive[right] = False
+        nxt[left] = nxt[right]
+        if nxt[right] >= 0:
+            prev[nxt[right]] = left
+        for a, b in ((prev[left], left), (left, nxt[left])):
+            if a >= 0 and b >= 0:
+                rank = ranks.get((text[a], text[b]))
+                if rank is not None:
+                    heapq.heappush(heap, (rank, a, b, text[a] + text[b]))
+    out = []
+    i = 0
+    while i >= 0:
+        out.append(text[i])
+        i = nxt[i]
+    return out
+
+
+def parse_merges(merges: Iterable[str | tuple[str, str] | list[str]]) -> dict[tuple[str, str], int]:
+    """Merge strings (``"a b"``) or pairs -> rank; the first rank of a repeated pair wins.
+
+    The split point is the first space after the first character, as in llama.cpp, so a merge
+    whose left side is itself a space still parses.
+    """
+    ranks: dict[tuple[str, str], int] = {}
+    for rank, merge in enumerate(merges):
+        if isinstance(merge, str):
+            pos = merge.find(" ", 1)
+            pair = (merge[:pos], merge[pos + 1 :]) if pos >= 0 else ("", "")
+        else:
+            pair = (merge[0], merge[1])
+        ranks.setdefault(pair, rank)
+    return ranks
+
+
+class ByteLevelBPE:
+    """Encodes raw-text fragments with a pre-tokenizer, byte-level spelling and BPE merges."""
+
+    kind = "byte-level BPE"
+
+    def __init__(
+        self,
+        vocab: Mapping[str, int],
+        ranks: Mapping[tuple[str, str], int],
+        pre_tokenizer: object,
+        *,
+        ignore_merges: bool = False,
+        add_prefix_space: bool = False,
+    ) -> None:
+        self.vocab = dict(vocab)
+        self.ranks = dict(ranks)
+        self.pre_tokenizer = pre_tokenizer
+        self.ignore_merges = ignore_merges
+        self.add_prefix_space = add_prefix_space
+        self._cache: dict[str, list[int]] = {}
+        self._decoder = byte_decoder()
+
+    def encode_fragment(
+        self, text: str, after_special: bool = True, at_start: bool = True
+    ) -> list[int]:
+        """Token ids for a fragment of text that holds no special tokens.
+
+        ``at_start`` (the fragment begins the input) drives Hugging Face's ByteLevel
+        ``add_prefix_space``; GGUF byte-level vocabularies never add one.
+        """
+        if self.add_prefix_space and at_start and not text.startswith(" "):
+            text = " " + text
+        cache = self._cache
+        out: list[int] = []
+        for piece in self.pre_tokenizer.split(text):  # type: ignore[attr-defined]
+            ids = cache.get(piece)
+            if ids is None:
+                ids = self._encode_piece(piece)
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cache[piece] = ids
+            out += ids
+        return out
+
+    def _encode_piece(self, piece: str) -> list[int]:
+        word = to_byte_level(piece)
+        vocab = self.vocab
+        if self.ignore_merges and word in vocab:
+            return [vocab[word]]
+        ids: list[int] = []
+        for symbol in bpe_merge(list(word), self.ranks):
+            tid = vocab.get(symbol)
+            if tid is not None:
+                ids.append(tid)
+                continue
+            # llama.cpp's last resort: look each byte of the symbol up on its own and drop the
+            # ones the vocabulary lacks. Complete byte-level vocabularies never get here.
+            for byte in symbol.encode("utf-8"):
+                tid = vocab.get(chr(byte)) if byte < 0x80 else None
+                if tid is not None:
+                    ids.append(tid)
+        return ids
+
+    def token_bytes(self, token: str) -> bytes:
+        """The bytes a normal token stands for (its characters read through the byte table)."""
+        decoder = self._decoder
+        try:
+            return bytes(decoder[ch] for ch in token)
+        except KeyError:
+            # Tokens outside the byte alphabet (added words stored verbatim) mean themselves.
+            return token.encode("utf-8")
