@@ -6,7 +6,6 @@ to_hf(model)          -> an HF `*ForCausalLM` with the same weights (needs trans
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +19,11 @@ __all__ = ["config_from_hf", "config_to_hf", "from_hf", "hf_to_ours", "ours_to_h
 
 
 def read_hf_dir(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """config.json and all weights of a `save_pretrained` directory (safetensors, sharded too)."""
-    from safetensors.torch import load_file
+    """config.json and all weights of a `save_pretrained` directory (safetensors, sharded too),
+    validated before any tensor is read (see `glassformer.loaders.safetensors_io`)."""
+    from glassformer.loaders.safetensors_io import read_hf_dir as read_validated
 
-    path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise ValueError(f"{path}: not an HF model directory (no config.json)")
-    try:
-        hf_config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_file}: not valid JSON ({err})") from err
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (path / "model.safetensors").exists():
-        files = ["model.safetensors"]
-    else:
-        raise ValueError(f"{path}: no model.safetensors or model.safetensors.index.json")
-    state: dict[str, torch.Tensor] = {}
-    for name in files:
-        try:
-            state.update(load_file(path / name))
-        except Exception as err:  # safetensors raises its own error types
-            raise ValueError(f"{path / name}: cannot read safetensors file ({err})") from err
-    return hf_config, state
+    return read_validated(path)
 
 
 def from_hf(model_or_dir: Any, dtype: torch.dtype | None = None) -> Transformer:

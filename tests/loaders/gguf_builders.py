@@ -1,0 +1,145 @@
+"""Write small GGUF files the way llama.cpp's converter does, for the loader tests.
+
+`hf_to_gguf` turns an HF transformers model's weights into GGUF tensors (names, llama's Q/K row
+permutation, Gemma's +1 on norm weights) and `write_gguf` writes them with `gguf.GGUFWriter`
+(optionally quantised with `gguf.quants.quantize`), so the tests exercise our reader against
+files produced by the reference writer.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType, GGUFWriter
+from gguf.quants import quantize
+
+HF_TO_GGUF = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",  # pre-norm models: the norm before the MLP
+    "pre_feedforward_layernorm": "ffn_norm",  # Gemma: pre-MLP norm
+    "post_feedforward_layernorm": "post_ffw_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+
+def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """convert_hf_to_gguf.py's LlamaModel.permute: half-split RoPE rows -> interleaved."""
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
+
+
+def hf_to_gguf(
+    arch: str, hf_config: Any, hf_state: dict[str, torch.Tensor]
+) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    gemma = arch == "gemma3"
+    for name, t in hf_state.items():
+        w = t.detach().float().numpy().copy()
+        if name == "model.embed_tokens.weight":
+            key = "token_embd.weight"
+        elif name == "model.norm.weight":
+            key = "output_norm.weight"
+        elif name == "lm_head.weight":
+            if hf_config.tie_word_embeddings:
+                continue
+            key = "output.weight"
+        else:
+            m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", name)
+            assert m, name
+            part = m.group(2)
+            if gemma and part == "post_attention_layernorm":
+                sub = "post_attention_norm"  # Gemma's post-attention (sandwich) norm
+            else:
+                sub = HF_TO_GGUF[part]
+            key = f"blk.{m.group(1)}.{sub}.{m.group(3)}"
+        if arch == "llama" and re.search(r"\.attn_q\.", key):
+            w = llama_cpp_permute(w, hf_config.num_attention_heads)
+        if arch == "llama" and re.search(r"\.attn_k\.", key):
+            w = llama_cpp_permute(w, hf_config.num_key_value_heads)
+        if gemma and key.endswith("norm.weight"):
+            w = w + np.float32(1.0)
+        out[key] = w
+    return out
+
+
+def write_gguf(
+    path: Path,
+    arch: str,
+    kv: dict[str, Any],
+    tensors: dict[str, np.ndarray],
+    qtypes: dict[str, GGMLQuantizationType] | None = None,
+    default_qtype: GGMLQuantizationType | None = None,
+) -> Path:
+    """Write `tensors` (numpy [out, in] layout) with metadata `kv` ({arch}.-relative keys for
+    ints/floats/strings, or full keys starting with 'general.'/'tokenizer.')."""
+    w = GGUFWriter(str(path), arch)
+    w.add_name(f"tiny {arch}")
+    for key, value in kv.items():
+        full = key if key.startswith(("general.", "tokenizer.")) else f"{arch}.{key}"
+        if isinstance(value, bool):
+            w.add_bool(full, value)
+        elif isinstance(value, int):
+            w.add_uint32(full, value)
+        elif isinstance(value, float):
+            w.add_float32(full, value)
+        elif isinstance(value, str):
+            w.add_string(full, value)
+        else:
+            w.add_array(full, value)
+    for name, arr in tensors.items():
+        qtype = (qtypes or {}).get(name, default_qtype if arr.ndim == 2 else None)
+        if qtype is None or qtype == GGMLQuantizationType.F32:
+            w.add_tensor(name, arr.astype(np.float32))
+        elif qtype == GGMLQuantizationType.F16:
+            w.add_tensor(name, arr.astype(np.float16))
+        else:
+            w.add_tensor(name, quantize(arr.astype(np.float32), qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def base_kv(hf_config: Any, arch: str) -> dict[str, Any]:
+    c = hf_config
+    kv: dict[str, Any] = {
+        "context_length": int(c.max_position_embeddings),
+        "embedding_length": int(c.hidden_size),
+        "block_count": int(c.num_hidden_layers),
+        "feed_forward_length": int(c.intermediate_size),
+        "attention.head_count": int(c.num_attention_heads),
+        "attention.head_count_kv": int(c.num_key_value_heads),
+        "attention.layer_norm_rms_epsilon": float(c.rms_norm_eps),
+        "vocab_size": int(c.vocab_size),
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+    }
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    rope = c.rope_parameters
+    if arch == "gemma3":
+        kv["rope.freq_base"] = float(rope["full_attention"]["rope_theta"])
+        kv["attention.sliding_window"] = int(c.sliding_window)
+    else:
+        kv["rope.freq_base"] = float(rope["rope_theta"])
+    if arch == "llama":
+        kv["rope.dimension_count"] = int(head_dim)
+    else:
+        kv["attention.key_length"] = int(head_dim)
+        kv["attention.value_length"] = int(head_dim)
+    return kv
