@@ -15,7 +15,7 @@ MODEL_HELP = (
 )
 
 
-def _load(model: str):  # noqa: ANN202
+def _load(model: str):
     from rich.console import Console
 
     from glassformer.generation import load
@@ -26,7 +26,7 @@ def _load(model: str):  # noqa: ANN202
     return (*pair, time.perf_counter() - start)
 
 
-def _config(**kw):  # noqa: ANN003, ANN202
+def _config(**kw):
     from glassformer.generation import GenerationConfig
 
     return GenerationConfig(**kw)

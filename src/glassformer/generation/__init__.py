@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-def load(name_or_path: str | os.PathLike[str], dtype: torch.dtype = torch.float32):  # noqa: ANN201
+def load(name_or_path: str | os.PathLike[str], dtype: torch.dtype = torch.float32):
     """(Transformer, Tokenizer) for a model name (`smollm2-135m-instruct`, `gemma-3-270m`),
     a `.gguf` file or an HF model directory."""
     from glassformer.loaders.resolve import load_model, resolve

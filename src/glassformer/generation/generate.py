@@ -70,7 +70,7 @@ class Generation:
 class _TextStream:
     """Incremental detokenisation of one row, with stop-string detection."""
 
-    def __init__(self, tokenizer, stop_strings: Sequence[str]) -> None:  # noqa: ANN001
+    def __init__(self, tokenizer, stop_strings: Sequence[str]) -> None:
         self.tokenizer, self.stop_strings = tokenizer, tuple(s for s in stop_strings if s)
         self.hold = max((len(s) for s in self.stop_strings), default=1) - 1
         self.emitted = 0
@@ -95,7 +95,7 @@ class _TextStream:
 @torch.inference_mode()
 def generate(
     model: Transformer,
-    tokenizer,  # noqa: ANN001 - glassformer.tokenizer.Tokenizer or anything with encode/decode
+    tokenizer,
     prompts: str | Sequence[str] | Sequence[Sequence[int]],
     config: GenerationConfig | None = None,
     on_text: Callable[[int, str], None] | None = None,
@@ -124,8 +124,10 @@ def generate(
     if config.max_new_tokens == 0:
         return results[0] if single else results
 
-    stop_ids = set() if config.ignore_eos else set(
-        config.stop_token_ids if config.stop_token_ids is not None else tokenizer.eos_ids
+    stop_ids = (
+        set()
+        if config.ignore_eos
+        else set(config.stop_token_ids if config.stop_token_ids is not None else tokenizer.eos_ids)
     )
     device = model.embed.weight.device
     batch, longest = len(ids), max(len(row) for row in ids)
