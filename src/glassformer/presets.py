@@ -281,7 +281,8 @@ def get_preset(name: str, **overrides: Any) -> Config:
 
 
 def resolve_config(name_or_path: str | Path) -> Config:
-    """A preset name, an HF config.json, an HF model directory or a GGUF file -> Config."""
+    """A preset name, a packaged model name (`smollm2-135m-instruct`), an HF config.json, an HF
+    model directory or a GGUF file (header only) -> Config."""
     path = Path(name_or_path)
     if path.suffix == ".gguf" and path.exists():
         from glassformer.loaders.gguf import config_from_gguf
@@ -293,4 +294,16 @@ def resolve_config(name_or_path: str | Path) -> Config:
         return get_preset(str(name_or_path))
     if path.suffix in (".json", ".gguf") or "/" in str(name_or_path):
         raise ValueError(f"{name_or_path}: no such file or directory")
-    return get_preset(str(name_or_path))  # raises with close-match suggestions
+    from glassformer.loaders.resolve import KNOWN_MODELS, resolve
+
+    try:
+        return resolve_config(resolve(str(name_or_path)))
+    except ValueError:
+        pass  # not a packaged model either: suggest presets and models alike
+    names = [*PRESETS, *KNOWN_MODELS]
+    close = difflib.get_close_matches(str(name_or_path).lower(), names, n=3, cutoff=0.4)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"unknown model {str(name_or_path)!r}{hint} (see `glassformer presets`; packaged "
+        f"models: {', '.join(KNOWN_MODELS)})"
+    )

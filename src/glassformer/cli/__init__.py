@@ -31,7 +31,13 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    app()
+    # Bad input (a wrong name, a corrupt file, an invalid option value) is reported in one
+    # line that names the problem, not as a traceback.
+    try:
+        app()
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ only: no weights are read or allocated). The cost model is `glassformer.explorer
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,24 +19,13 @@ DTYPE_NAMES = ("bf16", "fp16", "fp32", "fp8", "int8", "int4")
 
 
 def load_model_config(model: str) -> Config:
-    """Resolve MODEL; unknown names get the closest preset names suggested."""
-    from glassformer.presets import PRESETS, resolve_config
+    """Resolve MODEL (preset, packaged model, config.json, HF dir or GGUF header); unknown
+    names get the closest names suggested."""
+    from glassformer.presets import resolve_config
 
     path = Path(model)
-    if path.suffix == ".gguf":
-        if not path.exists():
-            raise ValueError(f"{model}: no such GGUF file")
-        try:
-            from glassformer.loaders.gguf import config_from_gguf
-        except ImportError as err:  # pragma: no cover - the loader ships with the package
-            raise ValueError(f"{model}: GGUF support is not available ({err})") from err
-        return config_from_gguf(path)
-    if not path.exists() and "/" not in model and path.suffix != ".json":
-        key = model.lower()
-        if key not in PRESETS:
-            close = difflib.get_close_matches(key, list(PRESETS), n=3, cutoff=0.4)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown model {model!r}{hint} (see `glassformer presets`)")
+    if path.suffix == ".gguf" and not path.exists():
+        raise ValueError(f"{model}: no such GGUF file")
     return resolve_config(model)
 
 
