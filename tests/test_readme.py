@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,3 +23,20 @@ def test_readme_opens_with_exactly_two_setup_commands() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert _readme_commands()[1] in ci
+
+
+@pytest.mark.slow
+def test_readme_tour_runs() -> None:
+    """The README's Python tour is real code: run it as written."""
+
+    from glassformer.loaders.resolve import ModelNotInstalledError, resolve
+
+    try:
+        resolve("smollm2-135m-instruct")
+    except ModelNotInstalledError as err:
+        pytest.skip(str(err))
+    text = (ROOT / "README.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["big"].num_parameters() == 671_026_404_352
