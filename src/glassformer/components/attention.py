@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glassformer.components.kv_cache import LayerCache, visibility_mask
+from glassformer.components.kv_cache import LayerCache, attention_mask
 from glassformer.components.norms import RMSNorm
 from glassformer.components.rope import apply_rotary
 from glassformer.config import Config
@@ -107,12 +107,9 @@ class Attention(nn.Module):
         if rope is not None:
             q = apply_rotary(q, *rope, interleaved=self.interleaved)
             k = apply_rotary(k, *rope, interleaved=self.interleaved)
+        key_positions = positions
         if cache is not None:
             k, v, key_positions = cache.update(k, v, positions)
-            mask = visibility_mask(positions, key_positions, self.window, key_valid)
-        elif key_valid is not None or (self.window is not None and t > self.window):
-            mask = visibility_mask(positions, positions, self.window, key_valid)
-        else:
-            mask = None  # plain causal: lets SDPA pick its causal fast path
+        mask = attention_mask(positions, key_positions, self.window, key_valid, cache is not None)
         out = attend(q, k, v, mask, self.scale, self.softcap, self.impl)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))

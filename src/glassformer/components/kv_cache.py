@@ -151,3 +151,19 @@ def visibility_mask(
     valid = key_valid[:, key_positions.clamp(min=0)]  # [B, S]
     visible = (visible[None] & valid[:, None, :]) | (distance == 0)[None]
     return visible[:, None]
+
+
+def attention_mask(
+    query_positions: torch.Tensor,
+    key_positions: torch.Tensor,
+    window: int | None,
+    key_valid: torch.Tensor | None,
+    cached: bool,
+) -> torch.Tensor | None:
+    """The mask for one attention call, or None when plain causal attention over the new tokens
+    is already exact (no cache, no padding, no window shorter than the chunk): then SDPA can take
+    its causal fast path."""
+    t = query_positions.shape[0]
+    if cached or key_valid is not None or (window is not None and t > window):
+        return visibility_mask(query_positions, key_positions, window, key_valid)
+    return None

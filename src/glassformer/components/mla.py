@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from glassformer.components.attention import attend
-from glassformer.components.kv_cache import LayerCache, visibility_mask
+from glassformer.components.kv_cache import LayerCache, attention_mask
 from glassformer.components.norms import RMSNorm
 from glassformer.components.rope import apply_rotary
 from glassformer.config import Config
@@ -86,12 +86,6 @@ class MultiHeadLatentAttention(nn.Module):
         k = torch.cat((k_nope, k_rope[:, None].expand(b, self.n_heads, s, self.rope_dim)), -1)
         q = torch.cat((q_nope, q_rope), dim=-1)
 
-        needs_mask = key_valid is not None or (self.window is not None and t > self.window)
-        if cache is not None or needs_mask:
-            mask: torch.Tensor | None = visibility_mask(
-                positions, key_positions, self.window, key_valid
-            )
-        else:
-            mask = None
+        mask = attention_mask(positions, key_positions, self.window, key_valid, cache is not None)
         out = attend(q, k, v, mask, self.scale, None, self.impl)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
