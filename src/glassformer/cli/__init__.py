@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "glassformer.cli.export",
     "glassformer.cli.generate",
     "glassformer.cli.info",
+    "glassformer.cli.telemetry",
 ]
 
 for _name in COMMAND_MODULES:
