@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "glassformer.cli.generate",
     "glassformer.cli.info",
     "glassformer.cli.telemetry",
+    "glassformer.cli.train",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,210 @@
+"""Training throughput: glassformer against HF transformers' GPT2LMHeadModel, side by side.
+
+The same GPT-2-style network (6 layers, width 384, 6 heads, context 256, vocabulary 8192,
+tied embeddings, learned positions, GELU-tanh MLP, LayerNorm; HF's dropouts set to 0 so both
+compute the same function), the same batch (8 x 256 tokens), the same optimizer (AdamW,
+fused for ours) and one full training step each: forward,
+next-token cross-entropy, backward, clip, optimizer step. The variants are timed in alternation,
+round after round, so a busy shared machine slows them alike; the ratio is the median over
+rounds of the within-round ratio of step times, tokens/s and MFU come from each variant's
+fastest step (the closest to an idle machine). HF is run twice: with fused AdamW (what HF's
+Trainer uses by default on torch >= 2.8, so the same optimizer kernel as ours) and with
+`torch.optim.AdamW`'s defaults (on CPU the per-parameter for-loop implementation, what a
+hand-written HF training loop gets). MFU is model FLOPs (6 N + 12 L H d T per token, PaLM
+appendix B) per second over the best fp32 matmul rate measured during the run.
+
+    python benchmarks/train.py [--rounds 6] [--threads 2] [--compile] [--compile-hf] [--json]
+
+`--compile` / `--compile-hf` add torch.compile'd variants of ours / HF's (compile time is
+excluded: the warm-up steps absorb it; it takes a minute or more on a small CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+LAYERS, WIDTH, HEADS, CONTEXT, BATCH, VOCAB = 6, 384, 6, 256, 8, 8192
+
+
+def build_ours(compile_: bool) -> tuple[Callable[[torch.Tensor], float], int]:
+    from glassformer.config import Config
+    from glassformer.model import Transformer
+    from glassformer.training.trainer import TrainConfig, lm_loss_sum, make_optimizer
+
+    cfg = Config.preset("gpt2").replace(
+        name="bench", d_model=WIDTH, n_layers=LAYERS, n_heads=HEADS, n_kv_heads=HEADS,
+        head_dim=WIDTH // HEADS, d_ff=4 * WIDTH, vocab_size=VOCAB, max_seq_len=CONTEXT,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Transformer(cfg).train()
+    # The trainer's own optimizer setup (fused AdamW, decay on matrices only).
+    opt = make_optimizer(model, TrainConfig(lr=3e-4, weight_decay=0.1), torch.device("cpu"))
+    forward = torch.compile(model) if compile_ else model
+    params = list(model.parameters())
+
+    def step(batch: torch.Tensor) -> float:
+        x, y = batch[:, :-1], batch[:, 1:]
+        loss = lm_loss_sum(forward(x), y) / y.numel()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step, sum(p.numel() for p in params)
+
+
+def build_hf(compile_: bool, fused: bool = True) -> tuple[Callable[[torch.Tensor], float], int]:
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    cfg = GPT2Config(
+        vocab_size=VOCAB, n_positions=CONTEXT, n_embd=WIDTH, n_layer=LAYERS, n_head=HEADS,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(cfg).train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
+    # fused=None is torch's default: on CPU, the per-parameter for-loop implementation.
+    opt = torch.optim.AdamW(groups, lr=3e-4, betas=(0.9, 0.95), fused=fused or None)
+    forward = torch.compile(model) if compile_ else model
+    params = list(model.parameters())
+
+    def step(batch: torch.Tensor) -> float:
+        # HF shifts the labels itself: input and labels are the same 256 tokens.
+        x = batch[:, :-1]
+        loss = forward(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step, sum(p.numel() for p in params)
+
+
+def matmul_rate(n: int = 1024, seconds: float = 0.3) -> float:
+    """fp32 FLOP/s of a square matmul, measured now (the MFU denominator)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time ours compiled")
+    parser.add_argument("--compile-hf", action="store_true", help="also time HF compiled")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from glassformer.config import Config
+    from glassformer.training.trainer import model_flops_per_token
+
+    variants: dict[str, tuple[Callable[[torch.Tensor], float], int]] = {
+        "glassformer": build_ours(False),
+        "hf": build_hf(False),
+        "hf-default-adamw": build_hf(False, fused=False),
+    }
+    if args.compile:
+        variants["glassformer+compile"] = build_ours(True)
+    if args.compile_hf:
+        variants["hf+compile"] = build_hf(True)
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, VOCAB, (BATCH, CONTEXT + 1), generator=gen)
+    for step, _ in variants.values():
+        for _ in range(args.warmup):
+            step(batch)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    peak = 0.0
+    for _ in range(args.rounds):
+        peak = max(peak, matmul_rate())  # the best probe is the closest to an idle machine
+        for name, (step, _) in variants.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            step(batch)
+            times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+
+    cfg = Config.preset("gpt2").replace(
+        d_model=WIDTH, n_layers=LAYERS, n_heads=HEADS, n_kv_heads=HEADS,
+        head_dim=WIDTH // HEADS, d_ff=4 * WIDTH, vocab_size=VOCAB, max_seq_len=CONTEXT,
+    )  # fmt: skip
+    flops_per_token = model_flops_per_token(cfg, CONTEXT)
+    tokens = BATCH * CONTEXT
+    result: dict[str, Any] = {
+        "config": f"{LAYERS} layers, d={WIDTH}, ctx {CONTEXT}, batch {BATCH}, vocab {VOCAB}",
+        "threads": args.threads,
+        "params": {name: n for name, (_, n) in variants.items()},
+        "flops_per_token": flops_per_token,
+        "peak_fp32_flops_measured": peak,
+        "variants": {},
+    }
+    for name, ts in times.items():
+        best = min(ts)
+        result["variants"][name] = {
+            "step_seconds": ts,
+            "step_cpu_seconds": cpu[name],
+            "tokens_per_s": tokens / best,
+            "tokens_per_s_median": tokens / statistics.median(ts),
+            "mfu": flops_per_token * tokens / best / peak,
+        }
+    v = result["variants"]
+
+    def paired(a: str, b: str, table: dict[str, list[float]] = times) -> float:
+        # Median over rounds of the ratio within a round: load drifts between rounds, so
+        # comparing steps run seconds apart cancels most of a shared machine's noise.
+        return statistics.median(tb / ta for ta, tb in zip(table[a], table[b], strict=True))
+
+    result["ratio"] = paired("glassformer", "hf")
+    result["ratio_vs_default_adamw"] = paired("glassformer", "hf-default-adamw")
+    # CPU time of the process: what the step costs, whatever else runs (most robust with
+    # --threads 1; with more threads, waiting threads spin and count).
+    result["ratio_cpu_time"] = paired("glassformer", "hf", cpu)
+    result["ratio_cpu_time_vs_default_adamw"] = paired("glassformer", "hf-default-adamw", cpu)
+    if args.compile:
+        result["ratio_compiled"] = paired("glassformer+compile", "hf")
+        result["ratio_compiled_cpu_time"] = paired("glassformer+compile", "hf", cpu)
+    if args.compile and args.compile_hf:
+        result["ratio_both_compiled"] = paired("glassformer+compile", "hf+compile")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{result['config']}, {args.threads} threads, {args.rounds} interleaved rounds")
+    print(f"measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s")
+    print("  variant                 tok/s (best step)  tok/s (median)   MFU (best)")
+    for name, r in v.items():
+        print(
+            f"  {name:22s} {r['tokens_per_s']:10.0f} {r['tokens_per_s_median']:16.0f}"
+            f"   {100 * r['mfu']:8.1f}%"
+        )
+    print(f"glassformer / HF (fused AdamW, HF Trainer's default): {result['ratio']:.2f}x")
+    print(f"glassformer / HF (torch.optim.AdamW defaults):        "
+          f"{result['ratio_vs_default_adamw']:.2f}x")  # fmt: skip
+    print(f"same, in process CPU time: {result['ratio_cpu_time']:.2f}x and "
+          f"{result['ratio_cpu_time_vs_default_adamw']:.2f}x")  # fmt: skip
+    if args.compile:
+        print(f"glassformer+compile / HF (fused AdamW): {result['ratio_compiled']:.2f}x")
+    if "ratio_both_compiled" in result:
+        print(f"glassformer+compile / HF+compile: {result['ratio_both_compiled']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

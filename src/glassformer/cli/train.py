@@ -1,0 +1,455 @@
+"""`glassformer train`, `finetune`, `data prepare`, `tokenizer train` and `plot`.
+
+glassformer tokenizer train --vocab-size 8192 --out tok/ corpus/*.txt
+glassformer data prepare --out data/ --tokenizer tok/ corpus/        (or: default corpus)
+glassformer train --preset tiny --max-steps 200 --out runs/tiny      (default corpus)
+torchrun --nproc-per-node 2 -m glassformer.cli train --preset tiny --out runs/ddp
+glassformer finetune smollm2-135m-instruct --data chat.jsonl --lora-rank 8 --out runs/sft
+glassformer plot runs/tiny
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _group(app: typer.Typer, name: str, help_text: str) -> typer.Typer:
+    """The sub-command group `name`, created unless another module registered it already."""
+    for info in app.registered_groups:
+        if info.name == name and info.typer_instance is not None:
+            return info.typer_instance
+    group = typer.Typer(help=help_text, no_args_is_help=True)
+    app.add_typer(group, name=name)
+    return group
+
+
+def _parse_sets(values: list[str] | None) -> dict[str, Any]:
+    """--set key=value pairs; values are JSON when they parse (numbers, true, null)."""
+    out: dict[str, Any] = {}
+    for item in values or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _load_model_config(preset: str | None, config: str | None, sets: dict[str, Any]) -> Any:
+    from glassformer.config import Config
+    from glassformer.presets import resolve_config
+
+    if config:
+        path = Path(config)
+        data = json.loads(path.read_text()) if path.suffix == ".json" and path.is_file() else None
+        cfg = Config.from_dict(data) if data and "d_model" in data else resolve_config(config)
+    else:
+        cfg = Config.preset(preset or "tiny")
+    if sets:
+        # Changing the head count without the KV heads would break GQA divisibility.
+        if "n_heads" in sets and "n_kv_heads" not in sets and cfg.n_kv_heads == cfg.n_heads:
+            sets["n_kv_heads"] = sets["n_heads"]
+        if ("d_model" in sets or "n_heads" in sets) and "head_dim" not in sets:
+            sets["head_dim"] = None
+        if "d_model" in sets and "d_ff" not in sets:
+            sets["d_ff"] = 0  # back to the 4 * d_model default unless given
+        try:
+            cfg = cfg.replace(**sets)
+        except TypeError as err:
+            raise typer.BadParameter(f"--set: {err}") from err
+    return cfg
+
+
+def _emit(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    keys = ("status", "steps", "start_val_loss", "loss", "val_loss", "val_ppl", "val_accuracy",
+            "tokens_per_s", "mfu", "out", "adapter", "merged", "sample")  # fmt: skip
+    for key in keys:
+        if summary.get(key) is not None:
+            value = summary[key]
+            if key == "mfu":
+                value = f"{100 * value:.1f}% ({summary.get('mfu_reference')})"
+            elif isinstance(value, float):
+                value = f"{value:.4g}"
+            elif key == "sample":
+                value = repr(value)
+            typer.echo(f"{key:14s} {value}")
+    if summary.get("error"):
+        typer.echo(f"{'error':14s} {summary['error']}")
+
+
+def register(app: typer.Typer) -> None:
+    data_app = _group(app, "data", "Prepare training data (token shards).")
+    tok_app = _group(app, "tokenizer", "Tokenizer tools.")
+
+    # --- tokenizer train --------------------------------------------------------------------------
+    @tok_app.command("train")
+    def tokenizer_train(
+        out: Annotated[Path, typer.Option("--out", help="Directory for tokenizer.json.")],
+        files: Annotated[
+            list[str] | None,
+            typer.Argument(help="Text files, directories, .jsonl, or 'default' (embedded corpus)."),
+        ] = None,
+        vocab_size: int = typer.Option(8192, "--vocab-size", help="Final vocabulary size."),
+        min_frequency: int = typer.Option(2, help="Stop when the best pair is rarer."),
+        special: Annotated[
+            list[str] | None,
+            typer.Option("--special", help="Special tokens (default: endoftext, ChatML, pad)."),
+        ] = None,
+        max_bytes: int = typer.Option(0, help="Read at most this much text (0: all)."),
+        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    ) -> None:
+        """Train a byte-level BPE tokenizer (GPT-2 pre-tokenisation) into OUT/tokenizer.json."""
+        from glassformer.training.bpe_trainer import DEFAULT_SPECIAL_TOKENS, train_tokenizer
+        from glassformer.training.data import iter_documents
+
+        def texts() -> Any:
+            n = 0
+            for doc in iter_documents(files or ["default"]):
+                yield doc.text
+                n += len(doc.text.encode("utf-8"))
+                if max_bytes and n >= max_bytes:
+                    return
+
+        path, result = train_tokenizer(
+            texts(),
+            vocab_size,
+            out,
+            special_tokens=special or DEFAULT_SPECIAL_TOKENS,
+            min_frequency=min_frequency,
+        )
+        summary = {"tokenizer": str(path), "vocab_size": len(result.vocab), **result.stats}
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+        else:
+            typer.echo(
+                f"wrote {path}: {len(result.vocab)} tokens, {int(result.stats['merges'])} merges "
+                f"in {result.stats['total_seconds']:.1f}s"
+            )
+
+    # --- data prepare -----------------------------------------------------------------------------
+    @data_app.command("prepare")
+    def data_prepare(
+        out: Annotated[Path, typer.Option("--out", help="Output directory (shards + manifest).")],
+        inputs: Annotated[
+            list[str] | None,
+            typer.Argument(
+                help="Files, directories, .jsonl, hf:NAME[:CONFIG][:SPLIT]; none: default corpus."
+            ),
+        ] = None,
+        tokenizer: str = typer.Option(
+            None, "--tokenizer", help="tokenizer.json or its directory (default: train one)."
+        ),
+        vocab_size: int = typer.Option(8192, help="Vocabulary of the tokenizer trained here."),
+        val_fraction: float = typer.Option(0.01, help="Share of documents held out."),
+        seed: int = typer.Option(0, help="Seed of the train/validation split."),
+        text_field: str = typer.Option("text", help="JSONL field holding the text."),
+        max_bytes: int = typer.Option(0, help="Stop after this much text (0: all)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    ) -> None:
+        """Tokenize documents into uint16/uint32 shards with a manifest and a validation split."""
+        from glassformer.training.data import prepare_data
+
+        manifest = prepare_data(
+            inputs or ["default"],
+            out,
+            tokenizer,
+            vocab_size=vocab_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            text_field=text_field,
+            max_bytes=max_bytes or None,
+            progress=None if as_json else lambda p: typer.echo(f"  {p}", err=True),
+        )
+        if as_json:
+            typer.echo(json.dumps(manifest, indent=2))
+            return
+        tr, va = manifest["splits"]["train"], manifest["splits"]["val"]
+        typer.echo(
+            f"wrote {out}: {tr['tokens']:,} train tokens ({tr['documents']} docs), "
+            f"{va['tokens']:,} validation tokens ({va['documents']} docs), "
+            f"{manifest['bytes_per_token']:.2f} bytes/token, {manifest['seconds']:.1f}s"
+        )
+
+    # --- train ------------------------------------------------------------------------------------
+    @app.command("train")
+    def train_cmd(
+        preset: str = typer.Option("tiny", help="Architecture preset (see `presets`)."),
+        config: str = typer.Option(None, help="Model Config JSON (or HF config.json)."),
+        set_: Annotated[
+            list[str] | None,
+            typer.Option("--set", help="Override a model config field: --set n_layers=6."),
+        ] = None,
+        data: str = typer.Option(None, help="Prepared data dir (default: the default corpus)."),
+        tokenizer: str = typer.Option(None, help="Tokenizer for the default corpus."),
+        vocab_size: int = typer.Option(None, help="Vocab of the auto-trained tokenizer."),
+        out: str = typer.Option("runs/run", help="Run directory."),
+        max_steps: int = typer.Option(200, help="Optimizer steps."),
+        batch_size: int = typer.Option(16, help="Global batch in sequences (all ranks)."),
+        micro_batch_size: int = typer.Option(None, help="Per-rank micro-batch (accumulates)."),
+        seq_len: int = typer.Option(256, help="Tokens per sequence."),
+        lr: float = typer.Option(1e-3, help="Peak learning rate."),
+        min_lr_ratio: float = typer.Option(0.1, help="Final LR as a share of the peak."),
+        schedule: str = typer.Option("cosine", help="cosine | wsd | linear | constant."),
+        warmup_steps: int = typer.Option(None, help="Warmup steps (default 5% of the run)."),
+        decay_fraction: float = typer.Option(0.2, help="WSD: share of steps spent decaying."),
+        weight_decay: float = typer.Option(0.1, help="AdamW decoupled weight decay."),
+        grad_clip: float = typer.Option(1.0, help="Clip the global grad norm (0: off)."),
+        dtype: str = typer.Option("auto", help="auto | fp32 | bf16 (autocast)."),
+        device: str = typer.Option("auto", help="auto | cpu | cuda | mps."),
+        compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+        activation_checkpointing: bool = typer.Option(
+            False, "--activation-checkpointing", help="Recompute block activations."
+        ),
+        fsdp: bool = typer.Option(False, "--fsdp", help="FSDP2 instead of DDP (torchrun)."),
+        eval_every: int = typer.Option(100, help="Validate every N steps (and at the end)."),
+        eval_batches: int = typer.Option(8, help="Validation batches (global) per eval."),
+        eval_at_start: bool = typer.Option(
+            False, "--eval-at-start", help="Also validate before the first step."
+        ),
+        sample_tokens: int = typer.Option(48, help="Tokens sampled at each eval (0: none)."),
+        sample_prompt: str = typer.Option("def ", help="Prompt for the samples."),
+        checkpoint_every: int = typer.Option(100, help="Checkpoint every N steps."),
+        keep_checkpoints: int = typer.Option(2, help="Checkpoints kept (0: all)."),
+        seed: int = typer.Option(0, help="Seed (initialisation and data order)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoint."),
+        stop_after: int = typer.Option(
+            None, help="Stop (checkpointed) after N steps of this invocation; --resume later."
+        ),
+        tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log TensorBoard."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+        export: bool = typer.Option(True, "--export/--no-export", help="Write OUT/final."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    ) -> None:
+        """Pretrain a model from scratch (single process, or DDP/FSDP2 under torchrun)."""
+        from glassformer.training.trainer import TrainConfig, train
+
+        model_config = _load_model_config(preset, config, _parse_sets(set_))
+        tc = TrainConfig(
+            out=out,
+            preset=preset,
+            config=config,
+            data=data,
+            tokenizer=tokenizer,
+            vocab_size=vocab_size,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            micro_batch_size=micro_batch_size,
+            max_steps=max_steps,
+            lr=lr,
+            min_lr_ratio=min_lr_ratio,
+            schedule=schedule,
+            warmup_steps=warmup_steps,
+            decay_fraction=decay_fraction,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+            dtype=dtype,
+            device=device,
+            compile=compile_,
+            activation_checkpointing=activation_checkpointing,
+            fsdp=fsdp,
+            eval_every=eval_every,
+            eval_batches=eval_batches,
+            eval_at_start=eval_at_start,
+            sample_tokens=sample_tokens,
+            sample_prompt=sample_prompt,
+            checkpoint_every=checkpoint_every,
+            keep_checkpoints=keep_checkpoints,
+            seed=seed,
+            resume=resume,
+            stop_after=stop_after,
+            tensorboard=tensorboard,
+            progress=progress,
+            export=export,
+            extra={"set": _parse_sets(set_)},
+        )
+        try:
+            summary = train(tc, model_config=model_config)
+        except ValueError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from err
+        if _is_main():
+            _emit(summary, as_json)
+        if summary["status"] == "diverged":
+            raise typer.Exit(3)
+
+    # --- finetune ---------------------------------------------------------------------------------
+    @app.command("finetune")
+    def finetune_cmd(
+        model: Annotated[
+            str, typer.Argument(help="Model name (smollm2-135m-instruct), GGUF file or HF dir.")
+        ],
+        data: Annotated[
+            Path, typer.Option(help="JSONL: {'messages': [...]} or {'text': ..., 'label': ...}.")
+        ],
+        task: str = typer.Option("sft", help="sft (chat, assistant-only loss) | classify."),
+        out: str = typer.Option("runs/finetune", help="Run directory."),
+        lora_rank: int = typer.Option(8, help="LoRA rank (0: full fine-tuning)."),
+        lora_alpha: float = typer.Option(16.0, help="LoRA alpha (update scale alpha/rank)."),
+        lora_dropout: float = typer.Option(0.0, help="Dropout on the LoRA input."),
+        lora_targets: str = typer.Option(
+            "q_proj,v_proj", help="Comma-separated module suffixes, or all-linear."
+        ),
+        merge: bool = typer.Option(True, "--merge/--no-merge", help="Export merged weights."),
+        max_steps: int = typer.Option(20, help="Optimizer steps."),
+        batch_size: int = typer.Option(4, help="Global batch (examples)."),
+        micro_batch_size: int = typer.Option(None, help="Per-rank micro-batch."),
+        max_len: int = typer.Option(256, help="Truncate examples to this many tokens."),
+        lr: float = typer.Option(2e-4, help="Peak learning rate."),
+        warmup_steps: int = typer.Option(None, help="Warmup steps."),
+        schedule: str = typer.Option("cosine", help="cosine | wsd | linear | constant."),
+        eval_every: int = typer.Option(0, help="Validate every N steps (0: at the end)."),
+        sample_tokens: int = typer.Option(32, help="Tokens sampled at evaluation."),
+        checkpoint_every: int = typer.Option(0, help="Checkpoint every N steps (0: end)."),
+        val_fraction: float = typer.Option(0.15, help="Share of examples held out."),
+        seed: int = typer.Option(0, help="Seed."),
+        dtype: str = typer.Option("auto", help="auto | fp32 | bf16."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoint."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    ) -> None:
+        """Fine-tune a pretrained model: chat SFT or classification, LoRA or full."""
+        import torch
+
+        from glassformer.generation import load
+        from glassformer.training.trainer import TrainConfig
+
+        torch.manual_seed(seed)
+        net, tok = load(model)
+        net.train()
+        tc = TrainConfig(
+            out=out,
+            preset=None,
+            data=str(data),
+            seq_len=max_len,
+            batch_size=batch_size,
+            micro_batch_size=micro_batch_size,
+            max_steps=max_steps,
+            lr=lr,
+            warmup_steps=warmup_steps,
+            schedule=schedule,
+            weight_decay=0.0,
+            eval_every=eval_every,
+            eval_batches=4,
+            eval_at_start=True,
+            sample_tokens=sample_tokens if task == "sft" else 0,
+            checkpoint_every=checkpoint_every,
+            keep_checkpoints=1,
+            seed=seed,
+            dtype=dtype,
+            resume=resume,
+            progress=progress,
+            export=False,
+            extra={"task": task, "model": model, "lora_rank": lora_rank},
+        )
+        summary = run_finetune(
+            tc, net, tok, task, data, lora_rank, lora_alpha, lora_dropout, lora_targets,
+            max_len, val_fraction, merge,
+        )  # fmt: skip
+        if _is_main():
+            _emit(summary, as_json)
+        if summary["status"] != "completed":
+            raise typer.Exit(3)
+
+    # --- plot -------------------------------------------------------------------------------------
+    @app.command("plot")
+    def plot_cmd(
+        run: Annotated[Path, typer.Argument(help="Run directory (holding metrics.jsonl).")],
+        output: Annotated[
+            Path | None, typer.Option("--output", "-o", help="PNG path (default RUN/curves.png).")
+        ] = None,
+        title: str = typer.Option(None, help="Figure title."),
+        dpi: int = typer.Option(80, help="Resolution."),
+    ) -> None:
+        """Render loss, validation perplexity and learning-rate curves to a PNG."""
+        from glassformer.training.plot import render_curves
+
+        try:
+            path = render_curves(run, output, title, dpi)
+        except (FileNotFoundError, ValueError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from err
+        typer.echo(str(path))
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run_finetune(
+    tc: Any,
+    net: Any,
+    tok: Any,
+    task: str,
+    data: Path,
+    lora_rank: int,
+    lora_alpha: float,
+    lora_dropout: float,
+    lora_targets: str,
+    max_len: int,
+    val_fraction: float,
+    merge: bool,
+) -> dict[str, Any]:
+    """Build the task and (LoRA) model, train, then export adapter and/or merged weights."""
+    from glassformer.loaders.safetensors_io import save_hf_dir
+    from glassformer.training.lora import apply_lora, merge_lora, save_adapter
+    from glassformer.training.trainer import Trainer
+
+    model: Any = net
+    if task == "sft":
+        from glassformer.training.sft import SFTTask, load_chat_jsonl
+
+        job: Any = SFTTask(tok, load_chat_jsonl(data), max_len, val_fraction, tc.seed)
+    elif task == "classify":
+        from glassformer.training.classify import (
+            ClassificationTask,
+            SequenceClassifier,
+            load_classification_jsonl,
+        )
+
+        rows = load_classification_jsonl(data)
+        job = ClassificationTask(tok, rows, max_len, val_fraction, tc.seed)
+        model = SequenceClassifier(net, job.n_classes)
+    else:
+        raise typer.BadParameter(f"--task: expected sft or classify, got {task!r}")
+    if lora_rank > 0:
+        apply_lora(net, lora_rank, lora_alpha, lora_dropout, lora_targets)
+        if task == "classify":
+            model.score.weight.requires_grad_(True)  # the new head always trains
+    trainer = Trainer(
+        tc,
+        model=model,
+        tokenizer=tok,
+        task=job,
+        model_config=net.config,
+        trainable_only_checkpoints=lora_rank > 0,
+    )
+    summary = trainer.train()
+    out = Path(tc.out)
+    if summary["status"] == "completed" and trainer.is_main:
+        if lora_rank > 0:
+            summary["adapter"] = str(save_adapter(net, out / "adapter"))
+        if task == "classify":
+            import torch
+
+            head = {"weight": model.score.weight.detach().cpu(), "labels": job.labels}
+            torch.save(head, out / "classifier_head.pt")
+            summary["labels"] = [str(x) for x in job.labels]
+        if merge or lora_rank == 0:
+            if lora_rank > 0:
+                merge_lora(net)
+            state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+            save_hf_dir(out / "merged", net.config, state)
+            summary["merged"] = str(out / "merged")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
