@@ -125,3 +125,19 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path: Path, tiny_data: Pat
     assert all(torch.isfinite(v).all() for v in after.values())
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert not (out / "final").exists()
+
+
+def test_resume_refuses_another_model(straight: Path, tiny_data: Path) -> None:
+    from glassformer.config import Config
+
+    other = Config.preset("tiny").replace(n_layers=2)
+    with pytest.raises(ValueError, match="n_layers"):
+        Trainer(small_config(straight, tiny_data, resume=True), model_config=other)
+
+
+def test_data_and_a_foreign_tokenizer_are_refused(tmp_path: Path, tiny_data: Path) -> None:
+    from glassformer.training.bpe_trainer import train_tokenizer
+
+    train_tokenizer(["some other text entirely " * 50], 300, tmp_path / "tok")
+    with pytest.raises(ValueError, match="SHA-256"):
+        Trainer(small_config(tmp_path / "run", tiny_data, tokenizer=str(tmp_path / "tok")))

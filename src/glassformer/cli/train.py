@@ -10,7 +10,9 @@ glassformer plot runs/tiny
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -66,6 +68,16 @@ def _load_model_config(preset: str | None, config: str | None, sets: dict[str, A
     return cfg
 
 
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Bad inputs end in one 'error: ...' line and exit code 2, not a traceback."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+
+
 def _emit(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
@@ -119,13 +131,14 @@ def register(app: typer.Typer) -> None:
                 if max_bytes and n >= max_bytes:
                     return
 
-        path, result = train_tokenizer(
-            texts(),
-            vocab_size,
-            out,
-            special_tokens=special or DEFAULT_SPECIAL_TOKENS,
-            min_frequency=min_frequency,
-        )
+        with _errors():
+            path, result = train_tokenizer(
+                texts(),
+                vocab_size,
+                out,
+                special_tokens=special or DEFAULT_SPECIAL_TOKENS,
+                min_frequency=min_frequency,
+            )
         summary = {"tokenizer": str(path), "vocab_size": len(result.vocab), **result.stats}
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
@@ -158,17 +171,18 @@ def register(app: typer.Typer) -> None:
         """Tokenize documents into uint16/uint32 shards with a manifest and a validation split."""
         from glassformer.training.data import prepare_data
 
-        manifest = prepare_data(
-            inputs or ["default"],
-            out,
-            tokenizer,
-            vocab_size=vocab_size,
-            val_fraction=val_fraction,
-            seed=seed,
-            text_field=text_field,
-            max_bytes=max_bytes or None,
-            progress=None if as_json else lambda p: typer.echo(f"  {p}", err=True),
-        )
+        with _errors():
+            manifest = prepare_data(
+                inputs or ["default"],
+                out,
+                tokenizer,
+                vocab_size=vocab_size,
+                val_fraction=val_fraction,
+                seed=seed,
+                text_field=text_field,
+                max_bytes=max_bytes or None,
+                progress=None if as_json else lambda p: typer.echo(f"  {p}", err=True),
+            )
         if as_json:
             typer.echo(json.dumps(manifest, indent=2))
             return
@@ -232,7 +246,8 @@ def register(app: typer.Typer) -> None:
         """Pretrain a model from scratch (single process, or DDP/FSDP2 under torchrun)."""
         from glassformer.training.trainer import TrainConfig, train
 
-        model_config = _load_model_config(preset, config, _parse_sets(set_))
+        with _errors():
+            model_config = _load_model_config(preset, config, _parse_sets(set_))
         tc = TrainConfig(
             out=out,
             preset=preset,
@@ -271,11 +286,8 @@ def register(app: typer.Typer) -> None:
             export=export,
             extra={"set": _parse_sets(set_)},
         )
-        try:
+        with _errors():
             summary = train(tc, model_config=model_config)
-        except ValueError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from err
         if _is_main():
             _emit(summary, as_json)
         if summary["status"] == "diverged":
@@ -323,7 +335,8 @@ def register(app: typer.Typer) -> None:
         from glassformer.training.trainer import TrainConfig
 
         torch.manual_seed(seed)
-        net, tok = load(model)
+        with _errors():
+            net, tok = load(model)
         net.train()
         tc = TrainConfig(
             out=out,
@@ -350,10 +363,11 @@ def register(app: typer.Typer) -> None:
             export=False,
             extra={"task": task, "model": model, "lora_rank": lora_rank},
         )
-        summary = run_finetune(
-            tc, net, tok, task, data, lora_rank, lora_alpha, lora_dropout, lora_targets,
-            max_len, val_fraction, merge,
-        )  # fmt: skip
+        with _errors():
+            summary = run_finetune(
+                tc, net, tok, task, data, lora_rank, lora_alpha, lora_dropout, lora_targets,
+                max_len, val_fraction, merge,
+            )  # fmt: skip
         if _is_main():
             _emit(summary, as_json)
         if summary["status"] != "completed":

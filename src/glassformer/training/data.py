@@ -268,8 +268,9 @@ def prepare_data(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # the directory is unfinished until the end
-    for stale in out.glob("*.bin"):
-        stale.unlink()
+    for split in ("train", "val"):  # shards of an earlier preparation (only our names)
+        for stale in out.glob(f"{split}_[0-9][0-9][0-9][0-9].bin"):
+            stale.unlink()
     start = time.perf_counter()
 
     tok_json = out / "tokenizer.json"

@@ -444,6 +444,7 @@ class Trainer:
         self.tokenizer_dir: Path | None = None
         self.generate_fn = generate_fn
         self.data_dir: Path | None = None
+        self.tokenizer_sha256: str | None = None
 
         if task is None:
             task, model_config = self._pretraining_setup(model_config)
@@ -539,6 +540,17 @@ class Trainer:
         )
         self.tokenizer_dir = self.data_dir
         self.tokenizer_sha256 = manifest["tokenizer_sha256"]
+        if tc.data is not None and tc.tokenizer is not None:
+            # The ids on disk only mean something under the tokenizer that wrote them.
+            given = Path(tc.tokenizer)
+            given = given / "tokenizer.json" if given.is_dir() else given
+            from glassformer.training.data import tokenizer_sha256
+
+            if tokenizer_sha256(given) != self.tokenizer_sha256:
+                raise ValueError(
+                    f"--tokenizer {tc.tokenizer} is not the tokenizer {self.data_dir} was "
+                    "prepared with (SHA-256 differs from its manifest)"
+                )
         changes: dict[str, Any] = {"vocab_size": self.tokenizer.vocab_size}
         if model_config.max_seq_len < tc.seq_len:
             changes["max_seq_len"] = tc.seq_len
@@ -578,6 +590,7 @@ class Trainer:
             ),
             "train_config": self.tc.to_dict(),
             "trainable_only": self.trainable_only,
+            "tokenizer_sha256": self.tokenizer_sha256,
         }
 
     def save_checkpoint(self) -> Path:
@@ -597,6 +610,7 @@ class Trainer:
                 print(f"resume: no checkpoint in {self.out}; starting fresh", file=sys.stderr)
             return
         path, state = found
+        self._check_compatible(path, state)
         load_full_state(
             self.model,
             self.optimizer,
@@ -620,6 +634,22 @@ class Trainer:
         self.resumed_from = str(path)
         if self.is_main:
             print(f"resumed from {path} (step {self.step})", file=sys.stderr)
+
+    def _check_compatible(self, path: Path, state: dict[str, Any]) -> None:
+        """Refuse to resume a checkpoint of another model or another tokenizer."""
+        saved = state.get("config")
+        if saved is not None and isinstance(self.model_config, Config):
+            now = self.model_config.to_dict()
+            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+            diff = [k for k in diff if k != "name"]
+            if diff:
+                raise ValueError(
+                    f"{path}: the checkpoint's model config differs in {diff}; resume with "
+                    "the same model options (or use another --out)"
+                )
+        sha = state.get("tokenizer_sha256")
+        if sha and self.tokenizer_sha256 and sha != self.tokenizer_sha256:
+            raise ValueError(f"{path}: the checkpoint was trained with another tokenizer")
 
     # -- evaluation ------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
