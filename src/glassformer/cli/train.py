@@ -231,6 +231,12 @@ def register(app: typer.Typer) -> None:
         ),
         sample_tokens: int = typer.Option(48, help="Tokens sampled at each eval (0: none)."),
         sample_prompt: str = typer.Option("def ", help="Prompt for the samples."),
+        telemetry_every: int = typer.Option(
+            0, help="Log spectral telemetry (1:1 rule, rank collapse) every N steps (0: off)."
+        ),
+        balance_weight: float = typer.Option(
+            0.0, help="Weight of the |log ||W_mlp|| - log ||W_attn||| balance regulariser."
+        ),
         checkpoint_every: int = typer.Option(100, help="Checkpoint every N steps."),
         keep_checkpoints: int = typer.Option(2, help="Checkpoints kept (0: all)."),
         seed: int = typer.Option(0, help="Seed (initialisation and data order)."),
@@ -277,6 +283,8 @@ def register(app: typer.Typer) -> None:
             sample_tokens=sample_tokens,
             sample_prompt=sample_prompt,
             checkpoint_every=checkpoint_every,
+            telemetry_every=telemetry_every,
+            balance_weight=balance_weight,
             keep_checkpoints=keep_checkpoints,
             seed=seed,
             resume=resume,

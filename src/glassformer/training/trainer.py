@@ -126,6 +126,8 @@ class TrainConfig:
     resume: bool = False
     stop_after: int | None = None  # leave after this many steps (checkpointed), to resume later
     tensorboard: bool = False
+    telemetry_every: int = 0  # spectral telemetry into metrics.jsonl every N steps (0: off)
+    balance_weight: float = 0.0  # weight of the 1:1-rule balance regulariser (0: off)
     progress: bool = True
     export: bool = True  # write OUT/final (HF directory + tokenizer) at the end
     init_std: float | None = None
@@ -491,6 +493,7 @@ class Trainer:
         self.elapsed = 0.0
         self.best_val: float | None = None
         self.log = _MetricsLog(self.out, self.is_main, tc.tensorboard)
+        self.telemetry, self.balance = self._diagnostics(tc)
         self.n_params = sum(p.numel() for p in unwrap(self.model).parameters())
         self.n_trainable = sum(
             p.numel() for p in unwrap(self.model).parameters() if p.requires_grad
@@ -657,6 +660,25 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _diagnostics(self, tc: TrainConfig) -> tuple[Any, Any]:
+        """The spectral-telemetry callback (main rank) and the balance regulariser, if asked."""
+        if (tc.telemetry_every or tc.balance_weight) and tc.fsdp:
+            raise ValueError("telemetry_every/balance_weight: not supported with --fsdp")
+        telemetry = balance = None
+        if tc.telemetry_every and self.is_main:
+            from glassformer.diagnostics.callback import TelemetryCallback, probe_sequences
+
+            vocab = self.model_config.vocab_size if self.model_config is not None else 256
+            probe = probe_sequences(self.tokenizer, vocab)
+            telemetry = TelemetryCallback(
+                tc.telemetry_every, path=None, probe=probe, sink=self.log.write
+            )
+        if tc.balance_weight:
+            from glassformer.diagnostics.callback import BalanceRegularizer
+
+            balance = BalanceRegularizer(tc.balance_weight)
+        return telemetry, balance
+
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
@@ -778,7 +800,10 @@ class Trainer:
                     with no_sync(self.forward_model, skip=m < accum - 1), self._autocast():
                         loss_sum, _ = self.task.loss(self.forward_model, batch)
                     # sum/N per micro-batch; x world because DDP and FSDP average over ranks.
-                    (loss_sum * (world / max(n_items, 1.0))).backward()
+                    objective = loss_sum * (world / max(n_items, 1.0))
+                    if self.balance is not None:  # identical on every rank: no x world
+                        objective = objective + self.balance(unwrap(self.model)) / accum
+                    objective.backward()
                     loss_total += loss_sum.detach().double()
                 all_reduce_sum(loss_total, info)
                 loss = float(loss_total) / max(n_items, 1.0)
@@ -800,6 +825,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.samples_seen += global_batch
                 self.step += 1
+                if self.telemetry is not None:
+                    self.telemetry(self.step, unwrap(self.model))
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 dt = time.perf_counter() - t0
