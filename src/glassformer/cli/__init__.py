@@ -20,6 +20,7 @@ app = typer.Typer(
 
 # Modules that define `register(app)`; each adds its own commands.
 COMMAND_MODULES = [
+    "glassformer.cli.bench",
     "glassformer.cli.explore",
     "glassformer.cli.export",
     "glassformer.cli.generate",

@@ -15,14 +15,20 @@ MODEL_HELP = (
 )
 
 
-def _load(model: str):
+QUANT_HELP = (
+    "Weights: none (float32, fused fast path), int8 (per channel) or int4 (group-wise); "
+    "default: the plain float32 model."
+)
+
+
+def _load(model: str, quant: str | None = None):
     from rich.console import Console
 
     from glassformer.generation import load
 
     with Console(stderr=True).status(f"loading {model} ..."):
         start = time.perf_counter()
-        pair = load(model)
+        pair = load(model, quant=quant)
     return (*pair, time.perf_counter() - start)
 
 
@@ -51,11 +57,12 @@ def register(app: typer.Typer) -> None:
         ),
         system: str | None = typer.Option(None, help="System prompt (with --chat)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+        quant: str | None = typer.Option(None, "--quant", help=QUANT_HELP),
     ) -> None:
         """Generate a continuation of PROMPT, streamed to the terminal (KV-cached decoding)."""
         from glassformer.generation import generate
 
-        net, tok, load_seconds = _load(model)
+        net, tok, load_seconds = _load(model, quant)
         text = prompt
         if chat:
             messages = ([{"role": "system", "content": system}] if system else []) + [
@@ -102,11 +109,12 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(0.0, help="0 = greedy."),
         top_p: float = typer.Option(1.0, "--top-p"),
         seed: int | None = typer.Option(None),
+        quant: str | None = typer.Option(None, "--quant", help=QUANT_HELP),
     ) -> None:
         """Interactive multi-turn chat with streaming. Commands: /reset, /exit (or Ctrl-D)."""
         from glassformer.generation import generate
 
-        net, tok, _ = _load(model)
+        net, tok, _ = _load(model, quant)
         if tok.chat_template is None:
             typer.echo(f"error: {model} has no chat template", err=True)
             raise typer.Exit(2)

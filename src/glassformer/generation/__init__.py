@@ -21,11 +21,32 @@ __all__ = [
 ]
 
 
-def load(name_or_path: str | os.PathLike[str], dtype: torch.dtype = torch.float32):
+def load(
+    name_or_path: str | os.PathLike[str],
+    dtype: torch.dtype = torch.float32,
+    quant: str | None = None,
+):
     """(Transformer, Tokenizer) for a model name (`smollm2-135m-instruct`, `gemma-3-270m`),
-    a `.gguf` file or an HF model directory."""
+    a `.gguf` file or an HF model directory.
+
+    `quant` (see `glassformer.inference`): None = the plain model; "none" = float32 with fused
+    modules; "int8" / "int4" = weight-only quantised linear layers (a GGUF's Q4/Q8 blocks are
+    mapped directly, without a float32 copy of the model).
+    """
     from glassformer.loaders.resolve import load_model, resolve
     from glassformer.tokenizer import load_tokenizer
 
     path = resolve(name_or_path)
-    return load_model(path, dtype), load_tokenizer(path)
+    if quant is None:
+        return load_model(path, dtype), load_tokenizer(path)
+    from glassformer.inference import QUANT_MODES, optimize
+
+    if quant not in QUANT_MODES:
+        raise ValueError(f"quant: expected one of {', '.join(QUANT_MODES)}, got {quant!r}")
+    if quant != "none" and path.is_file():
+        from glassformer.inference.gguf_direct import load_gguf_quantized
+
+        model = load_gguf_quantized(path, quant)
+    else:
+        model = optimize(load_model(path, dtype), quant, inplace=True)
+    return model, load_tokenizer(path)

@@ -530,7 +530,7 @@ def config_from_gguf(path: str | os.PathLike[str]) -> Config:
     """Read only the header of a GGUF file and return the architecture it describes."""
     header = read_header(path, decode_arrays=False)
     cfg = config_from_header(header)
-    _check_shapes(header, cfg)
+    check_tensors(header, cfg)
     return cfg
 
 
@@ -604,8 +604,9 @@ def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def _check_shapes(header: GGUFHeader, cfg: Config) -> dict[str, TensorInfo]:
-    """Map every tensor to our name and check its shape; returns ours -> info, our order."""
+def check_tensors(header: GGUFHeader, cfg: Config) -> dict[str, TensorInfo]:
+    """Map every tensor to our name and check its shape and type against the config, before
+    anything is decoded; returns ours -> info, in our order."""
     path = header.path
     expected = expected_shapes(cfg)
     found: dict[str, TensorInfo] = {}
@@ -671,7 +672,9 @@ def _unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, head // 2, 2, *rest).swapaxes(1, 2).reshape(w.shape)
 
 
-def _transform(cfg: Config, arch: str) -> Callable[[str, np.ndarray], np.ndarray]:
+def tensor_transform(cfg: Config, arch: str) -> Callable[[str, np.ndarray], np.ndarray]:
+    """(our name, decoded float tensor) -> the tensor our model expects: llama's Q/K rows
+    un-permuted, Gemma's norm offset taken back out."""
     assert cfg.n_kv_heads is not None
 
     def apply(ours: str, w: np.ndarray) -> np.ndarray:
@@ -701,8 +704,8 @@ def load_gguf(
     """
     header = read_header(path, decode_arrays=False)
     cfg = config_from_header(header)
-    infos = _check_shapes(header, cfg)
-    transform = _transform(cfg, header.architecture)
+    infos = check_tensors(header, cfg)
+    transform = tensor_transform(cfg, header.architecture)
     # np.memmap, not mmap + close: views of a closed map would be dangling, and the map is
     # released as soon as the last view (the `raw` of the last tensor) goes away.
     data = np.memmap(header.path, dtype=np.uint8, mode="r")

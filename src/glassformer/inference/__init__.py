@@ -1,0 +1,29 @@
+"""Fast inference on the CPU: fused modules, weight-only int8/int4 and a lean decode loop.
+
+    from glassformer.inference import optimize, Decoder
+    fast = optimize(model, quant="int4")            # same function, swapped modules
+    out = Decoder(fast, max_seq_len=1024).greedy([prompt_ids], max_new_tokens=128)
+
+Modules: `quant` (formats and reference math), `native` (the AVX2 kernels), `modules`
+(QuantLinear, FusedAttention, ...), `optimize`, `decode`, `gguf_direct` (GGUF Q4/Q8 blocks
+straight into the int4/int8 layouts), `evaluate` (perplexity), `bench` (speed vs peers).
+See docs/inference.md.
+"""
+
+from glassformer.inference.decode import Decoder, decode_step, prefill
+from glassformer.inference.optimize import (
+    QUANT_MODES,
+    InferenceTransformer,
+    optimize,
+    weight_bytes,
+)
+
+__all__ = [
+    "QUANT_MODES",
+    "Decoder",
+    "InferenceTransformer",
+    "decode_step",
+    "optimize",
+    "prefill",
+    "weight_bytes",
+]

@@ -1,0 +1,749 @@
+"""Hand-written AVX2 kernels for weight-only quantised matrix products, compiled on first use.
+
+Why not PyTorch's own kernels: on a CPU without AVX-512 (AVX2 + FMA only), torch 2.13's
+`_weight_int8pack_mm` and `_weight_int4pack_mm_for_cpu` fall back to scalar loops for float32
+activations (10-20x slower than an fp32 GEMV of the same shape); with bfloat16 activations they
+are vectorised but no faster than fp32 (docs/inference.md has the measurements). Decoding one
+token is a matrix-vector product per layer, bound by how many weight bytes are streamed from
+memory, so the win of 8- or 4-bit weights only shows with a kernel that dequantises in
+registers. These are such kernels, about 200 lines of C.
+
+What each kernel computes, for activations x [M, K] (float32, row-major) and N output rows.
+Columns are cut into blocks of 32. Each block of a row of x is first put in 16-bit fixed
+point, dx_b = max_{k in b} |x_k| / 32767 and xq_k = round(x_k / dx_b), so the inner loop
+can multiply small integers with `_mm256_madd_epi16` (16 products and 8 pair sums per
+instruction, exact in int32) instead of converting every weight to float: per 64 int4 weights
+about 20 instructions instead of 36, and the kernels are about twice as fast. The rounding
+error is at most dx_b / 2 = max|x_b| / 65534 per activation, ~2^-16 of the block's largest
+value, far below the 8- or 4-bit weight error (llama.cpp rounds activations to 8 bits).
+
+    int8:  y[m, n] = sum_b s[n, g(b)] dx_b * sum_{k in b} q[n, k] xq[m, k]
+           q int8 [N, K]; s float32 [N, K / group] (group = K: per channel; 32: GGUF Q8_0).
+    int4:  y[m, n] = sum_b d[n, g(b)] dx_b * sum_{k in b} q[n, k] xq[m, k]
+                   + sum_b mn[n, g(b)] * sum_{k in b} x[m, k]
+           i.e. w = d q + mn with q in 0..15; d, mn float16 [N, K / group]. The second sum
+           uses the float block sums of x, computed once per call. GGUF's Q4_1 is this with
+           group 32; Q4_0 is d (q - 8), so mn = -8 d.
+
+int4 packing: each row is cut into chunks of 64 columns stored as 16 uint16 lanes; nibble s
+of lane j holds column 16 s + j of the chunk. One 256-bit load yields all 64 codes, and
+(v >> 4 s) & 15 puts columns 16 s .. 16 s + 15 in the 16 lanes in order, ready for madd
+against 16 consecutive activations, with no shuffles. (GGUF's nibble order, low nibbles =
+values 0-15 of a block and high = 16-31, is repacked at load time.)
+
+Every kernel parallelises over output rows with OpenMP. The library links the process's
+libgomp (the one torch loaded), so it shares torch's thread pool instead of starting a second
+one. Block sums are exact integers; across blocks the accumulation is float32. Results differ from
+a dequantise-then-matmul reference by the activation rounding (relative error ~1e-5).
+
+Built with the system C compiler (`$CC`, else `cc`) into a per-user cache
+(`$GLASSFORMER_CACHE`, else `~/.cache/glassformer`), keyed by a hash of source and flags, and
+loaded with ctypes. `available()` is False when the CPU lacks AVX2/FMA/F16C, the compiler is
+missing or `GLASSFORMER_KERNELS=reference`; callers then use the PyTorch reference path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+C_SOURCE = r"""
+#include <immintrin.h>
+#include <stdint.h>
+#include <math.h>
+#include <stdlib.h>
+
+#define MAX_BLOCKS 4096 /* K <= 131072 */
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+static inline float dot(const float *a, const float *b, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float s = hsum(acc);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Activations in 16-bit fixed point, per block of 32 (see the module docstring):
+   dx = max|x_b| / 32767, xq = round(x / dx); plus the float sums sx_b of each block. */
+static void quant_x16(const float *x, int M, int K, int16_t *xq, float *dx, float *sx) {
+    const int H = K / 32;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int m = 0; m < M; m++)
+        for (int h = 0; h < H; h++) {
+            const float *xb = x + (size_t)m * K + 32 * h;
+            const __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8);
+            const __m256 v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+            __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0),
+                                                   _mm256_andnot_ps(sign, v1)),
+                                     _mm256_max_ps(_mm256_andnot_ps(sign, v2),
+                                                   _mm256_andnot_ps(sign, v3)));
+            __m128 a4 = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+            a4 = _mm_max_ps(a4, _mm_movehl_ps(a4, a4));
+            a4 = _mm_max_ss(a4, _mm_movehdup_ps(a4));
+            const float amax = _mm_cvtss_f32(a4);
+            const float d = amax / 32767.0f, id = amax > 0.0f ? 32767.0f / amax : 0.0f;
+            const size_t at = (size_t)m * H + h;
+            dx[at] = d;
+            sx[at] = hsum(_mm256_add_ps(_mm256_add_ps(v0, v1), _mm256_add_ps(v2, v3)));
+            const __m256 iv = _mm256_set1_ps(id);
+            /* round to nearest (MXCSR default), then pack; packs works per 128-bit lane, so
+               the 64-bit quarters come out as 0 2 1 3 and permute4x64(0xD8) restores order */
+            const __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, iv));
+            const __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, iv));
+            const __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, iv));
+            const __m256i q3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, iv));
+            int16_t *o = xq + (size_t)m * K + 32 * h;
+            _mm256_storeu_si256((__m256i *)o,
+                                _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8));
+            _mm256_storeu_si256((__m256i *)(o + 16),
+                                _mm256_permute4x64_epi64(_mm256_packs_epi32(q2, q3), 0xD8));
+        }
+}
+
+/* out[b] = v[b / per] for b < G * per: one value per block of 32 columns. A generic double loop
+   costs ~20 cycles a group, as much as the dot product of a short row, hence the cases. */
+static inline void repeat_blocks(const float *v, int G, int per, float *out) {
+    if (per == 2)
+        for (int g = 0; g < G; g++) out[2 * g] = out[2 * g + 1] = v[g];
+    else if (per == 4)
+        for (int g = 0; g < G; g++)
+            _mm_storeu_ps(out + 4 * g, _mm_set1_ps(v[g]));
+    else
+        for (int g = 0; g < G; g++)
+            for (int j = 0; j < per; j++) out[g * per + j] = v[g];
+}
+
+/* One row's per-group float16 values, one float per block of 32 columns. */
+static inline void expand_f16(const uint16_t *g, int G, int per, float *out) {
+    float tmp[MAX_BLOCKS];
+    float *dst = per == 1 ? out : tmp;
+    int i = 0;
+    for (; i + 8 <= G; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + i))));
+    for (; i < G; i++) dst[i] = _cvtsh_ss(g[i]);
+    if (per > 1) repeat_blocks(tmp, G, per, out);
+}
+
+/* out[b] = a[b] * c[b], b < H */
+static inline void mul_blocks(const float *a, const float *c, float *out, int H) {
+    int i = 0;
+    for (; i + 8 <= H; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(c + i)));
+    for (; i < H; i++) out[i] = a[i] * c[i];
+}
+
+/* sum_b scale[b] * sum_{k in b} code[k] * xq[k] for one int4 row. Chunk c (64 columns) is 16
+   uint16 lanes; nibble s of lane j is column 16 s + j, so (v >> 4 s) & 15 gives 16 codes in
+   column order, and madd_epi16 multiplies them by 16 activations and adds pairs into int32
+   (|sum| <= 4 * 15 * 32767 per lane and block: no overflow). */
+static inline float q4_dot(const uint16_t *qr, const float *scale, const int16_t *xq, int K) {
+    const __m256i m4 = _mm256_set1_epi16(0xF);
+    __m256 tot0 = _mm256_setzero_ps(), tot1 = _mm256_setzero_ps();
+    for (int c = 0; c < K / 64; c++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qr + 16 * c));
+        const __m256i *xc = (const __m256i *)(xq + 64 * c);
+        const __m256i p0 = _mm256_madd_epi16(_mm256_and_si256(v, m4), _mm256_loadu_si256(xc));
+        const __m256i p1 = _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+                                             _mm256_loadu_si256(xc + 1));
+        const __m256i p2 = _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 8), m4),
+                                             _mm256_loadu_si256(xc + 2));
+        const __m256i p3 = _mm256_madd_epi16(_mm256_srli_epi16(v, 12), _mm256_loadu_si256(xc + 3));
+        tot0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + 2 * c),
+                               _mm256_cvtepi32_ps(_mm256_add_epi32(p0, p1)), tot0);
+        tot1 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + 2 * c + 1),
+                               _mm256_cvtepi32_ps(_mm256_add_epi32(p2, p3)), tot1);
+    }
+    return hsum(_mm256_add_ps(tot0, tot1));
+}
+
+void gf_q4_mm(const float *x, int M, int K, const uint16_t *q, const uint16_t *d,
+              const uint16_t *mn, int N, int group, float *y, int nt) {
+    const int H = K / 32, G = K / group, per = group / 32;
+    int16_t *xq = (int16_t *)malloc(sizeof(int16_t) * (size_t)M * K);
+    float *dx = (float *)malloc(sizeof(float) * (size_t)M * H * 2), *sx = dx + (size_t)M * H;
+    quant_x16(x, M, K, xq, dx, sx);
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int n = 0; n < N; n++) {
+        float dh[MAX_BLOCKS], mh[MAX_BLOCKS], scale[MAX_BLOCKS];
+        expand_f16(d + (size_t)n * G, G, per, dh);
+        expand_f16(mn + (size_t)n * G, G, per, mh);
+        const uint16_t *qr = q + (size_t)n * (K / 4);
+        for (int m = 0; m < M; m++) {
+            mul_blocks(dh, dx + (size_t)m * H, scale, H);
+            y[(size_t)m * N + n] = q4_dot(qr, scale, xq + (size_t)m * K, K)
+                                   + dot(mh, sx + (size_t)m * H, H);
+        }
+    }
+    free(xq);
+    free(dx);
+}
+
+/* sum_b scale[b] * sum_{k in b} q[k] * xq[k] for one int8 row (|sum| <= 4 * 127 * 32767). */
+static inline float q8_dot(const int8_t *qr, const float *scale, const int16_t *xq, int K) {
+    __m256 tot0 = _mm256_setzero_ps(), tot1 = _mm256_setzero_ps();
+    int c = 0;
+#define Q8_BLOCK(cc, tot)                                                                      \
+    do {                                                                                       \
+        const __m128i *qb = (const __m128i *)(qr + 32 * (cc));                                 \
+        const __m256i *xb = (const __m256i *)(xq + 32 * (cc));                                 \
+        const __m256i p = _mm256_add_epi32(                                                    \
+            _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(qb)), _mm256_loadu_si256(xb)), \
+            _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(qb + 1)),                   \
+                              _mm256_loadu_si256(xb + 1)));                                    \
+        tot = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + (cc)), _mm256_cvtepi32_ps(p), tot);  \
+    } while (0)
+    for (; c + 2 <= K / 32; c += 2) {
+        Q8_BLOCK(c, tot0);
+        Q8_BLOCK(c + 1, tot1);
+    }
+    for (; c < K / 32; c++) Q8_BLOCK(c, tot0);
+#undef Q8_BLOCK
+    return hsum(_mm256_add_ps(tot0, tot1));
+}
+
+void gf_q8_mm(const float *x, int M, int K, const int8_t *q, const float *s, int N, int group,
+              float *y, int nt) {
+    const int H = K / 32, G = K / group, per = group / 32;
+    int16_t *xq = (int16_t *)malloc(sizeof(int16_t) * (size_t)M * K);
+    float *dx = (float *)malloc(sizeof(float) * (size_t)M * H * 2), *sx = dx + (size_t)M * H;
+    quant_x16(x, M, K, xq, dx, sx);
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int n = 0; n < N; n++) {
+        float sh[MAX_BLOCKS], scale[MAX_BLOCKS];
+        const float *sr = s + (size_t)n * G;
+        if (per > 1) repeat_blocks(sr, G, per, sh);
+        const float *sb = per > 1 ? sh : sr;
+        const int8_t *qr = q + (size_t)n * K;
+        for (int m = 0; m < M; m++) {
+            mul_blocks(sb, dx + (size_t)m * H, scale, H);
+            y[(size_t)m * N + n] = q8_dot(qr, scale, xq + (size_t)m * K, K);
+        }
+    }
+    free(xq);
+    free(dx);
+}
+
+/* fp32 rows, for single-token decoding: y[m, n] = w[n] . x[m]. Four rows of w at a time, each
+   with its own accumulator, so that the FMAs do not wait on each other (one accumulator would
+   tie a core to one FMA per 4-cycle latency, below the memory stream) and each load of x
+   serves four rows. */
+void gf_f32_mm(const float *x, int M, int K, const float *w, int N, float *y, int nt) {
+    const int N4 = N / 4 * 4;
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int n = 0; n < N4; n += 4) {
+        const float *w0 = w + (size_t)n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        for (int m = 0; m < M; m++) {
+            const float *xr = x + (size_t)m * K;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            int k = 0;
+            for (; k + 8 <= K; k += 8) {
+                const __m256 xv = _mm256_loadu_ps(xr + k);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), xv, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), xv, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), xv, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), xv, a3);
+            }
+            __m128 s = hsum4(a0, a1, a2, a3);
+            float r[4];
+            _mm_storeu_ps(r, s);
+            for (; k < K; k++) {
+                r[0] += w0[k] * xr[k]; r[1] += w1[k] * xr[k];
+                r[2] += w2[k] * xr[k]; r[3] += w3[k] * xr[k];
+            }
+            for (int j = 0; j < 4; j++) y[(size_t)m * N + n + j] = r[j];
+        }
+    }
+    for (int n = N4; n < N; n++)
+        for (int m = 0; m < M; m++)
+            y[(size_t)m * N + n] = dot(w + (size_t)n * K, x + (size_t)m * K, K);
+}
+
+/* Dequantisation (for prefill, where a float32 GEMM then does the arithmetic). Multiply, then
+   add, rounding after each (-ffp-contract=off): the GGUF reference decoder's operations. */
+void gf_q4_dequant(const uint16_t *q, const uint16_t *d, const uint16_t *mn, int N, int K,
+                   int group, float *out, int nt) {
+    const int G = K / group;
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int n = 0; n < N; n++) {
+        const uint16_t *qr = q + (size_t)n * (K / 4);
+        float *o = out + (size_t)n * K;
+        for (int c = 0; c < K / 64; c++)
+            for (int s = 0; s < 4; s++)
+                for (int j = 0; j < 16; j++) {
+                    const int k = 64 * c + 16 * s + j;
+                    const size_t at = (size_t)n * G + k / group;
+                    const float code = (float)((qr[16 * c + j] >> (4 * s)) & 15u);
+                    o[k] = _cvtsh_ss(d[at]) * code + _cvtsh_ss(mn[at]);
+                }
+    }
+}
+
+/* ---- decode-step helpers: the small per-token operations of a block, one call each ---- */
+
+/* exp(x) for 8 floats: Cephes' range reduction x = n ln2 + r and a degree-5 polynomial for
+   e^r (max relative error ~2e-7); inputs are clamped to [-88.38, 88.38]. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+    x = _mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f));
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f),
+                                                _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx),
+                                                   _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static inline float exp1(float x) {
+    float v[8] = {x, 0, 0, 0, 0, 0, 0, 0};
+    _mm256_storeu_ps(v, exp8(_mm256_loadu_ps(v)));
+    return v[0];
+}
+
+/* y = x / sqrt(mean(x^2) + eps) * w, rows of D (float32 statistics, as RMSNorm). */
+void gf_rmsnorm(const float *x, const float *w, float *y, int M, int D, float eps) {
+    for (int m = 0; m < M; m++) {
+        const float *xr = x + (size_t)m * D;
+        float *yr = y + (size_t)m * D;
+        const float r = 1.0f / sqrtf(dot(xr, xr, D) / (float)D + eps);
+        int i = 0;
+        const __m256 rv = _mm256_set1_ps(r);
+        for (; i + 8 <= D; i += 8)
+            _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_loadu_ps(w + i),
+                                                   _mm256_mul_ps(_mm256_loadu_ps(xr + i), rv)));
+        for (; i < D; i++) yr[i] = w[i] * (xr[i] * r);
+    }
+}
+
+/* One new token per row b: rotate the H query and HK key heads of qkv [B, (H + 2 HK) D] in
+   place (half-split pairs (i, i + rot/2), or interleaved pairs (2i, 2i + 1)), then store the
+   key and value heads in cache slot `pos` of kc, vc [B, HK, cap, D] and record the position. */
+void gf_rope_store(float *qkv, int B, int H, int HK, int D, int rot, int interleaved,
+                   const float *cos, const float *sin, float *kc, float *vc, int64_t *kpos,
+                   int cap, int pos) {
+    const int half = rot / 2, heads = H + 2 * HK;
+    for (int b = 0; b < B; b++) {
+        float *row = qkv + (size_t)b * heads * D;
+        for (int j = 0; j < H + HK && rot > 0; j++) {
+            float *x = row + (size_t)j * D;
+            for (int i = 0; i < half; i++) {
+                const int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
+                const float a = x[ia], c = x[ib];
+                x[ia] = a * cos[i] - c * sin[i];
+                x[ib] = c * cos[i] + a * sin[i];
+            }
+        }
+        for (int j = 0; j < HK; j++) {
+            const size_t slot = (((size_t)b * HK + j) * cap + pos) * D;
+            const float *k = row + (size_t)(H + j) * D, *v = row + (size_t)(H + HK + j) * D;
+            for (int i = 0; i < D; i++) { kc[slot + i] = k[i]; vc[slot + i] = v[i]; }
+        }
+    }
+    kpos[pos] = pos;
+}
+
+/* Single-query attention against the first L cache slots (all visible):
+   o = softmax(scale q.K^T) V per query head; head i reads KV head i / (H / HK).
+   q rows start every `qstride` floats (inside qkv); out [B, H * D]; requires D % 8 == 0. */
+void gf_attn_decode(const float *q, int qstride, const float *kc, const float *vc, int B, int H,
+                    int HK, int D, int cap, int L, float scale, float *out, int nt) {
+    const int G = H / HK;
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int bh = 0; bh < B * H; bh++) {
+        const int b = bh / H, h = bh % H, kv = h / G;
+        const float *qh = q + (size_t)b * qstride + (size_t)h * D;
+        const float *K = kc + ((size_t)b * HK + kv) * cap * D;
+        const float *V = vc + ((size_t)b * HK + kv) * cap * D;
+        float stack[4096];
+        float *s = L <= 4096 ? stack : (float *)malloc(sizeof(float) * (size_t)L);
+        /* scores, four keys at a time so that one horizontal reduction serves four dots */
+        int j = 0;
+        for (; j + 4 <= L; j += 4) {
+            const float *k0 = K + (size_t)j * D;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int i = 0; i < D; i += 8) {
+                const __m256 qv = _mm256_loadu_ps(qh + i);
+                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + D + i), a1);
+                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * D + i), a2);
+                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * D + i), a3);
+            }
+            _mm_storeu_ps(s + j, _mm_mul_ps(hsum4(a0, a1, a2, a3), _mm_set1_ps(scale)));
+        }
+        for (; j < L; j++) s[j] = dot(qh, K + (size_t)j * D, D) * scale;
+        float mx = -INFINITY;
+        for (j = 0; j < L; j++) mx = s[j] > mx ? s[j] : mx;
+        __m256 sumv = _mm256_setzero_ps();
+        const __m256 mv = _mm256_set1_ps(mx);
+        for (j = 0; j + 8 <= L; j += 8) {
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+            _mm256_storeu_ps(s + j, e);
+            sumv = _mm256_add_ps(sumv, e);
+        }
+        float sum = hsum(sumv);
+        for (; j < L; j++) { s[j] = exp1(s[j] - mx); sum += s[j]; }
+        const float inv = 1.0f / sum;
+        float *o = out + (size_t)b * H * D + (size_t)h * D;
+        /* o = sum_j p_j v_j, 64 output dims at a time kept in 8 registers: one pass over V
+           for the usual head sizes (64; 128 and 256 take 2 and 4) */
+        for (int i0 = 0; i0 < D; i0 += 64) {
+            const int w = D - i0 < 64 ? D - i0 : 64;
+            __m256 acc[8];
+            for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+            if (w == 64)
+                for (j = 0; j < L; j++) {
+                    const __m256 pv = _mm256_set1_ps(s[j]);
+                    const float *vr = V + (size_t)j * D + i0;
+                    for (int r = 0; r < 8; r++)
+                        acc[r] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + 8 * r), acc[r]);
+                }
+            else
+                for (j = 0; j < L; j++) {
+                    const __m256 pv = _mm256_set1_ps(s[j]);
+                    const float *vr = V + (size_t)j * D + i0;
+                    for (int r = 0; r < w / 8; r++)
+                        acc[r] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + 8 * r), acc[r]);
+                }
+            const __m256 iv = _mm256_set1_ps(inv);
+            for (int r = 0; r < w / 8; r++)
+                _mm256_storeu_ps(o + i0 + 8 * r, _mm256_mul_ps(acc[r], iv));
+        }
+        if (s != stack) free(s);
+    }
+}
+
+/* out = silu(g) * u = g / (1 + exp(-g)) * u, for gu = [g | u] rows of 2F. */
+void gf_silu_mul(const float *gu, float *out, int M, int F) {
+    for (int m = 0; m < M; m++) {
+        const float *g = gu + (size_t)m * 2 * F, *u = g + F;
+        float *o = out + (size_t)m * F;
+        int i = 0;
+        const __m256 one = _mm256_set1_ps(1.0f);
+        for (; i + 8 <= F; i += 8) {
+            const __m256 gv = _mm256_loadu_ps(g + i);
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+            _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)),
+                                                  _mm256_loadu_ps(u + i)));
+        }
+        for (; i < F; i++) o[i] = g[i] / (1.0f + exp1(-g[i])) * u[i];
+    }
+}
+
+/* y[m] += x[m * stride], rows of N: a residual add (stride N) or a bias (stride 0). */
+void gf_add(float *y, const float *x, int M, int N, int stride) {
+    for (int m = 0; m < M; m++) {
+        float *yr = y + (size_t)m * N;
+        const float *xr = x + (size_t)m * stride;
+        int i = 0;
+        for (; i + 8 <= N; i += 8)
+            _mm256_storeu_ps(yr + i, _mm256_add_ps(_mm256_loadu_ps(yr + i),
+                                                   _mm256_loadu_ps(xr + i)));
+        for (; i < N; i++) yr[i] += xr[i];
+    }
+}
+
+void gf_q8_dequant(const int8_t *q, const float *s, int N, int K, int group, float *out,
+                   int nt) {
+    const int G = K / group;
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            out[(size_t)n * K + k] = s[(size_t)n * G + k / group] * (float)q[(size_t)n * K + k];
+}
+"""
+
+CFLAGS = (
+    "-O3", "-fno-math-errno", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp",
+    "-shared", "-fPIC",
+)  # fmt: skip
+LIBS = ("-lm",)
+MAX_K = 131072  # MAX_BLOCKS * 32 in the C source
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("GLASSFORMER_CACHE")
+    if root:
+        return Path(root).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "glassformer"
+
+
+def _cpu_ok() -> bool:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    # torch reports the best ISA its own kernels were dispatched to; AVX2 implies FMA and F16C
+    # on every CPU that ships it.
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+
+
+class _Lib:
+    """ctypes bindings; argument types declared once so each call converts plain ints."""
+
+    def __init__(self, path: Path) -> None:
+        lib = ctypes.CDLL(str(path))
+        p, i = ctypes.c_void_p, ctypes.c_int
+        lib.gf_q4_mm.argtypes = [p, i, i, p, p, p, i, i, p, i]
+        lib.gf_q8_mm.argtypes = [p, i, i, p, p, i, i, p, i]
+        lib.gf_f32_mm.argtypes = [p, i, i, p, i, p, i]
+        lib.gf_q4_dequant.argtypes = [p, p, p, i, i, i, p, i]
+        lib.gf_q8_dequant.argtypes = [p, p, i, i, i, p, i]
+        f = ctypes.c_float
+        lib.gf_rmsnorm.argtypes = [p, p, p, i, i, f]
+        lib.gf_rope_store.argtypes = [p, i, i, i, i, i, i, p, p, p, p, p, i, i]
+        lib.gf_attn_decode.argtypes = [p, i, p, p, i, i, i, i, i, i, f, p, i]
+        lib.gf_silu_mul.argtypes = [p, p, i, i]
+        lib.gf_add.argtypes = [p, p, i, i, i]
+        self.rmsnorm, self.rope_store = lib.gf_rmsnorm, lib.gf_rope_store
+        self.attn_decode, self.silu_mul = lib.gf_attn_decode, lib.gf_silu_mul
+        self.add = lib.gf_add
+        for fn in (
+            lib.gf_q4_mm, lib.gf_q8_mm, lib.gf_f32_mm, lib.gf_q4_dequant, lib.gf_q8_dequant,
+            lib.gf_rmsnorm, lib.gf_rope_store, lib.gf_attn_decode, lib.gf_silu_mul, lib.gf_add,
+        ):  # fmt: skip
+            fn.restype = None
+        self.q4_mm, self.q8_mm, self.f32_mm = lib.gf_q4_mm, lib.gf_q8_mm, lib.gf_f32_mm
+        self.q4_dequant, self.q8_dequant = lib.gf_q4_dequant, lib.gf_q8_dequant
+        self.path = path
+
+
+def _build() -> Path:
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set $CC)")
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256("\0".join((C_SOURCE, *CFLAGS, *LIBS, version)).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"glassformer_kernels_{key}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = Path(tmp) / "kernels.c"
+        src.write_text(C_SOURCE)
+        out = Path(tmp) / target.name
+        proc = subprocess.run(
+            [cc, *CFLAGS, str(src), "-o", str(out), *LIBS], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"compiling the kernels failed:\n{proc.stderr[-2000:]}")
+        os.replace(out, target)  # atomic: a concurrent process sees all of the file or none
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> _Lib | None:
+    """The compiled kernels, or None where they cannot be used (see module docstring)."""
+    choice = os.environ.get("GLASSFORMER_KERNELS", "native").lower()
+    if choice == "reference" or not _cpu_ok():
+        return None
+    try:
+        return _Lib(_build())
+    except (RuntimeError, OSError) as err:
+        warnings.warn(
+            f"glassformer: native int8/int4 kernels unavailable ({err}); using the slower "
+            "PyTorch reference path",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def threads() -> int:
+    return torch.get_num_threads()
+
+
+def q4_mm(
+    x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, mn: torch.Tensor, group: int
+) -> torch.Tensor:
+    """x [M, K] float32 contiguous -> [M, N]; q [N, K / 4] int16; d, mn [N, K / group] f16."""
+    lib = library()
+    assert lib is not None
+    m, k = x.shape
+    n = q.shape[0]
+    y = torch.empty(m, n, dtype=torch.float32)
+    lib.q4_mm(
+        x.data_ptr(),
+        m,
+        k,
+        q.data_ptr(),
+        d.data_ptr(),
+        mn.data_ptr(),
+        n,
+        group,
+        y.data_ptr(),
+        threads(),
+    )
+    return y
+
+
+def q8_mm(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor, group: int) -> torch.Tensor:
+    """x [M, K] float32 contiguous -> [M, N]; q [N, K] int8; s [N, K / group] float32."""
+    lib = library()
+    assert lib is not None
+    m, k = x.shape
+    n = q.shape[0]
+    y = torch.empty(m, n, dtype=torch.float32)
+    lib.q8_mm(x.data_ptr(), m, k, q.data_ptr(), s.data_ptr(), n, group, y.data_ptr(), threads())
+    return y
+
+
+def f32_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x [M, K] @ w[N, K]^T for small M, both float32 contiguous."""
+    lib = library()
+    assert lib is not None
+    m, k = x.shape
+    n = w.shape[0]
+    y = torch.empty(m, n, dtype=torch.float32)
+    lib.f32_mm(x.data_ptr(), m, k, w.data_ptr(), n, y.data_ptr(), threads())
+    return y
+
+
+def q4_dequant(q: torch.Tensor, d: torch.Tensor, mn: torch.Tensor, group: int) -> torch.Tensor:
+    lib = library()
+    assert lib is not None
+    n, k = q.shape[0], q.shape[1] * 4
+    out = torch.empty(n, k, dtype=torch.float32)
+    lib.q4_dequant(
+        q.data_ptr(), d.data_ptr(), mn.data_ptr(), n, k, group, out.data_ptr(), threads()
+    )
+    return out
+
+
+def q8_dequant(q: torch.Tensor, s: torch.Tensor, group: int) -> torch.Tensor:
+    lib = library()
+    assert lib is not None
+    n, k = q.shape
+    out = torch.empty(n, k, dtype=torch.float32)
+    lib.q8_dequant(q.data_ptr(), s.data_ptr(), n, k, group, out.data_ptr(), threads())
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def custom_ops() -> object:
+    """The kernels as torch custom ops (`torch.ops.glassformer.*`), so that a `torch.compile`d
+    decode step keeps them inside one graph instead of breaking the graph at each ctypes call.
+    Eager code calls the plain functions above: the dispatcher adds microseconds per call."""
+
+    @torch.library.custom_op("glassformer::q4_mm", mutates_args=())
+    def q4_mm_op(
+        x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, mn: torch.Tensor, group: int
+    ) -> torch.Tensor:
+        return q4_mm(x.contiguous(), q, d, mn, group)
+
+    @q4_mm_op.register_fake
+    def _(x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, mn: torch.Tensor, group: int):
+        return x.new_empty(x.shape[0], q.shape[0])
+
+    @torch.library.custom_op("glassformer::q8_mm", mutates_args=())
+    def q8_mm_op(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor, group: int) -> torch.Tensor:
+        return q8_mm(x.contiguous(), q, s, group)
+
+    @q8_mm_op.register_fake
+    def _(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor, group: int):
+        return x.new_empty(x.shape[0], q.shape[0])
+
+    return torch.ops.glassformer
+
+
+def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x [..., D] float32 contiguous; weight [D] float32 contiguous."""
+    lib = library()
+    assert lib is not None
+    d = x.shape[-1]
+    y = torch.empty_like(x)
+    lib.rmsnorm(x.data_ptr(), weight.data_ptr(), y.data_ptr(), x.numel() // d, d, eps)
+    return y
+
+
+def rope_store(
+    qkv: torch.Tensor,
+    n_heads: int,
+    n_kv_heads: int,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    interleaved: bool,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    key_positions: torch.Tensor,
+    pos: int,
+) -> None:
+    """qkv [B, heads * D] contiguous (one token per row), rotated in place; its key and value
+    heads written to cache slot `pos` of keys, values [B, HK, cap, D] (contiguous)."""
+    lib = library()
+    assert lib is not None
+    b, _, cap, d = keys.shape
+    if cos.numel() and (cos.shape[-1] * 2 > d or cos.dim() != 2 or cos.shape[0] != 1):
+        raise ValueError(f"rope_store: cos/sin must be [1, <= head_dim / 2], got {cos.shape}")
+    lib.rope_store(
+        qkv.data_ptr(), b, n_heads, n_kv_heads, d, 2 * cos.shape[-1], int(interleaved),
+        cos.data_ptr(), sin.data_ptr(), keys.data_ptr(), values.data_ptr(),
+        key_positions.data_ptr(), cap, pos,
+    )  # fmt: skip
+
+
+def attn_decode(
+    qkv: torch.Tensor,
+    n_heads: int,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    length: int,
+    scale: float,
+) -> torch.Tensor:
+    """Queries = the first n_heads heads of each row of qkv [B, row]; -> [B, n_heads * D]."""
+    lib = library()
+    assert lib is not None
+    b, hk, cap, d = keys.shape
+    out = torch.empty(b, n_heads * d, dtype=torch.float32)
+    lib.attn_decode(
+        qkv.data_ptr(), qkv.shape[-1], keys.data_ptr(), values.data_ptr(), b, n_heads, hk, d,
+        cap, length, scale, out.data_ptr(), threads(),
+    )  # fmt: skip
+    return out
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """[..., 2F] contiguous -> silu(gate) * up [..., F]."""
+    lib = library()
+    assert lib is not None
+    f = gate_up.shape[-1] // 2
+    out = gate_up.new_empty(*gate_up.shape[:-1], f)
+    lib.silu_mul(gate_up.data_ptr(), out.data_ptr(), gate_up.numel() // (2 * f), f)
+    return out

@@ -1,0 +1,250 @@
+"""The lean decode step: one token per row as a fixed list of native kernel calls.
+
+A decode step of a small model is not limited by arithmetic but by what surrounds it: SmolLM2
+runs ~400 PyTorch ops and ~150 module calls per token, and in eager PyTorch each costs a few
+microseconds of dispatch and allocation, about as long as the int4 matrix-vector products
+themselves. A `DecodePlan` removes all of it for the common architecture (pre-norm RMSNorm,
+RoPE, MHA/GQA attention over a static cache, SwiGLU MLP: Llama, Mistral, Qwen2, SmolLM2):
+
+    h   = embed(token)
+    per layer:
+        x   = rmsnorm(h) * w_attn_norm
+        qkv = W_qkv x (+ b_qkv)              q, k, v heads of the new token, one kernel
+        q, k = rope(q, k, pos);  K[pos], V[pos] = k, v
+        a   = softmax(q K[:pos+1]^T * scale) V[:pos+1]
+        h  += W_o a
+        x   = rmsnorm(h) * w_mlp_norm
+        g|u = W_gu x;  m = silu(g) * u
+        h  += W_down m
+    logits = W_head (rmsnorm(h) * w_final_norm)
+
+Every buffer (h, x, qkv, a, g|u, m, logits) is allocated once when the plan is built, and
+every kernel's argument list (pointers, shapes, thread count) is fixed then too, so a step is
+~11 ctypes calls per layer with no tensor created. The functions are the same native kernels
+the modules use (`native.py`), so the plan computes exactly what the fused modules compute;
+`InferenceTransformer.forward` uses it automatically for single-token steps it supports and
+falls back to the modules for everything else (padding, sliding-window rings, QK-norm,
+soft-capping, MLA, MoE, other norms and activations: `why_not` says which).
+
+The plan keeps references to the weights and the cache; it is rebuilt when either is replaced
+(`InferenceTransformer._apply` drops plans when the model is moved or cast).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glassformer.components.kv_cache import KVCache
+from glassformer.inference import native
+from glassformer.inference.modules import (
+    FastRMSNorm,
+    FusedAttention,
+    FusedMLP,
+    QuantEmbedding,
+    QuantLinear,
+)
+from glassformer.inference.quant import dequantize
+
+Call = tuple[Callable[..., None], tuple[Any, ...]]
+
+
+def why_not(model: nn.Module, cache: KVCache) -> str | None:
+    """None when `DecodePlan(model, cache)` can run this model; else the reason it cannot."""
+    if native.library() is None:
+        return "native kernels unavailable"
+    cfg = model.config  # type: ignore[attr-defined]
+    if cfg.norm_placement != "pre" or getattr(model, "pos_embed", None) is not None:
+        return "only pre-norm models with rotary positions"
+    if cfg.embed_scale or cfg.final_logit_softcap is not None:
+        return "embedding scaling or final soft-capping"
+    if cache.key_valid is not None:
+        return "padded batch"
+    if model.embed.weight.dtype != torch.float32 or model.embed.weight.device.type != "cpu":  # type: ignore[union-attr]
+        return "float32 CPU models only"
+    for i, block in enumerate(model.layers):  # type: ignore[attr-defined]
+        attn, mlp, layer_cache = block.attn, block.mlp, cache.layers[i]
+        if not isinstance(attn, FusedAttention) or not isinstance(mlp, FusedMLP):
+            return f"layer {i}: attention or MLP not fused"
+        if attn.q_norm is not None or attn.softcap is not None or attn.head_dim % 8:
+            return f"layer {i}: QK-norm, soft-capping or head_dim not a multiple of 8"
+        if layer_cache.ring or layer_cache.keys.dtype != torch.float32:
+            return f"layer {i}: sliding-window ring cache or non-float32 cache"
+        if mlp.act is not F.silu:
+            return f"layer {i}: MLP activation is not SiLU"
+        if not isinstance(block.attn_norm, FastRMSNorm) or not isinstance(
+            block.mlp_norm, FastRMSNorm
+        ):
+            return f"layer {i}: norms are not RMSNorm"
+        for linear in (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj):
+            if _linear_kind(linear) is None:
+                return f"layer {i}: a projection is neither float32 nor int8/int4"
+    if not isinstance(model.final_norm, FastRMSNorm):  # type: ignore[attr-defined]
+        return "final norm is not RMSNorm"
+    return None
+
+
+def _linear_kind(module: nn.Module) -> str | None:
+    if isinstance(module, QuantLinear):
+        return module.quant
+    if type(module) is nn.Linear or isinstance(module, nn.Linear):
+        w = module.weight
+        if w.dtype == torch.float32 and w.is_contiguous() and w.device.type == "cpu":
+            return "fp32"
+    return None
+
+
+class DecodePlan:
+    """Single-token decode steps for `model` writing into `cache` (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, cache: KVCache) -> None:
+        reason = why_not(model, cache)
+        if reason is not None:
+            raise ValueError(f"DecodePlan: unsupported model: {reason}")
+        lib = native.library()
+        assert lib is not None
+        self.lib, self.model, self.cache = lib, model, cache
+        cfg = model.config  # type: ignore[attr-defined]
+        batch = cache.layers[0].keys.shape[0]
+        self.batch, self.threads = batch, torch.get_num_threads()
+        self.capacity = min(layer.capacity for layer in cache.layers)
+        d = cfg.d_model
+        self._keep: list[torch.Tensor] = []  # tensors whose pointers the calls hold
+        self.h = self._buffer(batch, d)
+        self.x = self._buffer(batch, d)
+        self.tmp = self._buffer(batch, d)
+        # Rotary tables for every position the cache can hold, per layer type.
+        rope = model.rope_tables(torch.arange(self.capacity), torch.float32)  # type: ignore[operator]
+        rope = {kind: (self._pin(cos), self._pin(sin)) for kind, (cos, sin) in rope.items()}
+        self.layers = []
+        for i, block in enumerate(model.layers):  # type: ignore[attr-defined]
+            attn, mlp, lc = block.attn, block.mlp, cache.layers[i]
+            h, hk, hd = attn.n_heads, attn.n_kv_heads, attn.head_dim
+            qkv = self._buffer(batch, (h + 2 * hk) * hd)
+            out = self._buffer(batch, h * hd)
+            gu = self._buffer(batch, 2 * mlp.d_ff)
+            act = self._buffer(batch, mlp.d_ff)
+            before = [
+                self._norm(block.attn_norm, self.h, self.x),
+                *self._linear(attn.qkv_proj, self.x, qkv),
+            ]
+            after = [
+                *self._linear(attn.o_proj, out, self.tmp),
+                self._add(self.h, self.tmp, d),
+                self._norm(block.mlp_norm, self.h, self.x),
+                *self._linear(mlp.gate_up_proj, self.x, gu),
+                (lib.silu_mul, (gu.data_ptr(), act.data_ptr(), batch, mlp.d_ff)),
+                *self._linear(mlp.down_proj, act, self.tmp),
+                self._add(self.h, self.tmp, d),
+            ]
+            cos, sin = rope.get(cfg.layer_type(i), (None, None))
+            half = cos.shape[-1] if cos is not None else 0
+            keys, values = self._pin(lc.keys), self._pin(lc.values)
+            rope_args = (
+                qkv.data_ptr(), batch, h, hk, hd, 2 * half, int(attn.interleaved),
+                cos.data_ptr() if cos is not None else 0, sin.data_ptr() if sin is not None else 0,
+                keys.data_ptr(), values.data_ptr(), self._pin(lc.positions).data_ptr(),
+                lc.capacity,
+            )  # fmt: skip
+            attn_args = (
+                qkv.data_ptr(), qkv.shape[1], keys.data_ptr(), values.data_ptr(), batch, h, hk,
+                hd, lc.capacity,
+            )  # fmt: skip
+            attn_args += (attn.scale, out.data_ptr(), self.threads)
+            self.layers.append((before, rope_args, half * 4, attn_args, after))
+        self.final = self._norm(model.final_norm, self.h, self.x)  # type: ignore[attr-defined]
+        head = model.lm_head  # type: ignore[attr-defined]
+        if head is None:
+            embed = model.embed  # type: ignore[attr-defined]
+            head = embed.table if isinstance(embed, QuantEmbedding) else embed
+        vocab = head.out_features if isinstance(head, QuantLinear) else head.weight.shape[0]
+        self.logits = self._buffer(batch, vocab)
+        self.head = self._linear(head, self.x, self.logits)
+
+    # -- building blocks -------------------------------------------------------------------
+
+    def _buffer(self, *shape: int) -> torch.Tensor:
+        return self._pin(torch.zeros(*shape, dtype=torch.float32))
+
+    def _pin(self, t: torch.Tensor) -> torch.Tensor:
+        if not t.is_contiguous():
+            raise ValueError("DecodePlan: expected contiguous tensors")
+        self._keep.append(t)
+        return t
+
+    def _norm(self, norm: FastRMSNorm, src: torch.Tensor, dst: torch.Tensor) -> Call:
+        w = norm.weight.detach()
+        weight = self._pin((1.0 + w if norm.unit_offset else w).float().contiguous())
+        args = (src.data_ptr(), weight.data_ptr(), dst.data_ptr(), self.batch, w.shape[0], norm.eps)
+        return self.lib.rmsnorm, args
+
+    def _add(self, dst: torch.Tensor, src: torch.Tensor, n: int) -> Call:
+        return self.lib.add, (dst.data_ptr(), src.data_ptr(), self.batch, n, n)
+
+    def _linear(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[Call]:
+        """y = x W^T (+ b) for a float32 nn.Linear, a QuantLinear or an embedding table."""
+        m, k = self.batch, x.shape[1]
+        if isinstance(module, QuantLinear):
+            n, g = module.out_features, module.group
+            q = self._pin(module.qweight)
+            if module.quant == "int4":
+                d, mn = self._pin(module.d), self._pin(module.mn)  # type: ignore[arg-type]
+                ptrs = (q.data_ptr(), d.data_ptr(), mn.data_ptr())
+                call: Call = (self.lib.q4_mm, (x.data_ptr(), m, k, *ptrs, n, g, y.data_ptr(),
+                                               self.threads))  # fmt: skip
+            else:
+                s = self._pin(module.scales)  # type: ignore[arg-type]
+                call = (self.lib.q8_mm, (x.data_ptr(), m, k, q.data_ptr(), s.data_ptr(), n, g,
+                                         y.data_ptr(), self.threads))  # fmt: skip
+        else:
+            w = self._pin(module.weight.detach())
+            n = w.shape[0]
+            call = (self.lib.f32_mm, (x.data_ptr(), m, k, w.data_ptr(), n, y.data_ptr(),
+                                      self.threads))  # fmt: skip
+        bias = getattr(module, "bias", None)
+        if bias is None:
+            return [call]
+        b = self._pin(bias.detach().float().contiguous())
+        return [call, (self.lib.add, (y.data_ptr(), b.data_ptr(), m, n, 0))]
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def _embed(self, ids: torch.Tensor) -> None:
+        embed = self.model.embed  # type: ignore[attr-defined]
+        if isinstance(embed, QuantEmbedding):
+            self.h.copy_(dequantize(embed.table.weight_data(), ids))
+        else:
+            torch.index_select(embed.weight, 0, ids, out=self.h)
+
+    @torch.inference_mode()
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [batch] continuing the cached rows -> logits [batch, vocab].
+
+        The logits tensor is the plan's own buffer: it is overwritten by the next step."""
+        pos = self.cache.length
+        if pos >= self.capacity:
+            raise ValueError(f"KV cache full: {pos + 1} positions exceed its capacity")
+        if torch.get_num_threads() != self.threads:
+            raise RuntimeError("DecodePlan: the thread count changed; build a new plan")
+        self._embed(ids.reshape(-1))
+        rope_store, attend = self.lib.rope_store, self.lib.attn_decode
+        for before, rope_args, row_bytes, (*attn_args, scale, out, nt), after in self.layers:
+            for fn, args in before:
+                fn(*args)
+            qkv, b, h, hk, hd, rot, inter, cos, sin, keys, values, kpos, cap = rope_args
+            shift = pos * row_bytes
+            rope_store(qkv, b, h, hk, hd, rot, inter, cos + shift if cos else 0,
+                       sin + shift if sin else 0, keys, values, kpos, cap, pos)  # fmt: skip
+            attend(*attn_args, pos + 1, scale, out, nt)
+            for fn, args in after:
+                fn(*args)
+        fn, args = self.final
+        fn(*args)
+        for fn, args in self.head:
+            fn(*args)
+        self.cache.length = pos + 1
+        return self.logits
