@@ -102,6 +102,21 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return self.o_proj(self.mix_heads(q, k, v, rope, positions, cache, key_valid))
+
+    def mix_heads(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        positions: torch.Tensor,
+        cache: LayerCache | None,
+        key_valid: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Projected heads q [b, h, t, d], k, v [b, hk, t, d] -> softmax(q k^T) v as [b, t, h d]:
+        QK-norm, RoPE, the cache, the mask, the scores (everything between the projections)."""
+        b, _, t, _ = q.shape
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
@@ -112,4 +127,4 @@ class Attention(nn.Module):
             k, v, key_positions = cache.update(k, v, positions)
         mask = attention_mask(positions, key_positions, self.window, key_valid, cache is not None)
         out = attend(q, k, v, mask, self.scale, self.softcap, self.impl)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return out.transpose(1, 2).reshape(b, t, -1)

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glassformer.components.attention import Attention, attend
-from glassformer.components.kv_cache import LayerCache, attention_mask, visibility_mask
+from glassformer.components.attention import Attention
+from glassformer.components.kv_cache import LayerCache, visibility_mask
 from glassformer.components.mlp import MLP
 from glassformer.components.norms import RMSNorm
 from glassformer.components.rope import apply_rotary
@@ -427,21 +427,14 @@ class FusedAttention(nn.Module):
         cache: LayerCache | None,
         key_valid: torch.Tensor | None,
     ) -> torch.Tensor:
-        """`Attention.forward` after its three projections, unchanged."""
-        b, _, t, _ = qkv.shape
+        """`Attention.forward` after its three projections: the core's own code."""
         h, hk = self.n_heads, self.n_kv_heads
         q, k, v = qkv[:, :h], qkv[:, h : h + hk], qkv[:, h + hk :]
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q = apply_rotary(q, *rope, interleaved=self.interleaved)
-            k = apply_rotary(k, *rope, interleaved=self.interleaved)
-        key_positions = positions
-        if cache is not None:
-            k, v, key_positions = cache.update(k, v, positions)
-        mask = attention_mask(positions, key_positions, self.window, key_valid, cache is not None)
-        out = attend(q, k, v, mask, self.scale, self.softcap, self.impl)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return self.o_proj(self.mix_heads(q, k, v, rope, positions, cache, key_valid))
+
+    # Everything between the projections is the core's code, shared rather than copied (this
+    # class has the attributes it reads: norms, rotary layout, window, scale, soft-cap, impl).
+    mix_heads = Attention.mix_heads
 
 
 class FusedMLP(nn.Module):
