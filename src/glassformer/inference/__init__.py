@@ -5,7 +5,8 @@
     out = Decoder(fast, max_seq_len=1024).greedy([prompt_ids], max_new_tokens=128)
 
 Modules: `quant` (formats and reference math), `native` (the AVX2 kernels), `modules`
-(QuantLinear, FusedAttention, ...), `optimize`, `decode`, `gguf_direct` (GGUF Q4/Q8 blocks
+(QuantLinear, FusedAttention, ...), `optimize`, `plan` (a decode step as a fixed list of native
+calls, used automatically for single-token steps), `decode`, `gguf_direct` (GGUF Q4/Q8 blocks
 straight into the int4/int8 layouts), `evaluate` (perplexity), `bench` (speed vs peers).
 See docs/inference.md.
 """

@@ -2,13 +2,14 @@
 
 Nothing in the core changes: the model keeps its forward pass, its blocks and its cache; only
 leaf modules are replaced (see `modules.py`), and the model's class becomes
-`InferenceTransformer`, a subclass that adds three things:
+`InferenceTransformer`, a subclass that adds four things:
 
 - `forward(..., last_only=True)`: logits of the last position only. A prefill needs nothing
   else, and the LM head over all T positions is a T x vocab x d GEMM (SmolLM2: 29 GFLOP for 512
   tokens, a fifth of the whole prefill) whose result would be thrown away.
 - rotary tables computed once per position and sliced, instead of cos/sin each step;
-- a quantised LM head (tied or not) when `quant` is not "none".
+- a quantised LM head (tied or not) when `quant` is not "none";
+- single-token steps through a `DecodePlan` (`plan.py`) where the architecture allows.
 
 Quantisation covers every `nn.Linear` of the blocks (attention, MLP, MLA projections, shared
 experts); stacked MoE expert tensors and the router stay float32. The LM head uses
