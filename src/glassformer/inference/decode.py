@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from glassformer.components.kv_cache import KVCache
+from glassformer.inference import native
 from glassformer.inference.optimize import InferenceTransformer
 from glassformer.model import Transformer
 
@@ -43,6 +44,8 @@ def prefill(model: Transformer, input_ids: torch.Tensor, cache: KVCache) -> torc
 
 def compiled_step(fallback: StepFn = decode_step) -> StepFn:
     """`decode_step` under torch.compile, falling back to eager on the first failure."""
+    if native.available():
+        native.custom_ops()  # registered before tracing, so the graph can hold the kernels
     try:
         compiled = torch.compile(fallback, dynamic=True)
     except Exception as err:  # any failure means: run eager

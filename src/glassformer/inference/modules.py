@@ -188,8 +188,8 @@ def native_ok(x: torch.Tensor) -> bool:
         x.dtype == torch.float32
         and x.device.type == "cpu"
         and not x.requires_grad
-        and native.library() is not None
         and not torch.compiler.is_compiling()
+        and native.library() is not None
     )
 
 

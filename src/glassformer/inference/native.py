@@ -45,7 +45,6 @@ missing or `GLASSFORMER_KERNELS=reference`; callers then use the PyTorch referen
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import platform
@@ -564,9 +563,20 @@ def _build() -> Path:
     return target
 
 
-@functools.lru_cache(maxsize=1)
+# Loaded once per process. A plain dict rather than functools.lru_cache: torch.compile traces
+# through these functions and reads a module-level dict as a constant, while it warns about
+# (and re-traces) an lru_cache wrapper.
+_LOADED: dict[str, object] = {}
+
+
 def library() -> _Lib | None:
     """The compiled kernels, or None where they cannot be used (see module docstring)."""
+    if "lib" not in _LOADED:
+        _LOADED["lib"] = _load_library()
+    return _LOADED["lib"]  # type: ignore[return-value]
+
+
+def _load_library() -> _Lib | None:
     choice = os.environ.get("GLASSFORMER_KERNELS", "native").lower()
     if choice == "reference" or not _cpu_ok():
         return None
@@ -656,12 +666,17 @@ def q8_dequant(q: torch.Tensor, s: torch.Tensor, group: int) -> torch.Tensor:
     return out
 
 
-@functools.lru_cache(maxsize=1)
 def custom_ops() -> object:
     """The kernels as torch custom ops (`torch.ops.glassformer.*`), so that a `torch.compile`d
     decode step keeps them inside one graph instead of breaking the graph at each ctypes call.
     Eager code calls the plain functions above: the dispatcher adds microseconds per call."""
+    if "ops" not in _LOADED:
+        _register_ops()
+        _LOADED["ops"] = torch.ops.glassformer
+    return _LOADED["ops"]
 
+
+def _register_ops() -> None:
     @torch.library.custom_op("glassformer::q4_mm", mutates_args=())
     def q4_mm_op(
         x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, mn: torch.Tensor, group: int
@@ -679,8 +694,6 @@ def custom_ops() -> object:
     @q8_mm_op.register_fake
     def _(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor, group: int):
         return x.new_empty(x.shape[0], q.shape[0])
-
-    return torch.ops.glassformer
 
 
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
