@@ -56,6 +56,19 @@ COMPARE_HTML = typer.Option(
 MODELS_ARG = typer.Argument(..., help="Two or more models (presets or paths).")
 
 
+def _settings(
+    mode: str, batch: int, seq: int, dtype: str, hardware: str, attention: str, mla: str | None
+) -> tuple[dict, str, str | None]:
+    """The options shared by explore and compare, checked: (cost-model settings, attention,
+    MLA order)."""
+    mode = _check("--mode", mode, MODES)
+    dtype = _check("--dtype", dtype, DTYPE_NAMES)
+    attention = _check("--attention", attention, ("flash", "eager"))
+    if mla is not None:
+        mla = _check("--mla", mla, ("plain", "absorbed"))
+    return dict(mode=mode, batch=batch, seq=seq, dtype=dtype, hardware=hardware), attention, mla
+
+
 def register(app: typer.Typer) -> None:
     mode_opt = typer.Option("prefill", "--mode", help="prefill | decode | train.")
     batch_opt = typer.Option(1, "--batch", min=1, help="Sequences per step.")
@@ -99,12 +112,7 @@ def register(app: typer.Typer) -> None:
         html: Path | None = EXPLORE_HTML,
     ) -> None:
         """Cost of one pass: params, FLOPs, bytes, KV cache, roofline time, per op."""
-        mode = _check("--mode", mode, MODES)
-        dtype = _check("--dtype", dtype, DTYPE_NAMES)
-        attention = _check("--attention", attention, ("flash", "eager"))
-        if mla is not None:
-            mla = _check("--mla", mla, ("plain", "absorbed"))
-        settings = dict(mode=mode, batch=batch, seq=seq, dtype=dtype, hardware=hardware)
+        settings, attention, mla = _settings(mode, batch, seq, dtype, hardware, attention, mla)
         result = _analyze(model, attention=attention, mla_order=mla, mtp=mtp, **settings)
         if html is not None:
             from glassformer.explorer.html import write_html
@@ -137,12 +145,7 @@ def register(app: typer.Typer) -> None:
         html: Path | None = COMPARE_HTML,
     ) -> None:
         """Several models side by side under the same settings."""
-        mode = _check("--mode", mode, MODES)
-        dtype = _check("--dtype", dtype, DTYPE_NAMES)
-        attention = _check("--attention", attention, ("flash", "eager"))
-        if mla is not None:
-            mla = _check("--mla", mla, ("plain", "absorbed"))
-        settings = dict(mode=mode, batch=batch, seq=seq, dtype=dtype, hardware=hardware)
+        settings, attention, mla = _settings(mode, batch, seq, dtype, hardware, attention, mla)
         results = [
             _analyze(m, attention=attention, mla_order=mla, mtp=mtp, **settings) for m in models
         ]
