@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glassformer.model import Transformer
+from glassformer.training.data import EpochOrder
 
 __all__ = ["ClassificationTask", "SequenceClassifier", "load_classification_jsonl"]
 
@@ -95,7 +96,7 @@ class ClassificationTask:
         self.val = [examples[i] for i in order[:n_val]]
         self.train = [examples[i] for i in order[n_val:]]
         self.seed = seed
-        self._perm: tuple[int, list[int]] | None = None
+        self._order = EpochOrder(len(self.train), seed)
 
     @property
     def n_classes(self) -> int:
@@ -108,12 +109,7 @@ class ClassificationTask:
         return len(self.val)
 
     def _index(self, k: int) -> int:
-        epoch, i = divmod(k, len(self.train))
-        if self._perm is None or self._perm[0] != epoch:
-            order = list(range(len(self.train)))
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-            self._perm = (epoch, order)
-        return self._perm[1][i]
+        return self._order[k]
 
     def _collate(self, rows: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
         width = max(len(ids) for ids, _ in rows)

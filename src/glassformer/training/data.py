@@ -59,6 +59,24 @@ TEXT_SUFFIXES = frozenset({".txt", ".md", ".rst", ".py", ".text", ".html", ".tex
 DEFAULT_SHARD_TOKENS = 1 << 26  # 64M ids = 128 MiB of uint16 per shard
 
 
+class EpochOrder:
+    """Which item the k-th sample of an endless run over `n` items is: each epoch a fresh
+    permutation seeded by (seed, epoch), so any position can be recomputed on resume from k
+    alone. Used by the fine-tuning tasks (SFT, classification)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self._perm: tuple[int, list[int]] | None = None
+
+    def __getitem__(self, k: int) -> int:
+        epoch, i = divmod(k, self.n)
+        if self._perm is None or self._perm[0] != epoch:
+            order = list(range(self.n))
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._perm = (epoch, order)
+        return self._perm[1][i]
+
+
 @dataclass(frozen=True)
 class Document:
     source: str  # where it came from (file path, "jsonl:line", "hf:name#i")

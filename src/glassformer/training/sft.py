@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from glassformer.training.data import EpochOrder
 from glassformer.training.trainer import IGNORE, lm_loss_sum
 
 __all__ = [
@@ -183,7 +184,7 @@ class SFTTask:
         self.val = [examples[i] for i in order[:n_val]]
         self.train = [examples[i] for i in order[n_val:]]
         self.seed = seed
-        self._perm: tuple[int, list[int]] | None = None
+        self._order = EpochOrder(len(self.train), seed)
         self.conversations = [conversations[i] for i in order[:n_val]] or list(conversations[:1])
 
     def train_samples(self) -> int:
@@ -193,12 +194,7 @@ class SFTTask:
         return len(self.val)
 
     def _index(self, k: int) -> int:
-        epoch, i = divmod(k, len(self.train))
-        if self._perm is None or self._perm[0] != epoch:
-            order = list(range(len(self.train)))
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-            self._perm = (epoch, order)
-        return self._perm[1][i]
+        return self._order[k]
 
     def _collate(self, rows: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
         width = max(len(ids) for ids, _ in rows) - 1
