@@ -95,13 +95,9 @@ def build_hf(compile_: bool, fused: bool = True) -> tuple[Callable[[torch.Tensor
 
 def matmul_rate(n: int = 1024, seconds: float = 0.3) -> float:
     """fp32 FLOP/s of a square matmul, measured now (the MFU denominator)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - start)
+    from glassformer.explorer.hardware import matmul_rate as probe
+
+    return probe(torch.float32, n, seconds)
 
 
 def main() -> None:

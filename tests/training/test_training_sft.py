@@ -93,7 +93,7 @@ def test_sft_batches_shift_and_mask(chatml_dir: Path) -> None:
     x, y = batch["input_ids"], batch["labels"]
     assert x.shape == y.shape
     for r in range(3):
-        ids, mask = task.train[task._index(r)]
+        ids, mask = task.train[task.order[r]]
         n = len(ids) - 1
         assert x[r, :n].tolist() == ids[:-1]
         want = [t if m else IGNORE for t, m in zip(ids[1:], mask[1:], strict=True)]

@@ -30,6 +30,10 @@ from __future__ import annotations
 import difflib
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 TERA = 1e12
 
@@ -198,6 +202,22 @@ def hardware_names() -> list[str]:
     return [*PRESETS, "this-cpu"]
 
 
+def matmul_rate(dtype: torch.dtype, n: int, seconds: float) -> float:
+    """FLOP/s of an n x n x n matmul in `dtype` on this CPU, measured now: one warm-up (thread
+    pool, packing buffers), then as many products as fit in `seconds`. The one probe behind
+    `this-cpu`, the trainer's MFU denominator and the training benchmark."""
+    import torch
+
+    a = torch.randn(n, n, dtype=torch.float32).to(dtype)
+    b = torch.randn(n, n, dtype=torch.float32).to(dtype)
+    torch.mm(a, b)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
 def get_hardware(name: str) -> Hardware:
     """A preset by name or alias; "this-cpu" measures the machine (once per process)."""
     key = name.strip().lower()
@@ -225,18 +245,8 @@ def probe_cpu(seconds: float = 0.25) -> Hardware:
         return _probe_cache
     import torch
 
-    def rate(dtype: torch.dtype, n: int) -> float:
-        a = torch.randn(n, n, dtype=torch.float32).to(dtype)
-        b = torch.randn(n, n, dtype=torch.float32).to(dtype)
-        torch.mm(a, b)  # warm-up (thread pool, packing buffers)
-        reps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            torch.mm(a, b)
-            reps += 1
-        return 2 * n**3 * reps / (time.perf_counter() - start)
-
-    fp32 = rate(torch.float32, 1024)
-    bf16 = rate(torch.bfloat16, 512)
+    fp32 = matmul_rate(torch.float32, 1024, seconds)
+    bf16 = matmul_rate(torch.bfloat16, 512, seconds)
     src = torch.ones(16 * 1024 * 1024, dtype=torch.float32)  # 64 MiB
     dst = torch.empty_like(src)
     dst.copy_(src)

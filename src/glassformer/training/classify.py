@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glassformer.model import Transformer
-from glassformer.training.data import EpochOrder
+from glassformer.training.data import EpochOrder, ExampleBatches
 
 __all__ = ["ClassificationTask", "SequenceClassifier", "load_classification_jsonl"]
 
@@ -68,7 +68,7 @@ def load_classification_jsonl(
     return rows
 
 
-class ClassificationTask:
+class ClassificationTask(ExampleBatches):
     """Batches of (right-padded ids, lengths, label ids); loss = mean cross-entropy."""
 
     def __init__(
@@ -96,20 +96,11 @@ class ClassificationTask:
         self.val = [examples[i] for i in order[:n_val]]
         self.train = [examples[i] for i in order[n_val:]]
         self.seed = seed
-        self._order = EpochOrder(len(self.train), seed)
+        self.order = EpochOrder(len(self.train), seed)
 
     @property
     def n_classes(self) -> int:
         return len(self.labels)
-
-    def train_samples(self) -> int:
-        return len(self.train)
-
-    def eval_samples(self) -> int:
-        return len(self.val)
-
-    def _index(self, k: int) -> int:
-        return self._order[k]
 
     def _collate(self, rows: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
         width = max(len(ids) for ids, _ in rows)
@@ -121,13 +112,6 @@ class ClassificationTask:
             "lengths": torch.tensor([len(ids) for ids, _ in rows]),
             "labels": torch.tensor([y for _, y in rows]),
         }
-
-    def batch(self, first: int, count: int) -> dict[str, torch.Tensor]:
-        return self._collate([self.train[self._index(k)] for k in range(first, first + count)])
-
-    def eval_batch(self, first: int, count: int) -> dict[str, torch.Tensor]:
-        n = len(self.val)
-        return self._collate([self.val[(first + k) % n] for k in range(count)])
 
     def loss(
         self, model: nn.Module, batch: dict[str, torch.Tensor]

@@ -77,6 +77,29 @@ class EpochOrder:
         return self._perm[1][i]
 
 
+class ExampleBatches:
+    """Batches of a fine-tuning task over a list of examples: `train` in `EpochOrder`, `val`
+    cycled in order. A task sets `train`, `val` and `order` and defines `_collate(rows)`."""
+
+    train: list
+    val: list
+    order: EpochOrder
+    _collate: Callable[[list], dict[str, torch.Tensor]]  # each task pads and labels its rows
+
+    def train_samples(self) -> int:
+        return len(self.train)
+
+    def eval_samples(self) -> int:
+        return len(self.val)
+
+    def batch(self, first: int, count: int) -> dict[str, torch.Tensor]:
+        return self._collate([self.train[self.order[k]] for k in range(first, first + count)])
+
+    def eval_batch(self, first: int, count: int) -> dict[str, torch.Tensor]:
+        n = len(self.val)
+        return self._collate([self.val[(first + k) % n] for k in range(count)])
+
+
 @dataclass(frozen=True)
 class Document:
     source: str  # where it came from (file path, "jsonl:line", "hf:name#i")

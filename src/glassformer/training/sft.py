@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from glassformer.training.data import EpochOrder
+from glassformer.training.data import EpochOrder, ExampleBatches
 from glassformer.training.trainer import IGNORE, lm_loss_sum
 
 __all__ = [
@@ -153,7 +153,7 @@ def _tokenize_by_segments(
     return ids, mask
 
 
-class SFTTask:
+class SFTTask(ExampleBatches):
     """Chat fine-tuning batches: right-padded rows, labels IGNORE outside assistant tokens."""
 
     def __init__(
@@ -184,17 +184,8 @@ class SFTTask:
         self.val = [examples[i] for i in order[:n_val]]
         self.train = [examples[i] for i in order[n_val:]]
         self.seed = seed
-        self._order = EpochOrder(len(self.train), seed)
+        self.order = EpochOrder(len(self.train), seed)
         self.conversations = [conversations[i] for i in order[:n_val]] or list(conversations[:1])
-
-    def train_samples(self) -> int:
-        return len(self.train)
-
-    def eval_samples(self) -> int:
-        return len(self.val)
-
-    def _index(self, k: int) -> int:
-        return self._order[k]
 
     def _collate(self, rows: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
         width = max(len(ids) for ids, _ in rows) - 1
@@ -208,13 +199,6 @@ class SFTTask:
             labels[r, :n] = torch.where(keep, target, torch.full_like(target, IGNORE))
         # Right padding needs no attention mask: causal attention never looks ahead.
         return {"input_ids": inputs, "labels": labels}
-
-    def batch(self, first: int, count: int) -> dict[str, torch.Tensor]:
-        return self._collate([self.train[self._index(k)] for k in range(first, first + count)])
-
-    def eval_batch(self, first: int, count: int) -> dict[str, torch.Tensor]:
-        n = len(self.val)
-        return self._collate([self.val[(first + k) % n] for k in range(count)])
 
     def loss(
         self, model: nn.Module, batch: dict[str, torch.Tensor]

@@ -272,14 +272,9 @@ def peak_flops(device: torch.device, dtype: str) -> tuple[float, str]:
 
 def cpu_matmul_rate(dtype: str = "fp32", n: int = 768, seconds: float = 0.15) -> float:
     """FLOP/s of an n x n x n matmul on this CPU, measured now."""
-    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
-    a, b = torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)
-    torch.mm(a, b)
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - start)
+    from glassformer.explorer.hardware import matmul_rate
+
+    return matmul_rate(torch.bfloat16 if dtype == "bf16" else torch.float32, n, seconds)
 
 
 # --- default data ---------------------------------------------------------------------------------
