@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from glassformer.training.data import EpochOrder, ExampleBatches
-from glassformer.training.trainer import IGNORE, lm_loss_sum
+from glassformer.training.trainer import IGNORE, NextTokenLoss
 
 __all__ = [
     "SFTTask",
@@ -153,7 +152,7 @@ def _tokenize_by_segments(
     return ids, mask
 
 
-class SFTTask(ExampleBatches):
+class SFTTask(ExampleBatches, NextTokenLoss):
     """Chat fine-tuning batches: right-padded rows, labels IGNORE outside assistant tokens."""
 
     def __init__(
@@ -199,14 +198,6 @@ class SFTTask(ExampleBatches):
             labels[r, :n] = torch.where(keep, target, torch.full_like(target, IGNORE))
         # Right padding needs no attention mask: causal attention never looks ahead.
         return {"input_ids": inputs, "labels": labels}
-
-    def loss(
-        self, model: nn.Module, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return lm_loss_sum(model(batch["input_ids"]), batch["labels"]), {}
-
-    def count(self, batch: dict[str, torch.Tensor]) -> int:
-        return int((batch["labels"] != IGNORE).sum())
 
     def sample_prompt(self) -> str:
         """A held-out conversation up to its first assistant reply, rendered for generation."""

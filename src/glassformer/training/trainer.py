@@ -184,7 +184,20 @@ def lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
-class LMTask:
+class NextTokenLoss:
+    """The loss of a task whose batches are {input_ids, labels}: summed next-token
+    cross-entropy over the labels that are not IGNORE (pretraining, SFT)."""
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return lm_loss_sum(model(batch["input_ids"]), batch["labels"]), {}
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["labels"] != IGNORE).sum())
+
+
+class LMTask(NextTokenLoss):
     """Pretraining on prepared token shards: windows of seq_len + 1 ids, every token counted."""
 
     def __init__(self, data_dir: str | os.PathLike[str], seq_len: int, seed: int) -> None:
@@ -213,14 +226,6 @@ class LMTask:
     def eval_batch(self, first: int, count: int) -> dict[str, torch.Tensor]:
         assert self.val is not None
         return self._split(self.val.batch(first % self.val.n_windows, count))
-
-    def loss(
-        self, model: nn.Module, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return lm_loss_sum(model(batch["input_ids"]), batch["labels"]), {}
-
-    def count(self, batch: dict[str, torch.Tensor]) -> int:
-        return int((batch["labels"] != IGNORE).sum())
 
 
 # --- FLOPs and peaks ------------------------------------------------------------------------------
