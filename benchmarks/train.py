@@ -36,7 +36,7 @@ LAYERS, WIDTH, HEADS, CONTEXT, BATCH, VOCAB = 6, 384, 6, 256, 8, 8192
 def build_ours(compile_: bool) -> tuple[Callable[[torch.Tensor], float], int]:
     from glassformer.config import Config
     from glassformer.model import Transformer
-    from glassformer.training.trainer import TrainConfig, lm_loss_sum, make_optimizer
+    from glassformer.training.trainer import TrainConfig, make_optimizer
 
     cfg = Config.preset("gpt2").replace(
         name="bench", d_model=WIDTH, n_layers=LAYERS, n_heads=HEADS, n_kv_heads=HEADS,
@@ -51,7 +51,7 @@ def build_ours(compile_: bool) -> tuple[Callable[[torch.Tensor], float], int]:
 
     def step(batch: torch.Tensor) -> float:
         x, y = batch[:, :-1], batch[:, 1:]
-        loss = lm_loss_sum(forward(x), y) / y.numel()
+        loss = forward(x, labels=y) / y.numel()  # the trainer's loss: head and CE fused
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

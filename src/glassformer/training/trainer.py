@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from glassformer.components.head_loss import IGNORE
 from glassformer.config import Config
 from glassformer.training import checkpoint as ckpt
 from glassformer.training.distributed import (
@@ -77,8 +77,6 @@ __all__ = [
     "model_flops_per_token",
     "train",
 ]
-
-IGNORE = -100  # label of positions that do not count in the loss (F.cross_entropy default)
 
 
 class TrainingDiverged(RuntimeError):
@@ -174,24 +172,16 @@ class Task(Protocol):
     def count(self, batch: dict[str, torch.Tensor]) -> int: ...  # items counted in the loss
 
 
-def lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum of next-token cross-entropies over labels != IGNORE (float32 softmax)."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        labels.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
-
-
 class NextTokenLoss:
     """The loss of a task whose batches are {input_ids, labels}: summed next-token
-    cross-entropy over the labels that are not IGNORE (pretraining, SFT)."""
+    cross-entropy over the labels that are not IGNORE (pretraining, SFT), in float32. The
+    model fuses its head with the loss (`Transformer.forward(..., labels=)`), so a batch's
+    logits are never held in memory at once."""
 
     def loss(
         self, model: nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return lm_loss_sum(model(batch["input_ids"]), batch["labels"]), {}
+        return model(batch["input_ids"], labels=batch["labels"]), {}
 
     def count(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["labels"] != IGNORE).sum())

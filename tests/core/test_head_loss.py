@@ -1,0 +1,113 @@
+"""The fused, chunked LM-head cross-entropy against HF transformers' own loss and PyTorch's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import glassformer as gf
+from glassformer.components.head_loss import IGNORE, linear_cross_entropy
+from glassformer.model import linear_into_aligned_rows
+
+from .hf_reference import SEQ, VOCAB, build_hf
+
+pytest.importorskip("transformers")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma2"])
+def test_loss_and_gradients_match_hf(family: str) -> None:
+    """HF's `labels=` loss (mean next-token CE; Gemma 2 soft-caps the logits first) and every
+    parameter's gradient, against ours from the fused head, chunked in 7-token pieces."""
+    hf = build_hf(family).eval()  # eval: no dropout; gradients flow all the same
+    ours = gf.from_hf(hf).eval()
+    ids = torch.randint(0, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(3))
+    ids[1, :5] = 5  # not 0: HF's Gemma embedding has padding_idx 0, whose row gets no gradient
+    labels = ids.clone()
+    labels[1, :5] = IGNORE  # HF ignores these label positions too
+    hf_loss = hf(input_ids=ids, labels=labels).loss
+    hf_loss.backward()
+
+    targets = torch.cat([labels[:, 1:], torch.full((2, 1), IGNORE)], dim=1)
+    count = int((targets != IGNORE).sum())
+    hidden = ours.final_norm(ours.hidden_states(ids)[0])
+    weight = ours.embed.weight if ours.lm_head is None else ours.lm_head.weight
+    cap = ours.config.final_logit_softcap
+    loss = linear_cross_entropy(hidden, weight, targets, cap, chunk_tokens=7) / count
+    loss.backward()
+    assert abs(loss.item() - hf_loss.item()) <= 1e-5
+
+    # Compare gradients through the same round trip that converts the weights.
+    ours_grads = gf.to_hf(_grads_as_model(ours)).state_dict()
+    hf_grads = {n: p.grad for n, p in hf.named_parameters() if p.grad is not None}
+    assert hf_grads
+    for name, grad in hf_grads.items():
+        err = (ours_grads[name] - grad).abs().max().item()
+        assert err <= 1e-5, f"{family}: gradient of {name} differs by {err:.3g}"
+
+
+def _grads_as_model(model: gf.Transformer) -> gf.Transformer:
+    """A copy of `model` whose parameters hold its gradients (zeros where there is none)."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, src in zip(clone.parameters(), model.parameters(), strict=True):
+            p.copy_(src.grad if src.grad is not None else torch.zeros_like(p))
+    return clone
+
+
+@pytest.mark.parametrize("softcap", [None, 2.5])
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_matches_plain_cross_entropy(softcap: float | None, chunk: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 11, 16, generator=gen, requires_grad=True)
+    w = torch.randn(50, 16, generator=gen, requires_grad=True)
+    y = torch.randint(0, 50, (3, 11), generator=gen)
+    y[0, :4] = IGNORE
+    fused = linear_cross_entropy(h, w, y, softcap, chunk_tokens=chunk)
+    (2.0 * fused).backward()  # a non-unit incoming gradient
+    grads = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    z = h @ w.t()
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    plain = F.cross_entropy(z.reshape(-1, 50), y.reshape(-1), reduction="sum")
+    (2.0 * plain).backward()
+    assert torch.allclose(fused, plain, rtol=1e-6, atol=1e-5)
+    assert torch.allclose(grads[0], h.grad, atol=1e-5)
+    assert torch.allclose(grads[1], w.grad, atol=1e-5)
+    with torch.no_grad():  # the loss-only path
+        assert torch.allclose(linear_cross_entropy(h, w, y, softcap, chunk), plain, rtol=1e-6)
+
+
+def test_model_forward_with_labels_and_bf16_autocast() -> None:
+    model = gf.Transformer(gf.Config.preset("tiny"))
+    ids = torch.randint(0, model.config.vocab_size, (2, 24))
+    targets = torch.roll(ids, -1, 1)
+    logits = model(ids)
+    plain = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
+    )
+    assert torch.allclose(model(ids, labels=targets), plain, rtol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(ids, labels=targets)
+        loss.backward()
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - plain.item()) / plain.item() < 0.02  # bf16 matmuls
+    assert model.embed.weight.grad is not None and model.embed.weight.grad.dtype == torch.float32
+
+
+def test_labels_shape_is_checked() -> None:
+    with pytest.raises(ValueError, match="labels: expected shape"):
+        linear_cross_entropy(torch.zeros(2, 3, 4), torch.zeros(5, 4), torch.zeros(2, 4).long())
+
+
+def test_aligned_head_rows_equal_plain_linear() -> None:
+    """The no-grad head writes logits into rows padded to 64: same values, padded stride."""
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(2, 5, 8, generator=gen), torch.randn(100, 8, generator=gen)
+    out = linear_into_aligned_rows(x, w)
+    assert out.shape == (2, 5, 100) and out.stride() == (5 * 128, 128, 1)
+    assert torch.equal(out, F.linear(x, w))
+    assert linear_into_aligned_rows(x, w[:64]).is_contiguous()  # already aligned: plain
