@@ -158,3 +158,28 @@ def test_attention_kernel_any_head_size(d: int) -> None:
         q, keys[:, :, :length], values[:, :, :length], scale=0.1, enable_gqa=True
     )
     assert rel(out, expect.reshape(b, h * d)) < 1e-5
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("b", "h", "hk", "length", "threads"),
+    [(1, 9, 3, 97, 2), (1, 9, 3, 640, 2), (1, 4, 1, 70, 2), (1, 8, 2, 200, 3), (2, 4, 1, 31, 2)],
+)
+def test_attention_kernel_key_splits(b: int, h: int, hk: int, length: int, threads: int) -> None:
+    """Tasks of (row, KV head, key split) with the splits merged: SmolLM2's 9/3 heads on 2
+    threads (2 splits), Gemma's single KV head, uneven splits of 3, and too few keys to split."""
+    torch.manual_seed(length)
+    d, cap = 64, 700
+    qkv = torch.randn(b, (h + 2 * hk) * d)
+    keys, values = torch.randn(b, hk, cap, d), torch.randn(b, hk, cap, d)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = native.attn_decode(qkv, h, keys, values, length, 0.125)
+    finally:
+        torch.set_num_threads(old)
+    q = qkv.view(b, -1, 1, d)[:, :h]
+    expect = F.scaled_dot_product_attention(
+        q, keys[:, :, :length], values[:, :, :length], scale=0.125, enable_gqa=True
+    )
+    assert rel(out, expect.reshape(b, h * d)) < 1e-5

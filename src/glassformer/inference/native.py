@@ -372,24 +372,23 @@ void gf_rope_store(float *qkv, int B, int H, int HK, int D, int rot, int interle
     kpos[pos] = pos;
 }
 
-/* Single-query attention against the first L cache slots (all visible):
-   o = softmax(scale q.K^T) V per query head; head i reads KV head i / (H / HK).
-   q rows start every `qstride` floats (inside qkv); out [B, H * D]; requires D % 8 == 0. */
-void gf_attn_decode(const float *q, int qstride, const float *kc, const float *vc, int B, int H,
-                    int HK, int D, int cap, int L, float scale, float *out, int nt) {
-    const int G = H / HK;
-    #pragma omp parallel for schedule(static) num_threads(nt)
-    for (int bh = 0; bh < B * H; bh++) {
-        const int b = bh / H, h = bh % H, kv = h / G;
-        const float *qh = q + (size_t)b * qstride + (size_t)h * D;
-        const float *K = kc + ((size_t)b * HK + kv) * cap * D;
-        const float *V = vc + ((size_t)b * HK + kv) * cap * D;
-        float stack[4096];
-        float *s = L <= 4096 ? stack : (float *)malloc(sizeof(float) * (size_t)L);
-        /* scores, four keys at a time so that one horizontal reduction serves four dots */
-        int j = 0;
-        for (; j + 4 <= L; j += 4) {
-            const float *k0 = K + (size_t)j * D;
+/* The G query heads q[g * D ..] that share one KV head, against n cached keys: scores,
+   softmax, o_g = sum_j p_gj v_j. Each block of keys is loaded once and used by all G heads
+   while it is in L1, so the cache slice streams from memory once (with a loop per head, a
+   slice larger than L2 would be fetched G times). o_g starts every `ostride` floats. Without
+   `partial` the o_g are normalised; with it they stay unnormalised and o_g[D], o_g[D + 1] =
+   (max score, sum of exp(score - max)), for a later merge with the other key splits. */
+static void attend_group(const float *q, int G, const float *K, const float *V, int n, int D,
+                         float scale, float *o, size_t ostride, int partial) {
+    float stack[8192];
+    const size_t need = (size_t)G * n;
+    float *s = need <= 8192 ? stack : (float *)malloc(sizeof(float) * need);
+    /* scores, four keys at a time so that one horizontal reduction serves four dots */
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *k0 = K + (size_t)j * D;
+        for (int g = 0; g < G; g++) {
+            const float *qh = q + (size_t)g * D;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int i = 0; i < D; i += 8) {
                 const __m256 qv = _mm256_loadu_ps(qh + i);
@@ -398,48 +397,118 @@ void gf_attn_decode(const float *q, int qstride, const float *kc, const float *v
                 a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * D + i), a2);
                 a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * D + i), a3);
             }
-            _mm_storeu_ps(s + j, _mm_mul_ps(hsum4(a0, a1, a2, a3), _mm_set1_ps(scale)));
+            _mm_storeu_ps(s + (size_t)g * n + j,
+                          _mm_mul_ps(hsum4(a0, a1, a2, a3), _mm_set1_ps(scale)));
         }
-        for (; j < L; j++) s[j] = dot(qh, K + (size_t)j * D, D) * scale;
+    }
+    for (; j < n; j++)
+        for (int g = 0; g < G; g++)
+            s[(size_t)g * n + j] = dot(q + (size_t)g * D, K + (size_t)j * D, D) * scale;
+    for (int g = 0; g < G; g++) {
+        float *sg = s + (size_t)g * n;
         float mx = -INFINITY;
-        for (j = 0; j < L; j++) mx = s[j] > mx ? s[j] : mx;
+        for (j = 0; j < n; j++) mx = sg[j] > mx ? sg[j] : mx;
         __m256 sumv = _mm256_setzero_ps();
         const __m256 mv = _mm256_set1_ps(mx);
-        for (j = 0; j + 8 <= L; j += 8) {
-            const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
-            _mm256_storeu_ps(s + j, e);
+        for (j = 0; j + 8 <= n; j += 8) {
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sg + j), mv));
+            _mm256_storeu_ps(sg + j, e);
             sumv = _mm256_add_ps(sumv, e);
         }
         float sum = hsum(sumv);
-        for (; j < L; j++) { s[j] = exp1(s[j] - mx); sum += s[j]; }
-        const float inv = 1.0f / sum;
-        float *o = out + (size_t)b * H * D + (size_t)h * D;
-        /* o = sum_j p_j v_j, 64 output dims at a time kept in 8 registers: one pass over V
-           for the usual head sizes (64; 128 and 256 take 2 and 4) */
-        for (int i0 = 0; i0 < D; i0 += 64) {
-            const int w = D - i0 < 64 ? D - i0 : 64;
-            __m256 acc[8];
-            for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
-            if (w == 64)
-                for (j = 0; j < L; j++) {
-                    const __m256 pv = _mm256_set1_ps(s[j]);
-                    const float *vr = V + (size_t)j * D + i0;
-                    for (int r = 0; r < 8; r++)
-                        acc[r] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + 8 * r), acc[r]);
-                }
-            else
-                for (j = 0; j < L; j++) {
-                    const __m256 pv = _mm256_set1_ps(s[j]);
-                    const float *vr = V + (size_t)j * D + i0;
-                    for (int r = 0; r < w / 8; r++)
-                        acc[r] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + 8 * r), acc[r]);
-                }
-            const __m256 iv = _mm256_set1_ps(inv);
-            for (int r = 0; r < w / 8; r++)
-                _mm256_storeu_ps(o + i0 + 8 * r, _mm256_mul_ps(acc[r], iv));
-        }
-        if (s != stack) free(s);
+        for (; j < n; j++) { sg[j] = exp1(sg[j] - mx); sum += sg[j]; }
+        if (partial) { o[(size_t)g * ostride + D] = mx; o[(size_t)g * ostride + D + 1] = sum; }
+        else { const float inv = 1.0f / sum; for (j = 0; j < n; j++) sg[j] *= inv; }
     }
+    /* values: blocks of 32 keys (8 KB at D = 64) stay in L1 while every head adds them in;
+       64 output dims of a head at a time live in 8 registers. */
+    for (int i0 = 0; i0 < D; i0 += 64) {
+        const int w = D - i0 < 64 ? D - i0 : 64, regs = w / 8;
+        for (int g = 0; g < G; g++)
+            for (int i = 0; i < w; i++) o[(size_t)g * ostride + i0 + i] = 0.0f;
+        for (int j0 = 0; j0 < n; j0 += 32) {
+            const int j1 = j0 + 32 < n ? j0 + 32 : n;
+            for (int g = 0; g < G; g++) {
+                float *og = o + (size_t)g * ostride + i0;
+                const float *pg = s + (size_t)g * n;
+                __m256 acc[8];
+                for (int r = 0; r < regs; r++) acc[r] = _mm256_loadu_ps(og + 8 * r);
+                for (j = j0; j < j1; j++) {
+                    const __m256 pv = _mm256_set1_ps(pg[j]);
+                    const float *vr = V + (size_t)j * D + i0;
+                    for (int r = 0; r < regs; r++)
+                        acc[r] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + 8 * r), acc[r]);
+                }
+                for (int r = 0; r < regs; r++) _mm256_storeu_ps(og + 8 * r, acc[r]);
+            }
+        }
+    }
+    if (s != stack) free(s);
+}
+
+static int gcd(int a, int b) { while (b) { const int t = a % b; a = b; b = t; } return a; }
+
+/* Single-query attention against the first L cache slots (all visible):
+   o = softmax(scale q.K^T) V per query head; head i reads KV head i / (H / HK).
+   q rows start every `qstride` floats (inside qkv); out [B, H * D]; requires D % 8 == 0.
+
+   The work is cut into tasks of (row, KV head, key split), each running the G = H / HK query
+   heads that share the KV head over its slice of keys (flash-decoding, Dao et al. 2023): a KV
+   head's cache is read by one thread only, and with S = nt / gcd(B HK, nt) splits the task
+   count is a multiple of the thread count (SmolLM2's 3 KV heads on 2 threads: 6 equal tasks;
+   one head per task left threads idle). The splits' partial results are merged with
+   o = sum_s e^(m_s - m) o_s / sum_s e^(m_s - m) l_s, m = max_s m_s. */
+void gf_attn_decode(const float *q, int qstride, const float *kc, const float *vc, int B, int H,
+                    int HK, int D, int cap, int L, float scale, float *out, int nt) {
+    const int G = H / HK;
+    int S = nt / gcd(B * HK, nt);
+    if (S > L / 32) S = L / 32 > 1 ? L / 32 : 1; /* at least 32 keys a split */
+    const int chunk = (L + S - 1) / S;
+    float *part = S > 1 ? (float *)malloc(sizeof(float) * (size_t)B * H * S * (D + 2)) : NULL;
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int t = 0; t < B * HK * S; t++) {
+        const int split = t % S, kv = (t / S) % HK, b = t / (S * HK);
+        const int j0 = split * chunk;
+        int n = L - j0 < chunk ? L - j0 : chunk;
+        if (n < 0) n = 0;
+        const size_t base = (((size_t)b * HK + kv) * cap + j0) * D;
+        const float *qg = q + (size_t)b * qstride + (size_t)kv * G * D;
+        if (!part) {
+            attend_group(qg, G, kc + base, vc + base, n, D, scale,
+                         out + ((size_t)b * H + (size_t)kv * G) * D, D, 0);
+            continue;
+        }
+        /* head h's partial for split s: part[((b H + h) S + s) (D + 2)], o then (m, l) */
+        float *p = part + (((size_t)b * H + (size_t)kv * G) * S + split) * (D + 2);
+        const size_t stride = (size_t)S * (D + 2);
+        if (n > 0) {
+            attend_group(qg, G, kc + base, vc + base, n, D, scale, p, stride, 1);
+            continue;
+        }
+        for (int g = 0; g < G; g++) { /* an empty split: weight 0 in the merge */
+            float *pg = p + g * stride;
+            for (int i = 0; i < D; i++) pg[i] = 0.0f;
+            pg[D] = -INFINITY;
+            pg[D + 1] = 0.0f;
+        }
+    }
+    if (!part) return;
+    for (int bh = 0; bh < B * H; bh++) {
+        const float *p = part + (size_t)bh * S * (D + 2);
+        float m = -INFINITY, denom = 0.0f;
+        for (int s = 0; s < S; s++) m = p[s * (D + 2) + D] > m ? p[s * (D + 2) + D] : m;
+        float *o = out + (size_t)bh * D;
+        for (int i = 0; i < D; i++) o[i] = 0.0f;
+        for (int s = 0; s < S; s++) {
+            const float *ps = p + (size_t)s * (D + 2);
+            const float c = ps[D] == -INFINITY ? 0.0f : expf(ps[D] - m);
+            denom += c * ps[D + 1];
+            for (int i = 0; i < D; i++) o[i] += c * ps[i];
+        }
+        const float inv = 1.0f / denom;
+        for (int i = 0; i < D; i++) o[i] *= inv;
+    }
+    free(part);
 }
 
 /* out = silu(g) * u = g / (1 + exp(-g)) * u, for gu = [g | u] rows of 2F. */
