@@ -246,33 +246,41 @@ void gf_q8_mm(const float *x, int M, int K, const int8_t *q, const float *s, int
     free(dx);
 }
 
-/* fp32 rows, for single-token decoding: y[m, n] = w[n] . x[m]. Four rows of w at a time, each
-   with its own accumulator, so that the FMAs do not wait on each other (one accumulator would
-   tie a core to one FMA per 4-cycle latency, below the memory stream) and each load of x
-   serves four rows. */
+/* Lanes of w . x over the first K8 = K - K % 8 columns, four accumulators so that the FMAs do
+   not wait on each other (one accumulator would tie a core to one FMA per 4-cycle latency,
+   below the memory stream). */
+static inline __m256 dot_lanes(const float *w, const float *x, int K8) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int k = 0;
+    for (; k + 32 <= K8; k += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 16), _mm256_loadu_ps(x + k + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 24), _mm256_loadu_ps(x + k + 24), a3);
+    }
+    for (; k < K8; k += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+    return _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+}
+
+/* fp32 rows, for single-token decoding: y[m, n] = w[n] . x[m]. Each thread walks its rows in
+   memory order, one row after the other: a single sequential stream per core, which the
+   hardware prefetcher follows at 10-20% more bandwidth than four rows read side by side
+   (measured on 576-wide rows: 25-30 GB/s against 18-26). Four rows share one horizontal
+   reduction and one store. */
 void gf_f32_mm(const float *x, int M, int K, const float *w, int N, float *y, int nt) {
-    const int N4 = N / 4 * 4;
+    const int N4 = N / 4 * 4, K8 = K / 8 * 8;
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (int n = 0; n < N4; n += 4) {
-        const float *w0 = w + (size_t)n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        const float *w0 = w + (size_t)n * K;
         for (int m = 0; m < M; m++) {
             const float *xr = x + (size_t)m * K;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            int k = 0;
-            for (; k + 8 <= K; k += 8) {
-                const __m256 xv = _mm256_loadu_ps(xr + k);
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), xv, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), xv, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), xv, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), xv, a3);
-            }
-            __m128 s = hsum4(a0, a1, a2, a3);
+            const __m256 d0 = dot_lanes(w0, xr, K8), d1 = dot_lanes(w0 + K, xr, K8);
+            const __m256 d2 = dot_lanes(w0 + 2 * K, xr, K8), d3 = dot_lanes(w0 + 3 * K, xr, K8);
             float r[4];
-            _mm_storeu_ps(r, s);
-            for (; k < K; k++) {
-                r[0] += w0[k] * xr[k]; r[1] += w1[k] * xr[k];
-                r[2] += w2[k] * xr[k]; r[3] += w3[k] * xr[k];
-            }
+            _mm_storeu_ps(r, hsum4(d0, d1, d2, d3));
+            for (int j = 0; j < 4; j++)
+                for (int k = K8; k < K; k++) r[j] += w0[(size_t)j * K + k] * xr[k];
             for (int j = 0; j < 4; j++) y[(size_t)m * N + n + j] = r[j];
         }
     }
