@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glassformer.components.block import Block
-from glassformer.components.head_loss import head_weight, linear_cross_entropy
+from glassformer.components.head_loss import IGNORE, head_weight, linear_cross_entropy
 from glassformer.components.kv_cache import KVCache
 from glassformer.components.moe import Experts, Router
 from glassformer.components.mtp import MTPModule
@@ -233,9 +233,8 @@ class Transformer(nn.Module):
         weight = head_weight(self.lm_head, self.embed)
         if weight is None:  # a wrapped head (LoRA on lm_head): the unfused loss
             logits = self.head(normed).float()
-            return F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum"
-            )
+            flat = logits.reshape(-1, logits.shape[-1])
+            return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
         return linear_cross_entropy(normed, weight, labels, self.config.final_logit_softcap)
 
     def forward_mtp(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

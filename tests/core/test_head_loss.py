@@ -111,3 +111,24 @@ def test_aligned_head_rows_equal_plain_linear() -> None:
     assert out.shape == (2, 5, 100) and out.stride() == (5 * 128, 128, 1)
     assert torch.equal(out, F.linear(x, w))
     assert linear_into_aligned_rows(x, w[:64]).is_contiguous()  # already aligned: plain
+
+
+def test_lora_wrapped_head_takes_the_unfused_loss() -> None:
+    """LoRA on an untied lm_head: the head is no longer a plain matrix, so forward(labels=)
+    computes the logits through the adapter and the plain loss; both must agree."""
+    from glassformer.training.lora import apply_lora
+
+    cfg = gf.Config.preset("tiny").replace(tie_embeddings=False)
+    model = gf.Transformer(cfg)
+    apply_lora(model, rank=2, targets="lm_head")
+    with torch.no_grad():  # a non-zero adapter, so a bypassed one would show
+        for name, p in model.named_parameters():
+            if "lora" in name:
+                p.normal_(0.0, 0.5)
+    ids = torch.randint(0, cfg.vocab_size, (2, 12))
+    targets = torch.roll(ids, -1, 1)
+    targets[:, -1] = IGNORE
+    logits = model(ids)
+    flat = logits.reshape(-1, logits.shape[-1])
+    plain = F.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    assert torch.allclose(model(ids, labels=targets), plain, rtol=1e-6)
