@@ -98,6 +98,20 @@ def test_model_forward_with_labels_and_bf16_autocast() -> None:
     assert model.embed.weight.grad is not None and model.embed.weight.grad.dtype == torch.float32
 
 
+def test_frozen_head_gets_no_gradient() -> None:
+    """A frozen head (LoRA fine-tuning freezes it) gets no dL/dW; dL/dh is unchanged."""
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(9, 16, generator=gen, requires_grad=True)
+    w = torch.randn(40, 16, generator=gen)
+    y = torch.randint(0, 40, (9,), generator=gen)
+    linear_cross_entropy(h, w, y, chunk_tokens=4).backward()
+    fused = h.grad.clone()
+    h.grad = None
+    F.cross_entropy(h @ w.t(), y, reduction="sum").backward()
+    assert w.grad is None
+    assert torch.allclose(fused, h.grad, atol=1e-5)
+
+
 def test_labels_shape_is_checked() -> None:
     with pytest.raises(ValueError, match="labels: expected shape"):
         linear_cross_entropy(torch.zeros(2, 3, 4), torch.zeros(5, 4), torch.zeros(2, 4).long())

@@ -101,18 +101,26 @@ class _LinearCrossEntropy(torch.autograd.Function):
         softcap: float | None,
         chunk: int,
     ) -> torch.Tensor:
+        # Only the gradients autograd asks for: a frozen head (LoRA fine-tuning) skips dL/dW.
+        need_h, need_w = ctx.needs_input_grad[:2]  # type: ignore[attr-defined]
         dtype = _compute_dtype(h, h.device)
         with torch.autocast(h.device.type, enabled=False):
             hc, wc = h.to(dtype), weight.to(dtype)
-            grad_h = torch.empty_like(hc)
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            grad_h = torch.empty_like(hc) if need_h else None
+            grad_w = (
+                torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+                if need_w
+                else None
+            )
             loss = torch.zeros((), dtype=torch.float32, device=h.device)
             for s in range(0, h.shape[0], chunk):
                 part, dz = _chunk(hc[s : s + chunk], wc, y[s : s + chunk], softcap, grad=True)
                 assert dz is not None
                 loss += part
-                torch.mm(dz, wc, out=grad_h[s : s + chunk])
-                grad_w.addmm_(dz.t().to(torch.float32), hc[s : s + chunk].to(torch.float32))
+                if grad_h is not None:
+                    torch.mm(dz, wc, out=grad_h[s : s + chunk])
+                if grad_w is not None:
+                    grad_w.addmm_(dz.t().to(torch.float32), hc[s : s + chunk].to(torch.float32))
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (h.dtype, weight.dtype)
         return loss
@@ -124,8 +132,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
         return (
-            (grad_h * grad_loss).to(h_dtype),
-            (grad_w * grad_loss).to(w_dtype),
+            None if grad_h is None else (grad_h * grad_loss).to(h_dtype),
+            None if grad_w is None else (grad_w * grad_loss).to(w_dtype),
             None,
             None,
             None,
