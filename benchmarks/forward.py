@@ -42,6 +42,8 @@ def main() -> None:
     ids = torch.randint(0, 50257, (args.batch, args.seq))
     tokens = args.batch * args.seq
 
+    models = {"hf": hf, "glassformer": ours}
+
     def logits_of(name: str) -> torch.Tensor:
         return hf(ids).logits if name == "hf" else ours(ids)
 
@@ -63,7 +65,6 @@ def main() -> None:
         models[name].zero_grad(set_to_none=True)
         loss_of(name).backward()
 
-    models = {"hf": hf, "glassformer": ours}
     for model in models.values():
         model.train()
         for module in model.modules():  # no dropout: the same work as eval, with autograd

@@ -93,13 +93,6 @@ def build_hf(compile_: bool, fused: bool = True) -> tuple[Callable[[torch.Tensor
     return step, sum(p.numel() for p in params)
 
 
-def matmul_rate(n: int = 1024, seconds: float = 0.3) -> float:
-    """fp32 FLOP/s of a square matmul, measured now (the MFU denominator)."""
-    from glassformer.explorer.hardware import matmul_rate as probe
-
-    return probe(torch.float32, n, seconds)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
@@ -112,6 +105,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from glassformer.config import Config
+    from glassformer.explorer.hardware import matmul_rate
     from glassformer.training.trainer import model_flops_per_token
 
     variants: dict[str, tuple[Callable[[torch.Tensor], float], int]] = {
@@ -132,7 +126,8 @@ def main() -> None:
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     peak = 0.0
     for _ in range(args.rounds):
-        peak = max(peak, matmul_rate())  # the best probe is the closest to an idle machine
+        # fp32 1024^3 matmul FLOP/s now: the best probe is the closest to an idle machine
+        peak = max(peak, matmul_rate(torch.float32, 1024, 0.3))
         for name, (step, _) in variants.items():
             start, start_cpu = time.perf_counter(), time.process_time()
             step(batch)

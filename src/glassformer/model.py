@@ -151,10 +151,7 @@ class Transformer(nn.Module):
         view into rows padded to 64 entries: see `linear_into_aligned_rows`.
         """
         weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-            logits = F.linear(hidden, weight)
-        else:
-            logits = linear_into_aligned_rows(hidden, weight)
+        logits = linear_into_aligned_rows(hidden, weight)
         cap = self.config.final_logit_softcap
         if cap is not None:
             logits = cap * torch.tanh(logits / cap)
@@ -276,11 +273,12 @@ def linear_into_aligned_rows(x: torch.Tensor, weight: torch.Tensor) -> torch.Ten
     GPT-2's head (50257 logits a row) MKL runs about 25% faster writing rows of 50304 (the same
     reason nanoGPT pads GPT-2's vocabulary). Only the stride changes, not the numbers: the
     view is an ordinary strided tensor (`reshape` works on it, `view` of the last dimension
-    does not).
+    does not). Under autograd (`out=` is not differentiable) it is plain F.linear.
     """
     rows = weight.shape[0]
     padded = -(-rows // ROW_ALIGN) * ROW_ALIGN
-    if padded == rows or x.dim() < 2:
+    recording = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    if padded == rows or x.dim() < 2 or recording:
         return F.linear(x, weight)
     out = x.new_empty(*x.shape[:-1], padded)
     torch.mm(x.reshape(-1, x.shape[-1]), weight.t(), out=out.view(-1, padded)[:, :rows])

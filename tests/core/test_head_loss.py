@@ -125,6 +125,8 @@ def test_aligned_head_rows_equal_plain_linear() -> None:
     assert out.shape == (2, 5, 100) and out.stride() == (5 * 128, 128, 1)
     assert torch.equal(out, F.linear(x, w))
     assert linear_into_aligned_rows(x, w[:64]).is_contiguous()  # already aligned: plain
+    recorded = linear_into_aligned_rows(x.requires_grad_(), w)  # under autograd: plain
+    assert recorded.is_contiguous() and recorded.grad_fn is not None
 
 
 def test_lora_wrapped_head_takes_the_unfused_loss() -> None:

@@ -163,11 +163,19 @@ def test_attention_kernel_any_head_size(d: int) -> None:
 @needs_native
 @pytest.mark.parametrize(
     ("b", "h", "hk", "length", "threads"),
-    [(1, 9, 3, 97, 2), (1, 9, 3, 640, 2), (1, 4, 1, 70, 2), (1, 8, 2, 200, 3), (2, 4, 1, 31, 2)],
+    [
+        (1, 9, 3, 97, 2),
+        (1, 9, 3, 640, 2),
+        (1, 4, 1, 70, 2),
+        (1, 8, 2, 200, 3),
+        (1, 8, 2, 70, 3),
+        (2, 4, 1, 31, 2),
+    ],
 )
 def test_attention_kernel_key_splits(b: int, h: int, hk: int, length: int, threads: int) -> None:
     """Tasks of (row, KV head, key split) with the splits merged: SmolLM2's 9/3 heads on 2
-    threads (2 splits), Gemma's single KV head, uneven splits of 3, and too few keys to split."""
+    threads (2 splits), Gemma's single KV head, uneven splits of 3, splits capped at one per 32
+    keys (70 keys: 2 splits, not 3), and too few keys to split."""
     torch.manual_seed(length)
     d, cap = 64, 700
     qkv = torch.randn(b, (h + 2 * hk) * d)

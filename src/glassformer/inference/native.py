@@ -76,13 +76,27 @@ static inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
     return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
+/* Lanes of w . x over the first K8 = K - K % 8 columns, four accumulators so that the FMAs do
+   not wait on each other (one accumulator would tie a core to one FMA per 4-cycle latency,
+   below the memory stream). */
+static inline __m256 dot_lanes(const float *w, const float *x, int K8) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int k = 0;
+    for (; k + 32 <= K8; k += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 16), _mm256_loadu_ps(x + k + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 24), _mm256_loadu_ps(x + k + 24), a3);
+    }
+    for (; k < K8; k += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+    return _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+}
+
 static inline float dot(const float *a, const float *b, int n) {
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    float s = hsum(acc);
-    for (; i < n; i++) s += a[i] * b[i];
+    const int n8 = n / 8 * 8;
+    float s = hsum(dot_lanes(a, b, n8));
+    for (int i = n8; i < n; i++) s += a[i] * b[i];
     return s;
 }
 
@@ -244,23 +258,6 @@ void gf_q8_mm(const float *x, int M, int K, const int8_t *q, const float *s, int
     }
     free(xq);
     free(dx);
-}
-
-/* Lanes of w . x over the first K8 = K - K % 8 columns, four accumulators so that the FMAs do
-   not wait on each other (one accumulator would tie a core to one FMA per 4-cycle latency,
-   below the memory stream). */
-static inline __m256 dot_lanes(const float *w, const float *x, int K8) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int k = 0;
-    for (; k + 32 <= K8; k += 32) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 16), _mm256_loadu_ps(x + k + 16), a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 24), _mm256_loadu_ps(x + k + 24), a3);
-    }
-    for (; k < K8; k += 8)
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
-    return _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
 }
 
 /* fp32 rows, for single-token decoding: y[m, n] = w[n] . x[m]. Each thread walks its rows in
@@ -471,34 +468,21 @@ void gf_attn_decode(const float *q, int qstride, const float *kc, const float *v
     const int G = H / HK;
     int S = nt / gcd(B * HK, nt);
     if (S > L / 32) S = L / 32 > 1 ? L / 32 : 1; /* at least 32 keys a split */
-    const int chunk = (L + S - 1) / S;
     float *part = S > 1 ? (float *)malloc(sizeof(float) * (size_t)B * H * S * (D + 2)) : NULL;
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (int t = 0; t < B * HK * S; t++) {
         const int split = t % S, kv = (t / S) % HK, b = t / (S * HK);
-        const int j0 = split * chunk;
-        int n = L - j0 < chunk ? L - j0 : chunk;
-        if (n < 0) n = 0;
+        /* split s holds keys [s L / S, (s + 1) L / S): at least 32 of them, since S <= L / 32 */
+        const int j0 = (int)((long)split * L / S), n = (int)((long)(split + 1) * L / S) - j0;
         const size_t base = (((size_t)b * HK + kv) * cap + j0) * D;
         const float *qg = q + (size_t)b * qstride + (size_t)kv * G * D;
-        if (!part) {
+        if (part) /* head h's partial for split s: part[((b H + h) S + s) (D + 2)], o, m, l */
+            attend_group(qg, G, kc + base, vc + base, n, D, scale,
+                         part + (((size_t)b * H + (size_t)kv * G) * S + split) * (D + 2),
+                         (size_t)S * (D + 2), 1);
+        else
             attend_group(qg, G, kc + base, vc + base, n, D, scale,
                          out + ((size_t)b * H + (size_t)kv * G) * D, D, 0);
-            continue;
-        }
-        /* head h's partial for split s: part[((b H + h) S + s) (D + 2)], o then (m, l) */
-        float *p = part + (((size_t)b * H + (size_t)kv * G) * S + split) * (D + 2);
-        const size_t stride = (size_t)S * (D + 2);
-        if (n > 0) {
-            attend_group(qg, G, kc + base, vc + base, n, D, scale, p, stride, 1);
-            continue;
-        }
-        for (int g = 0; g < G; g++) { /* an empty split: weight 0 in the merge */
-            float *pg = p + g * stride;
-            for (int i = 0; i < D; i++) pg[i] = 0.0f;
-            pg[D] = -INFINITY;
-            pg[D + 1] = 0.0f;
-        }
     }
     if (!part) return;
     for (int bh = 0; bh < B * H; bh++) {
@@ -509,7 +493,7 @@ void gf_attn_decode(const float *q, int qstride, const float *kc, const float *v
         for (int i = 0; i < D; i++) o[i] = 0.0f;
         for (int s = 0; s < S; s++) {
             const float *ps = p + (size_t)s * (D + 2);
-            const float c = ps[D] == -INFINITY ? 0.0f : expf(ps[D] - m);
+            const float c = expf(ps[D] - m);
             denom += c * ps[D + 1];
             for (int i = 0; i < D; i++) o[i] += c * ps[i];
         }
