@@ -11,9 +11,11 @@ or the number of kernel launches differs:
 - `FusedAttention`: one projection [W_q; W_k; W_v] instead of three (one pass over x, one kernel
   launch), RoPE applied to q and k in one call, and a direct path for the common cases
   (full-attention layer, static cache, no padding): decoding writes k, v into the cache slot and
-  attends to the filled prefix without a mask; a prefill into an empty cache uses SDPA's causal
-  kernel. Anything else (padding, sliding-window rings, soft-capping, impl="eager") takes the
-  general path, which is the core `Attention.forward` line for line on the fused projection.
+  attends to the filled prefix without a mask; a prefill into an empty cache runs the native
+  causal kernel (`native.attn_prefill`: only the visible half of the scores, about 1.9x SDPA's
+  CPU kernel at 512 positions), or SDPA's causal kernel where that cannot run. Anything else
+  (padding, sliding-window rings, soft-capping, impl="eager") takes the general path, which is
+  the core `Attention.forward` line for line on the fused projection.
 - `FusedMLP`: [W_gate; W_up] as one projection, act(g) * u computed in place.
 - `FastRMSNorm`: `F.rms_norm` (one kernel) for float32 inputs; same formula as `RMSNorm`.
 - `DecodeLinear`: a float32 nn.Linear whose few-row products (decoding) run the native
@@ -366,6 +368,9 @@ class FusedAttention(nn.Module):
         cache.positions[start:end] = positions
         if t == 1:
             out = self._decode(q, cache.keys[:, :, :end], cache.values[:, :, :end])
+        elif start == 0 and d % 16 == 0 and native_ok(q):
+            # causal, visible half only, written straight in the layout o_proj reads
+            return self.o_proj(native.attn_prefill(q, k, v, self.scale))
         elif start == 0:
             out = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, scale=self.scale, enable_gqa=hk != h

@@ -503,6 +503,127 @@ void gf_attn_decode(const float *q, int qstride, const float *kc, const float *v
     free(part);
 }
 
+/* ---- prefill attention: causal, computing only the visible half ---- */
+
+/* Causal self-attention of T queries over the same T positions (a prefill into an empty cache):
+   o_i = sum_{j <= i} softmax_j(scale q_i . k_j) v_j, query head h reading KV head h / (H / HK).
+   PyTorch's CPU flash kernel takes keys in blocks of up to 512, so below 512 positions it
+   computes the whole T x T score matrix and masks half of it away. Here a block of 24 queries
+   computes scores for the keys it can see only (to the next multiple of 16), as two
+   register-blocked products with 6 x 16 accumulators (the shape of an AVX2 SGEMM micro-kernel):
+   S = (scale Q_blk) K^T against K^T packed in panels of 16 keys, then O = P V, normalised by
+   each row's sum at the end. The scores of a block stay in cache between the two products. */
+#define PF_ROWS 6
+#define PF_BLOCK 24
+
+/* panel p of kt holds keys 16 p .. 16 p + 15 as [D][16], zero past T */
+static void pack_keys(const float *k, long skt, int T, int D, float *kt) {
+    for (int p = 0; p < (T + 15) / 16; p++)
+        for (int d = 0; d < D; d++)
+            for (int jj = 0; jj < 16; jj++) {
+                const int j = 16 * p + jj;
+                kt[((size_t)p * D + d) * 16 + jj] = j < T ? k[(size_t)j * skt + d] : 0.0f;
+            }
+}
+
+/* s[r][0..16) = qb[r] . panel columns, for 6 rows of qb (row stride D) */
+static inline void scores_6x16(const float *qb, int D, const float *panel, float *s, size_t ss) {
+    __m256 c[PF_ROWS][2];
+    for (int r = 0; r < PF_ROWS; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
+    for (int d = 0; d < D; d++) {
+        const __m256 b0 = _mm256_loadu_ps(panel + d * 16), b1 = _mm256_loadu_ps(panel + d * 16 + 8);
+        for (int r = 0; r < PF_ROWS; r++) {
+            const __m256 a = _mm256_broadcast_ss(qb + (size_t)r * D + d);
+            c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+            c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+        }
+    }
+    for (int r = 0; r < PF_ROWS; r++) {
+        _mm256_storeu_ps(s + r * ss, c[r][0]);
+        _mm256_storeu_ps(s + r * ss + 8, c[r][1]);
+    }
+}
+
+/* o[r][0..16) = sum_{j < n} p[r][j] v[j][0..16), for 6 rows of p (row stride ss) */
+static inline void pv_6x16(const float *p, size_t ss, const float *v, long svt, int n, float *o,
+                           int so) {
+    __m256 c[PF_ROWS][2];
+    for (int r = 0; r < PF_ROWS; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
+    for (int j = 0; j < n; j++) {
+        const float *vr = v + (size_t)j * svt;
+        const __m256 b0 = _mm256_loadu_ps(vr), b1 = _mm256_loadu_ps(vr + 8);
+        for (int r = 0; r < PF_ROWS; r++) {
+            const __m256 a = _mm256_broadcast_ss(p + r * ss + j);
+            c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+            c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+        }
+    }
+    for (int r = 0; r < PF_ROWS; r++) {
+        _mm256_storeu_ps(o + r * so, c[r][0]);
+        _mm256_storeu_ps(o + r * so + 8, c[r][1]);
+    }
+}
+
+/* q [B, H, T, D], k, v [B, HK, T, D] given by element strides (b, head, t; d contiguous);
+   out [B, T, H * D] contiguous, the layout the output projection reads. D % 16 == 0. */
+void gf_attn_prefill(const float *q, long sqb, long sqh, long sqt, const float *k, long skb,
+                     long skh, long skt, const float *v, long svb, long svh, long svt, int B,
+                     int H, int HK, int T, int D, float scale, float *out, int nt) {
+    const int G = H / HK, P = (T + 15) / 16, TP = 16 * P, NB = (T + PF_BLOCK - 1) / PF_BLOCK;
+    float *kt = (float *)malloc(sizeof(float) * (size_t)B * HK * TP * D);
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int bk = 0; bk < B * HK; bk++)
+        pack_keys(k + (size_t)(bk / HK) * skb + (size_t)(bk % HK) * skh, skt, T, D,
+                  kt + (size_t)bk * TP * D);
+    /* tasks (row, head, query block), the last blocks (the most keys) handed out first */
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int task = 0; task < B * H * NB; task++) {
+        const int blk = NB - 1 - task % NB, h = (task / NB) % H, b = task / (NB * H);
+        const int i0 = blk * PF_BLOCK, rows = T - i0 < PF_BLOCK ? T - i0 : PF_BLOCK;
+        const float *kth = kt + ((size_t)b * HK + h / G) * TP * D;
+        const float *vh = v + (size_t)b * svb + (size_t)(h / G) * svh;
+        float *qb = (float *)malloc(sizeof(float) * ((size_t)PF_BLOCK * (D + TP) + PF_ROWS * D));
+        float *s = qb + (size_t)PF_BLOCK * D, *o = s + (size_t)PF_BLOCK * TP;
+        for (int r = 0; r < PF_BLOCK; r++)
+            for (int d = 0; d < D; d++)
+                qb[(size_t)r * D + d] =
+                    r < rows ? scale * q[b * sqb + h * sqh + (i0 + r) * sqt + d] : 0.0f;
+        for (int r0 = 0; r0 < rows; r0 += PF_ROWS) {
+            /* keys 0 .. n - 1 are visible to some row of this group; panels cover them */
+            const int n = i0 + r0 + PF_ROWS < T ? i0 + r0 + PF_ROWS : T, panels = (n + 15) / 16;
+            float *sg = s + (size_t)r0 * TP;
+            for (int p = 0; p < panels; p++)
+                scores_6x16(qb + (size_t)r0 * D, D, kth + (size_t)p * D * 16, sg + 16 * p, TP);
+            float inv[PF_ROWS];
+            for (int r = 0; r < PF_ROWS; r++) {
+                float *sr = sg + (size_t)r * TP;
+                const int seen = r0 + r < rows ? i0 + r0 + r + 1 : 0; /* keys 0 .. i */
+                float mx = -INFINITY;
+                for (int j = 0; j < seen; j++) mx = sr[j] > mx ? sr[j] : mx;
+                const __m256 mv = _mm256_set1_ps(mx);
+                __m256 sumv = _mm256_setzero_ps();
+                int j = 0;
+                for (; j + 8 <= seen; j += 8) {
+                    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mv));
+                    _mm256_storeu_ps(sr + j, e);
+                    sumv = _mm256_add_ps(sumv, e);
+                }
+                float sum = hsum(sumv);
+                for (; j < seen; j++) { sr[j] = exp1(sr[j] - mx); sum += sr[j]; }
+                for (j = seen; j < 16 * panels; j++) sr[j] = 0.0f; /* masked: weight 0 */
+                inv[r] = seen ? 1.0f / sum : 0.0f;
+            }
+            for (int c = 0; c < D; c += 16) pv_6x16(sg, TP, vh + c, svt, n, o + c, D);
+            for (int r = 0; r < PF_ROWS && r0 + r < rows; r++) {
+                float *dst = out + (((size_t)b * T + i0 + r0 + r) * H + h) * D;
+                for (int d = 0; d < D; d++) dst[d] = o[(size_t)r * D + d] * inv[r];
+            }
+        }
+        free(qb);
+    }
+    free(kt);
+}
+
 /* out = silu(g) * u = g / (1 + exp(-g)) * u, for gu = [g | u] rows of 2F. */
 void gf_silu_mul(const float *gu, float *out, int M, int F) {
     for (int m = 0; m < M; m++) {
@@ -586,14 +707,18 @@ class _Lib:
         lib.gf_rmsnorm.argtypes = [p, p, p, i, i, f]
         lib.gf_rope_store.argtypes = [p, i, i, i, i, i, i, p, p, p, p, p, i, i]
         lib.gf_attn_decode.argtypes = [p, i, p, p, i, i, i, i, i, i, f, p, i]
+        n = ctypes.c_long
+        lib.gf_attn_prefill.argtypes = [p, n, n, n, p, n, n, n, p, n, n, n, i, i, i, i, i, f, p, i]
         lib.gf_silu_mul.argtypes = [p, p, i, i]
         lib.gf_add.argtypes = [p, p, i, i, i]
         self.rmsnorm, self.rope_store = lib.gf_rmsnorm, lib.gf_rope_store
         self.attn_decode, self.silu_mul = lib.gf_attn_decode, lib.gf_silu_mul
+        self.attn_prefill = lib.gf_attn_prefill
         self.add = lib.gf_add
         for fn in (
             lib.gf_q4_mm, lib.gf_q8_mm, lib.gf_f32_mm, lib.gf_q4_dequant, lib.gf_q8_dequant,
-            lib.gf_rmsnorm, lib.gf_rope_store, lib.gf_attn_decode, lib.gf_silu_mul, lib.gf_add,
+            lib.gf_rmsnorm, lib.gf_rope_store, lib.gf_attn_decode, lib.gf_attn_prefill,
+            lib.gf_silu_mul, lib.gf_add,
         ):  # fmt: skip
             fn.restype = None
         self.q4_mm, self.q8_mm, self.f32_mm = lib.gf_q4_mm, lib.gf_q8_mm, lib.gf_f32_mm
@@ -809,6 +934,23 @@ def attn_decode(
     lib.attn_decode(
         qkv.data_ptr(), qkv.shape[-1], keys.data_ptr(), values.data_ptr(), b, n_heads, hk, d,
         cap, length, scale, out.data_ptr(), threads(),
+    )  # fmt: skip
+    return out
+
+
+def attn_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal attention of q [B, H, T, D] over k, v [B, HK, T, D] (float32, any strides with the
+    last dimension contiguous; D % 16 == 0; HK divides H) -> [B, T, H * D] contiguous."""
+    lib = library()
+    assert lib is not None
+    b, h, t, d = q.shape
+    hk = k.shape[1]
+    if d % 16 or h % hk or any(x.stride(-1) != 1 for x in (q, k, v)):
+        raise ValueError(f"attn_prefill: need D % 16 == 0, HK | H, unit last stride; got {d}")
+    out = torch.empty(b, t, h * d, dtype=torch.float32)
+    lib.attn_prefill(
+        q.data_ptr(), *q.stride()[:3], k.data_ptr(), *k.stride()[:3], v.data_ptr(),
+        *v.stride()[:3], b, h, hk, t, d, scale, out.data_ptr(), threads(),
     )  # fmt: skip
     return out
 

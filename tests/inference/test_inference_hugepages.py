@@ -1,0 +1,100 @@
+"""glassformer.hugepages: tensors moved into (or allocated in) transparent huge pages hold the
+same values, keep their ties, save like any tensor, and really are backed by 2 MiB pages where
+the kernel offers them (read back from /proc/self/smaps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import glassformer as gf
+from glassformer import hugepages
+from glassformer.inference import optimize
+
+
+def huge_kib_at(address: int) -> int | None:
+    """AnonHugePages (KiB) of the mapping holding `address`, from /proc/self/smaps."""
+    smaps = Path("/proc/self/smaps")
+    if not smaps.exists():
+        return None
+    inside = False
+    for line in smaps.read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "AnonHugePages:":
+            return int(line.split()[1])
+    return None
+
+
+def test_moved_module_computes_the_same_and_keeps_ties(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = gf.Transformer(gf.Config.preset("tiny")).eval()
+    assert model.lm_head is None or model.lm_head.weight is model.embed.weight  # tied preset
+    ids = torch.randint(0, model.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        before = model(ids)
+    names = {n: p.data_ptr() for n, p in model.named_parameters()}
+    moved = hugepages.move_into_huge_pages(model, min_bytes=1)
+    with torch.no_grad():
+        after = model(ids)
+    assert torch.equal(before, after)
+    if not hugepages.available():
+        assert moved == 0
+        return
+    assert moved >= sum(p.numel() * p.element_size() for p in model.parameters())
+    assert all(p.data_ptr() != names[n] for n, p in model.named_parameters())
+    # every tensor on its own storage, so safetensors (which refuses shared storage) saves it
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_file(state, tmp_path / "m.safetensors")
+    loaded = load_file(tmp_path / "m.safetensors")
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+@pytest.mark.skipif(not hugepages.available(), reason="no transparent huge pages here")
+def test_weights_are_backed_by_huge_pages() -> None:
+    layers = nn.Sequential(nn.Linear(1024, 1024), nn.Linear(1024, 1024))  # 8 MiB of weights
+    hugepages.move_into_huge_pages(layers)
+    kib = huge_kib_at(layers[0].weight.data_ptr())
+    if kib is None:
+        pytest.skip("/proc/self/smaps unavailable")
+    assert kib >= 2048
+
+
+@pytest.mark.skipif(not hugepages.available(), reason="no transparent huge pages here")
+def test_empty_is_an_ordinary_writable_tensor() -> None:
+    big = hugepages.empty(3, 1 << 20, dtype=torch.float32)  # 12 MiB
+    assert big.shape == (3, 1 << 20) and big.dtype == torch.float32 and big.is_contiguous()
+    big.fill_(2.0)
+    assert float(big.sum()) == 2.0 * big.numel()
+    assert big.data_ptr() % hugepages.HUGE_PAGE == 0
+    assert (huge_kib_at(big.data_ptr()) or 2048) >= 2048
+    small = hugepages.empty(4, 5, dtype=torch.int64)
+    assert small.shape == (4, 5) and small.dtype == torch.int64
+
+
+def test_optimize_places_weights_in_huge_pages_and_computes_the_same() -> None:
+    torch.manual_seed(1)
+    model = gf.Transformer(gf.Config.preset("tiny")).eval()
+    ids = torch.randint(0, model.config.vocab_size, (1, 12))
+    plain = optimize(model, huge_pages=False)
+    huge = optimize(model)
+    with torch.no_grad():
+        assert torch.equal(plain(ids), huge(ids))
+    if hugepages.available():
+        # every tensor of 4 KiB or more lies in one region, packed at cache-line offsets
+        big = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+               for t in [*huge.parameters(), *huge.buffers()]
+               if t.untyped_storage().nbytes() >= 4096}  # fmt: skip
+        assert all(ptr % hugepages.ALIGN == 0 for ptr in big)
+        span = max(p + n for p, n in big.items()) - min(big)
+        assert span <= sum(-(-n // hugepages.ALIGN) * hugepages.ALIGN for n in big.values())
+
+
+def test_mode_is_reported() -> None:
+    assert hugepages.mode() in ("always", "madvise", "never", "unavailable")
