@@ -18,6 +18,8 @@ offers no huge pages (other platforms, THP `never`) both still work, in ordinary
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import mmap
 from itertools import chain
 from pathlib import Path
@@ -43,6 +45,21 @@ def mode() -> str:
 def available() -> bool:
     """Whether memory marked here can get huge pages."""
     return hasattr(mmap, "MADV_HUGEPAGE") and mode() in ("always", "madvise")
+
+
+def _give_back_freed_memory() -> None:
+    """glibc keeps freed heap memory mapped for reuse; `malloc_trim(0)` returns it to the
+    system. Called while weights move, so the old copies do not stay resident beside the new
+    (without it SmolLM2's float32 weights sit in memory twice: +280 MB RSS). No-op elsewhere."""
+    if "libc" not in _LIBC:
+        name = ctypes.util.find_library("c")
+        _LIBC["libc"] = ctypes.CDLL(name) if name else None
+    trim = getattr(_LIBC["libc"], "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+_LIBC: dict[str, ctypes.CDLL | None] = {}
 
 
 def _region(nbytes: int) -> tuple[mmap.mmap, int]:
@@ -101,6 +118,7 @@ def move_into_huge_pages(module: nn.Module, min_bytes: int = 4096) -> int:
         if ptr not in places:  # too small, or already moved (a tied weight seen twice)
             return t
         if ptr not in moved:  # copied when first met, so each old copy is freed as we go
+            _give_back_freed_memory()  # the tensor moved before this one
             moved[ptr] = _view(mapping, places[ptr], storage.nbytes())
             moved[ptr].copy_(torch.empty(0, dtype=torch.uint8).set_(storage))
         return torch.empty(0, dtype=t.dtype).set_(
@@ -108,4 +126,5 @@ def move_into_huge_pages(module: nn.Module, min_bytes: int = 4096) -> int:
         )
 
     module._apply(relocate)
+    _give_back_freed_memory()
     return sum(dst.numel() for dst in moved.values())
