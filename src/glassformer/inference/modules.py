@@ -12,8 +12,8 @@ or the number of kernel launches differs:
   launch), RoPE applied to q and k in one call, and a direct path for the common cases
   (full-attention layer, static cache, no padding): decoding writes k, v into the cache slot and
   attends to the filled prefix without a mask; a prefill into an empty cache runs the native
-  causal kernel (`native.attn_prefill`: only the visible half of the scores, about 1.9x SDPA's
-  CPU kernel at 512 positions), or SDPA's causal kernel where that cannot run. Anything else
+  causal kernel (`native.attn_prefill`: only the visible half of the scores, about 1.8x SDPA's
+  CPU kernel at 512 positions) up to 1536 positions, SDPA's causal kernel beyond. Anything else
   (padding, sliding-window rings, soft-capping, impl="eager") takes the general path, which is
   the core `Attention.forward` line for line on the fused projection.
 - `FusedMLP`: [W_gate; W_up] as one projection, act(g) * u computed in place.
@@ -293,6 +293,13 @@ def can_concat(parts: list[nn.Module]) -> bool:
     )
 
 
+# The native causal kernel keeps each query block's scores (block x T) and the value rows in
+# cache; past ~2k positions they no longer fit and SDPA's tiled flash kernel, which skips whole
+# masked blocks at those lengths, is as fast or faster (`benchmarks/prefill_attention.py`:
+# 1.5x at 1024, 1.2x at 1536, 0.96x at 2048, 0.75x at 4096 positions).
+NATIVE_PREFILL_MAX = 1536
+
+
 class FusedAttention(nn.Module):
     """Attention with one [W_q; W_k; W_v] projection (see the module docstring)."""
 
@@ -368,7 +375,7 @@ class FusedAttention(nn.Module):
         cache.positions[start:end] = positions
         if t == 1:
             out = self._decode(q, cache.keys[:, :, :end], cache.values[:, :, :end])
-        elif start == 0 and d % 16 == 0 and native_ok(q):
+        elif start == 0 and d % 16 == 0 and t <= NATIVE_PREFILL_MAX and native_ok(q):
             # causal, visible half only, written straight in the layout o_proj reads
             return self.o_proj(native.attn_prefill(q, k, v, self.scale))
         elif start == 0:
