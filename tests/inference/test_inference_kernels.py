@@ -235,3 +235,34 @@ def test_prefill_attention_kernel_rejects_unsupported_shapes() -> None:
     q = torch.randn(1, 2, 8, 24)
     with pytest.raises(ValueError, match="D % 16"):
         native.attn_prefill(q, q, q, 0.1)
+
+
+@needs_native
+def test_float16_cache_store_and_attention() -> None:
+    """A float16 cache: the store rounds like PyTorch's conversion (nearest even), and attention
+    over it equals the float32 kernel run on the same rounded values, and SDPA within 1e-5."""
+    torch.manual_seed(5)
+    b, h, hk, d, cap, pos = 2, 6, 2, 64, 90, 70
+    qkv = torch.randn(b, (h + 2 * hk) * d)
+    keys16 = torch.randn(b, hk, cap, d).half()
+    values16 = torch.randn(b, hk, cap, d).half()
+    keys32, values32 = keys16.float(), values16.float()
+    angles = torch.rand(1, d // 2) * 6
+    cos, sin = angles.cos(), angles.sin()
+    work16, work32 = qkv.clone(), qkv.clone()
+    kpos = torch.full((cap,), -1, dtype=torch.long)
+    native.rope_store(work16, h, hk, cos, sin, False, keys16, values16, kpos, pos)
+    native.rope_store(work32, h, hk, cos, sin, False, keys32, values32, kpos, pos)
+    assert torch.equal(work16, work32)
+    assert torch.equal(keys16[:, :, pos], keys32[:, :, pos].half())
+    assert torch.equal(values16[:, :, pos], values32[:, :, pos].half())
+    keys32[:, :, pos], values32[:, :, pos] = keys16[:, :, pos].float(), values16[:, :, pos].float()
+    out16 = native.attn_decode(work16, h, keys16, values16, pos + 1, 0.125)
+    assert torch.equal(out16, native.attn_decode(work16, h, keys32, values32, pos + 1, 0.125))
+    q = work16.view(b, -1, 1, d)[:, :h]
+    expect = F.scaled_dot_product_attention(
+        q, keys32[:, :, : pos + 1], values32[:, :, : pos + 1], scale=0.125, enable_gqa=True
+    )
+    assert rel(out16, expect.reshape(b, h * d)) < 1e-5
+    with pytest.raises(ValueError, match="float16 or float32"):
+        native.attn_decode(work16, h, keys16.bfloat16(), values16.bfloat16(), pos, 0.125)

@@ -150,3 +150,28 @@ def test_prefill_attention_routes_agree(monkeypatch: pytest.MonkeyPatch) -> None
         sdpa_route = fast(ids, fast.new_cache(2, 40), last_only=True)[:, -1]
         assert len(calls) == model.config.n_layers  # no further native calls
     assert rel(native_route, expect) < 1e-5 and rel(sdpa_route, expect) < 1e-5
+
+
+def test_float16_kv_cache_defaults_and_accuracy() -> None:
+    """Quantised models cache keys and values in float16 by default (float32 models keep
+    float32); decoding through a float16 cache stays within 2e-3 of the float32 cache, in the
+    optimized model and in the core model's own attention."""
+    torch.manual_seed(4)
+    model = gf.Transformer(gf.Config.preset("tiny")).eval()
+    assert optimize(model).kv_dtype == torch.float32
+    assert optimize(model, "int8").new_cache(1, 8).layers[0].keys.dtype == torch.float16
+    assert optimize(model, "int4", kv_dtype=torch.float32).kv_dtype == torch.float32
+    with pytest.raises(ValueError, match="kv_dtype"):
+        optimize(model, kv_dtype=torch.bfloat16)
+    ids = torch.randint(0, model.config.vocab_size, (2, 30))
+    for net in (optimize(model), model):
+        steps = {}
+        with torch.inference_mode():
+            for dtype in (torch.float32, torch.float16):
+                cache = net.new_cache(2, 40, dtype=dtype)
+                net(ids[:, :20], cache)
+                steps[dtype] = torch.stack(
+                    [net(ids[:, t : t + 1], cache)[:, 0] for t in range(20, 30)]
+                )
+        err = rel(steps[torch.float16], steps[torch.float32])
+        assert 0 < err < 2e-3, err

@@ -123,8 +123,10 @@ class Attention(nn.Module):
             q = apply_rotary(q, *rope, interleaved=self.interleaved)
             k = apply_rotary(k, *rope, interleaved=self.interleaved)
         key_positions = positions
-        if cache is not None:
-            k, v, key_positions = cache.update(k, v, positions)
+        if cache is not None:  # a cache may store fewer bits (float16); scores use q's dtype
+            kv_dtype = cache.keys.dtype
+            k, v, key_positions = cache.update(k.to(kv_dtype), v.to(kv_dtype), positions)
+            k, v = k.to(q.dtype), v.to(q.dtype)
         mask = attention_mask(positions, key_positions, self.window, key_valid, cache is not None)
         out = attend(q, k, v, mask, self.scale, self.softcap, self.impl)
         return out.transpose(1, 2).reshape(b, t, -1)

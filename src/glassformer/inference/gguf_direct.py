@@ -200,7 +200,10 @@ def load_gguf_quantized(
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise ValueError(f"{header.path}: tensors not loaded: {', '.join(left[:5])}")
-    fast = optimize(model, "none", fuse=fuse, inplace=True, head_quant="none")
+    # quant="none" here only means "no further quantising": the blocks already are int4/int8
+    fast = optimize(
+        model, "none", fuse=fuse, inplace=True, head_quant="none", kv_dtype=torch.float16
+    )
     fast.quant = quant
     fast.direct_tensors = direct  # type: ignore[attr-defined]
     return fast

@@ -340,7 +340,7 @@ class FusedAttention(nn.Module):
             and self.q_norm is None
             and self.impl == "sdpa"
             and self.head_dim % 8 == 0  # the attention kernel reads 8 floats at a time
-            and cache.keys.dtype == torch.float32
+            and cache.keys.dtype in (torch.float32, torch.float16)
             and native_ok(raw)
         ):
             return self._native_decode(raw, rope, positions, cache)
@@ -374,7 +374,8 @@ class FusedAttention(nn.Module):
         cache.values[:, :, start:end].copy_(v)
         cache.positions[start:end] = positions
         if t == 1:
-            out = self._decode(q, cache.keys[:, :, :end], cache.values[:, :, :end])
+            keys, values = cache.keys[:, :, :end], cache.values[:, :, :end]
+            out = self._decode(q, keys.to(q.dtype), values.to(q.dtype))
         elif start == 0 and d % 16 == 0 and t <= NATIVE_PREFILL_MAX and native_ok(q):
             # causal, visible half only, written straight in the layout o_proj reads
             return self.o_proj(native.attn_prefill(q, k, v, self.scale))
@@ -386,8 +387,8 @@ class FusedAttention(nn.Module):
             mask = visibility_mask(positions, cache.positions[:end], None)
             out = F.scaled_dot_product_attention(
                 q,
-                cache.keys[:, :, :end],
-                cache.values[:, :, :end],
+                cache.keys[:, :, :end].to(q.dtype),
+                cache.values[:, :, :end].to(q.dtype),
                 attn_mask=mask,
                 scale=self.scale,
                 enable_gqa=hk != h,

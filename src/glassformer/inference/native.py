@@ -352,10 +352,11 @@ void gf_rmsnorm(const float *x, const float *w, float *y, int M, int D, float ep
 
 /* One new token per row b: rotate the H query and HK key heads of qkv [B, (H + 2 HK) D] in
    place (half-split pairs (i, i + rot/2), or interleaved pairs (2i, 2i + 1)), then store the
-   key and value heads in cache slot `pos` of kc, vc [B, HK, cap, D] and record the position. */
+   key and value heads in cache slot `pos` of kc, vc [B, HK, cap, D] and record the position.
+   With `f16` the cache holds float16 (rounded to nearest even, as PyTorch's conversion). */
 void gf_rope_store(float *qkv, int B, int H, int HK, int D, int rot, int interleaved,
-                   const float *cos, const float *sin, float *kc, float *vc, int64_t *kpos,
-                   int cap, int pos) {
+                   const float *cos, const float *sin, void *kc, void *vc, int64_t *kpos,
+                   int cap, int pos, int f16) {
     const int half = rot / 2, heads = H + 2 * HK;
     for (int b = 0; b < B; b++) {
         float *row = qkv + (size_t)b * heads * D;
@@ -371,7 +372,16 @@ void gf_rope_store(float *qkv, int B, int H, int HK, int D, int rot, int interle
         for (int j = 0; j < HK; j++) {
             const size_t slot = (((size_t)b * HK + j) * cap + pos) * D;
             const float *k = row + (size_t)(H + j) * D, *v = row + (size_t)(H + HK + j) * D;
-            for (int i = 0; i < D; i++) { kc[slot + i] = k[i]; vc[slot + i] = v[i]; }
+            if (f16)
+                for (int i = 0; i < D; i++) {
+                    ((uint16_t *)kc)[slot + i] = _cvtss_sh(k[i], 0);
+                    ((uint16_t *)vc)[slot + i] = _cvtss_sh(v[i], 0);
+                }
+            else
+                for (int i = 0; i < D; i++) {
+                    ((float *)kc)[slot + i] = k[i];
+                    ((float *)vc)[slot + i] = v[i];
+                }
         }
     }
     kpos[pos] = pos;
@@ -383,38 +393,52 @@ void gf_rope_store(float *qkv, int B, int H, int HK, int D, int rot, int interle
    slice larger than L2 would be fetched G times). o_g starts every `ostride` floats. Without
    `partial` the o_g are normalised; with it they stay unnormalised and o_g[D], o_g[D + 1] =
    (max score, sum of exp(score - max)), for a later merge with the other key splits. */
-static void attend_group(const float *q, int G, const float *K, const float *V, int n, int D,
-                         float scale, float *o, size_t ostride, int partial) {
+/* 8 cache entries at element i of a float32 or (half) float16 cache */
+static inline __m256 load_kv8(const void *base, size_t i, int half) {
+    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)))
+                : _mm256_loadu_ps((const float *)base + i);
+}
+
+/* Inlined into its caller with `half` a constant, so each cache type gets its own loops. */
+static inline __attribute__((always_inline)) void attend_group(
+    const float *q, int G, const void *K, const void *V, int n, int D, float scale, float *o,
+    size_t ostride, int partial, int half) {
+    const size_t es = half ? 2 : 4; /* bytes per cache entry */
     float stack[8192];
     const size_t need = (size_t)G * n;
     float *s = need <= 8192 ? stack : (float *)malloc(sizeof(float) * need);
     /* scores, four keys at a time so that one horizontal reduction serves four dots */
     int j = 0;
     for (; j + 4 <= n; j += 4) {
-        const float *k0 = K + (size_t)j * D;
+        const size_t k0 = (size_t)j * D;
         /* Software prefetch: keys 16 ahead, and this block's values into L2 for the value pass,
            so both streams are in flight at once instead of one after the other. */
-        for (int c = 0; c < 4 * D; c += 16) {
-            if (j + 16 < n) _mm_prefetch((const char *)(k0 + 16 * D + c), _MM_HINT_T0);
-            _mm_prefetch((const char *)(V + (size_t)j * D + c), _MM_HINT_T1);
+        for (size_t c = 0; c < 4 * (size_t)D * es; c += 64) {
+            if (j + 16 < n) _mm_prefetch((const char *)K + (k0 + 16 * D) * es + c, _MM_HINT_T0);
+            _mm_prefetch((const char *)V + k0 * es + c, _MM_HINT_T1);
         }
         for (int g = 0; g < G; g++) {
             const float *qh = q + (size_t)g * D;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int i = 0; i < D; i += 8) {
                 const __m256 qv = _mm256_loadu_ps(qh + i);
-                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
-                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + D + i), a1);
-                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * D + i), a2);
-                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * D + i), a3);
+                a0 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + i, half), a0);
+                a1 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + D + i, half), a1);
+                a2 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + 2 * D + i, half), a2);
+                a3 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + 3 * D + i, half), a3);
             }
             _mm_storeu_ps(s + (size_t)g * n + j,
                           _mm_mul_ps(hsum4(a0, a1, a2, a3), _mm_set1_ps(scale)));
         }
     }
     for (; j < n; j++)
-        for (int g = 0; g < G; g++)
-            s[(size_t)g * n + j] = dot(q + (size_t)g * D, K + (size_t)j * D, D) * scale;
+        for (int g = 0; g < G; g++) {
+            __m256 a = _mm256_setzero_ps();
+            for (int i = 0; i < D; i += 8)
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)g * D + i),
+                                    load_kv8(K, (size_t)j * D + i, half), a);
+            s[(size_t)g * n + j] = hsum(a) * scale;
+        }
     for (int g = 0; g < G; g++) {
         float *sg = s + (size_t)g * n;
         float mx = -INFINITY;
@@ -446,9 +470,9 @@ static void attend_group(const float *q, int G, const float *K, const float *V, 
                 for (int r = 0; r < regs; r++) acc[r] = _mm256_loadu_ps(og + 8 * r);
                 for (j = j0; j < j1; j++) {
                     const __m256 pv = _mm256_set1_ps(pg[j]);
-                    const float *vr = V + (size_t)j * D + i0;
+                    const size_t vr = (size_t)j * D + i0;
                     for (int r = 0; r < regs; r++)
-                        acc[r] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + 8 * r), acc[r]);
+                        acc[r] = _mm256_fmadd_ps(pv, load_kv8(V, vr + 8 * r, half), acc[r]);
                 }
                 for (int r = 0; r < regs; r++) _mm256_storeu_ps(og + 8 * r, acc[r]);
             }
@@ -469,8 +493,9 @@ static int gcd(int a, int b) { while (b) { const int t = a % b; a = b; b = t; } 
    count is a multiple of the thread count (SmolLM2's 3 KV heads on 2 threads: 6 equal tasks;
    one head per task left threads idle). The splits' partial results are merged with
    o = sum_s e^(m_s - m) o_s / sum_s e^(m_s - m) l_s, m = max_s m_s. */
-void gf_attn_decode(const float *q, int qstride, const float *kc, const float *vc, int B, int H,
-                    int HK, int D, int cap, int L, float scale, float *out, int nt) {
+void gf_attn_decode(const float *q, int qstride, const void *kc, const void *vc, int B, int H,
+                    int HK, int D, int cap, int L, float scale, float *out, int nt, int half) {
+    const size_t es = half ? 2 : 4;
     const int G = H / HK;
     int S = nt / gcd(B * HK, nt);
     if (S > L / 32) S = L / 32 > 1 ? L / 32 : 1; /* at least 32 keys a split */
@@ -482,13 +507,13 @@ void gf_attn_decode(const float *q, int qstride, const float *kc, const float *v
         const int j0 = (int)((long)split * L / S), n = (int)((long)(split + 1) * L / S) - j0;
         const size_t base = (((size_t)b * HK + kv) * cap + j0) * D;
         const float *qg = q + (size_t)b * qstride + (size_t)kv * G * D;
-        if (part) /* head h's partial for split s: part[((b H + h) S + s) (D + 2)], o, m, l */
-            attend_group(qg, G, kc + base, vc + base, n, D, scale,
-                         part + (((size_t)b * H + (size_t)kv * G) * S + split) * (D + 2),
-                         (size_t)S * (D + 2), 1);
-        else
-            attend_group(qg, G, kc + base, vc + base, n, D, scale,
-                         out + ((size_t)b * H + (size_t)kv * G) * D, D, 0);
+        const char *kb = (const char *)kc + base * es, *vb = (const char *)vc + base * es;
+        /* head h's partial for split s: part[((b H + h) S + s) (D + 2)], o, m, l */
+        float *o = part ? part + (((size_t)b * H + (size_t)kv * G) * S + split) * (D + 2)
+                        : out + ((size_t)b * H + (size_t)kv * G) * D;
+        const size_t ostride = part ? (size_t)S * (D + 2) : (size_t)D;
+        if (half) attend_group(qg, G, kb, vb, n, D, scale, o, ostride, part != NULL, 1);
+        else attend_group(qg, G, kb, vb, n, D, scale, o, ostride, part != NULL, 0);
     }
     if (!part) return;
     for (int bh = 0; bh < B * H; bh++) {
@@ -696,14 +721,15 @@ void gf_run_program(const gf_op *ops, int n, int pos) {
             const float *cos = a[7] ? F32P(7) + (size_t)pos * a[13] : NULL;
             const float *sin = a[8] ? F32P(8) + (size_t)pos * a[13] : NULL;
             gf_rope_store(F32P(0), (int)a[1], (int)a[2], (int)a[3], (int)a[4], (int)a[5],
-                          (int)a[6], cos, sin, F32P(9), F32P(10), (int64_t *)(intptr_t)a[11],
-                          (int)a[12], pos);
+                          (int)a[6], cos, sin, (void *)(intptr_t)a[9], (void *)(intptr_t)a[10],
+                          (int64_t *)(intptr_t)a[11], (int)a[12], pos, (int)a[14]);
             break;
         }
         case OP_ATTEND:
-            gf_attn_decode(F32P(0), (int)a[1], F32P(2), F32P(3), (int)a[4], (int)a[5],
-                           (int)a[6], (int)a[7], (int)a[8], pos + 1, (float)ops[i].f, F32P(9),
-                           (int)a[10]);
+            gf_attn_decode(F32P(0), (int)a[1], (const void *)(intptr_t)a[2],
+                           (const void *)(intptr_t)a[3], (int)a[4], (int)a[5], (int)a[6],
+                           (int)a[7], (int)a[8], pos + 1, (float)ops[i].f, F32P(9), (int)a[10],
+                           (int)a[11]);
             break;
         }
     }
@@ -761,8 +787,8 @@ class _Lib:
         lib.gf_q8_dequant.argtypes = [p, p, i, i, i, p, i]
         f = ctypes.c_float
         lib.gf_rmsnorm.argtypes = [p, p, p, i, i, f]
-        lib.gf_rope_store.argtypes = [p, i, i, i, i, i, i, p, p, p, p, p, i, i]
-        lib.gf_attn_decode.argtypes = [p, i, p, p, i, i, i, i, i, i, f, p, i]
+        lib.gf_rope_store.argtypes = [p, i, i, i, i, i, i, p, p, p, p, p, i, i, i]
+        lib.gf_attn_decode.argtypes = [p, i, p, p, i, i, i, i, i, i, f, p, i, i]
         n = ctypes.c_long
         lib.gf_attn_prefill.argtypes = [p, n, n, n, p, n, n, n, p, n, n, n, i, i, i, i, i, f, p, i]
         lib.gf_run_program.argtypes = [p, i, i]
@@ -982,7 +1008,7 @@ def rope_store(
     lib.rope_store(
         qkv.data_ptr(), b, n_heads, n_kv_heads, d, 2 * cos.shape[-1], int(interleaved),
         cos.data_ptr(), sin.data_ptr(), keys.data_ptr(), values.data_ptr(),
-        key_positions.data_ptr(), cap, pos,
+        key_positions.data_ptr(), cap, pos, _half(keys),
     )  # fmt: skip
 
 
@@ -1001,9 +1027,16 @@ def attn_decode(
     out = torch.empty(b, n_heads * d, dtype=torch.float32)
     lib.attn_decode(
         qkv.data_ptr(), qkv.shape[-1], keys.data_ptr(), values.data_ptr(), b, n_heads, hk, d,
-        cap, length, scale, out.data_ptr(), threads(),
+        cap, length, scale, out.data_ptr(), threads(), _half(keys),
     )  # fmt: skip
     return out
+
+
+def _half(cache: torch.Tensor) -> int:
+    """1 for a float16 cache, 0 for float32 (the two layouts the cache kernels read)."""
+    if cache.dtype not in (torch.float16, torch.float32):
+        raise ValueError(f"KV cache dtype must be float16 or float32, got {cache.dtype}")
+    return int(cache.dtype == torch.float16)
 
 
 def attn_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:

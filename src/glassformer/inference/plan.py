@@ -72,8 +72,8 @@ def why_not(model: nn.Module, cache: KVCache) -> str | None:
             return f"layer {i}: attention or MLP not fused"
         if attn.q_norm is not None or attn.softcap is not None or attn.head_dim % 8:
             return f"layer {i}: QK-norm, soft-capping or head_dim not a multiple of 8"
-        if layer_cache.ring or layer_cache.keys.dtype != torch.float32:
-            return f"layer {i}: sliding-window ring cache or non-float32 cache"
+        if layer_cache.ring or layer_cache.keys.dtype not in (torch.float32, torch.float16):
+            return f"layer {i}: sliding-window ring cache, or a cache neither float32 nor float16"
         if mlp.act is not F.silu:
             return f"layer {i}: MLP activation is not SiLU"
         if not isinstance(block.attn_norm, FastRMSNorm) or not isinstance(
@@ -131,6 +131,7 @@ class DecodePlan:
             cos, sin = rope.get(cfg.layer_type(i), (None, None))
             half = cos.shape[-1] if cos is not None else 0
             keys, values = self._pin(lc.keys), self._pin(lc.values)
+            f16 = int(lc.keys.dtype == torch.float16)  # the cache kernels read either
             ops += [
                 self._norm(block.attn_norm, self.h, self.x),
                 *self._linear(attn.qkv_proj, self.x, qkv),
@@ -138,11 +139,11 @@ class DecodePlan:
                 _op(native.OP_ROPE_STORE, qkv.data_ptr(), batch, h, hk, hd, 2 * half,
                     int(attn.interleaved), cos.data_ptr() if cos is not None else 0,
                     sin.data_ptr() if sin is not None else 0, keys.data_ptr(), values.data_ptr(),
-                    self._pin(lc.positions).data_ptr(), lc.capacity, half),
+                    self._pin(lc.positions).data_ptr(), lc.capacity, half, f16),
                 # attend over the pos + 1 cached keys
                 _op(native.OP_ATTEND, qkv.data_ptr(), qkv.shape[1], keys.data_ptr(),
                     values.data_ptr(), batch, h, hk, hd, lc.capacity, out.data_ptr(),
-                    self.threads, f=attn.scale),
+                    self.threads, f16, f=attn.scale),
                 *self._linear(attn.o_proj, out, self.tmp),
                 self._add(self.h, self.tmp, d),
                 self._norm(block.mlp_norm, self.h, self.x),
