@@ -6,7 +6,8 @@ activations (10-20x slower than an fp32 GEMV of the same shape); with bfloat16 a
 are vectorised but no faster than fp32 (docs/inference.md has the measurements). Decoding one
 token is a matrix-vector product per layer, bound by how many weight bytes are streamed from
 memory, so the win of 8- or 4-bit weights only shows with a kernel that dequantises in
-registers. These are such kernels, about 200 lines of C.
+registers. These are such kernels (the quantised products are about 200 of the module's 700 lines
+of C; the rest are the decode step's helpers, the prefill attention and the decode program).
 
 What each kernel computes, for activations x [M, K] (float32, row-major) and N output rows.
 Columns are cut into blocks of 32. Each block of a row of x is first put in 16-bit fixed
