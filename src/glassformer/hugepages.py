@@ -1,19 +1,17 @@
-"""Tensors in transparent huge pages: fewer page faults and TLB misses for big, streamed memory.
+"""Model weights in transparent huge pages: one TLB entry per 2 MiB of streamed weights.
 
 Linux maps anonymous memory in 4 KiB pages unless a region is marked with
 `madvise(MADV_HUGEPAGE)`; then (with `/sys/kernel/mm/transparent_hugepage/enabled` at `madvise`
-or `always`) each aligned 2 MiB of it is one page. Two costs shrink by that factor of 512:
-
-- page faults: a fresh 206 MB logits buffer (GPT-2, 1024 tokens) takes 50,300 faults in 4 KiB
-  pages and about a hundred in 2 MiB pages. glibc serves allocations that big with a fresh
-  `mmap`, so a forward pass pays them every call;
-- TLB misses: decoding streams every weight once a token. With 4 KiB pages that is one page
-  walk per 4 KiB read (135,000 a token for SmolLM2 in float32); with 2 MiB pages, 270.
+or `always`) each aligned 2 MiB of it is one page. Decoding streams every weight once a token:
+with 4 KiB pages that is a TLB miss and a page walk per 4 KiB read (135,000 a token for SmolLM2
+in float32), with 2 MiB pages 270. `move_into_huge_pages()` puts a model's weights there
+(`optimize()` calls it; about 1.07x on SmolLM2's float32 decode, docs/inference.md).
 
 PyTorch can do this for all its CPU allocations (`THP_MEM_ALLOC_ENABLE=1`, read once per
-process); here it is done for the memory that profits, whatever the environment says:
-`empty()` for a big output and `move_into_huge_pages()` for a model's weights. Where the kernel
-offers no huge pages (other platforms, THP `never`) both still work, in ordinary pages.
+process); here it is done for the memory that profits, whatever the environment says. (For a
+forward pass's freshly allocated logits it was measured and not kept: the huge-page faults cost
+more system time than the TLB saved.) Where the kernel offers no huge pages (other platforms,
+THP `never`) nothing moves.
 """
 
 from __future__ import annotations
@@ -75,16 +73,6 @@ def _view(mapping: mmap.mmap, offset: int, nbytes: int) -> torch.Tensor:
     # A tensor on its own storage (it starts at `offset`, it holds `nbytes`) that keeps the
     # mapping alive; the mapping is unmapped when the last such tensor is freed.
     return torch.frombuffer(mapping, dtype=torch.uint8, count=nbytes, offset=offset)
-
-
-def empty(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """`torch.empty(shape, dtype=dtype)` on the CPU, in huge pages when it spans at least one
-    (smaller tensors, or no huge pages to be had: an ordinary `torch.empty`)."""
-    nbytes = torch.Size(shape).numel() * dtype.itemsize
-    if nbytes < HUGE_PAGE or not available():
-        return torch.empty(*shape, dtype=dtype)
-    mapping, offset = _region(nbytes)
-    return _view(mapping, offset, nbytes).view(dtype).view(shape)
 
 
 def move_into_huge_pages(module: nn.Module, min_bytes: int = 4096) -> int:
