@@ -1,10 +1,11 @@
-"""Decode speed of this working tree against an earlier git revision, alternated in one run.
+"""Decode (and prefill) speed of this working tree against an earlier git revision, in one run.
 
 A kernel change is judged by this: each side is a worker process importing glassformer from
 its own tree (the base revision is checked out into a temporary git worktree), loaded once,
 then asked for the same greedy generation (SmolLM2, 512 prompt tokens, 128 new) round after
 round, alternately. It prints each side's best and median decode tokens/s, the median of the
-within-round ratios, and whether both produced the same tokens.
+within-round ratios, the same for the 512-token prefill, and whether both produced the same
+tokens.
 
     python benchmarks/ab_decode.py --base HEAD~1 [--quant none|int8|int4] [--rounds 8]
 """
@@ -34,7 +35,8 @@ engine = _Glassformer(path, sys.argv[1], prompt_ids(tokenizer, 512), 128)
 print("ready", flush=True)
 for _ in sys.stdin:
     sample = engine.run()
-    print(json.dumps({"decode_s": sample.decode_s, "tokens": sample.tokens}), flush=True)
+    print(json.dumps({"prefill_s": sample.prefill_s, "decode_s": sample.decode_s,
+                      "tokens": sample.tokens}), flush=True)
 """
 
 
@@ -68,7 +70,8 @@ def main() -> None:
         try:
             sides = {"base": base_tree / "src", "this": ROOT / "src"}
             procs = {k: start(src, args.quant, args.threads) for k, src in sides.items()}
-            seconds: dict[str, list[float]] = {k: [] for k in sides}
+            seconds: dict[str, list[float]] = {k: [] for k in sides}  # decode
+            prefill: dict[str, list[float]] = {k: [] for k in sides}
             tokens: dict[str, list[int]] = {}
             for _ in range(args.rounds):
                 for name, proc in procs.items():
@@ -77,6 +80,7 @@ def main() -> None:
                     proc.stdin.flush()
                     sample = json.loads(proc.stdout.readline())
                     seconds[name].append(sample["decode_s"])
+                    prefill[name].append(sample["prefill_s"])
                     tokens.setdefault(name, sample["tokens"])
             for proc in procs.values():
                 assert proc.stdin is not None
@@ -96,6 +100,10 @@ def main() -> None:
         "ratio_this_over_base": statistics.median(
             b / t for b, t in zip(seconds["base"], seconds["this"], strict=True)
         ),
+        "prefill_tok_s_best": {k: 512 / min(v) for k, v in prefill.items()},
+        "prefill_ratio_this_over_base": statistics.median(
+            b / t for b, t in zip(prefill["base"], prefill["this"], strict=True)
+        ),
         "same_tokens": tokens["base"] == tokens["this"],
     }
     if args.json:
@@ -106,6 +114,11 @@ def main() -> None:
         best, med = report["tok_s_best"][k], report["tok_s_median"][k]
         print(f"  {k:5s} best {best:6.1f} tok/s, median {med:6.1f} tok/s")
     print(f"  this / base: {report['ratio_this_over_base']:.3f}x (median within-round ratio)")
+    pre = report["prefill_tok_s_best"]
+    print(
+        f"prefill (512 tokens): base best {pre['base']:.1f} tok/s, this best {pre['this']:.1f}; "
+        f"this / base {report['prefill_ratio_this_over_base']:.3f}x"
+    )
     print(f"  same tokens: {report['same_tokens']}")
 
 

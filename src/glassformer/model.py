@@ -27,6 +27,10 @@ from glassformer.config import Config
 
 
 class Transformer(nn.Module):
+    # What `new_cache` stores keys and values in when not told; None: the weights' dtype. A
+    # narrower cache (float16 under float32 weights) is read back in the queries' dtype.
+    kv_dtype: torch.dtype | None = None
+
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
@@ -108,7 +112,7 @@ class Transformer(nn.Module):
         cfg = self.config
         max_seq_len = max_seq_len or cfg.max_seq_len
         weight = self.embed.weight
-        dtype = dtype or weight.dtype
+        dtype = dtype or self.kv_dtype or weight.dtype
         device = device or weight.device
         shapes = []
         for i in range(cfg.n_layers):

@@ -34,12 +34,13 @@ def huge_kib_at(address: int) -> int | None:
 
 def test_moved_module_computes_the_same_and_keeps_ties(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = gf.Transformer(gf.Config.preset("tiny")).eval()
-    assert model.lm_head is None or model.lm_head.weight is model.embed.weight  # tied preset
+    model = gf.Transformer(gf.Config.preset("tiny").replace(tie_embeddings=False)).eval()
+    model.lm_head.weight = model.embed.weight  # a tie across modules: one Parameter, two owners
+    model.register_buffer("embed_rows", model.embed.weight.detach()[2:5])  # a view of it
     ids = torch.randint(0, model.config.vocab_size, (2, 9))
     with torch.no_grad():
         before = model(ids)
-    names = {n: p.data_ptr() for n, p in model.named_parameters()}
+    old = {n: p.data_ptr() for n, p in model.named_parameters()}
     moved = hugepages.move_into_huge_pages(model, min_bytes=1)
     with torch.no_grad():
         after = model(ids)
@@ -48,9 +49,15 @@ def test_moved_module_computes_the_same_and_keeps_ties(tmp_path: Path) -> None:
         assert moved == 0
         return
     assert moved >= sum(p.numel() * p.element_size() for p in model.parameters())
-    assert all(p.data_ptr() != names[n] for n, p in model.named_parameters())
-    # every tensor on its own storage, so safetensors (which refuses shared storage) saves it
-    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    assert all(p.data_ptr() != old[n] for n, p in model.named_parameters())
+    assert model.lm_head.weight is model.embed.weight  # still one tensor
+    assert model.embed_rows.data_ptr() == model.embed.weight[2].data_ptr()  # still a view
+    assert torch.equal(model.embed_rows, model.embed.weight[2:5])
+    # every other tensor on its own storage, so safetensors (which refuses shared storage)
+    # saves them
+    state = {
+        k: v for k, v in model.state_dict().items() if k not in ("lm_head.weight", "embed_rows")
+    }
     save_file(state, tmp_path / "m.safetensors")
     loaded = load_file(tmp_path / "m.safetensors")
     assert all(torch.equal(loaded[k], v) for k, v in state.items())

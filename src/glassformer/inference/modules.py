@@ -340,7 +340,7 @@ class FusedAttention(nn.Module):
             and self.q_norm is None
             and self.impl == "sdpa"
             and self.head_dim % 8 == 0  # the attention kernel reads 8 floats at a time
-            and cache.keys.dtype in (torch.float32, torch.float16)
+            and cache.keys.dtype in native.CACHE_DTYPES
             and native_ok(raw)
         ):
             return self._native_decode(raw, rope, positions, cache)

@@ -388,23 +388,42 @@ void gf_rope_store(float *qkv, int B, int H, int HK, int D, int rot, int interle
     kpos[pos] = pos;
 }
 
+/* 8 cache entries at element i of a float32 or (f16) float16 cache */
+static inline __m256 load_kv8(const void *base, size_t i, int f16) {
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)))
+               : _mm256_loadu_ps((const float *)base + i);
+}
+
+/* s[j] <- exp(s[j] - max) for j < n; returns the sum and writes the max to *mx (the softmax's
+   numerators and denominator; the max is subtracted so that no exp overflows). */
+static float exp_shifted(float *s, int n, float *mx) {
+    float m = -INFINITY;
+    for (int j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256 sumv = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+        _mm256_storeu_ps(s + j, e);
+        sumv = _mm256_add_ps(sumv, e);
+    }
+    float sum = hsum(sumv);
+    for (; j < n; j++) { s[j] = exp1(s[j] - m); sum += s[j]; }
+    *mx = m;
+    return sum;
+}
+
 /* The G query heads q[g * D ..] that share one KV head, against n cached keys: scores,
    softmax, o_g = sum_j p_gj v_j. Each block of keys is loaded once and used by all G heads
    while it is in L1, so the cache slice streams from memory once (with a loop per head, a
    slice larger than L2 would be fetched G times). o_g starts every `ostride` floats. Without
    `partial` the o_g are normalised; with it they stay unnormalised and o_g[D], o_g[D + 1] =
-   (max score, sum of exp(score - max)), for a later merge with the other key splits. */
-/* 8 cache entries at element i of a float32 or (half) float16 cache */
-static inline __m256 load_kv8(const void *base, size_t i, int half) {
-    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)))
-                : _mm256_loadu_ps((const float *)base + i);
-}
-
-/* Inlined into its caller with `half` a constant, so each cache type gets its own loops. */
+   (max score, sum of exp(score - max)), for a later merge with the other key splits.
+   Inlined into its caller with `f16` a constant, so each cache type gets its own loops. */
 static inline __attribute__((always_inline)) void attend_group(
     const float *q, int G, const void *K, const void *V, int n, int D, float scale, float *o,
-    size_t ostride, int partial, int half) {
-    const size_t es = half ? 2 : 4; /* bytes per cache entry */
+    size_t ostride, int partial, int f16) {
+    const size_t es = f16 ? 2 : 4; /* bytes per cache entry */
     float stack[8192];
     const size_t need = (size_t)G * n;
     float *s = need <= 8192 ? stack : (float *)malloc(sizeof(float) * need);
@@ -423,10 +442,10 @@ static inline __attribute__((always_inline)) void attend_group(
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int i = 0; i < D; i += 8) {
                 const __m256 qv = _mm256_loadu_ps(qh + i);
-                a0 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + i, half), a0);
-                a1 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + D + i, half), a1);
-                a2 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + 2 * D + i, half), a2);
-                a3 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + 3 * D + i, half), a3);
+                a0 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + i, f16), a0);
+                a1 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + D + i, f16), a1);
+                a2 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + 2 * D + i, f16), a2);
+                a3 = _mm256_fmadd_ps(qv, load_kv8(K, k0 + 3 * D + i, f16), a3);
             }
             _mm_storeu_ps(s + (size_t)g * n + j,
                           _mm_mul_ps(hsum4(a0, a1, a2, a3), _mm_set1_ps(scale)));
@@ -437,22 +456,12 @@ static inline __attribute__((always_inline)) void attend_group(
             __m256 a = _mm256_setzero_ps();
             for (int i = 0; i < D; i += 8)
                 a = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)g * D + i),
-                                    load_kv8(K, (size_t)j * D + i, half), a);
+                                    load_kv8(K, (size_t)j * D + i, f16), a);
             s[(size_t)g * n + j] = hsum(a) * scale;
         }
     for (int g = 0; g < G; g++) {
-        float *sg = s + (size_t)g * n;
-        float mx = -INFINITY;
-        for (j = 0; j < n; j++) mx = sg[j] > mx ? sg[j] : mx;
-        __m256 sumv = _mm256_setzero_ps();
-        const __m256 mv = _mm256_set1_ps(mx);
-        for (j = 0; j + 8 <= n; j += 8) {
-            const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sg + j), mv));
-            _mm256_storeu_ps(sg + j, e);
-            sumv = _mm256_add_ps(sumv, e);
-        }
-        float sum = hsum(sumv);
-        for (; j < n; j++) { sg[j] = exp1(sg[j] - mx); sum += sg[j]; }
+        float *sg = s + (size_t)g * n, mx;
+        const float sum = exp_shifted(sg, n, &mx);
         if (partial) { o[(size_t)g * ostride + D] = mx; o[(size_t)g * ostride + D + 1] = sum; }
         else { const float inv = 1.0f / sum; for (j = 0; j < n; j++) sg[j] *= inv; }
     }
@@ -473,7 +482,7 @@ static inline __attribute__((always_inline)) void attend_group(
                     const __m256 pv = _mm256_set1_ps(pg[j]);
                     const size_t vr = (size_t)j * D + i0;
                     for (int r = 0; r < regs; r++)
-                        acc[r] = _mm256_fmadd_ps(pv, load_kv8(V, vr + 8 * r, half), acc[r]);
+                        acc[r] = _mm256_fmadd_ps(pv, load_kv8(V, vr + 8 * r, f16), acc[r]);
                 }
                 for (int r = 0; r < regs; r++) _mm256_storeu_ps(og + 8 * r, acc[r]);
             }
@@ -495,8 +504,8 @@ static int gcd(int a, int b) { while (b) { const int t = a % b; a = b; b = t; } 
    one head per task left threads idle). The splits' partial results are merged with
    o = sum_s e^(m_s - m) o_s / sum_s e^(m_s - m) l_s, m = max_s m_s. */
 void gf_attn_decode(const float *q, int qstride, const void *kc, const void *vc, int B, int H,
-                    int HK, int D, int cap, int L, float scale, float *out, int nt, int half) {
-    const size_t es = half ? 2 : 4;
+                    int HK, int D, int cap, int L, float scale, float *out, int nt, int f16) {
+    const size_t es = f16 ? 2 : 4;
     const int G = H / HK;
     int S = nt / gcd(B * HK, nt);
     if (S > L / 32) S = L / 32 > 1 ? L / 32 : 1; /* at least 32 keys a split */
@@ -513,7 +522,7 @@ void gf_attn_decode(const float *q, int qstride, const void *kc, const void *vc,
         float *o = part ? part + (((size_t)b * H + (size_t)kv * G) * S + split) * (D + 2)
                         : out + ((size_t)b * H + (size_t)kv * G) * D;
         const size_t ostride = part ? (size_t)S * (D + 2) : (size_t)D;
-        if (half) attend_group(qg, G, kb, vb, n, D, scale, o, ostride, part != NULL, 1);
+        if (f16) attend_group(qg, G, kb, vb, n, D, scale, o, ostride, part != NULL, 1);
         else attend_group(qg, G, kb, vb, n, D, scale, o, ostride, part != NULL, 0);
     }
     if (!part) return;
@@ -630,19 +639,9 @@ void gf_attn_prefill(const float *q, long sqb, long sqh, long sqt, const float *
             for (int r = 0; r < PF_ROWS; r++) {
                 float *sr = sg + (size_t)r * TP;
                 const int seen = r0 + r < rows ? i0 + r0 + r + 1 : 0; /* keys 0 .. i */
-                float mx = -INFINITY;
-                for (int j = 0; j < seen; j++) mx = sr[j] > mx ? sr[j] : mx;
-                const __m256 mv = _mm256_set1_ps(mx);
-                __m256 sumv = _mm256_setzero_ps();
-                int j = 0;
-                for (; j + 8 <= seen; j += 8) {
-                    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mv));
-                    _mm256_storeu_ps(sr + j, e);
-                    sumv = _mm256_add_ps(sumv, e);
-                }
-                float sum = hsum(sumv);
-                for (; j < seen; j++) { sr[j] = exp1(sr[j] - mx); sum += sr[j]; }
-                for (j = seen; j < 16 * panels; j++) sr[j] = 0.0f; /* masked: weight 0 */
+                float mx;
+                const float sum = exp_shifted(sr, seen, &mx);
+                for (int j = seen; j < 16 * panels; j++) sr[j] = 0.0f; /* masked: weight 0 */
                 inv[r] = seen ? 1.0f / sum : 0.0f;
             }
             for (int c = 0; c < D; c += 16) pv_6x16(sg, TP, vh + c, svt, n, o + c, D);
@@ -1009,7 +1008,7 @@ def rope_store(
     lib.rope_store(
         qkv.data_ptr(), b, n_heads, n_kv_heads, d, 2 * cos.shape[-1], int(interleaved),
         cos.data_ptr(), sin.data_ptr(), keys.data_ptr(), values.data_ptr(),
-        key_positions.data_ptr(), cap, pos, _half(keys),
+        key_positions.data_ptr(), cap, pos, cache_f16(keys),
     )  # fmt: skip
 
 
@@ -1028,14 +1027,18 @@ def attn_decode(
     out = torch.empty(b, n_heads * d, dtype=torch.float32)
     lib.attn_decode(
         qkv.data_ptr(), qkv.shape[-1], keys.data_ptr(), values.data_ptr(), b, n_heads, hk, d,
-        cap, length, scale, out.data_ptr(), threads(), _half(keys),
+        cap, length, scale, out.data_ptr(), threads(), cache_f16(keys),
     )  # fmt: skip
     return out
 
 
-def _half(cache: torch.Tensor) -> int:
-    """1 for a float16 cache, 0 for float32 (the two layouts the cache kernels read)."""
-    if cache.dtype not in (torch.float16, torch.float32):
+# The KV cache layouts the decode kernels read (and `gf_rope_store` writes).
+CACHE_DTYPES = (torch.float32, torch.float16)
+
+
+def cache_f16(cache: torch.Tensor) -> int:
+    """The kernels' `f16` flag for a cache tensor: 1 for float16, 0 for float32."""
+    if cache.dtype not in CACHE_DTYPES:
         raise ValueError(f"KV cache dtype must be float16 or float32, got {cache.dtype}")
     return int(cache.dtype == torch.float16)
 

@@ -57,16 +57,6 @@ class InferenceTransformer(Transformer):
     compile_decode: bool = False
     use_plan: bool = True  # single-token steps through `DecodePlan` where supported
     quant: str = "none"
-    kv_dtype: torch.dtype = torch.float32  # what `new_cache` stores keys and values in
-
-    def new_cache(
-        self,
-        batch_size: int,
-        max_seq_len: int | None = None,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> KVCache:
-        return super().new_cache(batch_size, max_seq_len, dtype or self.kv_dtype, device)
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         if isinstance(self.lm_head, QuantLinear | DecodeLinear):
@@ -174,13 +164,16 @@ def optimize(
     eager when the compiler is unavailable). head_quant: the LM head's format ("int8" default
     when quantising; "none" keeps it float32). huge_pages: the weights move into one
     transparent-huge-page region (`glassformer.hugepages`): decode reads every weight each
-    token, and 2 MiB pages spare it a TLB miss per 4 KiB (about 1.1x on SmolLM2's decode, in
-    float32 and int4). kv_dtype: what `new_cache` stores keys and values in; float16 by default
-    when quantising (as llama.cpp does: decode attention reads half the bytes), float32
-    otherwise. The model is copied unless `inplace`.
+    token, and 2 MiB pages spare it a TLB miss per 4 KiB (1.07x on SmolLM2's float32 decode).
+    kv_dtype: what `new_cache` stores keys and values in; float16 by default when quantising (as
+    llama.cpp does: decode attention reads half the bytes), float32 otherwise. The model is
+    copied unless `inplace`.
     """
     if quant not in QUANT_MODES:
         raise ValueError(f"quant: expected one of {', '.join(QUANT_MODES)}, got {quant!r}")
+    kv_dtype = kv_dtype or (torch.float32 if quant == "none" else torch.float16)
+    if kv_dtype not in native.CACHE_DTYPES:
+        raise ValueError(f"kv_dtype: expected torch.float32 or torch.float16, got {kv_dtype}")
     head_quant = head_quant or ("none" if quant == "none" else "int8")
     if head_quant not in QUANT_MODES:
         raise ValueError(f"head_quant: expected one of {', '.join(QUANT_MODES)}")
@@ -202,9 +195,7 @@ def optimize(
     assert isinstance(model, InferenceTransformer)
     model.compile_decode = compile
     model.quant = quant
-    model.kv_dtype = kv_dtype or (torch.float32 if quant == "none" else torch.float16)
-    if model.kv_dtype not in (torch.float32, torch.float16):
-        raise ValueError(f"kv_dtype: expected torch.float32 or torch.float16, got {kv_dtype}")
+    model.kv_dtype = kv_dtype
     if huge_pages:
         move_into_huge_pages(model)
     return model

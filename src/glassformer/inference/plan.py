@@ -72,7 +72,7 @@ def why_not(model: nn.Module, cache: KVCache) -> str | None:
             return f"layer {i}: attention or MLP not fused"
         if attn.q_norm is not None or attn.softcap is not None or attn.head_dim % 8:
             return f"layer {i}: QK-norm, soft-capping or head_dim not a multiple of 8"
-        if layer_cache.ring or layer_cache.keys.dtype not in (torch.float32, torch.float16):
+        if layer_cache.ring or layer_cache.keys.dtype not in native.CACHE_DTYPES:
             return f"layer {i}: sliding-window ring cache, or a cache neither float32 nor float16"
         if mlp.act is not F.silu:
             return f"layer {i}: MLP activation is not SiLU"
@@ -131,7 +131,7 @@ class DecodePlan:
             cos, sin = rope.get(cfg.layer_type(i), (None, None))
             half = cos.shape[-1] if cos is not None else 0
             keys, values = self._pin(lc.keys), self._pin(lc.values)
-            f16 = int(lc.keys.dtype == torch.float16)  # the cache kernels read either
+            f16 = native.cache_f16(lc.keys)
             ops += [
                 self._norm(block.attn_norm, self.h, self.x),
                 *self._linear(attn.qkv_proj, self.x, qkv),
