@@ -1,6 +1,6 @@
 """One decode-sized product (1 row x [N x K] weights) through each kernel that could serve it:
 PyTorch's float32 GEMM, its weight-only int8/int4 kernels (float32 and bfloat16 activations),
-and glassformer's native float32, int8 and int4 kernels. Why `inference/native.py` exists.
+and glassformer's native float32, int8 and int4 kernels. Why `kernels/quant.c` exists.
 
     python benchmarks/quant_kernels.py [--n 3072] [--k 576] [--threads 2] [--json]
 

@@ -93,9 +93,10 @@ class Transformer(nn.Module):
 
     # --- attention implementation ---------------------------------------------------------------
     def set_attention_impl(self, impl: str) -> None:
-        """ "sdpa" (PyTorch's fused kernel) or "eager" (explicit matmul + softmax)."""
-        if impl not in ("sdpa", "eager"):
-            raise ValueError(f"impl: expected 'sdpa' or 'eager', got {impl!r}")
+        """ "native" (the default: glassformer's causal kernel for float32 on the CPU, else
+        PyTorch's), "sdpa" (PyTorch's fused kernel) or "eager" (explicit matmul + softmax)."""
+        if impl not in ("native", "sdpa", "eager"):
+            raise ValueError(f"impl: expected 'native', 'sdpa' or 'eager', got {impl!r}")
         for module in self.modules():
             if hasattr(module, "impl"):
                 module.impl = impl

@@ -25,7 +25,7 @@ def pair(request: pytest.FixtureRequest) -> tuple[str, object, gf.Transformer]:
     return request.param, hf, gf.from_hf(hf).eval()
 
 
-@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+@pytest.mark.parametrize("impl", ["native", "sdpa", "eager"])
 def test_logits_match_hf(pair: tuple, impl: str) -> None:
     name, hf, ours = pair
     ours.set_attention_impl(impl)
@@ -87,6 +87,7 @@ def test_from_hf_directory(tmp_path, pair: tuple) -> None:
     name, hf, ours = pair
     hf.save_pretrained(tmp_path)
     loaded = gf.from_hf(tmp_path).eval()
+    ours.set_attention_impl("native")  # the fixture is shared: another test may have changed it
     ids = _ids(seed=3)
     with torch.no_grad():
         assert torch.equal(loaded(ids), ours(ids)), name

@@ -21,6 +21,7 @@ from glassformer.components.kv_cache import LayerCache, attention_mask
 from glassformer.components.norms import RMSNorm
 from glassformer.components.rope import apply_rotary
 from glassformer.config import Config
+from glassformer.kernels.autograd import causal_attention, causal_attention_supported
 
 
 def attend(
@@ -30,18 +31,30 @@ def attend(
     mask: torch.Tensor | None,
     scale: float,
     softcap: float | None = None,
-    impl: str = "sdpa",
+    impl: str = "native",
 ) -> torch.Tensor:
     """q [B,H,T,D], k [B,Hkv,S,D], v [B,Hkv,S,Dv]; mask [T,S] or [B,1,T,S] bool, or None for
     plain causal attention over S == T keys.
 
     Returns [B,H,T,Dv]. `impl="eager"` spells the math out (and is what FLOP counters see);
-    "sdpa" calls PyTorch's fused kernel. Soft-capping needs the scores, so it forces eager.
+    "sdpa" calls PyTorch's fused kernel; "native" (the default) is "sdpa" except for plain
+    causal attention of float32 on the CPU, which runs glassformer's own kernel
+    (`kernels/attention.c`: the visible half of the scores only, forward and backward).
+    Soft-capping needs the scores, so it forces eager.
     """
+    if (
+        impl == "native"
+        and mask is None
+        and softcap is None
+        and causal_attention_supported(q, k, v)
+    ):
+        b, h, t, d = q.shape
+        return causal_attention(q, k, v, scale).view(b, t, h, d).transpose(1, 2)
     groups = q.shape[1] // k.shape[1]
     # One query row (decoding): PyTorch's CPU flash kernel has a large fixed cost per call,
     # while the explicit product is a pair of tiny matmuls.
-    if impl == "sdpa" and softcap is None and (q.shape[-2] > 1 or q.device.type != "cpu"):
+    fused = impl in ("native", "sdpa")
+    if fused and softcap is None and (q.shape[-2] > 1 or q.device.type != "cpu"):
         return F.scaled_dot_product_attention(
             q,
             k,
@@ -88,7 +101,7 @@ class Attention(nn.Module):
         self.softcap = config.attn_logit_softcap
         self.window = config.window(layer)
         self.interleaved = config.rope_interleaved
-        self.impl = "sdpa"
+        self.impl = "native"
 
     def forward(
         self,

@@ -51,7 +51,7 @@ class MultiHeadLatentAttention(nn.Module):
         self.scale = config.attention_scale
         self.window = config.window(layer)
         self.interleaved = config.rope_interleaved
-        self.impl = "sdpa"
+        self.impl = "native"
 
     def forward(
         self,

@@ -15,13 +15,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from glassformer.config import Config
+from glassformer.kernels import autograd as native
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU, tanh form. For float32 on the CPU, glassformer's kernel (`kernels/activations.c`:
+    one exp per element where PyTorch evaluates a tanh, 3-4x faster, differences ~1 ulp)."""
+    if native.gelu_tanh_supported(x):
+        return native.gelu_tanh(x)
+    return F.gelu(x, approximate="tanh")
 
 
 def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     if name == "gelu":
         return F.gelu
     if name == "gelu_tanh":
-        return lambda x: F.gelu(x, approximate="tanh")
+        return gelu_tanh
     if name == "silu":
         return F.silu
     if name == "relu":

@@ -338,7 +338,7 @@ class FusedAttention(nn.Module):
             and key_valid is None
             and self.softcap is None
             and self.q_norm is None
-            and self.impl == "sdpa"
+            and self.impl != "eager"
             and self.head_dim % 8 == 0  # the attention kernel reads 8 floats at a time
             and cache.keys.dtype in native.CACHE_DTYPES
             and native_ok(raw)
@@ -350,7 +350,7 @@ class FusedAttention(nn.Module):
             and not cache.ring  # not a ring: the window (if any) is at least the cache length
             and key_valid is None
             and self.softcap is None
-            and self.impl == "sdpa"
+            and self.impl != "eager"
         )
         if not direct:
             return self._general(qkv, rope, positions, cache, key_valid)

@@ -1,0 +1,139 @@
+"""The differentiable native kernels: causal attention and GELU-tanh as autograd functions.
+
+The core model calls these on the CPU for float32 tensors when the library is built (see
+`causal_attention_supported`, `gelu_tanh_supported`) and PyTorch's kernels otherwise, so every
+architecture keeps one definition and the tests hold the two paths against each other.
+
+Why they exist: a GPT-2-style training step on a 2-core AVX2 CPU spends about 11% of its time
+in PyTorch's CPU flash attention (which computes the whole score matrix below 512 positions and
+masks half away) and 6% in GELU-tanh (PyTorch evaluates a tanh per element). `attention.c`
+computes the visible half only; `activations.c` uses one exp. Numbers:
+`benchmarks/train.py`, `benchmarks/forward.py`, `benchmarks/prefill_attention.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from glassformer.kernels import library, threads
+
+# Longest sequence for the native causal kernel: past this PyTorch's flash kernel (which tiles
+# the keys) is faster, by `benchmarks/prefill_attention.py` (0.96x at 2048 positions).
+CAUSAL_MAX_T = 1536
+
+
+def _native_ok(*tensors: torch.Tensor) -> bool:
+    return (
+        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and not torch.compiler.is_compiling()  # ctypes calls cannot be traced
+        and library() is not None
+    )
+
+
+def causal_attention_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether `causal_attention` takes q [B, H, T, D], k, v [B, HK, T, D]."""
+    return (
+        q.dim() == 4
+        and k.shape == v.shape
+        and q.shape[-1] == k.shape[-1]
+        and q.shape[-1] % 16 == 0
+        and q.shape[2] == k.shape[2] <= CAUSAL_MAX_T
+        and q.shape[1] % k.shape[1] == 0
+        and all(t.stride(-1) == 1 for t in (q, k, v))
+        and _native_ok(q, k, v)
+    )
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """softmax(scale q k^T + causal mask) v for q [B, H, T, D] and k, v [B, HK, T, D] (HK
+    divides H: grouped KV heads), returned as [B, T, H * D] (the output projection's input)."""
+    return _CausalAttention.apply(q, k, v, scale)
+
+
+class _CausalAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        scale: float,
+    ) -> torch.Tensor:
+        lib = library()
+        assert lib is not None
+        b, h, t, d = q.shape
+        hk = k.shape[1]
+        out = torch.empty(b, t, h * d)
+        needs_grad = any(ctx.needs_input_grad[:3])  # type: ignore[attr-defined]
+        lse = torch.empty(b, h, t) if needs_grad else None
+        lib.attn_prefill(
+            q.data_ptr(), *q.stride()[:3], k.data_ptr(), *k.stride()[:3], v.data_ptr(),
+            *v.stride()[:3], b, h, hk, t, d, scale, out.data_ptr(),
+            None if lse is None else lse.data_ptr(), threads(),
+        )  # fmt: skip
+        if needs_grad:
+            ctx.save_for_backward(q, k, v, out, lse)
+            ctx.scale = scale
+        return out
+
+    @staticmethod
+    @once_differentiable  # the kernels' gradients carry no graph: a double backward errors
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        lib = library()
+        assert lib is not None
+        q, k, v, out, lse = ctx.saved_tensors  # type: ignore[attr-defined]
+        b, h, t, d = q.shape
+        hk = k.shape[1]
+        grad_out = grad_out.contiguous()
+        # Written as [B, T, heads, D]: the layout of the projections' outputs, so the views
+        # back to [B, heads, T, D] cost nothing and the projections' backward reads them as is.
+        dq = torch.empty(b, t, h, d)
+        dk = torch.empty(b, t, hk, d)
+        dv = torch.empty(b, t, hk, d)
+        lib.attn_backward(
+            q.data_ptr(), *q.stride()[:3], k.data_ptr(), *k.stride()[:3], v.data_ptr(),
+            *v.stride()[:3], out.data_ptr(), grad_out.data_ptr(), lse.data_ptr(), b, h, hk, t, d,
+            ctx.scale, dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), threads(),  # type: ignore[attr-defined]
+        )  # fmt: skip
+        return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), None
+
+
+def gelu_tanh_supported(x: torch.Tensor) -> bool:
+    return x.is_contiguous() and _native_ok(x)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) for a contiguous float32 CPU tensor."""
+    return _GeluTanh.apply(x)
+
+
+class _GeluTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor
+    ) -> torch.Tensor:
+        lib = library()
+        assert lib is not None
+        y = torch.empty_like(x)
+        lib.gelu_tanh(x.data_ptr(), y.data_ptr(), x.numel(), threads())
+        ctx.save_for_backward(x)
+        return y
+
+    @staticmethod
+    @once_differentiable  # the kernels' gradients carry no graph: a double backward errors
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_y: torch.Tensor
+    ) -> torch.Tensor:
+        lib = library()
+        assert lib is not None
+        (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        grad_y = grad_y.contiguous()
+        grad_x = torch.empty_like(x)
+        lib.gelu_tanh_backward(x.data_ptr(), grad_y.data_ptr(), grad_x.data_ptr(), x.numel(),
+                               threads())  # fmt: skip
+        return grad_x
