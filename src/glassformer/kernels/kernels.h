@@ -80,8 +80,14 @@ static inline __m256 load_kv8(const void *base, size_t i, int f16) {
 /* s[j] <- exp(s[j] - max) for j < n; returns the sum and writes the max to *mx (the softmax's
    numerators and denominator; the max is subtracted so that no exp overflows). */
 static inline float exp_shifted(float *s, int n, float *mx) {
-    float m = -INFINITY;
-    for (int j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
+    int k = 0;
+    for (; k + 8 <= n; k += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(s + k));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    float m = _mm_cvtss_f32(m4);
+    for (; k < n; k++) m = s[k] > m ? s[k] : m;
     const __m256 mv = _mm256_set1_ps(m);
     __m256 sumv = _mm256_setzero_ps();
     int j = 0;
