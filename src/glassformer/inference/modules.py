@@ -40,6 +40,7 @@ from glassformer.inference.quant import (
     Int8Weight,
     dequantize,
 )
+from glassformer.kernels.autograd import CAUSAL_MAX_T
 
 SMALL_M = 8  # rows handled by the matrix-vector kernels; more rows go to dequantise + GEMM
 CHUNK_ELEMS = 4 * 1024 * 1024  # float32 elements dequantised at a time for a GEMM (16 MB)
@@ -293,11 +294,8 @@ def can_concat(parts: list[nn.Module]) -> bool:
     )
 
 
-# The native causal kernel keeps each query block's scores (block x T) and the value rows in
-# cache; past ~2k positions they no longer fit and SDPA's tiled flash kernel, which skips whole
-# masked blocks at those lengths, is as fast or faster (`benchmarks/prefill_attention.py`:
-# 1.5x at 1024, 1.2x at 1536, 0.96x at 2048, 0.75x at 4096 positions).
-NATIVE_PREFILL_MAX = 1536
+# The native causal kernel runs prefills up to the core's limit (see CAUSAL_MAX_T), SDPA beyond.
+NATIVE_PREFILL_MAX = CAUSAL_MAX_T
 
 
 class FusedAttention(nn.Module):

@@ -18,9 +18,11 @@ from torch.autograd.function import once_differentiable
 
 from glassformer.kernels import library, threads
 
-# Longest sequence for the native causal kernel: past this PyTorch's flash kernel (which tiles
-# the keys) is faster, by `benchmarks/prefill_attention.py` (0.96x at 2048 positions).
-CAUSAL_MAX_T = 1536
+# Longest sequence for the native causal kernel. Each block of 24 queries keeps its scores against
+# all T keys in cache, while PyTorch's flash kernel tiles the keys, so the margin narrows with T:
+# forward 1.35x SDPA at 2048 positions and 1.19x at 4096 (`benchmarks/prefill_attention.py`),
+# forward + backward 1.19x at 2048 but 0.90x at 4096 with heads of 128.
+CAUSAL_MAX_T = 2048
 
 
 def _native_ok(*tensors: torch.Tensor) -> bool:
