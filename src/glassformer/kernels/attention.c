@@ -154,15 +154,13 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
         const int b = task / HK, hk = task % HK;
         const float *kh = k + (size_t)b * skb + (size_t)hk * skh;
         const float *vh = v + (size_t)b * svb + (size_t)hk * svh;
-        const size_t panels = (size_t)TP * D, rows_pad = (size_t)(T + PF_BLOCK) * D;
+        const size_t panels = (size_t)TP * D, blk = (size_t)PF_BLOCK * D;
         const size_t sq = (size_t)PF_BLOCK * TP;
-        float *kt = (float *)malloc(sizeof(float) * (3 * panels + 2 * (size_t)TP6 * D +
-                                                     2 * rows_pad + PF_ROWS * D + T + 2 * sq +
-                                                     PF_ROWS));
+        float *kt = (float *)malloc(sizeof(float) * (3 * panels + 2 * (size_t)TP6 * D + 3 * blk +
+                                                     2 * sq + PF_ROWS));
         float *vt = kt + panels, *kc = vt + panels, *dk_acc = kc + panels;
-        float *dv_acc = dk_acc + (size_t)TP6 * D, *qs = dv_acc + (size_t)TP6 * D;
-        float *dos = qs + rows_pad, *dqb = dos + rows_pad, *delta = dqb + PF_ROWS * D;
-        float *s = delta + T, *dp = s + sq;
+        float *dv_acc = dk_acc + (size_t)TP6 * D, *qb = dv_acc + (size_t)TP6 * D;
+        float *dob = qb + blk, *dqb = dob + blk, *s = dqb + blk, *dp = s + sq;
         pack_panels(kh, skt, T, D, kt);
         pack_panels(vh, svt, T, D, vt);
         for (int j = 0; j < T; j++) /* scale K: then dS (scale K) is dq with nothing left to do */
@@ -171,17 +169,16 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
         for (int g = 0; g < G; g++) {
             const int h = hk * G + g;
             const float *lh = lse + ((size_t)b * H + h) * T;
-            /* the head's scale Q and dO rows packed together, zero past T (the last block's
-               padding), and delta_i = do_i . o_i */
-            load_block(q + b * sqb + h * sqh, sqt, 0, T, D, scale, qs, T + PF_BLOCK);
-            load_block(dout + ((size_t)b * T * H + h) * D, (long)H * D, 0, T, D, 1.0f, dos,
-                       T + PF_BLOCK);
-            for (int i = 0; i < T; i++)
-                delta[i] = dot(dos + (size_t)i * D, o + (((size_t)b * T + i) * H + h) * D, D);
             for (int bi = 0; bi < NB; bi++) {
                 const int i0 = bi * PF_BLOCK, rows = T - i0 < PF_BLOCK ? T - i0 : PF_BLOCK;
                 const int n = i0 + rows;
-                const float *qb = qs + (size_t)i0 * D, *dob = dos + (size_t)i0 * D;
+                load_block(q + b * sqb + h * sqh, sqt, i0, rows, D, scale, qb, PF_BLOCK);
+                load_block(dout + ((size_t)b * T * H + h) * D, (long)H * D, i0, rows, D, 1.0f,
+                           dob, PF_BLOCK);
+                float delta[PF_BLOCK]; /* delta_i = do_i . o_i */
+                for (int r = 0; r < rows; r++)
+                    delta[r] = dot(dob + (size_t)r * D, o + (((size_t)b * T + i0 + r) * H + h) * D,
+                                   D);
                 block_scores(qb, kt, D, i0, rows, s, TP);  /* scale q . k */
                 block_scores(dob, vt, D, i0, rows, dp, TP); /* do . v */
                 for (int r = 0; r < PF_BLOCK; r++) {
@@ -189,7 +186,7 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
                     const int seen = r < rows ? i0 + r + 1 : 0;
                     int j = 0;
                     if (seen) {
-                        const float dl = delta[i0 + r], li = lh[i0 + r];
+                        const float dl = delta[r], li = lh[i0 + r];
                         const __m256 dv8 = _mm256_set1_ps(dl), l = _mm256_set1_ps(li);
                         for (; j + 8 <= seen; j += 8) {
                             const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), l));
