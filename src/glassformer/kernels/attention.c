@@ -131,12 +131,18 @@ void gf_attn_prefill(const float *q, long sqb, long sqh, long sqt, const float *
 }
 
 /* acc[n6][D] += x[R][n6]^T y[R][D], n6 = n rounded up to 6: a rank-R update of a head's dK or
-   dV. x's columns from n to TP are zero; those past TP (when n6 > TP) run into the next row, and
-   only feed accumulator rows >= TP >= T, which are never written out. */
-static void rank_update(const float *x, int TP, const float *y, int n, int D, float *acc) {
-    for (int j0 = 0; j0 < n; j0 += PF_ROWS)
+   dV from a block of R = PF_BLOCK query rows starting at i0. Key j only meets rows i >= j, so
+   keys inside the block skip the rows above them. x's columns from n to TP are zero; those past
+   TP (when n6 > TP) run into the next row, and only feed accumulator rows >= TP >= T, which are
+   never written out. */
+static void rank_update(const float *x, int TP, const float *y, int i0, int n, int D,
+                        float *acc) {
+    for (int j0 = 0; j0 < n; j0 += PF_ROWS) {
+        const int r0 = j0 > i0 ? j0 - i0 : 0; /* rows before r0 see none of keys j0 .. j0 + 5 */
         for (int c = 0; c < D; c += 16)
-            mk_6x16(x + j0, 1, TP, y + c, D, PF_BLOCK, acc + (size_t)j0 * D + c, D, 1);
+            mk_6x16(x + (size_t)r0 * TP + j0, 1, TP, y + (size_t)r0 * D + c, D, PF_BLOCK - r0,
+                    acc + (size_t)j0 * D + c, D, 1);
+    }
 }
 
 /* Gradients of gf_attn_prefill. q, k, v as there; o, dout [B, T, H * D] contiguous (the
@@ -213,8 +219,8 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
                         memcpy(dst + (size_t)r * H * D, dqb + (size_t)r * D, sizeof(float) * D);
                 }
                 /* dv += P^T dO, dk += dS^T (scale Q) */
-                rank_update(s, TP, dob, n, D, dv_acc);
-                rank_update(dp, TP, qb, n, D, dk_acc);
+                rank_update(s, TP, dob, i0, n, D, dv_acc);
+                rank_update(dp, TP, qb, i0, n, D, dk_acc);
             }
         }
         for (int j = 0; j < T; j++) {
