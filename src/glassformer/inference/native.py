@@ -1,4 +1,4 @@
-"""Hand-written AVX2 kernels for weight-only quantised matrix products, compiled on first use.
+"""Python wrappers of the inference kernels: weight-only quantised products and the decode step.
 
 Why not PyTorch's own kernels: on a CPU without AVX-512 (AVX2 + FMA only), torch 2.13's
 `_weight_int8pack_mm` and `_weight_int4pack_mm_for_cpu` fall back to scalar loops for float32
