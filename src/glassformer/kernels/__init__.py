@@ -109,15 +109,25 @@ def _build() -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        # One compiler per source, all at once (about 6 s in series on 2 cores), then one link.
+        objects = [Path(tmp) / f"{name}.o" for name in SOURCES]
+        jobs = [
+            subprocess.Popen(
+                [cc, *CFLAGS, "-c", f"-I{SOURCE_DIR}", str(SOURCE_DIR / name), "-o", str(obj)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name, obj in zip(SOURCES, objects, strict=True)
+        ]
+        stderr = [job.communicate()[1] for job in jobs]  # reads the pipes, then waits
+        errors = [err for job, err in zip(jobs, stderr, strict=True) if job.returncode]
         out = Path(tmp) / target.name
-        sources = [str(SOURCE_DIR / name) for name in SOURCES]
-        proc = subprocess.run(
-            [cc, *CFLAGS, f"-I{SOURCE_DIR}", *sources, "-o", str(out), *LIBS],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"compiling the kernels failed:\n{proc.stderr[-2000:]}")
+        if not errors:
+            link = [cc, *CFLAGS, *map(str, objects), "-o", str(out), *LIBS]
+            proc = subprocess.run(link, capture_output=True, text=True)
+            errors = [proc.stderr] if proc.returncode else []
+        if errors:
+            raise RuntimeError(f"compiling the kernels failed:\n{''.join(errors)[-2000:]}")
         os.replace(out, target)  # atomic: a concurrent process sees all of the file or none
     return target
 
