@@ -194,50 +194,6 @@ def test_attention_kernel_key_splits(b: int, h: int, hk: int, length: int, threa
 
 
 @needs_native
-@pytest.mark.parametrize(
-    ("b", "h", "hk", "t", "d", "threads"),
-    [
-        (1, 9, 3, 512, 64, 2),  # SmolLM2's prefill
-        (2, 4, 2, 37, 16, 2),  # T not a multiple of the 6-row groups, 16-key panels or blocks
-        (1, 2, 1, 100, 256, 3),  # Gemma-sized heads, one KV head, 3 threads
-        (1, 4, 4, 1, 32, 2),  # one position
-        (1, 6, 2, 25, 64, 1),  # one query block plus one row
-        (1, 9, 3, 700, 64, 2),
-    ],
-)
-def test_prefill_attention_kernel_matches_sdpa(
-    b: int, h: int, hk: int, t: int, d: int, threads: int
-) -> None:
-    """Causal GQA attention over the visible half only, against SDPA's causal kernel; inputs
-    are strided views of one fused qkv projection, as FusedAttention passes them."""
-    torch.manual_seed(t)
-    qkv = torch.randn(b, t, (h + 2 * hk) * d).view(b, t, h + 2 * hk, d).transpose(1, 2)
-    q, k, v = qkv[:, :h], qkv[:, h : h + hk], qkv[:, h + hk :]
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        out = native.attn_prefill(q, k, v, 0.2)
-    finally:
-        torch.set_num_threads(old)
-    expect = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.2, enable_gqa=True)
-    assert out.shape == (b, t, h * d) and out.is_contiguous()
-    assert rel(out, expect.transpose(1, 2).reshape(b, t, h * d)) < 1e-5
-    # causality: changing the last position's key and value leaves every earlier output alone
-    k2, v2 = k.clone(), v.clone()
-    k2[:, :, -1] += 5.0
-    v2[:, :, -1] -= 5.0
-    again = native.attn_prefill(q, k2, v2, 0.2)
-    assert torch.equal(again[:, :-1], out[:, :-1])
-
-
-@needs_native
-def test_prefill_attention_kernel_rejects_unsupported_shapes() -> None:
-    q = torch.randn(1, 2, 8, 24)
-    with pytest.raises(ValueError, match="D % 16"):
-        native.attn_prefill(q, q, q, 0.1)
-
-
-@needs_native
 def test_float16_cache_store_and_attention() -> None:
     """A float16 cache: the store rounds like PyTorch's conversion (nearest even), and attention
     over it equals the float32 kernel run on the same rounded values, and SDPA within 1e-5."""

@@ -126,27 +126,28 @@ def test_rejects_unknown_modes() -> None:
 
 @pytest.mark.skipif(not native.available(), reason="native kernels unavailable")
 def test_prefill_attention_routes_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A prefill into an empty cache runs the native causal kernel up to NATIVE_PREFILL_MAX
-    positions and SDPA beyond; both give the plain model's logits."""
+    """A prefill into an empty cache runs the core's causal kernel up to CAUSAL_MAX_T positions
+    and SDPA beyond; both give the plain model's logits."""
     from glassformer.inference import modules
+    from glassformer.kernels import autograd
 
     torch.manual_seed(3)
     model = gf.Transformer(gf.Config.preset("tiny")).eval()
     fast = optimize(model)
     ids = torch.randint(0, model.config.vocab_size, (2, 30))
     calls: list[int] = []
-    kernel = native.attn_prefill
+    kernel = modules.causal_attention
 
     def counting(*args: object, **kwargs: object) -> torch.Tensor:
         calls.append(1)
         return kernel(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(native, "attn_prefill", counting)
+    monkeypatch.setattr(modules, "causal_attention", counting)
     with torch.inference_mode():
         expect = model(ids)[:, -1]
         native_route = fast(ids, fast.new_cache(2, 40), last_only=True)[:, -1]
         assert len(calls) == model.config.n_layers
-        monkeypatch.setattr(modules, "NATIVE_PREFILL_MAX", 16)
+        monkeypatch.setattr(autograd, "CAUSAL_MAX_T", 16)
         sdpa_route = fast(ids, fast.new_cache(2, 40), last_only=True)[:, -1]
         assert len(calls) == model.config.n_layers  # no further native calls
     assert rel(native_route, expect) < 1e-5 and rel(sdpa_route, expect) < 1e-5

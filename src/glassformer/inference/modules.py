@@ -11,11 +11,11 @@ or the number of kernel launches differs:
 - `FusedAttention`: one projection [W_q; W_k; W_v] instead of three (one pass over x, one kernel
   launch), RoPE applied to q and k in one call, and a direct path for the common cases
   (full-attention layer, static cache, no padding): decoding writes k, v into the cache slot and
-  attends to the filled prefix without a mask; a prefill into an empty cache runs the native
-  causal kernel (`native.attn_prefill`: only the visible half of the scores, about 1.8x SDPA's
-  CPU kernel at 512 positions) up to 1536 positions, SDPA's causal kernel beyond. Anything else
-  (padding, sliding-window rings, soft-capping, impl="eager") takes the general path, which is
-  the core `Attention.forward` line for line on the fused projection.
+  attends to the filled prefix without a mask; a prefill into an empty cache runs the core's
+  causal kernel (`kernels.autograd.causal_attention`: only the visible half of the scores, about
+  2x SDPA's CPU kernel at 512 positions) up to its limit of 2048 positions, SDPA's causal kernel
+  beyond. Anything else (padding, sliding-window rings, soft-capping, impl="eager") takes the
+  general path, which is the core `Attention.forward` line for line on the fused projection.
 - `FusedMLP`: [W_gate; W_up] as one projection, act(g) * u computed in place.
 - `FastRMSNorm`: `F.rms_norm` (one kernel) for float32 inputs; same formula as `RMSNorm`.
 - `DecodeLinear`: a float32 nn.Linear whose few-row products (decoding) run the native
@@ -40,7 +40,7 @@ from glassformer.inference.quant import (
     Int8Weight,
     dequantize,
 )
-from glassformer.kernels.autograd import CAUSAL_MAX_T
+from glassformer.kernels.autograd import causal_attention, causal_attention_supported
 
 SMALL_M = 8  # rows handled by the matrix-vector kernels; more rows go to dequantise + GEMM
 CHUNK_ELEMS = 4 * 1024 * 1024  # float32 elements dequantised at a time for a GEMM (16 MB)
@@ -294,10 +294,6 @@ def can_concat(parts: list[nn.Module]) -> bool:
     )
 
 
-# The native causal kernel runs prefills up to the core's limit (see CAUSAL_MAX_T), SDPA beyond.
-NATIVE_PREFILL_MAX = CAUSAL_MAX_T
-
-
 class FusedAttention(nn.Module):
     """Attention with one [W_q; W_k; W_v] projection (see the module docstring)."""
 
@@ -374,9 +370,9 @@ class FusedAttention(nn.Module):
         if t == 1:
             keys, values = cache.keys[:, :, :end], cache.values[:, :, :end]
             out = self._decode(q, keys.to(q.dtype), values.to(q.dtype))
-        elif start == 0 and d % 16 == 0 and t <= NATIVE_PREFILL_MAX and native_ok(q):
-            # causal, visible half only, written straight in the layout o_proj reads
-            return self.o_proj(native.attn_prefill(q, k, v, self.scale))
+        elif start == 0 and causal_attention_supported(q, k, v):
+            # the core's causal kernel: visible half only, in the layout o_proj reads
+            return self.o_proj(causal_attention(q, k, v, self.scale))
         elif start == 0:
             out = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, scale=self.scale, enable_gqa=hk != h

@@ -7,7 +7,8 @@ are vectorised but no faster than fp32 (docs/inference.md has the measurements).
 token is a matrix-vector product per layer, bound by how many weight bytes are streamed from
 memory, so the win of 8- or 4-bit weights only shows with a kernel that dequantises in
 registers. These are such kernels (`glassformer/kernels/quant.c`); the decode step's other
-helpers, the decode program and the prefill attention are wrapped here as well.
+helpers and the decode program are wrapped here as well (the prefill's causal attention is
+the core's: `glassformer.kernels.autograd.causal_attention`).
 
 What each kernel computes, for activations x [M, K] (float32, row-major) and N output rows.
 Columns are cut into blocks of 32. Each block of a row of x is first put in 16-bit fixed
@@ -230,23 +231,6 @@ def cache_f16(cache: torch.Tensor) -> int:
     if cache.dtype not in CACHE_DTYPES:
         raise ValueError(f"KV cache dtype must be float16 or float32, got {cache.dtype}")
     return int(cache.dtype == torch.float16)
-
-
-def attn_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Causal attention of q [B, H, T, D] over k, v [B, HK, T, D] (float32, any strides with the
-    last dimension contiguous; D % 16 == 0; HK divides H) -> [B, T, H * D] contiguous."""
-    lib = library()
-    assert lib is not None
-    b, h, t, d = q.shape
-    hk = k.shape[1]
-    if d % 16 or h % hk or any(x.stride(-1) != 1 for x in (q, k, v)):
-        raise ValueError(f"attn_prefill: need D % 16 == 0, HK | H, unit last stride; got {d}")
-    out = torch.empty(b, t, h * d, dtype=torch.float32)
-    lib.attn_prefill(
-        q.data_ptr(), *q.stride()[:3], k.data_ptr(), *k.stride()[:3], v.data_ptr(),
-        *v.stride()[:3], b, h, hk, t, d, scale, out.data_ptr(), None, threads(),
-    )  # fmt: skip
-    return out
 
 
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:

@@ -169,8 +169,7 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
         float *dob = qb + blk, *dqb = dob + blk, *s = dqb + blk, *dp = s + sq;
         pack_panels(kh, skt, T, D, kt);
         pack_panels(vh, svt, T, D, vt);
-        for (int j = 0; j < T; j++) /* scale K: then dS (scale K) is dq with nothing left to do */
-            for (int d = 0; d < D; d++) kc[(size_t)j * D + d] = scale * kh[(size_t)j * skt + d];
+        load_block(kh, skt, 0, T, D, scale, kc, T); /* scale K: dS (scale K) is then dq */
         memset(dk_acc, 0, sizeof(float) * 2 * (size_t)TP6 * D);
         for (int g = 0; g < G; g++) {
             const int h = hk * G + g;

@@ -33,16 +33,25 @@ def _native_ok(*tensors: torch.Tensor) -> bool:
     )
 
 
+def _causal_shape_problem(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str | None:
+    """What keeps q [B, H, T, D], k, v [B, HK, T, D] from the kernel's layout, or None."""
+    if q.dim() != 4 or k.shape != v.shape or q.shape[-1] != k.shape[-1]:
+        return f"need q [B, H, T, D] and k, v [B, HK, T, D], got {tuple(q.shape)}, {tuple(k.shape)}"
+    if q.shape[-1] % 16:
+        return f"need D % 16 == 0, got D = {q.shape[-1]}"
+    if q.shape[2] != k.shape[2] or q.shape[1] % k.shape[1]:
+        return f"need as many keys as queries and HK | H, got {tuple(q.shape)}, {tuple(k.shape)}"
+    if any(t.stride(-1) != 1 for t in (q, k, v)):
+        return "need a unit stride in the last dimension"
+    return None
+
+
 def causal_attention_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
-    """Whether `causal_attention` takes q [B, H, T, D], k, v [B, HK, T, D]."""
+    """Whether `causal_attention` takes q [B, H, T, D], k, v [B, HK, T, D] (and is faster than
+    SDPA for them: up to CAUSAL_MAX_T positions)."""
     return (
-        q.dim() == 4
-        and k.shape == v.shape
-        and q.shape[-1] == k.shape[-1]
-        and q.shape[-1] % 16 == 0
-        and q.shape[2] == k.shape[2] <= CAUSAL_MAX_T
-        and q.shape[1] % k.shape[1] == 0
-        and all(t.stride(-1) == 1 for t in (q, k, v))
+        _causal_shape_problem(q, k, v) is None
+        and q.shape[2] <= CAUSAL_MAX_T
         and _native_ok(q, k, v)
     )
 
@@ -51,7 +60,12 @@ def causal_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
 ) -> torch.Tensor:
     """softmax(scale q k^T + causal mask) v for q [B, H, T, D] and k, v [B, HK, T, D] (HK
-    divides H: grouped KV heads), returned as [B, T, H * D] (the output projection's input)."""
+    divides H: grouped KV heads; float32, any strides with a contiguous last dimension, D % 16
+    == 0), returned as [B, T, H * D] contiguous (the output projection's input). Differentiable;
+    without autograd recording (inference) the forward keeps nothing for a backward."""
+    problem = _causal_shape_problem(q, k, v)
+    if problem is not None:
+        raise ValueError(f"causal_attention: {problem}")
     return _CausalAttention.apply(q, k, v, scale)
 
 
