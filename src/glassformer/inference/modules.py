@@ -41,6 +41,7 @@ from glassformer.inference.quant import (
     dequantize,
 )
 from glassformer.kernels.autograd import causal_attention, causal_attention_supported
+from glassformer.kernels.autograd import native_ok as kernels_native_ok
 
 SMALL_M = 8  # rows handled by the matrix-vector kernels; more rows go to dequantise + GEMM
 CHUNK_ELEMS = 4 * 1024 * 1024  # float32 elements dequantised at a time for a GEMM (16 MB)
@@ -185,15 +186,9 @@ class QuantEmbedding(nn.Module):
 
 
 def native_ok(x: torch.Tensor) -> bool:
-    """Whether the native helpers may run on x: float32 on the CPU, no autograd, not being
-    traced by torch.compile (which sees only the PyTorch ops)."""
-    return (
-        x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and not x.requires_grad
-        and not torch.compiler.is_compiling()
-        and native.library() is not None
-    )
+    """Whether the inference kernels (which have no backward) may run on x: the kernels' own
+    rule (`kernels.autograd.native_ok`) and no autograd."""
+    return not x.requires_grad and kernels_native_ok(x)
 
 
 class DecodeLinear(nn.Linear):

@@ -25,7 +25,9 @@ from glassformer.kernels import library, threads
 CAUSAL_MAX_T = 2048
 
 
-def _native_ok(*tensors: torch.Tensor) -> bool:
+def native_ok(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels may take these tensors: float32 on the CPU, not being traced by
+    torch.compile (which sees only PyTorch's ops), and the library built."""
     return (
         all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
         and not torch.compiler.is_compiling()  # ctypes calls cannot be traced
@@ -50,9 +52,7 @@ def causal_attention_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     """Whether `causal_attention` takes q [B, H, T, D], k, v [B, HK, T, D] (and is faster than
     SDPA for them: up to CAUSAL_MAX_T positions)."""
     return (
-        _causal_shape_problem(q, k, v) is None
-        and q.shape[2] <= CAUSAL_MAX_T
-        and _native_ok(q, k, v)
+        _causal_shape_problem(q, k, v) is None and q.shape[2] <= CAUSAL_MAX_T and native_ok(q, k, v)
     )
 
 
@@ -120,7 +120,7 @@ class _CausalAttention(torch.autograd.Function):
 
 
 def gelu_tanh_supported(x: torch.Tensor) -> bool:
-    return x.is_contiguous() and _native_ok(x)
+    return x.is_contiguous() and native_ok(x)
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
