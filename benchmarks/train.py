@@ -13,11 +13,8 @@ Trainer uses by default on torch >= 2.8, so the same optimizer kernel as ours) a
 hand-written HF training loop gets). MFU is model FLOPs (6 N + 12 L H d T per token, PaLM
 appendix B) per second over the best fp32 matmul rate measured during the run.
 
-    python benchmarks/train.py [--rounds 6] [--threads 2] [--compile] [--compile-hf]
-                               [--separate-qkv] [--json]
+    python benchmarks/train.py [--rounds 6] [--threads 2] [--compile] [--compile-hf] [--json]
 
-`--separate-qkv` adds ours with q, k and v as three products (the fused product is used from
-`attention.FUSED_QKV_MIN_ROWS` rows on) and prints what the fusion gains.
 `--compile` / `--compile-hf` add torch.compile'd variants of ours / HF's (compile time is
 excluded: the warm-up steps absorb it; it takes a minute or more on a small CPU).
 """
@@ -64,21 +61,6 @@ def build_ours(compile_: bool) -> tuple[Callable[[torch.Tensor], float], int]:
     return step, sum(p.numel() for p in params)
 
 
-def with_separate_qkv(step: Callable[[torch.Tensor], float]) -> Callable[[torch.Tensor], float]:
-    """The same step with q, k and v computed as three products (no fused product at any size)."""
-    from glassformer.components import attention
-
-    def separate(batch: torch.Tensor) -> float:
-        fused_from = attention.FUSED_QKV_MIN_ROWS
-        attention.FUSED_QKV_MIN_ROWS = 1 << 62
-        try:
-            return step(batch)
-        finally:
-            attention.FUSED_QKV_MIN_ROWS = fused_from
-
-    return separate
-
-
 def build_hf(compile_: bool, fused: bool = True) -> tuple[Callable[[torch.Tensor], float], int]:
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging
@@ -118,9 +100,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time ours compiled")
     parser.add_argument("--compile-hf", action="store_true", help="also time HF compiled")
-    parser.add_argument(
-        "--separate-qkv", action="store_true", help="also time ours with three q/k/v products"
-    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -134,9 +113,6 @@ def main() -> None:
         "hf": build_hf(False),
         "hf-default-adamw": build_hf(False, fused=False),
     }
-    if args.separate_qkv:
-        step, n = build_ours(False)
-        variants["glassformer-3-qkv"] = (with_separate_qkv(step), n)
     if args.compile:
         variants["glassformer+compile"] = build_ours(True)
     if args.compile_hf:
@@ -194,8 +170,6 @@ def main() -> None:
     # --threads 1; with more threads, waiting threads spin and count).
     result["ratio_cpu_time"] = paired("glassformer", "hf", cpu)
     result["ratio_cpu_time_vs_default_adamw"] = paired("glassformer", "hf-default-adamw", cpu)
-    if args.separate_qkv:
-        result["fused_qkv_speedup"] = paired("glassformer", "glassformer-3-qkv")
     if args.compile:
         result["ratio_compiled"] = paired("glassformer+compile", "hf")
         result["ratio_compiled_cpu_time"] = paired("glassformer+compile", "hf", cpu)
@@ -217,8 +191,6 @@ def main() -> None:
           f"{result['ratio_vs_default_adamw']:.2f}x")  # fmt: skip
     print(f"same, in process CPU time: {result['ratio_cpu_time']:.2f}x and "
           f"{result['ratio_cpu_time_vs_default_adamw']:.2f}x")  # fmt: skip
-    if args.separate_qkv:
-        print(f"fused q/k/v product / three products: {result['fused_qkv_speedup']:.3f}x")
     if args.compile:
         print(f"glassformer+compile / HF (fused AdamW): {result['ratio_compiled']:.2f}x")
     if "ratio_both_compiled" in result:

@@ -23,12 +23,6 @@ from glassformer.components.rope import apply_rotary
 from glassformer.config import Config
 from glassformer.kernels.autograd import causal_attention, causal_attention_supported
 
-# Rows (tokens in the batch) from which q, k and v are one product. The weight copy costs about
-# 60 / rows of the product's time on this CPU. Measured alternating with three products in one
-# process: a training step at 2048 rows (benchmarks/train.py's shapes) 1.6% faster (median of 24
-# rounds; 1.4-2.8% in shorter runs), GPT-2 small's forward at 1024 rows unchanged (0.99x).
-FUSED_QKV_MIN_ROWS = 1024
-
 
 def attend(
     q: torch.Tensor,
@@ -118,19 +112,9 @@ class Attention(nn.Module):
         key_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        h, hk, d = self.n_heads, self.n_kv_heads, self.head_dim
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        if b * t >= FUSED_QKV_MIN_ROWS and all(type(p) is nn.Linear for p in projections):
-            # One GEMM for q, k and v (GPT-2's c_attn): the weights are copied side by side,
-            # 3 d^2 floats, which many rows repay with one larger, faster product.
-            weight = torch.cat([p.weight for p in projections])
-            bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
-            qkv = F.linear(x, weight, bias).view(b, t, h + 2 * hk, d).transpose(1, 2)
-            q, k, v = qkv.split((h, hk, hk), dim=1)
-        else:
-            q = self.q_proj(x).view(b, t, h, d).transpose(1, 2)
-            k = self.k_proj(x).view(b, t, hk, d).transpose(1, 2)
-            v = self.v_proj(x).view(b, t, hk, d).transpose(1, 2)
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         return self.o_proj(self.mix_heads(q, k, v, rope, positions, cache, key_valid))
 
     def mix_heads(
