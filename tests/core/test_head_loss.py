@@ -148,3 +148,64 @@ def test_lora_wrapped_head_takes_the_unfused_loss() -> None:
     flat = logits.reshape(-1, logits.shape[-1])
     plain = F.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
     assert torch.allclose(model(ids, labels=targets), plain, rtol=1e-6)
+
+
+@pytest.mark.parametrize("vocab", [4100, 1201, 50])  # 4 slices of 1025; 1 of 1201; 1 of 50
+def test_native_sliced_path_matches_float64(vocab: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU path (logits one vocabulary slice at a time, softmax and gradient in
+    `kernels/xent.c`) against float64 cross-entropy: loss, dL/dh and dL/dW, with ignored rows,
+    several chunks, and the loss-only path. Counts that the kernel really ran."""
+    from glassformer.components import head_loss
+    from glassformer.kernels import available
+
+    if not available():
+        pytest.skip("native kernels unavailable")
+    calls = []
+    kernel = head_loss.softmax_cross_entropy_
+    monkeypatch.setattr(
+        head_loss, "softmax_cross_entropy_", lambda *a: calls.append(a[0].shape) or kernel(*a)
+    )
+    gen = torch.Generator().manual_seed(vocab)
+    h = torch.randn(37, 32, generator=gen, requires_grad=True)
+    w = (torch.randn(vocab, 32, generator=gen) * 0.3).requires_grad_()
+    y = torch.randint(0, vocab, (37,), generator=gen)
+    y[::5] = IGNORE
+    y[1] = vocab - 1  # the last column of the last slice
+    loss = linear_cross_entropy(h, w, y, chunk_tokens=16)
+    (0.5 * loss).backward()
+    slices = {4100: 4, 1201: 1, 50: 1}[vocab]
+    assert calls == [(slices, 16, vocab // slices)] * 2 + [(slices, 5, vocab // slices)]
+
+    h64, w64 = h.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    ref = F.cross_entropy(h64 @ w64.t(), y, ignore_index=IGNORE, reduction="sum")
+    (0.5 * ref).backward()
+    assert abs(loss.item() - ref.item()) <= 1e-5 * ref.item()
+    assert torch.allclose(h.grad.double(), h64.grad, atol=2e-6)
+    assert torch.allclose(w.grad.double(), w64.grad, atol=2e-6)
+    with torch.no_grad():
+        assert abs(linear_cross_entropy(h, w, y, chunk_tokens=16).item() - ref.item()) <= 1e-4
+
+
+def test_vocabulary_slices() -> None:
+    """Slice widths: the largest divisor of the vocabulary in [512, 2048]; none -> one slice;
+    soft-capping and bf16 autocast take the PyTorch path (None)."""
+    from glassformer.components.head_loss import _slices
+    from glassformer.kernels import available
+
+    if not available():
+        pytest.skip("native kernels unavailable")
+    h = torch.zeros(4, 8)
+    for vocab, slices in [(8192, 4), (50257, 29), (49152, 24), (151936, 128), (300, 1)]:
+        assert _slices(h, torch.zeros(vocab, 8), None) == slices, vocab
+    assert _slices(h, torch.zeros(8192, 8), 30.0) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _slices(h, torch.zeros(8192, 8), None) is None
+
+
+def test_labels_out_of_range_are_refused() -> None:
+    h, w = torch.zeros(2, 3, 4), torch.zeros(5, 4)
+    expected = r"token ids in \[0, 5\) or -100 \(ignored\), got 5 at flat position 4"
+    with pytest.raises(ValueError, match=expected):
+        linear_cross_entropy(h, w, torch.tensor([[0, 1, 2], [3, 5, 1]]))
+    with pytest.raises(ValueError, match="got -1 at flat position 0"):
+        linear_cross_entropy(h, w, torch.tensor([[-1, 1, 2], [3, 4, 1]]))

@@ -13,7 +13,13 @@ is formed in place from them (softmax minus one-hot) and immediately multiplied 
 dL/dW, and the backward only scales those by the incoming gradient. Same GEMMs, a few fewer
 passes over memory, and peak memory of one chunk instead of the whole batch. The idea of
 Liger Kernel's fused linear cross-entropy (Hsu et al. 2024) and of Cut Cross-Entropy (Wijmans
-et al. 2024), written here with plain PyTorch ops.
+et al. 2024).
+
+On the CPU in float32 two more things are done (`kernels/xent.c`): the logits are computed one
+vocabulary slice at a time, as [slices, tokens, slice width] (MKL runs a product with 8k output
+columns and a 384-long inner dimension at ~120 GFLOP/s here, slices of ~1k columns at ~170),
+and softmax, loss and gradient are one kernel that keeps each row in cache through its three
+passes. Everywhere else (GPU, bf16 autocast, soft-capping) the same steps are PyTorch ops.
 """
 
 from __future__ import annotations
@@ -21,10 +27,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from glassformer.kernels.autograd import native_ok, softmax_cross_entropy_
+
 IGNORE = -100
 # Tokens per chunk: GEMMs of 512 rows run at full speed here (256 rows lose ~10%), and a
 # chunk's logits stay small next to the batch's (512 x 262k vocabulary = 0.5 GB in float32).
 CHUNK_TOKENS = 512
+# Vocabulary slice width for the CPU path: the largest divisor of the vocabulary in this range
+# (1024 for 8k, 1733 for GPT-2's 50257); a vocabulary without one is a single slice.
+SLICE_RANGE = (512, 2048)
 
 
 def linear_cross_entropy(
@@ -45,13 +56,21 @@ def linear_cross_entropy(
             f"got {tuple(labels.shape)}"
         )
     h = hidden.reshape(-1, hidden.shape[-1])
-    y = labels.reshape(-1)
+    y = labels.reshape(-1).long().contiguous()
+    bad = (y != IGNORE) & ((y < 0) | (y >= weight.shape[0]))
+    if bad.any():
+        first = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"labels: expected token ids in [0, {weight.shape[0]}) or {IGNORE} (ignored), "
+            f"got {int(y[first])} at flat position {first}"
+        )
     chunk = chunk_tokens or CHUNK_TOKENS
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(h, weight, y, softcap, chunk)
     total = torch.zeros((), dtype=torch.float32, device=h.device)
+    slices = _slices(h, weight, softcap)
     for s in range(0, h.shape[0], chunk):
-        total += _chunk(h[s : s + chunk], weight, y[s : s + chunk], softcap, grad=False)[0]
+        total += _chunk(h[s : s + chunk], weight, y[s : s + chunk], softcap, slices, False)[0]
     return total
 
 
@@ -62,10 +81,33 @@ def _compute_dtype(h: torch.Tensor, device: torch.device) -> torch.dtype:
     return h.dtype
 
 
+def _slices(h: torch.Tensor, w: torch.Tensor, softcap: float | None) -> int | None:
+    """How many vocabulary slices the native kernel computes the logits in, or None where the
+    kernel cannot run (PyTorch ops then compute all the logits at once)."""
+    if softcap is not None or _compute_dtype(h, h.device) != torch.float32 or not native_ok(h, w):
+        return None
+    vocab = w.shape[0]
+    low, high = SLICE_RANGE
+    width = next((n for n in range(min(high, vocab), low - 1, -1) if vocab % n == 0), vocab)
+    return vocab // width
+
+
 def _chunk(
-    h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, softcap: float | None, grad: bool
+    h: torch.Tensor,
+    w: torch.Tensor,
+    y: torch.Tensor,
+    softcap: float | None,
+    slices: int | None,
+    grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(loss sum of the chunk, dL/dz of the chunk in w's dtype or None)."""
+    """(loss sum of the chunk, dL/dz of the chunk as [slices, tokens, vocab / slices] in w's
+    dtype, or None without grad)."""
+    if slices is not None:  # the native kernel (float32 CPU, no soft-capping)
+        z = torch.empty(slices, h.shape[0], w.shape[0] // slices)
+        wb = w.view(slices, -1, w.shape[1])
+        torch.bmm(h.expand(slices, *h.shape), wb.transpose(1, 2), out=z)
+        loss = softmax_cross_entropy_(z, y, IGNORE, grad).sum()
+        return loss, z if grad else None
     z = (h @ w.t()).float()
     tanh = None
     if softcap is not None:
@@ -86,7 +128,7 @@ def _chunk(
     probs.scatter_add_(1, target, -valid.to(probs.dtype).unsqueeze(1))
     if tanh is not None:
         probs.mul_(1.0 - tanh * tanh)  # d(c tanh(z / c)) / dz
-    return loss, probs.to(w.dtype)
+    return loss, probs.to(w.dtype).unsqueeze(0)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -107,20 +149,31 @@ class _LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(h.device.type, enabled=False):
             hc, wc = h.to(dtype), weight.to(dtype)
             grad_h = torch.empty_like(hc) if need_h else None
-            grad_w = (
-                torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-                if need_w
-                else None
-            )
+            # Written by the first chunk's product; zeros only when there is no chunk.
+            alloc = torch.empty if h.shape[0] else torch.zeros
+            f32 = {"dtype": torch.float32, "device": weight.device}
+            grad_w = alloc(weight.shape, **f32) if need_w else None
             loss = torch.zeros((), dtype=torch.float32, device=h.device)
+            slices = _slices(hc, wc, softcap)
+            n_slices = slices or 1
+            w_sliced = wc.view(n_slices, -1, wc.shape[1])
+            grad_w_sliced = None if grad_w is None else grad_w.view(n_slices, -1, wc.shape[1])
             for s in range(0, h.shape[0], chunk):
-                part, dz = _chunk(hc[s : s + chunk], wc, y[s : s + chunk], softcap, grad=True)
+                h_part = hc[s : s + chunk]
+                part, dz = _chunk(h_part, wc, y[s : s + chunk], softcap, slices, True)
                 assert dz is not None
                 loss += part
-                if grad_h is not None:
-                    torch.mm(dz, wc, out=grad_h[s : s + chunk])
-                if grad_w is not None:
-                    grad_w.addmm_(dz.t().to(torch.float32), hc[s : s + chunk].to(torch.float32))
+                if grad_h is not None:  # dL/dh = sum over slices of dL/dz_slice W_slice
+                    torch.mm(dz[0], w_sliced[0], out=grad_h[s : s + chunk])
+                    for b in range(1, n_slices):
+                        grad_h[s : s + chunk].addmm_(dz[b], w_sliced[b])
+                if grad_w_sliced is not None:  # the first chunk writes, the others add
+                    for b in range(n_slices):
+                        dz_t, h_f = dz[b].t().float(), h_part.float()
+                        if s == 0:
+                            torch.mm(dz_t, h_f, out=grad_w_sliced[b])
+                        else:
+                            grad_w_sliced[b].addmm_(dz_t, h_f)
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (h.dtype, weight.dtype)
         return loss

@@ -9,6 +9,7 @@ The C sources sit next to this file, one per subject:
     program.c      a whole decode step as one call over a list of bound kernel calls
     attention.c    causal self-attention forward and backward, computing the visible half only
     activations.c  GELU (tanh form) forward and backward with one exp instead of a tanh
+    xent.c         softmax cross-entropy and its gradient, in place over the LM head's logits
 
 Python wrappers: `glassformer.inference.native` (inference kernels) and
 `glassformer.kernels.autograd` (the differentiable ones the core model and the trainer use).
@@ -38,7 +39,7 @@ from pathlib import Path
 import torch
 
 SOURCE_DIR = Path(__file__).parent
-SOURCES = ("quant.c", "decode.c", "program.c", "attention.c", "activations.c")
+SOURCES = ("quant.c", "decode.c", "program.c", "attention.c", "activations.c", "xent.c")
 HEADERS = ("kernels.h",)
 CFLAGS = (
     "-O3", "-fno-math-errno", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp",
@@ -86,6 +87,7 @@ class Library:
             "attn_backward": [p, n, n, n, p, n, n, n, p, n, n, n, p, p, p, *[i] * 5, f, p, p, p, i],
             "gelu_tanh": [p, p, n, i],
             "gelu_tanh_backward": [p, p, p, n, i],
+            "xent_rows": [p, n, n, n, n, p, ctypes.c_int64, i, p, i],
             "run_program": [p, i, i],
             "silu_mul": [p, p, i, i],
             "add": [p, p, i, i, i],

@@ -47,11 +47,35 @@ static inline __attribute__((always_inline)) void mk_6x16(const float *A, size_t
     }
 }
 
-/* panel p of xt holds rows 16 p .. 16 p + 15 of x (row stride sx) as [D][16], zero past T.
-   Rows are read whole (the writes, 16 floats apart, stay within a panel that sits in L1). */
+/* the 8 x 8 block at x (row stride sx) transposed into out (row stride so) */
+static inline void transpose8(const float *x, size_t sx, float *out, size_t so) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(x + i * sx);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(out + i * so, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(out + (i + 4) * so, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+}
+
+/* panel p of xt holds rows 16 p .. 16 p + 15 of x (row stride sx) as [D][16], zero past T:
+   whole 8 x 8 blocks by register transposes, the last rows (T % 8) one by one. */
 static void pack_panels(const float *x, long sx, int T, int D, float *xt) {
-    const int P = (T + 15) / 16;
-    for (int j = 0; j < 16 * P; j++) {
+    const int P = (T + 15) / 16, T8 = T / 8 * 8;
+    for (int j = 0; j < T8; j += 8)
+        for (int d = 0; d < D; d += 8)
+            transpose8(x + (size_t)j * sx + d, sx, xt + (size_t)(j / 16) * D * 16 +
+                       (size_t)d * 16 + j % 16, 16);
+    for (int j = T8; j < 16 * P; j++) {
         float *col = xt + (size_t)(j / 16) * D * 16 + j % 16;
         for (int d = 0; d < D; d++) col[(size_t)d * 16] = j < T ? x[(size_t)j * sx + d] : 0.0f;
     }
@@ -113,7 +137,8 @@ void gf_attn_prefill(const float *q, long sqb, long sqh, long sqt, const float *
             const int seen = r < rows ? i0 + r + 1 : 0; /* keys 0 .. i */
             float mx;
             const float sum = exp_shifted(sr, seen, &mx);
-            for (int j = seen; j < TP; j++) sr[j] = 0.0f; /* masked: weight 0 */
+            /* masked keys get weight 0, as far as P V reads (the keys the block can see) */
+            for (int j = seen; j < i0 + rows; j++) sr[j] = 0.0f;
             inv[r] = seen ? 1.0f / sum : 0.0f;
             if (lse && seen) lse[((size_t)b * H + h) * T + i0 + r] = mx + logf(sum);
         }
@@ -177,6 +202,8 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
             for (int bi = 0; bi < NB; bi++) {
                 const int i0 = bi * PF_BLOCK, rows = T - i0 < PF_BLOCK ? T - i0 : PF_BLOCK;
                 const int n = i0 + rows;
+                /* rank_update reads columns up to n rounded up to 6 */
+                const int zero_to = n + PF_ROWS < TP ? n + PF_ROWS : TP;
                 load_block(q + b * sqb + h * sqh, sqt, i0, rows, D, scale, qb, PF_BLOCK);
                 load_block(dout + ((size_t)b * T * H + h) * D, (long)H * D, i0, rows, D, 1.0f,
                            dob, PF_BLOCK);
@@ -204,7 +231,8 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
                             dpr[j] = sr[j] * (dpr[j] - dl);
                         }
                     }
-                    for (; j < TP; j++) sr[j] = dpr[j] = 0.0f; /* masked: p = ds = 0 */
+                    /* masked: p = ds = 0, as far as dS K and the rank updates read */
+                    for (; j < zero_to; j++) sr[j] = dpr[j] = 0.0f;
                 }
                 /* dq = dS (scale K), straight into dq's rows (a last, partial group of 6 rows
                    goes through a buffer) */

@@ -153,3 +153,20 @@ class _GeluTanh(torch.autograd.Function):
         lib.gelu_tanh_backward(x.data_ptr(), grad_y.data_ptr(), grad_x.data_ptr(), x.numel(),
                                threads())  # fmt: skip
         return grad_x
+
+
+def softmax_cross_entropy_(
+    z: torch.Tensor, labels: torch.Tensor, ignore: int, grad: bool
+) -> torch.Tensor:
+    """Per-row cross-entropy of logits z [slices, rows, width] (row i's logits are z[:, i, :]
+    in order; float32, contiguous) against int64 labels [rows] (`ignore` rows count 0); with
+    `grad`, z is overwritten by dL/dz = softmax(z) - onehot(label) (zero for ignored rows).
+    Labels must lie in [0, slices * width) or equal `ignore`: the caller checks."""
+    lib = library()
+    assert lib is not None and z.is_contiguous() and labels.dtype == torch.int64
+    slices, rows, width = z.shape
+    labels = labels.contiguous()
+    loss = torch.empty(rows)
+    lib.xent_rows(z.data_ptr(), rows, slices, width, rows * width, labels.data_ptr(), ignore,
+                  int(grad), loss.data_ptr(), threads())  # fmt: skip
+    return loss
