@@ -22,12 +22,14 @@
 #define PF_ROWS 6
 #define PF_BLOCK 24
 
-/* C[r][0..16) (+)= sum_{k < n} A[r ar + k ak] B[k ldb + 0..16), for the 6 rows r of C. With
-   ak = 1 A is read by rows; with ar = 1 by columns, which multiplies by A's transpose without
-   forming it (the rank updates dK += dS^T Q and dV += P^T dO read dS and P so). */
+/* C[r][0..16) (+)= sum_{k < n} A[r ar + k ak] B[k ldb + 0..16), for the 6 rows r of C, each
+   row times row_scale[r] if given. With ak = 1 A is read by rows; with ar = 1 by columns, which
+   multiplies by A's transpose without forming it (the rank updates dK += dS^T Q and dV += P^T dO
+   read dS and P so). */
 static inline __attribute__((always_inline)) void mk_6x16(const float *A, size_t ar, size_t ak,
                                                           const float *B, size_t ldb, int n,
-                                                          float *C, size_t ldc, int accumulate) {
+                                                          float *C, size_t ldc, int accumulate,
+                                                          const float *row_scale) {
     __m256 c[PF_ROWS][2];
     for (int r = 0; r < PF_ROWS; r++) {
         c[r][0] = accumulate ? _mm256_loadu_ps(C + r * ldc) : _mm256_setzero_ps();
@@ -42,6 +44,10 @@ static inline __attribute__((always_inline)) void mk_6x16(const float *A, size_t
         }
     }
     for (int r = 0; r < PF_ROWS; r++) {
+        if (row_scale) {
+            c[r][0] = _mm256_mul_ps(c[r][0], _mm256_set1_ps(row_scale[r]));
+            c[r][1] = _mm256_mul_ps(c[r][1], _mm256_set1_ps(row_scale[r]));
+        }
         _mm256_storeu_ps(C + r * ldc, c[r][0]);
         _mm256_storeu_ps(C + r * ldc + 8, c[r][1]);
     }
@@ -100,7 +106,7 @@ static void block_scores(const float *qb, const float *kt, int D, int i0, int ro
     for (int r0 = 0; r0 < rows; r0 += PF_ROWS)
         for (int p = 0; p < (group_keys(i0, r0, rows) + 15) / 16; p++)
             mk_6x16(qb + (size_t)r0 * D, D, 1, kt + (size_t)p * D * 16, 16, D,
-                    s + (size_t)r0 * TP + 16 * p, TP, 0);
+                    s + (size_t)r0 * TP + 16 * p, TP, 0, NULL);
 }
 
 /* q [B, H, T, D], k, v [B, HK, T, D] given by element strides (b, head, t; d contiguous);
@@ -142,13 +148,16 @@ void gf_attn_prefill(const float *q, long sqb, long sqh, long sqt, const float *
             inv[r] = seen ? 1.0f / sum : 0.0f;
             if (lse && seen) lse[((size_t)b * H + h) * T + i0 + r] = mx + logf(sum);
         }
-        for (int r0 = 0; r0 < rows; r0 += PF_ROWS)
+        /* o = P V / sum, straight into out's rows (a last, partial group of 6 rows goes
+           through a buffer: the rows after it belong to another task) */
+        for (int r0 = 0; r0 < rows; r0 += PF_ROWS) {
+            float *dst = out + (((size_t)b * T + i0 + r0) * H + h) * D;
+            const int whole = r0 + PF_ROWS <= rows;
             for (int c = 0; c < D; c += 16)
                 mk_6x16(s + (size_t)r0 * TP, TP, 1, vh + c, D, group_keys(i0, r0, rows),
-                        o + (size_t)r0 * D + c, D, 0);
-        for (int r = 0; r < rows; r++) {
-            float *dst = out + (((size_t)b * T + i0 + r) * H + h) * D;
-            for (int d = 0; d < D; d++) dst[d] = o[(size_t)r * D + d] * inv[r];
+                        whole ? dst + c : o + c, whole ? (size_t)H * D : (size_t)D, 0, inv + r0);
+            for (int r = 0; !whole && r0 + r < rows; r++)
+                memcpy(dst + (size_t)r * H * D, o + (size_t)r * D, sizeof(float) * D);
         }
         free(qb);
     }
@@ -166,7 +175,7 @@ static void rank_update(const float *x, int TP, const float *y, int i0, int n, i
         const int r0 = j0 > i0 ? j0 - i0 : 0; /* rows before r0 see none of keys j0 .. j0 + 5 */
         for (int c = 0; c < D; c += 16)
             mk_6x16(x + (size_t)r0 * TP + j0, 1, TP, y + (size_t)r0 * D + c, D, PF_BLOCK - r0,
-                    acc + (size_t)j0 * D + c, D, 1);
+                    acc + (size_t)j0 * D + c, D, 1, NULL);
     }
 }
 
@@ -226,9 +235,12 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
                             _mm256_storeu_ps(dpr + j, _mm256_mul_ps(p, _mm256_sub_ps(
                                                         _mm256_loadu_ps(dpr + j), dv8)));
                         }
-                        for (; j < seen; j++) {
-                            sr[j] = exp1(sr[j] - li);
-                            dpr[j] = sr[j] * (dpr[j] - dl);
+                        if (j < seen) { /* the row's last, partial vector */
+                            const __m256i mask = tail_mask(seen - j);
+                            const __m256 p = exp_tail(sr + j, seen - j, l);
+                            _mm256_maskstore_ps(dpr + j, mask, _mm256_mul_ps(p, _mm256_sub_ps(
+                                                    _mm256_maskload_ps(dpr + j, mask), dv8)));
+                            j = seen;
                         }
                     }
                     /* masked: p = ds = 0, as far as dS K and the rank updates read */
@@ -241,7 +253,8 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
                     const int whole = r0 + PF_ROWS <= rows;
                     for (int c = 0; c < D; c += 16)
                         mk_6x16(dp + (size_t)r0 * TP, TP, 1, kc + c, D, group_keys(i0, r0, rows),
-                                whole ? dst + c : dqb + c, whole ? (size_t)H * D : (size_t)D, 0);
+                                whole ? dst + c : dqb + c, whole ? (size_t)H * D : (size_t)D, 0,
+                                NULL);
                     for (int r = 0; !whole && r0 + r < rows; r++)
                         memcpy(dst + (size_t)r * H * D, dqb + (size_t)r * D, sizeof(float) * D);
                 }

@@ -65,6 +65,21 @@ static inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
+/* lanes 0 .. r - 1 set (0 < r < 8): the last, partial vector of a row, loaded and stored with
+   _mm256_maskload_ps / _mm256_maskstore_ps instead of one exp per element */
+static inline __m256i tail_mask(int r) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* x[0 .. r) <- exp(x[0 .. r) - m) (0 < r < 8), returned as a vector with zeros past r */
+static inline __m256 exp_tail(float *x, int r, __m256 m) {
+    const __m256i mask = tail_mask(r);
+    const __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(x, mask), m)),
+                                   _mm256_castsi256_ps(mask));
+    _mm256_maskstore_ps(x, mask, e);
+    return e;
+}
+
 static inline float exp1(float x) {
     float v[8] = {x, 0, 0, 0, 0, 0, 0, 0};
     _mm256_storeu_ps(v, exp8(_mm256_loadu_ps(v)));
@@ -96,10 +111,9 @@ static inline float exp_shifted(float *s, int n, float *mx) {
         _mm256_storeu_ps(s + j, e);
         sumv = _mm256_add_ps(sumv, e);
     }
-    float sum = hsum(sumv);
-    for (; j < n; j++) { s[j] = exp1(s[j] - m); sum += s[j]; }
+    if (j < n) sumv = _mm256_add_ps(sumv, exp_tail(s + j, n - j, mv));
     *mx = m;
-    return sum;
+    return hsum(sumv);
 }
 
 /* Decode-step program records (program.c). */

@@ -37,9 +37,8 @@ static inline float exp_sum(float *p, long n, float m) {
         _mm256_storeu_ps(p + j, e);
         s8 = _mm256_add_ps(s8, e);
     }
-    float s = hsum(s8);
-    for (; j < n; j++) { p[j] = exp1(p[j] - m); s += p[j]; }
-    return s;
+    if (j < n) s8 = _mm256_add_ps(s8, exp_tail(p + j, (int)(n - j), mv));
+    return hsum(s8);
 }
 
 static inline void scale(float *p, long n, float c) {
