@@ -6,6 +6,7 @@
    KV head h / (H / HK):
        s_ij = scale q_i . k_j  (j <= i),   lse_i = log sum_{j <= i} exp(s_ij)
        p_ij = exp(s_ij - lse_i),           o_i = sum_j p_ij v_j
+   (computed in base 2: the scores carry a factor log2(e), the saved lse is log2 sum 2^t)
    Backward (the FlashAttention-2 recurrences, Dao 2023), given do_i = dL/do_i:
        dv_j = sum_i p_ij do_i,   dp_ij = do_i . v_j,   delta_i = do_i . o_i
        ds_ij = p_ij (dp_ij - delta_i)
@@ -53,10 +54,10 @@ static inline __attribute__((always_inline)) void mk_6x16(const float *A, size_t
     }
 }
 
-/* the 8 x 8 block at x (row stride sx) transposed into out (row stride so) */
-static inline void transpose8(const float *x, size_t sx, float *out, size_t so) {
+/* the 8 x 8 block at x (row stride sx) times mul, transposed into out (row stride so) */
+static inline void transpose8(const float *x, size_t sx, __m256 mul, float *out, size_t so) {
     __m256 r[8], t[8];
-    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(x + i * sx);
+    for (int i = 0; i < 8; i++) r[i] = _mm256_mul_ps(_mm256_loadu_ps(x + i * sx), mul);
     for (int i = 0; i < 8; i += 2) {
         t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
@@ -73,17 +74,18 @@ static inline void transpose8(const float *x, size_t sx, float *out, size_t so) 
     }
 }
 
-/* panel p of xt holds rows 16 p .. 16 p + 15 of x (row stride sx) as [D][16], zero past T:
-   whole 8 x 8 blocks by register transposes, the last rows (T % 8) one by one. */
-static void pack_panels(const float *x, long sx, int T, int D, float *xt) {
+/* panel p of xt holds rows 16 p .. 16 p + 15 of x (row stride sx) times mul as [D][16], zero
+   past T: whole 8 x 8 blocks by register transposes, the last rows (T % 8) one by one. */
+static void pack_panels(const float *x, long sx, int T, int D, float mul, float *xt) {
     const int P = (T + 15) / 16, T8 = T / 8 * 8;
     for (int j = 0; j < T8; j += 8)
         for (int d = 0; d < D; d += 8)
-            transpose8(x + (size_t)j * sx + d, sx, xt + (size_t)(j / 16) * D * 16 +
-                       (size_t)d * 16 + j % 16, 16);
+            transpose8(x + (size_t)j * sx + d, sx, _mm256_set1_ps(mul),
+                       xt + (size_t)(j / 16) * D * 16 + (size_t)d * 16 + j % 16, 16);
     for (int j = T8; j < 16 * P; j++) {
         float *col = xt + (size_t)(j / 16) * D * 16 + j % 16;
-        for (int d = 0; d < D; d++) col[(size_t)d * 16] = j < T ? x[(size_t)j * sx + d] : 0.0f;
+        for (int d = 0; d < D; d++)
+            col[(size_t)d * 16] = j < T ? mul * x[(size_t)j * sx + d] : 0.0f;
     }
 }
 
@@ -122,7 +124,7 @@ void gf_attn_prefill(const float *q, long sqb, long sqh, long sqt, const float *
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (int bk = 0; bk < B * HK; bk++) {
         float *kth = kt + (size_t)bk * 2 * TP * D;
-        pack_panels(k + (size_t)(bk / HK) * skb + (size_t)(bk % HK) * skh, skt, T, D, kth);
+        pack_panels(k + (size_t)(bk / HK) * skb + (size_t)(bk % HK) * skh, skt, T, D, 1.0f, kth);
         load_block(v + (size_t)(bk / HK) * svb + (size_t)(bk % HK) * svh, svt, 0, T, D, 1.0f,
                    kth + (size_t)TP * D, T);
     }
@@ -135,18 +137,18 @@ void gf_attn_prefill(const float *q, long sqb, long sqh, long sqt, const float *
         const float *vh = kth + (size_t)TP * D;
         float *qb = (float *)malloc(sizeof(float) * ((size_t)PF_BLOCK * (2 * D + TP)));
         float *s = qb + (size_t)PF_BLOCK * D, *o = s + (size_t)PF_BLOCK * TP;
-        load_block(q + b * sqb + h * sqh, sqt, i0, rows, D, scale, qb, PF_BLOCK);
-        block_scores(qb, kth, D, i0, rows, s, TP);
+        load_block(q + b * sqb + h * sqh, sqt, i0, rows, D, scale * LOG2E, qb, PF_BLOCK);
+        block_scores(qb, kth, D, i0, rows, s, TP); /* in base 2 */
         float inv[PF_BLOCK];
         for (int r = 0; r < PF_BLOCK; r++) {
             float *sr = s + (size_t)r * TP;
             const int seen = r < rows ? i0 + r + 1 : 0; /* keys 0 .. i */
             float mx;
-            const float sum = exp_shifted(sr, seen, &mx);
+            const float sum = exp2_shifted(sr, seen, &mx);
             /* masked keys get weight 0, as far as P V reads (the keys the block can see) */
             for (int j = seen; j < i0 + rows; j++) sr[j] = 0.0f;
             inv[r] = seen ? 1.0f / sum : 0.0f;
-            if (lse && seen) lse[((size_t)b * H + h) * T + i0 + r] = mx + logf(sum);
+            if (lse && seen) lse[((size_t)b * H + h) * T + i0 + r] = mx + log2f(sum);
         }
         /* o = P V / sum, straight into out's rows (a last, partial group of 6 rows goes
            through a buffer: the rows after it belong to another task) */
@@ -201,8 +203,8 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
         float *vt = kt + panels, *kc = vt + panels, *dk_acc = kc + panels;
         float *dv_acc = dk_acc + (size_t)TP6 * D, *qb = dv_acc + (size_t)TP6 * D;
         float *dob = qb + blk, *dqb = dob + blk, *s = dqb + blk, *dp = s + sq;
-        pack_panels(kh, skt, T, D, kt);
-        pack_panels(vh, svt, T, D, vt);
+        pack_panels(kh, skt, T, D, LOG2E, kt); /* scores in base 2, as the forward's lse */
+        pack_panels(vh, svt, T, D, 1.0f, vt);
         load_block(kh, skt, 0, T, D, scale, kc, T); /* scale K: dS (scale K) is then dq */
         memset(dk_acc, 0, sizeof(float) * 2 * (size_t)TP6 * D);
         for (int g = 0; g < G; g++) {
@@ -220,7 +222,7 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
                 for (int r = 0; r < rows; r++)
                     delta[r] = dot(dob + (size_t)r * D, o + (((size_t)b * T + i0 + r) * H + h) * D,
                                    D);
-                block_scores(qb, kt, D, i0, rows, s, TP);  /* scale q . k */
+                block_scores(qb, kt, D, i0, rows, s, TP);  /* log2(e) scale q . k */
                 block_scores(dob, vt, D, i0, rows, dp, TP); /* do . v */
                 for (int r = 0; r < PF_BLOCK; r++) {
                     float *sr = s + (size_t)r * TP, *dpr = dp + (size_t)r * TP;
@@ -230,14 +232,14 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
                         const float dl = delta[r], li = lh[i0 + r];
                         const __m256 dv8 = _mm256_set1_ps(dl), l = _mm256_set1_ps(li);
                         for (; j + 8 <= seen; j += 8) {
-                            const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), l));
+                            const __m256 p = exp2_8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), l));
                             _mm256_storeu_ps(sr + j, p);
                             _mm256_storeu_ps(dpr + j, _mm256_mul_ps(p, _mm256_sub_ps(
                                                         _mm256_loadu_ps(dpr + j), dv8)));
                         }
                         if (j < seen) { /* the row's last, partial vector */
                             const __m256i mask = tail_mask(seen - j);
-                            const __m256 p = exp_tail(sr + j, seen - j, l);
+                            const __m256 p = exp2_tail(sr + j, seen - j, _mm256_set1_ps(1.0f), l);
                             _mm256_maskstore_ps(dpr + j, mask, _mm256_mul_ps(p, _mm256_sub_ps(
                                                     _mm256_maskload_ps(dpr + j, mask), dv8)));
                             j = seen;

@@ -59,12 +59,14 @@ void gf_rope_store(float *qkv, int B, int H, int HK, int D, int rot, int interle
    while it is in L1, so the cache slice streams from memory once (with a loop per head, a
    slice larger than L2 would be fetched G times). o_g starts every `ostride` floats. Without
    `partial` the o_g are normalised; with it they stay unnormalised and o_g[D], o_g[D + 1] =
-   (max score, sum of exp(score - max)), for a later merge with the other key splits.
+   (max score, sum of 2^(score - max)), scores in base 2, for a later merge with the other key
+   splits.
    Inlined into its caller with `f16` a constant, so each cache type gets its own loops. */
 static inline __attribute__((always_inline)) void attend_group(
     const float *q, int G, const void *K, const void *V, int n, int D, float scale, float *o,
     size_t ostride, int partial, int f16) {
     const size_t es = f16 ? 2 : 4; /* bytes per cache entry */
+    scale *= LOG2E; /* scores in base 2 (exp2_shifted) */
     float stack[8192];
     const size_t need = (size_t)G * n;
     float *s = need <= 8192 ? stack : (float *)malloc(sizeof(float) * need);
@@ -102,7 +104,7 @@ static inline __attribute__((always_inline)) void attend_group(
         }
     for (int g = 0; g < G; g++) {
         float *sg = s + (size_t)g * n, mx;
-        const float sum = exp_shifted(sg, n, &mx);
+        const float sum = exp2_shifted(sg, n, &mx);
         if (partial) { o[(size_t)g * ostride + D] = mx; o[(size_t)g * ostride + D + 1] = sum; }
         else { const float inv = 1.0f / sum; for (j = 0; j < n; j++) sg[j] *= inv; }
     }
@@ -143,7 +145,7 @@ static int gcd(int a, int b) { while (b) { const int t = a % b; a = b; b = t; } 
    head's cache is read by one thread only, and with S = nt / gcd(B HK, nt) splits the task
    count is a multiple of the thread count (SmolLM2's 3 KV heads on 2 threads: 6 equal tasks;
    one head per task left threads idle). The splits' partial results are merged with
-   o = sum_s e^(m_s - m) o_s / sum_s e^(m_s - m) l_s, m = max_s m_s. */
+   o = sum_s 2^(m_s - m) o_s / sum_s 2^(m_s - m) l_s, m = max_s m_s (maxima in base 2). */
 void gf_attn_decode(const float *q, int qstride, const void *kc, const void *vc, int B, int H,
                     int HK, int D, int cap, int L, float scale, float *out, int nt, int f16) {
     const size_t es = f16 ? 2 : 4;
@@ -175,7 +177,7 @@ void gf_attn_decode(const float *q, int qstride, const void *kc, const void *vc,
         for (int i = 0; i < D; i++) o[i] = 0.0f;
         for (int s = 0; s < S; s++) {
             const float *ps = p + (size_t)s * (D + 2);
-            const float c = expf(ps[D] - m);
+            const float c = exp2f(ps[D] - m); /* maxima in base 2 */
             denom += c * ps[D + 1];
             for (int i = 0; i < D; i++) o[i] += c * ps[i];
         }

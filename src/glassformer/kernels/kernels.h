@@ -65,16 +65,36 @@ static inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
+/* 2^t for 8 floats t <= 0: a softmax's shifted scores in base 2 (scores pre-multiplied by
+   log2(e), so that e^(s - max) = 2^(t - tmax)). t = n + f with |f| <= 1/2; 2^f by a degree-5
+   minimax polynomial (relative error 2.1e-7 in float32), 2^n by the exponent bits. Six fewer
+   operations than exp8 (no range reduction by ln 2, no upper clamp); t below -126 gives
+   2^-126 (~1e-38) instead of a denormal; NaN stays NaN. */
+static inline __m256 exp2_8(__m256 t) {
+    t = _mm256_max_ps(_mm256_set1_ps(-126.0f), t); /* this operand order passes NaN through */
+    const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(t, n);
+    __m256 p = _mm256_set1_ps(1.3276483898723053e-3f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.675541711234206e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5507132391148295e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022119716244933e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931469670842314e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.000000071656477f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
+                                                         _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
 /* lanes 0 .. r - 1 set (0 < r < 8): the last, partial vector of a row, loaded and stored with
    _mm256_maskload_ps / _mm256_maskstore_ps instead of one exp per element */
 static inline __m256i tail_mask(int r) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* x[0 .. r) <- exp(x[0 .. r) - m) (0 < r < 8), returned as a vector with zeros past r */
-static inline __m256 exp_tail(float *x, int r, __m256 m) {
+/* x[0 .. r) <- 2^(a x[0 .. r) - b) (0 < r < 8), returned as a vector with zeros past r */
+static inline __m256 exp2_tail(float *x, int r, __m256 a, __m256 b) {
     const __m256i mask = tail_mask(r);
-    const __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(x, mask), m)),
+    const __m256 e = _mm256_and_ps(exp2_8(_mm256_fmsub_ps(a, _mm256_maskload_ps(x, mask), b)),
                                    _mm256_castsi256_ps(mask));
     _mm256_maskstore_ps(x, mask, e);
     return e;
@@ -92,26 +112,30 @@ static inline __m256 load_kv8(const void *base, size_t i, int f16) {
                : _mm256_loadu_ps((const float *)base + i);
 }
 
-/* s[j] <- exp(s[j] - max) for j < n; returns the sum and writes the max to *mx (the softmax's
-   numerators and denominator; the max is subtracted so that no exp overflows). */
-static inline float exp_shifted(float *s, int n, float *mx) {
+/* Every softmax in these kernels takes its scores in base 2, t = s log2(e), so that
+   e^(s - max s) = 2^(t - max t) (the scale of the scores absorbs the log2(e)). */
+#define LOG2E 1.4426950408889634f
+
+/* t[j] <- 2^(t[j] - max) for j < n; returns the sum and writes the max to *mx (the softmax's
+   numerators and denominator; the max is subtracted so that nothing overflows). */
+static inline float exp2_shifted(float *t, int n, float *mx) {
     __m256 m8 = _mm256_set1_ps(-INFINITY);
     int k = 0;
-    for (; k + 8 <= n; k += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(s + k));
+    for (; k + 8 <= n; k += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(t + k));
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
     float m = _mm_cvtss_f32(m4);
-    for (; k < n; k++) m = s[k] > m ? s[k] : m;
-    const __m256 mv = _mm256_set1_ps(m);
+    for (; k < n; k++) m = t[k] > m ? t[k] : m;
+    const __m256 mv = _mm256_set1_ps(m), one = _mm256_set1_ps(1.0f);
     __m256 sumv = _mm256_setzero_ps();
     int j = 0;
     for (; j + 8 <= n; j += 8) {
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
-        _mm256_storeu_ps(s + j, e);
+        const __m256 e = exp2_8(_mm256_sub_ps(_mm256_loadu_ps(t + j), mv));
+        _mm256_storeu_ps(t + j, e);
         sumv = _mm256_add_ps(sumv, e);
     }
-    if (j < n) sumv = _mm256_add_ps(sumv, exp_tail(s + j, n - j, mv));
+    if (j < n) sumv = _mm256_add_ps(sumv, exp2_tail(t + j, n - j, one, mv));
     *mx = m;
     return hsum(sumv);
 }

@@ -27,17 +27,17 @@ static inline float row_max(const float *z, long nb, long vs, long bstride) {
     return m;
 }
 
-/* p[j] <- exp(p[j] - m) for j < n; returns their sum */
+/* p[j] <- e^(p[j] - m) = 2^(p[j] log2(e) - m log2(e)) for j < n; returns their sum */
 static inline float exp_sum(float *p, long n, float m) {
-    const __m256 mv = _mm256_set1_ps(m);
+    const __m256 a = _mm256_set1_ps(LOG2E), b = _mm256_set1_ps(m * LOG2E);
     __m256 s8 = _mm256_setzero_ps();
     long j = 0;
     for (; j + 8 <= n; j += 8) {
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + j), mv));
+        const __m256 e = exp2_8(_mm256_fmsub_ps(a, _mm256_loadu_ps(p + j), b));
         _mm256_storeu_ps(p + j, e);
         s8 = _mm256_add_ps(s8, e);
     }
-    if (j < n) s8 = _mm256_add_ps(s8, exp_tail(p + j, (int)(n - j), mv));
+    if (j < n) s8 = _mm256_add_ps(s8, exp2_tail(p + j, (int)(n - j), a, b));
     return hsum(s8);
 }
 
