@@ -13,7 +13,11 @@ Trainer uses by default on torch >= 2.8, so the same optimizer kernel as ours) a
 hand-written HF training loop gets). MFU is model FLOPs (6 N + 12 L H d T per token, PaLM
 appendix B) per second over the best fp32 matmul rate measured during the run.
 
-    python benchmarks/train.py [--rounds 6] [--threads 2] [--compile] [--compile-hf] [--json]
+    python benchmarks/train.py [--rounds 20] [--threads 2] [--compile] [--compile-hf] [--json]
+
+On a shared machine the step time drifts by 30% or more within a minute; the quartiles of the
+within-round ratios are printed beside the median so that a run shows its own spread, and 40
+rounds (about four minutes) give a median that repeats to a few percent.
 
 `--compile` / `--compile-hf` add torch.compile'd variants of ours / HF's (compile time is
 excluded: the warm-up steps absorb it; it takes a minute or more on a small CPU).
@@ -95,7 +99,7 @@ def build_hf(compile_: bool, fused: bool = True) -> tuple[Callable[[torch.Tensor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time ours compiled")
@@ -165,6 +169,10 @@ def main() -> None:
         return statistics.median(tb / ta for ta, tb in zip(table[a], table[b], strict=True))
 
     result["ratio"] = paired("glassformer", "hf")
+    within = [tb / ta for ta, tb in zip(times["glassformer"], times["hf"], strict=True)]
+    result["ratio_quartiles"] = (
+        statistics.quantiles(within, n=4) if len(within) > 1 else [within[0]] * 3
+    )
     result["ratio_vs_default_adamw"] = paired("glassformer", "hf-default-adamw")
     # CPU time of the process: what the step costs, whatever else runs (most robust with
     # --threads 1; with more threads, waiting threads spin and count).
@@ -186,7 +194,9 @@ def main() -> None:
             f"  {name:22s} {r['tokens_per_s']:10.0f} {r['tokens_per_s_median']:16.0f}"
             f"   {100 * r['mfu']:8.1f}%"
         )
-    print(f"glassformer / HF (fused AdamW, HF Trainer's default): {result['ratio']:.2f}x")
+    q1, _, q3 = result["ratio_quartiles"]
+    print(f"glassformer / HF (fused AdamW, HF Trainer's default): {result['ratio']:.2f}x "
+          f"(quartiles of the rounds {q1:.2f}-{q3:.2f})")  # fmt: skip
     print(f"glassformer / HF (torch.optim.AdamW defaults):        "
           f"{result['ratio_vs_default_adamw']:.2f}x")  # fmt: skip
     print(f"same, in process CPU time: {result['ratio_cpu_time']:.2f}x and "
