@@ -34,7 +34,7 @@ IGNORE = -100
 # chunk's logits stay small next to the batch's (512 x 262k vocabulary = 0.5 GB in float32).
 CHUNK_TOKENS = 512
 # Vocabulary slice width for the CPU path: the largest divisor of the vocabulary in this range
-# (1024 for 8k, 1733 for GPT-2's 50257); a vocabulary without one is a single slice.
+# (2048 for 8k, 1733 for GPT-2's 50257); a vocabulary without one is a single slice.
 SLICE_RANGE = (512, 2048)
 
 
