@@ -209,3 +209,16 @@ def test_labels_out_of_range_are_refused() -> None:
         linear_cross_entropy(h, w, torch.tensor([[0, 1, 2], [3, 5, 1]]))
     with pytest.raises(ValueError, match="got -1 at flat position 0"):
         linear_cross_entropy(h, w, torch.tensor([[-1, 1, 2], [3, 4, 1]]))
+
+
+def test_non_finite_logits_give_a_non_finite_loss() -> None:
+    """The trainer stops on a non-finite loss: a NaN or infinite hidden state must not vanish
+    in the kernel's row maximum (vector max drops NaN operands) but reach the loss."""
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(1200, 16, generator=gen)
+    y = torch.randint(0, 1200, (6,), generator=gen)
+    for bad in (float("nan"), float("inf")):
+        h = torch.randn(6, 16, generator=gen)
+        h[3, 5] = bad
+        assert not torch.isfinite(linear_cross_entropy(h, w, y))
+        assert not torch.isfinite(linear_cross_entropy(h.requires_grad_(), w, y))
