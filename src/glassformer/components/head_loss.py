@@ -168,12 +168,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     for b in range(1, n_slices):
                         grad_h[s : s + chunk].addmm_(dz[b], w_sliced[b])
                 if grad_w_sliced is not None:  # the first chunk writes, the others add
+                    h_f = h_part.float()
                     for b in range(n_slices):
-                        dz_t, h_f = dz[b].t().float(), h_part.float()
                         if s == 0:
-                            torch.mm(dz_t, h_f, out=grad_w_sliced[b])
+                            torch.mm(dz[b].t().float(), h_f, out=grad_w_sliced[b])
                         else:
-                            grad_w_sliced[b].addmm_(dz_t, h_f)
+                            grad_w_sliced[b].addmm_(dz[b].t().float(), h_f)
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (h.dtype, weight.dtype)
         return loss

@@ -135,7 +135,8 @@ void gf_attn_prefill(const float *q, long sqb, long sqh, long sqt, const float *
         const int i0 = blk * PF_BLOCK, rows = T - i0 < PF_BLOCK ? T - i0 : PF_BLOCK;
         const float *kth = kt + ((size_t)b * HK + h / G) * 2 * TP * D;
         const float *vh = kth + (size_t)TP * D;
-        float *qb = (float *)malloc(sizeof(float) * ((size_t)PF_BLOCK * (2 * D + TP)));
+        /* q block, its scores, and one 6-row group of output for a partial last group */
+        float *qb = (float *)malloc(sizeof(float) * ((size_t)PF_BLOCK * (D + TP) + PF_ROWS * D));
         float *s = qb + (size_t)PF_BLOCK * D, *o = s + (size_t)PF_BLOCK * TP;
         load_block(q + b * sqb + h * sqh, sqt, i0, rows, D, scale * LOG2E, qb, PF_BLOCK);
         block_scores(qb, kth, D, i0, rows, s, TP); /* in base 2 */

@@ -4,7 +4,7 @@
 
 /* Activations in 16-bit fixed point, per block of 32 (see the module docstring):
    dx = max|x_b| / 32767, xq = round(x / dx); plus the float sums sx_b of each block. */
-static void quant_x16(const float *x, int M, int K, int16_t *xq, float *dx, float *sx) {
+static void quantise_x16(const float *x, int M, int K, int16_t *xq, float *dx, float *sx) {
     const int H = K / 32;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int m = 0; m < M; m++)
@@ -37,6 +37,20 @@ static void quant_x16(const float *x, int M, int K, int16_t *xq, float *dx, floa
             _mm256_storeu_si256((__m256i *)(o + 16),
                                 _mm256_permute4x64_epi64(_mm256_packs_epi32(q2, q3), 0xD8));
         }
+}
+
+/* The quantised activations of both weight formats' products: xq [M][K] int16, then dx and sx
+   [M][K / 32] float, in one allocation (free the returned pointer). M K is a multiple of 32,
+   so the floats after xq start 64-byte aligned. */
+typedef struct { int16_t *xq; float *dx, *sx; } qx16;
+
+static qx16 quant_x16(const float *x, int M, int K) {
+    const size_t H = (size_t)M * (K / 32);
+    int16_t *xq = (int16_t *)malloc(sizeof(int16_t) * (size_t)M * K + sizeof(float) * 2 * H);
+    float *dx = (float *)(xq + (size_t)M * K);
+    const qx16 a = {xq, dx, dx + H};
+    quantise_x16(x, M, K, a.xq, a.dx, a.sx);
+    return a;
 }
 
 /* out[b] = v[b / per] for b < G * per: one value per block of 32 columns. A generic double loop
@@ -98,9 +112,9 @@ static inline float q4_dot(const uint16_t *qr, const float *scale, const int16_t
 void gf_q4_mm(const float *x, int M, int K, const uint16_t *q, const uint16_t *d,
               const uint16_t *mn, int N, int group, float *y, int nt) {
     const int H = K / 32, G = K / group, per = group / 32;
-    int16_t *xq = (int16_t *)malloc(sizeof(int16_t) * (size_t)M * K);
-    float *dx = (float *)malloc(sizeof(float) * (size_t)M * H * 2), *sx = dx + (size_t)M * H;
-    quant_x16(x, M, K, xq, dx, sx);
+    const qx16 a = quant_x16(x, M, K);
+    const int16_t *xq = a.xq;
+    const float *dx = a.dx, *sx = a.sx;
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (int n = 0; n < N; n++) {
         float dh[MAX_BLOCKS], mh[MAX_BLOCKS], scale[MAX_BLOCKS];
@@ -113,8 +127,7 @@ void gf_q4_mm(const float *x, int M, int K, const uint16_t *q, const uint16_t *d
                                    + dot(mh, sx + (size_t)m * H, H);
         }
     }
-    free(xq);
-    free(dx);
+    free(a.xq);
 }
 
 /* sum_b scale[b] * sum_{k in b} q[k] * xq[k] for one int8 row (|sum| <= 4 * 127 * 32767). */
@@ -143,9 +156,9 @@ static inline float q8_dot(const int8_t *qr, const float *scale, const int16_t *
 void gf_q8_mm(const float *x, int M, int K, const int8_t *q, const float *s, int N, int group,
               float *y, int nt) {
     const int H = K / 32, G = K / group, per = group / 32;
-    int16_t *xq = (int16_t *)malloc(sizeof(int16_t) * (size_t)M * K);
-    float *dx = (float *)malloc(sizeof(float) * (size_t)M * H * 2), *sx = dx + (size_t)M * H;
-    quant_x16(x, M, K, xq, dx, sx);
+    const qx16 a = quant_x16(x, M, K);
+    const int16_t *xq = a.xq;
+    const float *dx = a.dx;
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (int n = 0; n < N; n++) {
         float sh[MAX_BLOCKS], scale[MAX_BLOCKS];
@@ -158,8 +171,7 @@ void gf_q8_mm(const float *x, int M, int K, const int8_t *q, const float *s, int
             y[(size_t)m * N + n] = q8_dot(qr, scale, xq + (size_t)m * K, K);
         }
     }
-    free(xq);
-    free(dx);
+    free(a.xq);
 }
 
 /* fp32 rows, for single-token decoding: y[m, n] = w[n] . x[m]. Each thread walks its rows in
