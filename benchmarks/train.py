@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -128,15 +129,22 @@ def main() -> None:
             step(batch)
     times: dict[str, list[float]] = {name: [] for name in variants}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
+    # kernel time and minor page faults of each step: first touches of freshly mapped memory
+    sys_time: dict[str, list[float]] = {name: [] for name in variants}
+    faults: dict[str, list[int]] = {name: [] for name in variants}
     peak = 0.0
     for _ in range(args.rounds):
         # fp32 1024^3 matmul FLOP/s now: the best probe is the closest to an idle machine
         peak = max(peak, matmul_rate(torch.float32, 1024, 0.3))
         for name, (step, _) in variants.items():
+            usage = resource.getrusage(resource.RUSAGE_SELF)
             start, start_cpu = time.perf_counter(), time.process_time()
             step(batch)
             times[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            sys_time[name].append(after.ru_stime - usage.ru_stime)
+            faults[name].append(after.ru_minflt - usage.ru_minflt)
 
     cfg = Config.preset("gpt2").replace(
         d_model=WIDTH, n_layers=LAYERS, n_heads=HEADS, n_kv_heads=HEADS,
@@ -160,6 +168,8 @@ def main() -> None:
             "tokens_per_s": tokens / best,
             "tokens_per_s_median": tokens / statistics.median(ts),
             "mfu": flops_per_token * tokens / best / peak,
+            "step_sys_seconds_median": statistics.median(sys_time[name]),
+            "step_minor_faults_median": statistics.median(faults[name]),
         }
     v = result["variants"]
 
@@ -188,11 +198,13 @@ def main() -> None:
         return
     print(f"{result['config']}, {args.threads} threads, {args.rounds} interleaved rounds")
     print(f"measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s")
-    print("  variant                 tok/s (best step)  tok/s (median)   MFU (best)")
+    print("  variant                 tok/s (best step)  tok/s (median)   MFU (best)"
+          "   system ms/step   page faults/step")  # fmt: skip
     for name, r in v.items():
         print(
             f"  {name:22s} {r['tokens_per_s']:10.0f} {r['tokens_per_s_median']:16.0f}"
-            f"   {100 * r['mfu']:8.1f}%"
+            f"   {100 * r['mfu']:8.1f}%   {1e3 * r['step_sys_seconds_median']:14.0f}"
+            f"   {r['step_minor_faults_median']:16.0f}"
         )
     q1, _, q3 = result["ratio_quartiles"]
     print(f"glassformer / HF (fused AdamW, HF Trainer's default): {result['ratio']:.2f}x "

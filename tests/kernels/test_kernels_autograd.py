@@ -196,3 +196,25 @@ def test_prefill_attention_kernel_rejects_unsupported_shapes() -> None:
     q = torch.randn(1, 2, 8, 24)
     with pytest.raises(ValueError, match="D % 16"):
         causal_attention(q, q, q, 0.1)
+
+
+@pytest.mark.parametrize("width", [2, 16])  # the masked last vector; a whole vector
+def test_softmax_exp2_is_accurate_to_a_few_ulp(width: int) -> None:
+    """The kernels' softmax takes 2^t from a degree-5 polynomial (`exp2_8` in kernels.h, fitted
+    to 1.6e-7 relative error, 2^0 = 1 exactly). Rows [0, t, -1000, ...] with label 0 give
+    dL/dz_1 = e^t / (1 + e^t) and the loss log(1 + e^t) through the cross-entropy kernel,
+    held to float64 for t in [-80, 0] within the polynomial's
+    error, two roundings, and the rounding of the argument t log2(e) itself (6e-8 |t| relative
+    in the result: the same as one ulp of the logit t, which float32 cannot resolve anyway)."""
+    from glassformer.kernels.autograd import softmax_cross_entropy_
+
+    t = torch.linspace(-80.0, 0.0, 4001)
+    z = torch.full((1, t.numel(), width), -1000.0)
+    z[0, :, 0] = 0.0
+    z[0, :, 1] = t
+    loss = softmax_cross_entropy_(z, torch.zeros(t.numel(), dtype=torch.int64), -100, True)
+    t64 = t.double()
+    expect = torch.exp(t64) / (1.0 + torch.exp(t64))
+    rel = ((z[0, :, 1].double() - expect) / expect).abs()
+    assert bool((rel <= 5e-7 + 7e-8 * t64.abs()).all())
+    assert torch.allclose(loss.double(), torch.log1p(torch.exp(t64)), rtol=1e-6, atol=1e-7)
