@@ -16,8 +16,11 @@ Conventions:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +39,71 @@ ROPE_SCALING_TYPES = ("linear", "llama3", "yarn")
 
 def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _type_error(cls: type, name: str, hint: Any, value: Any) -> str | None:
+    """Why `value` does not fit the annotation `hint` (None: it fits).
+
+    JSON and hand-written dicts carry strings like "false" or "1e4" and floats like inf; a
+    bool field must hold a bool (bool("false") is True), an int field an int (not a bool), and a
+    float field a finite int or float, so a config never silently means something else.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        reasons = [_type_error(cls, name, a, value) for a in options]
+        if None in reasons:
+            return None
+        # report against the alternative of the value's own kind (a list: the tuple one)
+        for a, why in zip(options, reasons, strict=True):
+            if isinstance(value, tuple | list) and typing.get_origin(a) is tuple:
+                return why
+        return reasons[0]
+    if origin is Literal:
+        return None if value in args else f"expected one of {', '.join(map(str, args))}"
+    if hint is bool:
+        return None if isinstance(value, bool) else "expected true or false (a boolean)"
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "expected an integer"
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "expected a number"
+        return None if math.isfinite(value) else "expected a finite number"
+    if hint is str:
+        return None if isinstance(value, str) else "expected a string"
+    if origin is tuple:
+        if not isinstance(value, tuple | list):
+            return "expected a list"
+        inner = args[0] if args else Any
+        for item in value:
+            if inner is not Any and (why := _type_error(cls, name, inner, item)):
+                return f"an element: {why}"
+        return None
+    if origin is dict:
+        return None if isinstance(value, dict) else "expected an object"
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return None if isinstance(value, hint | dict) else f"expected a {hint.__name__}"
+    return None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_field_types(obj: Any, prefix: str = "") -> None:
+    """Raise ValueError naming the first field of dataclass `obj` whose value has the wrong
+    type for its annotation (see `_type_error`)."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        why = _type_error(type(obj), f.name, hints[f.name], value)
+        if why:
+            shown = repr(value) + (" (a string)" if isinstance(value, str) else "")
+            raise ValueError(f"{prefix}{f.name}: {why}, got {shown}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +130,7 @@ class RopeScaling:
     truncate: bool = True  # yarn
 
     def __post_init__(self) -> None:
+        check_field_types(self, "rope_scaling.")
         if self.type not in ROPE_SCALING_TYPES:
             raise ValueError(
                 f"rope_scaling.type: unknown rope type {self.type!r}; "
@@ -169,6 +238,7 @@ class Config:
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        check_field_types(self)  # before anything is derived from the values
         set_ = object.__setattr__  # frozen: fill derived defaults once, here
         if self.n_kv_heads is None:
             set_(self, "n_kv_heads", self.n_heads)
