@@ -495,6 +495,11 @@ class Tokenizer:
             tools=tools,
             documents=documents,
             continue_final_message=continue_final_message,
+            template_source=(
+                "the chat_template argument"
+                if chat_template is not None
+                else f"the chat template of {self.source or 'this tokenizer'}"
+            ),
             **{**self.special_tokens_map, **kwargs},
         )
 
