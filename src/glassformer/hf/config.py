@@ -1,10 +1,12 @@
-"""HF transformers `config.json` <-> `Config`, for the families glassformer reproduces.
+"""HF transformers `config.json` <-> `Config`, for the families in `glassformer.families`.
 
-Supported model types: gpt2, llama, mistral, qwen2, qwen3, qwen3_moe, gemma2, gemma3_text,
-mixtral, deepseek_v3. Every key of the HF config is either mapped, checked to hold the one value
-we support, or listed in `NO_MATH_KEYS` (keys that do not change what the network computes at
-inference: dropout, cache flags, token ids for padding, training-only loss coefficients). Any
-other key raises `ValueError` naming it, so nothing that changes the math is dropped silently.
+The family table says, per HF `model_type`, which keys map to which Config fields (with HF's
+defaults for keys a file omits), which keys must hold the one value we support, which are legacy
+duplicates of another, and how sliding windows and RoPE are spelled. Every key of the HF config
+is either read that way, or listed in `NO_MATH_KEYS` / the family's `hf_no_math` (keys that do
+not change what the network computes at inference: dropout, cache flags, token ids for padding,
+training-only loss coefficients, keys the family's HF model ignores). Any other key raises
+`ValueError` naming it, so nothing that changes the math is dropped silently.
 
 `config_to_hf` writes the HF dict and then reads it back: if the round trip does not reproduce
 the config exactly, the first field that differs is reported, so a config that the target HF
@@ -14,27 +16,20 @@ family cannot express is refused rather than exported wrong.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from glassformer.config import Config, RopeScaling
+from glassformer.families import FAMILIES, HF_WRAPPERS, Family, get_family
 
-SUPPORTED_MODEL_TYPES = (
-    "gpt2",
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "qwen3_moe",
-    "gemma2",
-    "gemma3_text",
-    "mixtral",
-    "deepseek_v3",
-)
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 # Keys that never change the forward pass at inference time (dropout, cache and output flags,
-# padding ids, training-only loss coefficients, bookkeeping). Any other key must be read by the
-# family's mapping below, or hold None, or the conversion stops and names it.
+# padding ids, training-only loss coefficients, bookkeeping), whatever the family. Any other key
+# must be read by the family's mapping, be in its hf_no_math, or hold None, or the conversion
+# stops and names it.
 NO_MATH_KEYS = frozenset(
     {
         "architectures",
@@ -79,10 +74,8 @@ NO_MATH_KEYS = frozenset(
         "tokenizer_class",
         "prefix",
         "n_ctx",
-        "max_window_layers",
-        "_sliding_window_pattern",
-        "sliding_window_pattern",
         "num_experts_per_tok_for_aux",
+        "output_past",
     }
 )
 
@@ -103,38 +96,172 @@ _ACTIVATION_TO_HF = {
 }
 
 
+def _config_path(config: Any) -> Path | None:
+    if isinstance(config, dict) or hasattr(config, "to_dict"):
+        return None
+    path = Path(config)
+    return path / "config.json" if path.is_dir() else path
+
+
 def _load(config: dict[str, Any] | str | Path | Any) -> dict[str, Any]:
     if isinstance(config, dict):
         return dict(config)
     if hasattr(config, "to_dict"):  # a transformers PretrainedConfig
         return config.to_dict()
-    path = Path(config)
-    if path.is_dir():
-        path = path / "config.json"
+    path = _config_path(config)
+    assert path is not None
     if not path.exists():
         raise ValueError(f"{path}: no such config file")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+    return data
+
+
+# The JSON type each HF key must have (checked wherever it is read, so "false" is not read as
+# true by bool() and a zero head count never reaches a division).
+_POSITIVE_INT_KEYS = frozenset(
+    [
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+        "head_dim",
+        "n_embd",
+        "n_layer",
+        "n_head",
+        "n_inner",
+        "n_positions",
+        "sliding_window",
+        "num_local_experts",
+        "num_experts",
+        "num_experts_per_tok",
+        "moe_intermediate_size",
+        "kv_lora_rank",
+        "qk_nope_head_dim",
+        "qk_rope_head_dim",
+        "v_head_dim",
+        "n_routed_experts",
+        "n_group",
+        "topk_group",
+        "q_lora_rank",
+        "decoder_sparse_step",
+        "moe_layer_freq",
+        "pretraining_tp",
+        "original_max_position_embeddings",
+    ]
+)
+_COUNT_KEYS = frozenset(["n_shared_experts", "first_k_dense_replace", "num_nextn_predict_layers"])
+_BOOL_KEYS = frozenset(
+    [
+        "tie_word_embeddings",
+        "attention_bias",
+        "mlp_bias",
+        "use_sliding_window",
+        "norm_topk_prob",
+        "rope_interleave",
+        "scale_attn_weights",
+        "scale_attn_by_inverse_layer_idx",
+        "add_cross_attention",
+        "use_bidirectional_attention",
+        "truncate",
+    ]
+)
+_NUMBER_KEYS = frozenset(
+    [
+        "rope_theta",
+        "rms_norm_eps",
+        "layer_norm_epsilon",
+        "initializer_range",
+        "partial_rotary_factor",
+        "routed_scaling_factor",
+        "query_pre_attn_scalar",
+        "attn_logit_softcapping",
+        "final_logit_softcapping",
+        "rope_local_base_freq",
+        "factor",
+        "low_freq_factor",
+        "high_freq_factor",
+        "beta_fast",
+        "beta_slow",
+        "mscale",
+        "mscale_all_dim",
+        "attention_factor",
+    ]
+)
+_STR_KEYS = frozenset(
+    ["hidden_act", "hidden_activation", "activation_function", "rope_type", "type"]
+)
+_OBJECT_KEYS = frozenset({"rope_parameters", "rope_scaling"})
+_LIST_KEYS = frozenset({"layer_types", "mlp_only_layers"})
+
+
+def check_value_type(where: str, key: str, value: Any) -> None:
+    """Raise ValueError when `value` (not None) has the wrong JSON type for HF key `key`."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if key in _POSITIVE_INT_KEYS:
+        ok, want = is_int and value > 0, "a positive integer"
+    elif key in _COUNT_KEYS:
+        ok, want = is_int and value >= 0, "an integer >= 0"
+    elif key in _BOOL_KEYS:
+        ok, want = isinstance(value, bool), "true or false (a boolean)"
+    elif key in _NUMBER_KEYS:
+        ok = (is_int or isinstance(value, float)) and math.isfinite(value)
+        want = "a finite number"
+    elif key in _STR_KEYS:
+        ok, want = isinstance(value, str), "a string"
+    elif key in _OBJECT_KEYS:
+        ok, want = isinstance(value, dict), "an object"
+    elif key in _LIST_KEYS:
+        ok, want = isinstance(value, list), "a list"
+    else:
+        return
+    if not ok:
+        shown = repr(value) + (" (a string)" if isinstance(value, str) else "")
+        raise ValueError(f"{where}: field {key!r} must be {want}, got {shown}")
 
 
 class _Reader:
-    """Reads keys from an HF config dict, remembering which were used."""
+    """Reads keys from an HF config dict, remembering which were used. A key the file omits
+    takes the family's HF default (`Family.hf_defaults`); a legacy alias stands in for the key
+    it duplicates and must agree with it."""
 
-    def __init__(self, data: dict[str, Any], model_type: str) -> None:
-        self.data, self.model_type, self.used = data, model_type, {"model_type"}
+    def __init__(self, data: dict[str, Any], family: Family) -> None:
+        self.data, self.family, self.model_type = dict(data), family, family.model_type
+        self.used = {"model_type"}
+        for alias, key in family.hf_aliases.items():
+            if self.data.get(alias) is None:
+                continue
+            self.used.add(alias)
+            if self.data.get(key) is None:
+                self.data[key] = self.data[alias]
+            elif self.data[key] != self.data[alias]:
+                raise ValueError(
+                    f"{self.model_type} config: field {alias!r}={self.data[alias]!r} disagrees "
+                    f"with {key!r}={self.data[key]!r} (they name the same setting)"
+                )
 
     def get(self, key: str, default: Any = None) -> Any:
         self.used.add(key)
-        value = self.data.get(key, default)
+        if key in self.data:
+            value = self.data[key]
+            if value is not None:
+                check_value_type(f"{self.model_type} config", key, value)
+        else:
+            value = self.family.hf_defaults.get(key, default)
         return default if value is None else value
 
     def require(self, key: str) -> Any:
-        self.used.add(key)
-        if self.data.get(key) is None:
+        value = self.get(key)
+        if value is None:
             raise ValueError(f"{self.model_type} config: required field {key!r} is missing")
-        return self.data[key]
+        return value
 
     def expect(self, key: str, allowed: tuple[Any, ...], why: str) -> None:
         self.used.add(key)
@@ -145,8 +272,9 @@ class _Reader:
             )
 
     def check_unknown(self) -> None:
+        ignored = NO_MATH_KEYS | self.family.hf_no_math
         unknown = sorted(
-            key for key in set(self.data) - self.used - NO_MATH_KEYS if self.data[key] is not None
+            key for key in set(self.data) - self.used - ignored if self.data[key] is not None
         )
         if unknown:
             raise ValueError(
@@ -155,8 +283,7 @@ class _Reader:
             )
 
 
-def _activation(r: _Reader, key: str) -> str:
-    name = r.get(key, "silu")
+def _activation(r: _Reader, key: str, name: str) -> str:
     if name not in _ACTIVATIONS:
         raise ValueError(
             f"{r.model_type} config: field {key!r}={name!r} is not a supported activation "
@@ -165,21 +292,34 @@ def _activation(r: _Reader, key: str) -> str:
     return _ACTIVATIONS[name]
 
 
+# How a plain key's JSON value becomes the Config field's value (identity when not listed).
+_TO_OURS: dict[str, Callable[[Any], Any]] = {
+    "norm_eps": float,
+    "init_std": float,
+    "routed_scaling": float,
+    "tie_embeddings": bool,
+    "router_norm_topk": bool,
+    "rope_interleaved": bool,
+    "qkv_bias": bool,
+    "attn_out_bias": bool,
+    "mlp_bias": bool,
+    "eos_token_id": lambda v: tuple(v) if isinstance(v, list) else v,
+}
+
+
 def _rope_dict(r: _Reader, layer_kind: str | None = None) -> dict[str, Any]:
-    """The rope parameters in the HF 5 form, also from legacy rope_theta + rope_scaling."""
+    """The rope parameters in the HF 5 form, also from legacy rope_theta + rope_scaling (and
+    Gemma 3's rope_local_base_freq for its sliding layers), as HF's config classes fill them."""
     params = r.get("rope_parameters")
-    legacy_scaling, legacy_theta = r.get("rope_scaling"), r.get("rope_theta", 10000.0)
-    local_theta = r.get("rope_local_base_freq")
-    if isinstance(params, dict) and layer_kind is not None and layer_kind in params:
+    if isinstance(params, dict) and layer_kind in params:
         params = params[layer_kind]
     if isinstance(params, dict) and "rope_theta" in params:
         return dict(params)
-    legacy = dict(legacy_scaling or {})
-    theta = legacy_theta
-    if layer_kind == "sliding_attention" and local_theta is not None:
-        return {"rope_type": "default", "rope_theta": local_theta}
+    if layer_kind == "sliding_attention":
+        return {"rope_type": "default", "rope_theta": r.get("rope_local_base_freq", 10000.0)}
+    legacy = dict(r.get("rope_scaling") or {})
     legacy.setdefault("rope_type", legacy.pop("type", "default"))
-    legacy["rope_theta"] = theta
+    legacy["rope_theta"] = r.get("rope_theta", 10000.0)
     return legacy
 
 
@@ -213,6 +353,25 @@ def _rope_scaling(r: _Reader, params: dict[str, Any]) -> RopeScaling | None:
     )
 
 
+def _read_rope(r: _Reader, family: Family) -> dict[str, Any]:
+    global_rope = _rope_dict(r, "full_attention")
+    fraction = global_rope.get("partial_rotary_factor", r.get("partial_rotary_factor", 1.0))
+    fields: dict[str, Any] = dict(
+        rope_theta=float(global_rope["rope_theta"]),
+        rope_scaling=_rope_scaling(r, global_rope),
+        rope_fraction=float(fraction),
+    )
+    if family.rope == "per_layer_type":
+        local_rope = _rope_dict(r, "sliding_attention")
+        if local_rope.get("rope_type", "default") != "default":
+            raise ValueError(
+                f"{r.model_type} config: field 'rope_parameters.sliding_attention' must use "
+                "the default rope type"
+            )
+        fields["rope_theta_local"] = float(local_rope["rope_theta"])
+    return fields
+
+
 def _layer_types(r: _Reader, n_layers: int) -> tuple[str, ...] | None:
     kinds = r.get("layer_types")
     if kinds is None:
@@ -229,225 +388,103 @@ def _layer_types(r: _Reader, n_layers: int) -> tuple[str, ...] | None:
     return tuple(names[k] for k in kinds)
 
 
-def _eos(value: Any) -> int | tuple[int, ...] | None:
-    return tuple(value) if isinstance(value, list) else value
+def _read_sliding(r: _Reader, family: Family, n_layers: int) -> dict[str, Any]:
+    """sliding_window and layer_types, in the family's style (see `Family.sliding`)."""
+    if family.sliding == "none":
+        return {}
+    window = r.get("sliding_window")
+    if family.sliding == "all":
+        return dict(sliding_window=window)
+    kinds = _layer_types(r, n_layers)
+    if family.sliding == "optional":
+        if not (r.get("use_sliding_window", False) and window is not None):
+            return {}
+        if kinds is None:
+            raise ValueError(f"{r.model_type} config: use_sliding_window needs 'layer_types'")
+    else:  # pattern: HF derives the layer types when the file has none
+        period = r.get(family.hf_period_key) if family.hf_period_key else None
+        if period is not None and not (isinstance(period, int) and period > 0):
+            raise ValueError(
+                f"{r.model_type} config: field {family.hf_period_key!r} must be a positive "
+                f"integer, got {period!r}"
+            )
+        derived = family.layer_types(n_layers, period)
+        if kinds is None:
+            kinds = derived
+        elif period is not None and kinds != derived:
+            raise ValueError(
+                f"{r.model_type} config: field 'layer_types' disagrees with "
+                f"{family.hf_period_key}={period} (every {period}th layer global)"
+            )
+    if "sliding" not in kinds:
+        return {}
+    return dict(sliding_window=window, layer_types=kinds)
 
 
 def config_from_hf(config: dict[str, Any] | str | Path | Any) -> Config:
-    data = _load(config)
+    """The Config of an HF `config.json` (a dict, a file, a model directory or a transformers
+    config object). Errors about a file name it."""
+    path = _config_path(config)
+    try:
+        return _config_from_dict(_load(config))
+    except ValueError as err:
+        if path is None or str(err).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _config_from_dict(data: dict[str, Any]) -> Config:
     model_type = data.get("model_type")
-    if model_type == "gemma3":  # multimodal wrapper: the text model is what we build
-        data = dict(data.get("text_config") or {})
-        data.setdefault("model_type", "gemma3_text")
-        model_type = "gemma3_text"
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    if model_type in HF_WRAPPERS:  # multimodal wrapper: the text model is what we build
+        key, inner = HF_WRAPPERS[model_type]
+        data = dict(data.get(key) or {})
+        data.setdefault("model_type", inner)
+        model_type = inner
+    if model_type not in FAMILIES:
         raise ValueError(
             f"config: field 'model_type'={model_type!r} is not supported; "
-            f"expected one of {', '.join(SUPPORTED_MODEL_TYPES)}"
+            f"expected one of {', '.join(FAMILIES)}"
         )
-    r = _Reader(data, model_type)
-    fields = _gpt2(r) if model_type == "gpt2" else _llama_like(r, model_type)
-    fields.update(
-        name=model_type,
-        hf_model_type=model_type,
-        init_std=float(r.get("initializer_range", 0.02)),
-        bos_token_id=r.get("bos_token_id"),
-        eos_token_id=_eos(r.get("eos_token_id")),
-    )
+    family = FAMILIES[model_type]
+    r = _Reader(data, family)
+    for key, (allowed, why) in family.hf_fixed.items():
+        r.expect(key, allowed, why)
+    fields: dict[str, Any] = dict(family.traits)
+    for key, names in family.hf_keys.items():
+        value = r.get(key) if key in family.hf_defaults else r.require(key)
+        if value is None:
+            continue  # the Config derives it (n_kv_heads, head_dim, d_ff, ...)
+        for name in (names,) if isinstance(names, str) else names:
+            if name == "activation":
+                fields[name] = _activation(r, key, value)
+            else:
+                fields[name] = _TO_OURS.get(name, lambda v: v)(value)
+    if family.rope != "none":
+        fields.update(_read_rope(r, family))
+    fields.update(_read_sliding(r, family, fields["n_layers"]))
+    if family.read_hf is not None:
+        fields.update(family.read_hf(r, fields))
+    fields.update(name=model_type, hf_model_type=model_type)
     r.check_unknown()
     return Config(**fields)
 
 
-def _gpt2(r: _Reader) -> dict[str, Any]:
-    r.expect("scale_attn_weights", (True,), "GPT-2 without attention scaling")
-    r.expect("scale_attn_by_inverse_layer_idx", (False,), "per-layer attention scaling")
-    r.expect("add_cross_attention", (False,), "cross-attention is encoder-decoder only")
-    d = r.require("n_embd")
-    return dict(
-        vocab_size=r.require("vocab_size"),
-        d_model=d,
-        n_layers=r.require("n_layer"),
-        n_heads=r.require("n_head"),
-        d_ff=r.get("n_inner") or 4 * d,
-        max_seq_len=r.get("n_positions", 1024),
-        position="learned",
-        norm="layernorm",
-        norm_bias=True,
-        norm_eps=float(r.get("layer_norm_epsilon", 1e-5)),
-        qkv_bias=True,
-        attn_out_bias=True,
-        mlp="mlp",
-        mlp_bias=True,
-        activation=_activation(r, "activation_function"),
-        tie_embeddings=bool(r.get("tie_word_embeddings", True)),
-    )
-
-
-def _llama_like(r: _Reader, model_type: str) -> dict[str, Any]:
-    d = r.require("hidden_size")
-    n_heads = r.require("num_attention_heads")
-    n_layers = r.require("num_hidden_layers")
-    r.expect("pretraining_tp", (1,), "tensor-parallel slicing of the forward pass")
-    gemma = model_type in ("gemma2", "gemma3_text")
-    fields: dict[str, Any] = dict(
-        vocab_size=r.require("vocab_size"),
-        d_model=d,
-        n_layers=n_layers,
-        n_heads=n_heads,
-        n_kv_heads=r.get("num_key_value_heads", n_heads),
-        d_ff=r.require("intermediate_size"),
-        max_seq_len=r.get("max_position_embeddings", 2048),
-        norm="rmsnorm",
-        norm_eps=float(r.get("rms_norm_eps", 1e-6)),
-        mlp="glu",
-        activation=_activation(
-            r, "hidden_activation" if gemma and "hidden_activation" in r.data else "hidden_act"
-        ),
-        tie_embeddings=bool(r.get("tie_word_embeddings", gemma)),
-    )
-    if model_type != "deepseek_v3":
-        fields["head_dim"] = r.get("head_dim") or d // n_heads
-    r.used.add("hidden_act")  # Gemma configs carry both; hidden_activation is the one used
-
-    # attention biases
-    if model_type == "qwen2":
-        fields.update(qkv_bias=True, attn_out_bias=False)
-    elif model_type in ("llama", "qwen3", "qwen3_moe", "gemma2", "gemma3_text", "deepseek_v3"):
-        bias = bool(r.get("attention_bias", False))
-        fields.update(qkv_bias=bias, attn_out_bias=bias)
-    if model_type == "llama":
-        fields["mlp_bias"] = bool(r.get("mlp_bias", False))
-
-    # positions
-    layer_kinds = _layer_types(r, n_layers)
-    if model_type == "gemma3_text":
-        global_rope = _rope_dict(r, "full_attention")
-        local_rope = _rope_dict(r, "sliding_attention")
-        if local_rope.get("rope_type", "default") != "default":
-            raise ValueError(
-                "gemma3_text config: field 'rope_parameters.sliding_attention' must use the "
-                "default rope type"
-            )
-        fields["rope_theta_local"] = float(local_rope["rope_theta"])
-    else:
-        global_rope = _rope_dict(r)
-    fields["rope_theta"] = float(global_rope["rope_theta"])
-    fields["rope_scaling"] = _rope_scaling(r, global_rope)
-    fraction = global_rope.get("partial_rotary_factor", r.get("partial_rotary_factor", 1.0))
-    fields["rope_fraction"] = float(fraction)
-
-    # sliding windows
-    window = r.get("sliding_window")
-    if model_type == "mistral" or model_type == "mixtral":
-        fields["sliding_window"] = window
-    elif model_type in ("qwen2", "qwen3", "qwen3_moe"):
-        if r.get("use_sliding_window", False) and window is not None:
-            fields["sliding_window"] = window
-            fields["layer_types"] = layer_kinds
-            if layer_kinds is None:
-                raise ValueError(f"{model_type} config: use_sliding_window needs 'layer_types'")
-            if "sliding" not in layer_kinds:
-                fields["sliding_window"] = None
-                fields["layer_types"] = None
-    elif gemma:
-        fields["sliding_window"] = window
-        fields["layer_types"] = layer_kinds
-        r.expect("use_bidirectional_attention", (False, None), "bidirectional attention")
-    if fields.get("layer_types") and "sliding" not in fields["layer_types"]:
-        fields["layer_types"] = None
-        fields["sliding_window"] = None
-
-    # family specifics
-    if model_type in ("qwen3", "qwen3_moe"):
-        fields["qk_norm"] = True
-    if gemma:
-        fields.update(
-            norm_unit_offset=True,
-            norm_placement="sandwich",
-            embed_scale=True,
-            qk_norm=model_type == "gemma3_text",
-            query_pre_attn_scalar=r.get("query_pre_attn_scalar"),
-            attn_logit_softcap=r.get("attn_logit_softcapping"),
-            final_logit_softcap=r.get("final_logit_softcapping"),
-        )
-    if model_type == "mixtral":
-        fields.update(
-            n_experts=r.require("num_local_experts"),
-            n_experts_per_token=r.require("num_experts_per_tok"),
-            moe_d_ff=fields["d_ff"],
-            router_score="softmax",
-            router_norm_topk=True,
-        )
-    if model_type == "qwen3_moe":
-        r.expect("decoder_sparse_step", (1,), "MoE only every n-th layer")
-        dense = list(r.get("mlp_only_layers", []))
-        if dense != list(range(len(dense))):
-            raise ValueError(
-                "qwen3_moe config: field 'mlp_only_layers' must be a prefix 0..k-1 of the layers, "
-                f"got {dense}"
-            )
-        fields.update(
-            n_experts=r.get("num_experts") or r.require("num_local_experts"),
-            n_experts_per_token=r.require("num_experts_per_tok"),
-            moe_d_ff=r.require("moe_intermediate_size"),
-            router_score="softmax",
-            router_norm_topk=bool(r.get("norm_topk_prob", False)),
-            first_k_dense=len(dense),
-        )
-    if model_type == "deepseek_v3":
-        fields.update(_deepseek(r, fields))
-    return fields
-
-
-def _deepseek(r: _Reader, fields: dict[str, Any]) -> dict[str, Any]:
-    r.expect("moe_layer_freq", (1,), "MoE only every n-th layer")
-    r.expect("topk_method", ("noaux_tc",), "routing method")
-    r.expect("scoring_func", ("sigmoid",), "router score")
-    r.used.update({"qk_head_dim", "head_dim"})  # derived from the MLA dims
-    return dict(
-        attention="mla",
-        q_lora_rank=r.get("q_lora_rank"),
-        kv_lora_rank=r.require("kv_lora_rank"),
-        qk_nope_head_dim=r.require("qk_nope_head_dim"),
-        qk_rope_head_dim=r.require("qk_rope_head_dim"),
-        v_head_dim=r.require("v_head_dim"),
-        rope_interleaved=bool(r.get("rope_interleave", True)),
-        n_experts=r.require("n_routed_experts"),
-        n_experts_per_token=r.require("num_experts_per_tok"),
-        n_shared_experts=r.get("n_shared_experts", 0),
-        moe_d_ff=r.require("moe_intermediate_size"),
-        router_score="sigmoid",
-        router_norm_topk=bool(r.get("norm_topk_prob", True)),
-        router_n_groups=r.get("n_group", 1),
-        router_topk_groups=r.get("topk_group", 1),
-        routed_scaling=float(r.get("routed_scaling_factor", 1.0)),
-        router_bias=True,
-        first_k_dense=r.get("first_k_dense_replace", 0),
-        n_mtp_modules=r.get("num_nextn_predict_layers", 0),
-        head_dim=r.require("qk_nope_head_dim") + r.require("qk_rope_head_dim"),
-    )
-
-
 # ------------------------------------------------------------------------------------------------
 def infer_model_type(cfg: Config) -> str:
-    """The HF family that can express this config."""
+    """The HF family of this config: its hf_model_type, or else the first family of the table
+    that can express it."""
     if cfg.hf_model_type is not None:
         return cfg.hf_model_type
-    if cfg.position == "learned":
-        return "gpt2"
-    if cfg.attention == "mla":
-        return "deepseek_v3"
-    if cfg.norm_placement == "sandwich":
-        return "gemma3_text" if cfg.qk_norm else "gemma2"
-    if cfg.n_experts:
-        return "qwen3_moe" if cfg.qk_norm or not cfg.router_norm_topk else "mixtral"
-    if cfg.qk_norm:
-        return "qwen3"
-    if cfg.qkv_bias and not cfg.attn_out_bias:
-        return "qwen2"
-    if cfg.sliding_window is not None and cfg.layer_types is None:
-        return "mistral"
-    return "llama"
+    for family in FAMILIES.values():
+        try:
+            _to_hf(cfg, family)
+        except ValueError:
+            continue
+        return family.model_type
+    raise ValueError(
+        "hf_model_type: no supported HF family can express this config (set hf_model_type to "
+        "see which field a family lacks)"
+    )
 
 
 def _rope_to_hf(theta: float, s: RopeScaling | None, fraction: float) -> dict[str, Any]:
@@ -474,33 +511,35 @@ def _rope_to_hf(theta: float, s: RopeScaling | None, fraction: float) -> dict[st
 
 
 def config_to_hf(cfg: Config) -> dict[str, Any]:
-    model_type = infer_model_type(cfg)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(f"hf_model_type: {model_type!r} is not a supported HF model type")
-    out: dict[str, Any] = {"model_type": model_type, "vocab_size": cfg.vocab_size}
-    if cfg.bos_token_id is not None:
-        out["bos_token_id"] = cfg.bos_token_id
-    if cfg.eos_token_id is not None:
-        eos = cfg.eos_token_id
-        out["eos_token_id"] = list(eos) if isinstance(eos, tuple) else eos
-    out["initializer_range"] = cfg.init_std
-    out["tie_word_embeddings"] = cfg.tie_embeddings
-    if model_type == "gpt2":
-        out.update(
-            n_embd=cfg.d_model,
-            n_layer=cfg.n_layers,
-            n_head=cfg.n_heads,
-            n_inner=cfg.d_ff,
-            n_positions=cfg.max_seq_len,
-            layer_norm_epsilon=cfg.norm_eps,
-            activation_function={"gelu_tanh": "gelu_new"}.get(cfg.activation, cfg.activation),
-        )
-    else:
-        _llama_like_to_hf(cfg, model_type, out)
+    """The HF `config.json` dict of the config's family (refused when the family cannot
+    express the config: the first field that would change is named)."""
+    return _to_hf(cfg, get_family(infer_model_type(cfg)))
+
+
+def _to_hf(cfg: Config, family: Family) -> dict[str, Any]:
+    model_type = family.model_type
+    out: dict[str, Any] = {"model_type": model_type}
+    for key, names in family.hf_keys.items():
+        value = getattr(cfg, names if isinstance(names, str) else names[0])
+        if value is None and family.hf_defaults.get(key) is None:
+            continue  # absent reads back as None (a null where HF's default is a value)
+        if key in _ACTIVATION_KEYS:
+            value = family.hf_gelu_tanh if value == "gelu_tanh" else _ACTIVATION_TO_HF[value]
+        out[key] = list(value) if isinstance(value, tuple) else value
+    if family.rope != "none":
+        global_rope = _rope_to_hf(cfg.rope_theta, cfg.rope_scaling, cfg.rope_fraction)
+        if family.rope == "per_layer_type":
+            local = {"rope_type": "default", "rope_theta": cfg.rope_theta_local or cfg.rope_theta}
+            out["rope_parameters"] = {"full_attention": global_rope, "sliding_attention": local}
+        else:
+            out["rope_parameters"] = global_rope
+    _sliding_to_hf(cfg, family, out)
+    if family.write_hf is not None:
+        family.write_hf(cfg, out)
     # Refuse what the family cannot express: read it back and compare every field.
-    back = config_from_hf(out)
+    back = _config_from_dict(out)
     for name in Config.__dataclass_fields__:
-        if name in ("name", "extra", "build_mtp"):  # build choices, not architecture
+        if name in ("name", "hf_model_type", "build_mtp"):  # labels and build choices
             continue
         if getattr(back, name) != getattr(cfg, name):
             raise ValueError(
@@ -510,76 +549,23 @@ def config_to_hf(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def _llama_like_to_hf(cfg: Config, model_type: str, out: dict[str, Any]) -> None:
-    gemma = model_type in ("gemma2", "gemma3_text")
-    out.update(
-        hidden_size=cfg.d_model,
-        num_hidden_layers=cfg.n_layers,
-        num_attention_heads=cfg.n_heads,
-        num_key_value_heads=cfg.n_kv_heads,
-        intermediate_size=cfg.d_ff,
-        max_position_embeddings=cfg.max_seq_len,
-        rms_norm_eps=cfg.norm_eps,
-    )
-    out["hidden_activation" if gemma else "hidden_act"] = _ACTIVATION_TO_HF[cfg.activation]
-    if model_type != "deepseek_v3":
-        out["head_dim"] = cfg.head_dim
-    if model_type in ("llama", "qwen3", "qwen3_moe", "gemma2", "gemma3_text", "deepseek_v3"):
-        out["attention_bias"] = cfg.qkv_bias
-    if model_type == "llama":
-        out["mlp_bias"] = cfg.mlp_bias
-    global_rope = _rope_to_hf(cfg.rope_theta, cfg.rope_scaling, cfg.rope_fraction)
-    if model_type == "gemma3_text":
-        local = {"rope_type": "default", "rope_theta": cfg.rope_theta_local or cfg.rope_theta}
-        out["rope_parameters"] = {"full_attention": global_rope, "sliding_attention": local}
-    else:
-        out["rope_parameters"] = global_rope
+_ACTIVATION_KEYS = frozenset({"hidden_act", "hidden_activation", "activation_function"})
+
+
+def _sliding_to_hf(cfg: Config, family: Family, out: dict[str, Any]) -> None:
     layer_types = None
     if cfg.sliding_window is not None:
         layer_types = [
             "sliding_attention" if cfg.layer_type(i) == "sliding" else "full_attention"
             for i in range(cfg.n_layers)
         ]
-    if model_type in ("mistral", "mixtral"):
-        out["sliding_window"] = cfg.sliding_window
-    elif model_type in ("qwen2", "qwen3", "qwen3_moe"):
+    if family.sliding == "all":
+        out["sliding_window"] = cfg.sliding_window  # None too: HF's default may be a window
+    elif family.sliding == "optional":
         out["use_sliding_window"] = cfg.sliding_window is not None
         out["sliding_window"] = cfg.sliding_window
         if layer_types is not None:
             out["layer_types"] = layer_types
-    elif gemma:
+    elif family.sliding == "pattern":
         out["sliding_window"] = cfg.sliding_window
         out["layer_types"] = layer_types or ["full_attention"] * cfg.n_layers
-        out["query_pre_attn_scalar"] = cfg.query_pre_attn_scalar
-        out["attn_logit_softcapping"] = cfg.attn_logit_softcap
-        out["final_logit_softcapping"] = cfg.final_logit_softcap
-    if model_type == "mixtral":
-        out.update(num_local_experts=cfg.n_experts, num_experts_per_tok=cfg.n_experts_per_token)
-    if model_type == "qwen3_moe":
-        out.update(
-            num_local_experts=cfg.n_experts,
-            num_experts_per_tok=cfg.n_experts_per_token,
-            moe_intermediate_size=cfg.moe_d_ff,
-            norm_topk_prob=cfg.router_norm_topk,
-            decoder_sparse_step=1,
-            mlp_only_layers=list(range(cfg.first_k_dense)),
-        )
-    if model_type == "deepseek_v3":
-        out.update(
-            q_lora_rank=cfg.q_lora_rank,
-            kv_lora_rank=cfg.kv_lora_rank,
-            qk_nope_head_dim=cfg.qk_nope_head_dim,
-            qk_rope_head_dim=cfg.qk_rope_head_dim,
-            v_head_dim=cfg.v_head_dim,
-            rope_interleave=cfg.rope_interleaved,
-            n_routed_experts=cfg.n_experts,
-            num_experts_per_tok=cfg.n_experts_per_token,
-            n_shared_experts=cfg.n_shared_experts,
-            moe_intermediate_size=cfg.moe_d_ff,
-            norm_topk_prob=cfg.router_norm_topk,
-            n_group=cfg.router_n_groups,
-            topk_group=cfg.router_topk_groups,
-            routed_scaling_factor=cfg.routed_scaling,
-            first_k_dense_replace=cfg.first_k_dense,
-            num_nextn_predict_layers=cfg.n_mtp_modules,
-        )
