@@ -9,14 +9,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from glassformer.tokenizer import Tokenizer
-from glassformer.tokenizer.sentencepiece import (
-    SPACE_MARK,
-    SentencePieceBPE,
-    _merge_by_score_heap,
-    merge_by_score,
-)
+from glassformer.tokenizer.bpe import bpe_merge, bpe_merge_heap
+from glassformer.tokenizer.sentencepiece import SPACE_MARK, SentencePieceBPE
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def merge_by_score(symbols: list[str], scores: dict[str, float]) -> list[str]:
+    """SentencePiece's merge: the shared BPE loop with minus the score as the cost."""
+    return bpe_merge(symbols, {t: -s for t, s in scores.items()}, joined=True)
+
+
+def merge_by_score_heap(symbols: list[str], scores: dict[str, float]) -> list[str]:
+    return bpe_merge_heap(symbols, {t: -s for t, s in scores.items()}, joined=True)
 
 
 def test_highest_score_merges_first_and_any_pair_may_join() -> None:
@@ -24,7 +29,7 @@ def test_highest_score_merges_first_and_any_pair_may_join() -> None:
     # (b,c) and (c,d) tie at 2.0 -> leftmost first; then "a"+"bc" is no token, "abc" needs
     # "ab"+"c" or "a"+"bc": here "a"+"bc" forms "abc" (any split may join, unlike BPE merges).
     assert merge_by_score(list("abcd"), scores) == ["abc", "d"]
-    assert _merge_by_score_heap(list("abcd"), scores) == ["abc", "d"]
+    assert merge_by_score_heap(list("abcd"), scores) == ["abc", "d"]
 
 
 @given(
@@ -37,7 +42,7 @@ def test_highest_score_merges_first_and_any_pair_may_join() -> None:
 )
 @SETTINGS
 def test_scan_and_heap_agree(symbols: list[str], scores: dict[str, float]) -> None:
-    assert merge_by_score(symbols, scores) == _merge_by_score_heap(symbols, scores)
+    assert merge_by_score(symbols, scores) == merge_by_score_heap(symbols, scores)
 
 
 def _tiny_model(extra: dict[str, float]) -> SentencePieceBPE:

@@ -15,20 +15,17 @@ import os
 from pathlib import Path
 
 from .chat import ChatTemplateError, render_chat_template
-from .core import TokenAttr, Tokenizer
+from .core import TokenAttr, TokenIdError, Tokenizer
+from .from_gguf import read_gguf_metadata, tokenizer_from_gguf
+from .from_hf import tokenizer_from_hf_dir, tokenizer_from_tokenizer_json
 from .pretokenize import PRE_TOKENIZER_PATTERNS, PreTokenizer, known_pre_tokenizers
-from .sources import (
-    read_gguf_metadata,
-    tokenizer_from_gguf,
-    tokenizer_from_hf_dir,
-    tokenizer_from_tokenizer_json,
-)
 
 __all__ = [
     "PRE_TOKENIZER_PATTERNS",
     "ChatTemplateError",
     "PreTokenizer",
     "TokenAttr",
+    "TokenIdError",
     "Tokenizer",
     "known_pre_tokenizers",
     "load_tokenizer",

@@ -17,7 +17,9 @@ The reference is llama.cpp's ``llm_tokenizer_bpe_session::tokenize`` (``src/llam
 a priority queue of bigrams ordered by (rank, left position) with stale entries skipped.
 :func:`bpe_merge` chooses the same pair at every step with a linear scan, which is faster in
 Python for the short pieces that dominate real text; :func:`bpe_merge_heap` is the queue
-version used for long pieces (the two are tested against each other).
+version used for long pieces (the two are tested against each other). SentencePiece
+vocabularies (:mod:`.sentencepiece`) run the same loop with a different cost: minus the score
+of the token that the two neighbours would form.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 from functools import cache
+from typing import Any
 
 __all__ = [
     "ByteLevelBPE",
@@ -37,6 +40,7 @@ __all__ = [
 # Above this many symbols the O(n^2) scan loses to the heap.
 _HEAP_THRESHOLD = 256
 _NO_RANK = 1 << 62
+_NO_COST = float("inf")
 # Bounds memory on huge inputs with many distinct pre-tokens; a full cache is simply cleared.
 _CACHE_LIMIT = 1 << 18
 
@@ -74,30 +78,45 @@ def to_byte_level(text: str) -> str:
     return text.encode("utf-8").decode("latin-1").translate(_LATIN1_TO_BYTE_LEVEL)
 
 
-def bpe_merge(symbols: list[str], ranks: Mapping[tuple[str, str], int]) -> list[str]:
-    """Merge ``symbols`` by rank; ties go to the leftmost pair (llama.cpp's order)."""
+def bpe_merge(symbols: list[str], costs: Mapping[Any, float], *, joined: bool = False) -> list[str]:
+    """Join the adjacent pair with the lowest cost until no pair has one; ties go leftmost.
+
+    ``costs`` maps a pair ``(a, b)`` to its merge rank (byte-level BPE, Hugging Face BPE);
+    with ``joined=True`` it maps the concatenation ``a + b`` to a cost instead, which is how
+    SentencePiece vocabularies merge (any two neighbours whose concatenation is a token, with
+    the cost minus the token's score). Both are llama.cpp's bigram queue ordered by (cost,
+    left position); this linear scan picks the same pair at every step.
+    """
     if len(symbols) > _HEAP_THRESHOLD:
-        return bpe_merge_heap(symbols, ranks)
+        return bpe_merge_heap(symbols, costs, joined=joined)
     parts = list(symbols)
-    get = ranks.get
-    # pair_ranks[i] belongs to the pair (parts[i], parts[i + 1]); a huge rank marks "no merge",
-    # so min() and list.index() (leftmost) pick the merge in C.
-    pair_ranks = [get((parts[i], parts[i + 1]), _NO_RANK) for i in range(len(parts) - 1)]
-    while pair_ranks:
-        best = min(pair_ranks)
-        if best == _NO_RANK:
+    get = costs.get
+    # pair_costs[i] belongs to the pair (parts[i], parts[i + 1]); a huge cost marks "no
+    # merge", so min() and list.index() (leftmost) pick the merge in C.
+    none = _NO_COST if joined else _NO_RANK
+    if joined:
+        pair_costs = [get(parts[i] + parts[i + 1], none) for i in range(len(parts) - 1)]
+    else:
+        pair_costs = [get((parts[i], parts[i + 1]), none) for i in range(len(parts) - 1)]
+    while pair_costs:
+        best = min(pair_costs)
+        if best == none:
             break
-        i = pair_ranks.index(best)
+        i = pair_costs.index(best)
         parts[i : i + 2] = [parts[i] + parts[i + 1]]
-        del pair_ranks[i]
+        del pair_costs[i]
         if i > 0:
-            pair_ranks[i - 1] = get((parts[i - 1], parts[i]), _NO_RANK)
-        if i < len(pair_ranks):
-            pair_ranks[i] = get((parts[i], parts[i + 1]), _NO_RANK)
+            a, b = parts[i - 1], parts[i]
+            pair_costs[i - 1] = get(a + b if joined else (a, b), none)
+        if i < len(pair_costs):
+            a, b = parts[i], parts[i + 1]
+            pair_costs[i] = get(a + b if joined else (a, b), none)
     return parts
 
 
-def bpe_merge_heap(symbols: list[str], ranks: Mapping[tuple[str, str], int]) -> list[str]:
+def bpe_merge_heap(
+    symbols: list[str], costs: Mapping[Any, float], *, joined: bool = False
+) -> list[str]:
     """Priority-queue version of :func:`bpe_merge`, O(n log n) for long pieces."""
     n = len(symbols)
     if n < 2:
@@ -106,30 +125,33 @@ def bpe_merge_heap(symbols: list[str], ranks: Mapping[tuple[str, str], int]) -> 
     prev = list(range(-1, n - 1))
     nxt = [*range(1, n), -1]
     alive = [True] * n
-    heap: list[tuple[int, int, int, str]] = []
+    get = costs.get
+    heap: list[tuple[Any, int, int, str]] = []
     for i in range(n - 1):
-        rank = ranks.get((text[i], text[i + 1]))
-        if rank is not None:
-            heap.append((rank, i, i + 1, text[i] + text[i + 1]))
+        pair = text[i] + text[i + 1]
+        cost = get(pair if joined else (text[i], text[i + 1]))
+        if cost is not None:
+            heap.append((cost, i, i + 1, pair))
     heapq.heapify(heap)
     while heap:
-        _rank, left, right, joined = heapq.heappop(heap)
+        _cost, left, right, pair = heapq.heappop(heap)
         # Entries are never removed when a neighbour changes; a stale one no longer spells
         # the pair it was made for (llama.cpp checks the same way).
         if not (alive[left] and alive[right]) or nxt[left] != right:
             continue
-        if text[left] + text[right] != joined:
+        if text[left] + text[right] != pair:
             continue
-        text[left] = joined
+        text[left] = pair
         alive[right] = False
         nxt[left] = nxt[right]
         if nxt[right] >= 0:
             prev[nxt[right]] = left
         for a, b in ((prev[left], left), (left, nxt[left])):
             if a >= 0 and b >= 0:
-                rank = ranks.get((text[a], text[b]))
-                if rank is not None:
-                    heapq.heappush(heap, (rank, a, b, text[a] + text[b]))
+                new = text[a] + text[b]
+                cost = get(new if joined else (text[a], text[b]))
+                if cost is not None:
+                    heapq.heappush(heap, (cost, a, b, new))
     out = []
     i = 0
     while i >= 0:

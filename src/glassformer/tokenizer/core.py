@@ -5,12 +5,14 @@ Encoding follows llama.cpp's ``llama_vocab::impl::tokenize`` (``src/llama-vocab.
 1. *Special-token partition* (``tokenizer_st_partition``). Every control, user-defined and
    unknown token is searched in the text as a literal string, longest token first (by UTF-8
    length), each one splitting the remaining raw-text fragments at its leftmost
-   non-overlapping occurrences. Control and unknown tokens are only searched when special
-   parsing is requested; user-defined tokens (Gemma's ``"\\n\\n"``, ``"<table>"``) always are.
+   non-overlapping occurrences. Control and unknown tokens are searched unless the caller
+   turns special parsing off (``parse_special=False``, Hugging Face's
+   ``split_special_tokens=True``); user-defined tokens (Gemma's ``"\\n\\n"``,
+   ``"<table>"``) always are.
 2. Each remaining raw fragment is encoded by the model (:mod:`.bpe` or :mod:`.sentencepiece`),
    which never sees text from two sides of a special token at once.
-3. BOS/EOS are added when the caller asks for special tokens and the vocabulary says so
-   (``tokenizer.ggml.add_bos_token``).
+3. BOS/EOS are added when the caller asks for them (``add_special_tokens``) and the
+   vocabulary says so (``tokenizer.ggml.add_bos_token``).
 
 Searching thousands of special strings one after another is slow in Python, so the
 partition first finds, with one trie-shaped regular expression, which special strings occur
@@ -27,13 +29,18 @@ several tokens comes back whole.
 from __future__ import annotations
 
 import enum
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .chat import render_chat_template
 
-__all__ = ["TokenAttr", "Tokenizer", "TokenizerModel", "attrs_from_token_types"]
+__all__ = ["TokenAttr", "TokenIdError", "Tokenizer", "TokenizerModel", "attrs_from_token_types"]
+
+
+class TokenIdError(ValueError, IndexError):
+    """A token id outside the vocabulary (a ``ValueError``, and an ``IndexError`` as well)."""
 
 
 class TokenAttr(enum.IntFlag):
@@ -298,7 +305,7 @@ class Tokenizer:
     @classmethod
     def from_gguf(cls, path: str | Any) -> Tokenizer:
         """Build the tokenizer described by a GGUF file's ``tokenizer.*`` metadata."""
-        from .sources import tokenizer_from_gguf
+        from .from_gguf import tokenizer_from_gguf
 
         return tokenizer_from_gguf(path)
 
@@ -307,14 +314,14 @@ class Tokenizer:
         cls, path: str | Any, config_path: str | Any | None = None
     ) -> Tokenizer:
         """Build from a Hugging Face ``tokenizer.json`` (+ optional ``tokenizer_config.json``)."""
-        from .sources import tokenizer_from_tokenizer_json
+        from .from_hf import tokenizer_from_tokenizer_json
 
         return tokenizer_from_tokenizer_json(path, config_path)
 
     @classmethod
     def from_hf_dir(cls, path: str | Any) -> Tokenizer:
         """Build from a Hugging Face model directory holding ``tokenizer.json``."""
-        from .sources import tokenizer_from_hf_dir
+        from .from_hf import tokenizer_from_hf_dir
 
         return tokenizer_from_hf_dir(path)
 
@@ -322,6 +329,7 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """Number of token ids (the rows a model's embedding needs at least)."""
         return len(self._tokens)
 
     def __len__(self) -> int:
@@ -338,16 +346,14 @@ class Tokenizer:
 
     def id_to_token(self, token_id: int) -> str:
         """The vocabulary string of an id (byte-level spelling, ``▁`` for spaces, ...)."""
-        if not 0 <= token_id < len(self._tokens):
-            raise IndexError(f"token id {token_id} is outside the vocabulary (0..{len(self) - 1})")
-        return self._tokens[token_id]
+        return self._tokens[self.check_id(token_id)]
 
     def token_attr(self, token_id: int) -> TokenAttr:
-        return self._attrs[token_id]
+        return self._attrs[self.check_id(token_id)]
 
     def is_special(self, token_id: int) -> bool:
         """Control or unknown tokens (the ones ``skip_special_tokens`` drops)."""
-        return bool(self._attrs[token_id] & (TokenAttr.CONTROL | TokenAttr.UNKNOWN))
+        return bool(self._attrs[self.check_id(token_id)] & (TokenAttr.CONTROL | TokenAttr.UNKNOWN))
 
     @property
     def special_tokens_map(self) -> dict[str, str]:
@@ -386,17 +392,19 @@ class Tokenizer:
         return self._splitter(parse_special).split(text)
 
     def encode(
-        self, text: str, add_special_tokens: bool = True, *, parse_special: bool | None = None
+        self, text: str, add_special_tokens: bool = True, *, parse_special: bool = True
     ) -> list[int]:
         """Token ids for ``text``.
 
-        ``add_special_tokens`` adds BOS/EOS as the vocabulary asks and, unless
-        ``parse_special`` says otherwise, turns special-token strings in the text (such as
-        ``<|im_start|>``) into their ids, like llama.cpp's ``parse_special=True``. Without it
-        they are encoded as ordinary text.
+        ``add_special_tokens`` adds BOS/EOS as the vocabulary asks, and nothing else.
+        ``parse_special`` turns special-token strings in the text (such as ``<|im_start|>``)
+        into their ids, as Hugging Face ``tokenizers`` and llama.cpp's ``special=True`` do;
+        ``parse_special=False`` (Hugging Face's ``split_special_tokens=True``) encodes them
+        as ordinary text, which is what text from an untrusted source needs. User-defined
+        tokens are matched either way, as in llama.cpp.
         """
-        if parse_special is None:
-            parse_special = add_special_tokens
+        if not isinstance(text, str):
+            raise TypeError(f"encode() needs a str, got {type(text).__name__}")
         out: list[int] = []
         if add_special_tokens and self.add_bos and self.bos_id is not None:
             out.append(self.bos_id)
@@ -418,14 +426,38 @@ class Tokenizer:
         return out
 
     def encode_batch(
-        self, texts: Iterable[str], add_special_tokens: bool = True
+        self, texts: Iterable[str], add_special_tokens: bool = True, *, parse_special: bool = True
     ) -> list[list[int]]:
-        return [self.encode(t, add_special_tokens) for t in texts]
+        return [self.encode(t, add_special_tokens, parse_special=parse_special) for t in texts]
 
     # -- decoding -----------------------------------------------------------------------
 
+    def check_id(self, token_id: Any, where: str = "") -> int:
+        """``token_id`` as an ``int``, or a clear error when it is not an id of this vocabulary.
+
+        Python ints, NumPy integers and one-element integer tensors are ids; floats, bools
+        and values outside ``0 .. vocab_size - 1`` are not.
+        """
+        if type(token_id) is not int:
+            try:
+                if isinstance(token_id, bool):
+                    raise TypeError
+                token_id = operator.index(token_id)
+            except TypeError:
+                raise TypeError(
+                    f"token id {token_id!r}{where} is not an integer ({type(token_id).__name__})"
+                ) from None
+        if not 0 <= token_id < len(self._tokens):
+            raise TokenIdError(
+                f"token id {token_id}{where} is outside the vocabulary (0..{len(self._tokens) - 1})"
+            )
+        return token_id
+
     def token_bytes(self, token_id: int, skip_special_tokens: bool = False) -> bytes:
         """The bytes one token contributes to decoded text (may be part of a character)."""
+        return self._token_bytes(self.check_id(token_id), skip_special_tokens)
+
+    def _token_bytes(self, token_id: int, skip_special_tokens: bool) -> bytes:
         attr = self._attrs[token_id]
         if attr & (TokenAttr.CONTROL | TokenAttr.UNKNOWN) and not attr & TokenAttr.BYTE:
             return b"" if skip_special_tokens else self._tokens[token_id].encode("utf-8")
@@ -447,9 +479,11 @@ class Tokenizer:
     def decode_bytes(self, ids: Iterable[int], skip_special_tokens: bool = False) -> bytes:
         out = bytearray()
         first = True
-        for tid in ids:
-            tid = int(tid)
-            piece = self.token_bytes(tid, skip_special_tokens)
+        n = len(self._tokens)
+        for pos, tid in enumerate(ids):
+            if type(tid) is not int or not 0 <= tid < n:
+                tid = self.check_id(tid, f" at position {pos}")
+            piece = self._token_bytes(tid, skip_special_tokens)
             if first:
                 if skip_special_tokens and self.is_special(tid):
                     continue

@@ -114,25 +114,52 @@ def known_pre_tokenizers() -> list[str]:
     return sorted(PRE_TOKENIZER_PATTERNS)
 
 
+# Patterns written here (llama.cpp's, and the Digits pre-tokenizer's): all run in linear time.
+_TRUSTED_PATTERNS = frozenset(
+    {p for chain in PRE_TOKENIZER_PATTERNS.values() for p in chain}
+    | _TOTAL_PATTERNS
+    | {r"\p{N}", r"\p{N}+"}
+)
+#: Time limit for one search of a pattern from a file: this many seconds of CPU time (what
+#: the ``regex`` module's ``timeout`` counts) plus :data:`SPLIT_TIMEOUT_PER_CHAR` per
+#: character searched. A backtracking pattern such as
+#: ``(a|aa)+b`` grows exponentially with the text and would otherwise never return.
+SPLIT_TIMEOUT_S = 1.0
+SPLIT_TIMEOUT_PER_CHAR = 1e-6
+
+
 @dataclass(frozen=True)
 class _Stage:
     pattern: regex.Pattern[str]
     total: bool
+    guarded: bool  # a pattern from a file: searched under a time limit
+    where: str  # the file and field it came from, for the error message
 
 
 class PreTokenizer:
     """Applies a chain of split patterns the way llama.cpp's ``unicode_regex_split`` does.
 
-    With no patterns the whole text is one piece.
+    With no patterns the whole text is one piece. ``fields`` names where each pattern came
+    from (``"tokenizer.json: field 'pre_tokenizer.pattern.Regex'"``); patterns that are not
+    llama.cpp's own are searched with the ``regex`` module's time limit, and running out of
+    time raises a ``ValueError`` naming that field.
     """
 
-    def __init__(self, patterns: Sequence[str], *, name: str = "custom") -> None:
+    def __init__(
+        self, patterns: Sequence[str], *, name: str = "custom", fields: Sequence[str] = ()
+    ) -> None:
         self.name = name
         self.patterns = tuple(patterns)
+        where = dict(zip(self.patterns, fields, strict=False))
         self._stages = [
-            _Stage(regex.compile(p), True)
+            _Stage(regex.compile(p), True, False, "")
             if p in _TOTAL_PATTERNS
-            else _Stage(regex.compile(f"({p})"), False)
+            else _Stage(
+                regex.compile(f"({p})"),
+                False,
+                p not in _TRUSTED_PATTERNS,
+                where.get(p, f"pre-tokenizer {name!r}"),
+            )
             for p in _FUSED.get(self.patterns, self.patterns)
         ]
 
@@ -147,6 +174,9 @@ class PreTokenizer:
             if stage.total:
                 for piece in pieces:
                     out += pattern.findall(piece)
+            elif stage.guarded:
+                for piece in pieces:
+                    out += [part for part in _guarded_split(stage, piece) if part]
             else:
                 # A capturing split returns gaps and matches interleaved; both are pieces.
                 for piece in pieces:
@@ -156,6 +186,18 @@ class PreTokenizer:
 
     def __repr__(self) -> str:
         return f"PreTokenizer(name={self.name!r}, patterns={self.patterns!r})"
+
+
+def _guarded_split(stage: _Stage, piece: str) -> list[str]:
+    limit = SPLIT_TIMEOUT_S + SPLIT_TIMEOUT_PER_CHAR * len(piece)
+    try:
+        return stage.pattern.split(piece, timeout=limit)
+    except TimeoutError:
+        raise ValueError(
+            f"{stage.where}: split pattern {stage.pattern.pattern[1:-1]!r} ran for more than "
+            f"{limit:.1f} s of CPU time on {len(piece)} characters (catastrophic backtracking); "
+            "rewrite the pattern"
+        ) from None
 
 
 def pre_tokenizer_for(kind: str) -> PreTokenizer:

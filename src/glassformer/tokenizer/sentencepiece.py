@@ -4,8 +4,9 @@ SentencePiece vocabularies (Llama 2, Gemma) work on characters rather than bytes
 space with ``▁`` (U+2581) so that a word and its leading space form one token, and carry a
 *score* per token (``tokenizer.ggml.scores``) instead of a merge table. Encoding starts from
 single characters and repeatedly joins the adjacent pair whose concatenation is a vocabulary
-token with the highest score, leftmost first on ties; any two neighbours may join as long as
-the result is in the vocabulary, unlike byte-level BPE where only listed pairs merge. When no
+token with the highest score, leftmost first on ties (the merge loop of :mod:`.bpe` with
+minus the score as the cost); any two neighbours may join as long as the result is in the
+vocabulary, unlike byte-level BPE where only listed pairs merge. When no
 pair is left, characters that are not tokens fall back to byte tokens ``<0xXX>`` for each of
 their UTF-8 bytes (``token_type == BYTE``), so nothing needs an unknown token.
 
@@ -28,85 +29,18 @@ Hugging Face's ``tokenizer.json`` describes the same vocabularies as a BPE *with
 
 from __future__ import annotations
 
-import heapq
 import re
 from collections.abc import Mapping, Sequence
 
 from .bpe import bpe_merge
 
-__all__ = ["SPACE_MARK", "SentencePieceBPE", "merge_by_score"]
+__all__ = ["SPACE_MARK", "SentencePieceBPE"]
 
 SPACE_MARK = "\u2581"
-_HEAP_THRESHOLD = 256
-_NO_SCORE = float("-inf")
 _CACHE_LIMIT = 1 << 18
 # Candidate cut points: before each run of space marks that follows other text.
 _CHUNK = re.compile(SPACE_MARK + "*[^" + SPACE_MARK + "]+|" + SPACE_MARK + "+")
 _MARK_SPLIT = re.compile(SPACE_MARK + "[^" + SPACE_MARK + "]*|[^" + SPACE_MARK + "]+")
-
-
-def merge_by_score(symbols: list[str], score_of: Mapping[str, float]) -> list[str]:
-    """Join adjacent symbols into the best-scoring vocabulary token until none is left."""
-    if len(symbols) > _HEAP_THRESHOLD:
-        return _merge_by_score_heap(symbols, score_of)
-    parts = list(symbols)
-    get = score_of.get
-    # scores[i] belongs to the pair (parts[i], parts[i + 1]); -inf marks "not a token", so
-    # max() and list.index() (leftmost) pick the merge in C.
-    scores = [get(parts[i] + parts[i + 1], _NO_SCORE) for i in range(len(parts) - 1)]
-    while scores:
-        best = max(scores)
-        if best == _NO_SCORE:
-            break
-        i = scores.index(best)
-        parts[i : i + 2] = [parts[i] + parts[i + 1]]
-        del scores[i]
-        if i > 0:
-            scores[i - 1] = get(parts[i - 1] + parts[i], _NO_SCORE)
-        if i < len(scores):
-            scores[i] = get(parts[i] + parts[i + 1], _NO_SCORE)
-    return parts
-
-
-def _merge_by_score_heap(symbols: list[str], score_of: Mapping[str, float]) -> list[str]:
-    n = len(symbols)
-    if n < 2:
-        return list(symbols)
-    text = list(symbols)
-    prev = list(range(-1, n - 1))
-    nxt = [*range(1, n), -1]
-    alive = [True] * n
-    heap: list[tuple[float, int, int, str]] = []
-    for i in range(n - 1):
-        joined = text[i] + text[i + 1]
-        score = score_of.get(joined)
-        if score is not None:
-            heap.append((-score, i, i + 1, joined))
-    heapq.heapify(heap)
-    while heap:
-        _neg, left, right, joined = heapq.heappop(heap)
-        # Stale entries stay queued; they are recognised by no longer spelling their pair.
-        if not (alive[left] and alive[right]) or nxt[left] != right:
-            continue
-        if text[left] + text[right] != joined:
-            continue
-        text[left] = joined
-        alive[right] = False
-        nxt[left] = nxt[right]
-        if nxt[right] >= 0:
-            prev[nxt[right]] = left
-        for a, b in ((prev[left], left), (left, nxt[left])):
-            if a >= 0 and b >= 0:
-                pair = text[a] + text[b]
-                score = score_of.get(pair)
-                if score is not None:
-                    heapq.heappush(heap, (-score, a, b, pair))
-    out = []
-    i = 0
-    while i >= 0:
-        out.append(text[i])
-        i = nxt[i]
-    return out
 
 
 class SentencePieceBPE:
@@ -137,11 +71,12 @@ class SentencePieceBPE:
         self.split_on_space_mark = split_on_space_mark
         self.ranks = dict(ranks) if ranks is not None else None
         self.byte_fallback = byte_fallback
-        self.score_of: dict[str, float] = {}
+        # The merge cost of a token is minus its score: :func:`.bpe.bpe_merge` joins the
+        # lowest cost first. The vocabulary maps a repeated string to its last id (llama.cpp's
+        # token_to_id), and that id's score is the one the merge queue sees.
+        self.cost_of: dict[str, float] = {}
         if scores is not None:
-            # The vocabulary maps a repeated string to its last id (llama.cpp's token_to_id),
-            # and that id's score is the one the merge queue sees.
-            self.score_of = {text: float(scores[tid]) for text, tid in self.vocab.items()}
+            self.cost_of = {text: -float(scores[tid]) for text, tid in self.vocab.items()}
         self._byte_names = {b: f"<0x{b:02X}>" for b in range(256)}
         self._unk_text = next((t for t, i in self.vocab.items() if i == unk_id), None)
         self._cache: dict[str, list[int]] = {}
@@ -238,7 +173,7 @@ class SentencePieceBPE:
     def _encode_piece(self, chunk: str) -> list[int]:
         ids: list[int] = []
         vocab = self.vocab
-        for symbol in merge_by_score(list(chunk), self.score_of):
+        for symbol in bpe_merge(list(chunk), self.cost_of, joined=True):
             tid = vocab.get(symbol)
             if tid is not None:
                 ids.append(tid)
