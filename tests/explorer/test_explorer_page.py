@@ -165,3 +165,84 @@ def test_other_families_load(browser: Any, tmp_path: Path, name: str) -> None:
     assert_matches(page_numbers(browser), analyze(cfg, "train", 2, 1000, "fp8", "mi300x"))
     assert browser.find_element(By.ID, "v-memory_ckpt").text
     assert errors(browser) == []
+
+
+# A model file chooses its name (GGUF general.name), its config strings and so the labels the
+# page shows: each of these would run script or stop the page's own code if it reached the
+# HTML as markup.
+HOSTILE = (
+    "</title><script>window.__pwned = 1</script>",
+    "<!--<script>",
+    '</script><img src=x onerror="window.__pwned = 2">',
+    '"\'><svg onload="window.__pwned = 3"></svg>&amp;\u2028\u2029',
+)
+
+
+def _hostile_sections(build: Any) -> Any:
+    """build_sections with every op name, note, fusion target and section title made hostile
+    (edges renamed with their producers, so the graph stays connected)."""
+
+    def build_hostile(*args: Any, **kwargs: Any) -> Any:
+        sections = build(*args, **kwargs)
+        for i, section in enumerate(sections):
+            section.title = f"{HOSTILE[i % len(HOSTILE)]} {section.title}"
+            renamed = {
+                op.name: f"{HOSTILE[j % len(HOSTILE)]}{op.name}" for j, op in enumerate(section.ops)
+            }
+            for op in section.ops:
+                op.note = f"{renamed[op.name][: -len(op.name)]} note"
+                op.name = renamed[op.name]
+                if op.fuse_into:
+                    op.fuse_into = renamed.get(op.fuse_into, op.fuse_into)
+                for edge in op.inputs:
+                    edge.src = renamed.get(edge.src, edge.src)
+        return sections
+
+    return build_hostile
+
+
+def test_hostile_strings_stay_text(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    import glassformer.explorer.html as page_html
+
+    name = "".join(HOSTILE)
+    cfg = get_preset("tiny-gemma3").replace(name=name, hf_model_type=HOSTILE[2])
+    monkeypatch.setattr(page_html, "build_sections", _hostile_sections(page_html.build_sections))
+    page = write_html(cfg, tmp_path / "hostile.html", mode="prefill", batch=1, seq=256)
+    text = page.read_text()
+    for tag in ("</title><script>", "<!--<script>", "<img", "<svg onload"):
+        assert text.count(tag) == 0, tag
+    data = text.split('<script id="explorer-data" type="application/json">', 1)[1]
+    data = data.split("</script>", 1)[0]
+    assert not set(data) & set("<>&\u2028\u2029")
+    browser.get(page.resolve().as_uri())
+
+    # nothing ran, nothing was injected, and the page's own script ran to the end
+    assert errors(browser) == []
+    assert browser.execute_script("return window.__pwned === undefined")
+    assert browser.execute_script("return document.querySelectorAll('img').length") == 0
+    assert browser.execute_script("return document.querySelectorAll('script').length") == 2
+    assert browser.execute_script("return document.querySelectorAll('svg[onload]').length") == 0
+    # the strings arrive intact, as text
+    assert browser.title == f"{name}: Transformer Math Explorer"
+    assert browser.execute_script("return window.explorer.DATA.model.name") == name
+    assert browser.find_element(By.ID, "title").text.startswith(name.split("\u2028")[0].strip())
+    assert HOSTILE[2] in browser.find_element(By.ID, "subtitle").text
+    # the graph, the table and the roofline are drawn; an op's hostile label shows as text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#graph .node")) > 5
+    rows = browser.find_elements(By.CSS_SELECTOR, "#ops-table tbody tr")
+    assert len(rows) > 10
+    assert browser.find_elements(By.CSS_SELECTOR, "#roofline circle")
+    assert any(HOSTILE[0] in row.text for row in rows)
+    rows[0].click()
+    details = browser.find_element(By.ID, "details-list")
+    assert " note" in details.text and any(tag.strip()[:10] in details.text for tag in HOSTILE)
+    assert HOSTILE[0] in browser.find_element(By.ID, "epilogue").text
+    # recomputing after a change still works
+    browser.find_element(By.CSS_SELECTOR, "#mode option[value=decode]").click()
+    assert browser.execute_script("return window.explorer.result.ops.length") > 5
+    assert browser.execute_script("return window.__pwned === undefined")
+    assert errors(browser) == []

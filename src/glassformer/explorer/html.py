@@ -15,7 +15,9 @@ arithmetic intensity, and the details of the op clicked in any of them.
 
 from __future__ import annotations
 
+import html
 import json
+import os
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -63,7 +65,7 @@ def _section_json(s: Section) -> dict[str, Any]:
         "title": s.title,
         "kind": s.kind,
         "count": s.count,
-        "layers": list(s.layers),
+        "layers": s.layers.to_json(),
         "ops": [_op_json(op) for op in s.ops],
     }
 
@@ -122,16 +124,37 @@ def page_data(
     }
 
 
+# Inside <script>, "</script" ends the element and "<!--<script" makes the parser skip past the
+# page's own code; a model file chooses its name and config strings, so no "<", ">" or "&" may
+# reach the element as such. JSON's \\uXXXX escapes keep the data identical for JSON.parse.
+# U+2028/U+2029 are escaped too: older JavaScript engines end a line at them.
+_SCRIPT_SAFE = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def script_json(data: Any) -> str:
+    """JSON text that is safe inside an HTML <script> element, whatever strings it holds."""
+    return json.dumps(data, separators=(",", ":")).translate(_SCRIPT_SAFE)
+
+
 def render_html(cfg: Config, **settings: Any) -> str:
     data = page_data(cfg, **settings)
     template = files("glassformer.explorer").joinpath("page.html").read_text(encoding="utf-8")
-    # "</" inside a <script> element would end it early; JSON allows the "\/" escape.
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    title = f"{cfg.name}: Transformer Math Explorer"
-    return template.replace("__TITLE__", title).replace("/*__DATA__*/{}", payload)
+    title = html.escape(f"{cfg.name}: Transformer Math Explorer")
+    # One pass over the template: a title that spells the data marker must stay text.
+    head, tail = template.split("/*__DATA__*/{}", 1)
+    return head.replace("__TITLE__", title) + script_json(data) + tail
 
 
 def write_html(cfg: Config, path: str | Path, **settings: Any) -> Path:
+    """Write the page; a temporary name renamed into place, so a failure leaves no half page."""
     path = Path(path)
-    path.write_text(render_html(cfg, **settings), encoding="utf-8")
+    text = render_html(cfg, **settings)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
