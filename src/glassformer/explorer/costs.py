@@ -39,6 +39,8 @@ from glassformer.explorer.ops import (
     Section,
     build_sections,
     expert_params,
+    moe_layer_count,
+    sliding_layer_count,
 )
 
 
@@ -260,7 +262,7 @@ def analyze(
             r["count"] = s.count
             ops_out.append(r)
         sec = {"key": s.key, "title": s.title, "kind": s.kind, "count": s.count}
-        sec["layers"] = list(s.layers)
+        sec["layers"] = s.layers.to_json()  # [[first, last], ...]: repeated layers grouped
         sec.update(_sum(rows))
         sec["epilogue"] = epilogue_view(rows, hw)
         section_out.append(sec)
@@ -324,7 +326,7 @@ def analyze(
         result["moe"] = moe_summary(cfg, ops_out, params, env)
     if cfg.attention == "mla":
         result["mla"] = mla_summary(cfg, mode, batch, seq, dt, hw, attention)
-    if any(cfg.window(i) for i in range(cfg.n_layers)):
+    if sliding_layer_count(cfg):
         result["sliding"] = sliding_summary(cfg, mode, seq, batch, dt)
     return result
 
@@ -335,7 +337,7 @@ def parameter_counts(cfg: Config) -> dict[str, int]:
     base = sum(op.params * s.count for s in sections if s.kind != "mtp" for op in s.ops)
     mtp = sum(op.params for s in sections if s.kind == "mtp" for op in s.ops)
     embed = sum(op.params for s in sections if s.kind == "embed" for op in s.ops)
-    n_moe = sum(cfg.is_moe_layer(i) for i in range(cfg.n_layers))
+    n_moe = moe_layer_count(cfg)
     inactive = 0
     mtp_inactive = 0
     if cfg.n_experts:
@@ -426,7 +428,7 @@ def moe_summary(
     cfg: Config, ops_out: list[dict[str, Any]], params: dict[str, int], env: dict[str, Number]
 ) -> dict[str, Any]:
     e, k = cfg.n_experts, cfg.n_experts_per_token
-    n_moe = sum(cfg.is_moe_layer(i) for i in range(cfg.n_layers))
+    n_moe = moe_layer_count(cfg)
     per = expert_params(cfg)
     expert_ops = [r for r in ops_out if r["kind"] == "experts" and r["section"].startswith("block")]
     flops = sum(r["flops_matmul"] * r["count"] for r in expert_ops)
@@ -484,18 +486,19 @@ def mla_summary(
 
 def sliding_summary(cfg: Config, mode: str, seq: int, batch: int, dt: DType) -> dict[str, Any]:
     assert cfg.head_dim is not None and cfg.n_kv_heads is not None
-    windows = [cfg.window(i) for i in range(cfg.n_layers)]
-    n_sliding = sum(w is not None for w in windows)
+    n_sliding = sliding_layer_count(cfg)
+    n_full = cfg.n_layers - n_sliding
     per_token = (
         cfg.kv_lora_rank + cfg.qk_rope_head_dim
         if cfg.attention == "mla"
         else 2 * cfg.n_kv_heads * cfg.head_dim
     )
-    cache = sum(min(seq, w) if w else seq for w in windows) * batch * per_token * dt.kv_bytes
+    window = cfg.sliding_window or seq
+    cache = (n_sliding * min(seq, window) + n_full * seq) * batch * per_token * dt.kv_bytes
     full = cfg.n_layers * seq * batch * per_token * dt.kv_bytes
     return {
         "sliding_layers": n_sliding,
-        "full_layers": cfg.n_layers - n_sliding,
+        "full_layers": n_full,
         "window": cfg.sliding_window,
         "kv_cache_bytes": cache if mode != "train" else 0,
         "kv_cache_bytes_if_all_full": full if mode != "train" else 0,

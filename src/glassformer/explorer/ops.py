@@ -105,12 +105,39 @@ class Op:
             self.flops_mm_causal = self.flops_mm
 
 
+@dataclass(frozen=True)
+class LayerSpans:
+    """A set of layer indices as sorted, disjoint `range`s. Identical layers are costed once and
+    multiplied, so the cost model is a closed form in the layer count: a stack of 10**9 equal
+    layers is one range, not a Python object per layer."""
+
+    spans: tuple[range, ...] = ()
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.spans)
+
+    @property
+    def first(self) -> int:
+        return self.spans[0].start
+
+    def to_json(self) -> list[list[int]]:
+        """[[first, last], ...], inclusive."""
+        return [[r.start, r.stop - 1] for r in self.spans]
+
+    def describe(self) -> str:
+        """ "0-3,8" for a few spans; "N layers" for an interleaved pattern (Gemma)."""
+        if len(self.spans) > 2:
+            return f"{len(self)} layers"
+        parts = [f"{r.start}" if len(r) == 1 else f"{r.start}-{r.stop - 1}" for r in self.spans]
+        return "layers " + ",".join(parts)
+
+
 @dataclass
 class Section:
     key: str
     title: str
     kind: str  # embed | block | head | mtp | optimizer
-    layers: tuple[int, ...]
+    layers: LayerSpans = field(default_factory=LayerSpans)
     ops: list[Op] = field(default_factory=list)
 
     @property
@@ -825,20 +852,40 @@ def mtp_ops(cfg: Config, depth: int, mode: str, train: bool, mla_order: MLAOrder
 
 
 # --- the whole model ---------------------------------------------------------------------------
-def _ranges(layers: list[int]) -> str:
-    out, start = [], layers[0]
-    for prev, cur in zip(layers, [*layers[1:], None], strict=True):
-        if cur != prev + 1:
-            out.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = cur  # type: ignore[assignment]
-    return ",".join(out)
+def layer_kinds(cfg: Config) -> dict[tuple[str, bool], LayerSpans]:
+    """(layer type, MoE?) -> the layers of that kind. Without an explicit `layer_types` list
+    every layer has the same type and only `first_k_dense` splits the stack, so this costs
+    O(1) whatever `n_layers` is; with a list it costs one step per listed entry."""
+    n, dense = cfg.n_layers, min(cfg.first_k_dense, cfg.n_layers) if cfg.n_experts else cfg.n_layers
+    if cfg.layer_types is None:
+        ltype = cfg.layer_type(0)
+        parts = [((ltype, False), range(0, dense)), ((ltype, True), range(dense, n))]
+    else:
+        parts, start = [], 0
+        for i in range(1, n + 1):  # runs of equal (type, moe)
+            if i == n or (cfg.layer_types[i], i >= dense) != (
+                cfg.layer_types[start],
+                start >= dense,
+            ):
+                parts.append(((cfg.layer_types[start], start >= dense), range(start, i)))
+                start = i
+    kinds: dict[tuple[str, bool], list[range]] = {}
+    for key, span in parts:
+        if len(span):
+            kinds.setdefault(key, []).append(span)
+    return {key: LayerSpans(tuple(spans)) for key, spans in kinds.items()}
 
 
-def layer_kinds(cfg: Config) -> dict[tuple[str, bool], list[int]]:
-    kinds: dict[tuple[str, bool], list[int]] = {}
-    for i in range(cfg.n_layers):
-        kinds.setdefault((cfg.layer_type(i), cfg.is_moe_layer(i)), []).append(i)
-    return kinds
+def moe_layer_count(cfg: Config) -> int:
+    """Layers with a routed MoE MLP (closed form of sum(cfg.is_moe_layer(i)))."""
+    return cfg.n_layers - min(cfg.first_k_dense, cfg.n_layers) if cfg.n_experts else 0
+
+
+def sliding_layer_count(cfg: Config) -> int:
+    """Layers with a sliding window (closed form of sum(cfg.window(i) is not None))."""
+    if cfg.sliding_window is None:
+        return 0
+    return cfg.n_layers if cfg.layer_types is None else cfg.layer_types.count("sliding")
 
 
 def build_sections(
@@ -852,21 +899,17 @@ def build_sections(
     cache = mode != "train"
     fwd_mode = "prefill" if train else mode
     tokens: Value = 1 if mode == "decode" else T
-    sections = [Section("embed", "embedding", "embed", (), embed_ops(cfg, tokens))]
+    sections = [Section("embed", "embedding", "embed", LayerSpans(), embed_ops(cfg, tokens))]
     for (ltype, moe), layers in layer_kinds(cfg).items():
-        window = cfg.window(layers[0])
+        window = cfg.window(layers.first)
         desc = ("MoE" if moe else "dense") + (f", sliding {window}" if window else ", full")
         key = f"block.{ltype}.{'moe' if moe else 'dense'}"
-        spans = _ranges(layers)
-        # interleaved patterns (Gemma) make long lists: name them by count instead
-        where = f"layers {spans}" if spans.count(",") < 2 else f"{len(layers)} layers"
-        title = f"{where} ({desc})"
-        ops = block_ops(cfg, layers[0], fwd_mode, tokens, cache, order)
-        sections.append(Section(key, title, "block", tuple(layers), ops))
+        title = f"{layers.describe()} ({desc})"
+        ops = block_ops(cfg, layers.first, fwd_mode, tokens, cache, order)
+        sections.append(Section(key, title, "block", layers, ops))
     last = "x"
-    sections.append(
-        Section("head", "final norm and LM head", "head", (), head_ops(cfg, tokens, last, train))
-    )
+    head = head_ops(cfg, tokens, last, train)
+    sections.append(Section("head", "final norm and LM head", "head", LayerSpans(), head))
     with_mtp = cfg.build_mtp if mtp is None else mtp
     if with_mtp and cfg.n_mtp_modules and mode != "decode":
         for k in range(1, cfg.n_mtp_modules + 1):
@@ -875,14 +918,15 @@ def build_sections(
                     f"mtp.{k - 1}",
                     f"MTP depth {k}",
                     "mtp",
-                    (),
+                    LayerSpans(),
                     mtp_ops(cfg, k, fwd_mode, train, order),
                 )
             )
     if train:
         sections = [_to_train(s) for s in sections]
         params = sum(op.params * s.count for s in sections for op in s.ops)
-        sections.append(Section("optimizer", "AdamW step", "optimizer", (), [optimizer_op(params)]))
+        adamw = [optimizer_op(params)]
+        sections.append(Section("optimizer", "AdamW step", "optimizer", LayerSpans(), adamw))
     return sections
 
 
