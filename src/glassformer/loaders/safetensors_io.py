@@ -193,15 +193,10 @@ def weight_files(directory: str | os.PathLike[str]) -> list[Path]:
     raise ValueError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}")
 
 
-def read_hf_dir(
-    directory: str | os.PathLike[str], dtype: torch.dtype | None = None
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(config.json as a dict, every tensor under its HF name) of a `save_pretrained` dir.
-
-    Every shard's header is validated (and checked against the index) before any tensor is
-    read.
-    """
-    directory = Path(directory)
+def _read_dir_headers(
+    directory: Path,
+) -> tuple[dict[str, Any], list[Path], dict[Path, dict[str, dict[str, Any]]]]:
+    """(config.json, weight files, each file's validated header): everything but the data."""
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such model directory")
     config_path = directory / CONFIG_FILE
@@ -212,7 +207,7 @@ def read_hf_dir(
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{config_path}: not valid JSON ({err})") from None
     if not isinstance(hf_config, dict):
-        raise ValueError(f"{config_path}: expected a JSON object")
+        raise ValueError(f"{config_path}: expected a JSON object, got a {type(hf_config).__name__}")
 
     files = weight_files(directory)
     headers = {f: read_header(f)[0] for f in files}  # all validated before any allocation
@@ -232,21 +227,67 @@ def read_hf_dir(
             if name in seen:
                 raise ValueError(f"{directory}: tensor {name!r} is in both {seen[name]} and {f}")
             seen[name] = f
+    return hf_config, files, headers
+
+
+def read_hf_dir(
+    directory: str | os.PathLike[str], dtype: torch.dtype | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(config.json as a dict, every tensor under its HF name) of a `save_pretrained` dir.
+
+    Every shard's header is validated (and checked against the index) before any tensor is
+    read.
+    """
+    hf_config, files, _ = _read_dir_headers(Path(directory))
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(load_safetensors(f, dtype))
     return hf_config, state
 
 
+_LAYER_INDEX_RE = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)\.")
+
+
+def check_layer_count(config: Config, names: Iterable[str], where: str | Path) -> None:
+    """The config's layer count against the layers the weight files hold, before anything per
+    layer is built: a config.json claiming 10**9 layers beside a few tensors is refused at once
+    (the weight-name table alone would take gigabytes)."""
+    names = list(names)
+    if config.n_layers > len(names):
+        raise ValueError(
+            f"{where}: num_hidden_layers = {config.n_layers}, but the weights hold only "
+            f"{len(names)} tensors"
+        )
+    found = {int(m.group(1)) for n in names if (m := _LAYER_INDEX_RE.search(n))}
+    absent = next((i for i in range(config.n_layers) if i not in found), None)
+    if absent is not None:
+        raise ValueError(
+            f"{where}: num_hidden_layers = {config.n_layers}, but the weights have no tensors "
+            f"for layer {absent}"
+        )
+
+
 def load_hf_dir(
     directory: str | os.PathLike[str], dtype: torch.dtype | None = None
 ) -> tuple[Config, dict[str, torch.Tensor]]:
-    """(Config, state dict under glassformer's names) of an HF model directory."""
+    """(Config, state dict under glassformer's names) of an HF model directory.
+
+    The config is read and checked against the weight files' headers (the layer count against
+    the tensors they hold) before any tensor is read or anything per layer is built."""
     from glassformer.hf.config import config_from_hf
     from glassformer.hf.weights import hf_to_ours
 
-    hf_config, hf_state = read_hf_dir(directory, dtype)
-    config = config_from_hf(hf_config)
+    directory = Path(directory)
+    hf_config, files, headers = _read_dir_headers(directory)
+    config_path = directory / CONFIG_FILE
+    try:
+        config = config_from_hf(hf_config)
+    except ValueError as err:
+        raise ValueError(f"{config_path}: {err}") from None
+    check_layer_count(config, (n for h in headers.values() for n in h), config_path)
+    hf_state: dict[str, torch.Tensor] = {}
+    for f in files:
+        hf_state.update(load_safetensors(f, dtype))
     return config, hf_to_ours(config, hf_state)
 
 
