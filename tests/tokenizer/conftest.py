@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from glassformer.tokenizer import Tokenizer, load_tokenizer
+from glassformer.tokenizer import Tokenizer, load_tokenizer, read_gguf_metadata
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -62,3 +62,27 @@ def llamacpp_fixture() -> Any:
         return json.loads((FIXTURES / f"llamacpp_{name}.json").read_text(encoding="utf-8"))
 
     return load
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2(smollm2_path: Path) -> Any:
+    """HF ``tokenizers`` built from the GGUF vocabulary with SmolLM2's real pre-tokenizer."""
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    meta = read_gguf_metadata(smollm2_path)
+    tokens = meta["tokenizer.ggml.tokens"]
+    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+    hf = HFTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    hf.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    hf.decoder = decoders.ByteLevel()
+    specials = [
+        t for t, ty in zip(tokens, meta["tokenizer.ggml.token_type"], strict=True) if ty == 3
+    ]
+    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    return hf

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from glassformer.tokenizer import Tokenizer, load_tokenizer, read_gguf_metadata
+from glassformer.tokenizer import Tokenizer, load_tokenizer
 from glassformer.tokenizer.bpe import (
     bpe_merge,
     bpe_merge_heap,
@@ -86,29 +86,6 @@ def test_scan_and_heap_merge_agree(symbols: list[str], ranks: dict[tuple[str, st
 @SETTINGS
 def test_smollm2_round_trip(smollm2: Tokenizer, text: str) -> None:
     assert smollm2.decode(smollm2.encode(text, add_special_tokens=False)) == text
-
-
-@pytest.fixture(scope="module")
-def hf_smollm2(smollm2_path: Path) -> Any:
-    """HF ``tokenizers`` built from the GGUF vocabulary with SmolLM2's real pre-tokenizer."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-
-    meta = read_gguf_metadata(smollm2_path)
-    tokens = meta["tokenizer.ggml.tokens"]
-    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
-    hf = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
-    hf.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
-    )
-    hf.decoder = decoders.ByteLevel()
-    specials = [
-        t for t, ty in zip(tokens, meta["tokenizer.ggml.token_type"], strict=True) if ty == 3
-    ]
-    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    return hf
 
 
 def test_hf_agrees_with_the_llamacpp_fixture(hf_smollm2: Any, llamacpp_fixture: Any) -> None:

@@ -239,7 +239,8 @@ def tokenizer_from_tokenizer_json(
         if tid in seen:
             raise _bad(source, "model.vocab", f"gives id {tid} to both {seen[tid]!r} and {text!r}")
         seen[tid] = text
-    added = data.get("added_tokens") or []
+    added = data.get("added_tokens")
+    added = [] if added is None else added
     if not isinstance(added, list):
         raise _bad(source, "added_tokens", f"must be a list, got {type(added).__name__}")
     for i, tok in enumerate(added):
