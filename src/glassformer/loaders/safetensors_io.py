@@ -311,12 +311,22 @@ def parse_size(size: int | str) -> int:
     return value
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write: Any) -> None:
-    """Run `write(tmp_path)` for a temporary file beside `path`, then move it into place."""
+    """Run `write(tmp_path)` for a temporary file beside `path`, then move it into place.
+
+    mkstemp creates the file 0600 (private); the result gets the mode any new file would
+    (0666 less the umask), so other users and tools can read an export as usual."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # after: a writer may have made the file anew
         with open(tmp, "rb+") as f:  # the data must be on disk before the rename is
             os.fsync(f.fileno())
         os.replace(tmp, path)
