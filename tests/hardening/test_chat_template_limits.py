@@ -21,11 +21,12 @@ from glassformer.tokenizer.chat import TemplateLimits
 
 SOURCE = "the chat template of evil.gguf"
 
-# (template, the message's distinctive part) — each would hang or take gigabytes unbounded.
+# name: (template, what the message says: one part, or parts any of which may stop it first).
+# Each would hang or take gigabytes unbounded.
 EXHAUSTING = {
     "nested range loops": (
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-        "more than 1,000,000 loop iterations and calls",
+        ("more than 1,000,000 loop iterations and calls", "rendering took longer than 1 s"),
     ),
     "string repeat": ("{{ 'A' * 2000000000 }}", "a repeated sequence (2,000,000,000)"),
     "list repeat": ("{% set n = 2000000000 %}{{ [0] * n }}", "a repeated sequence"),
@@ -52,7 +53,7 @@ EXHAUSTING = {
     "tojson indent": ("{{ messages | tojson(indent=3000000000) }}", "an integer argument"),
     "busy loop": (
         "{% for i in range(100000) %}{% set x = range(100000) | join %}{% endfor %}",
-        "rendering took longer than 0.5 s",
+        "rendering took longer than 1 s",
     ),
     "output size": (
         "{% for i in range(100000) %}{{ 'B' * 1000 }}{% endfor %}",
@@ -75,7 +76,7 @@ CHILD = textwrap.dedent(
         try:
             render_chat_template(template, [{"role": "user", "content": "hi"}],
                                  template_source="the chat template of evil.gguf",
-                                 template_limits=TemplateLimits(max_seconds=0.5))
+                                 template_limits=TemplateLimits(max_seconds=1.0))
             out[name] = None
         except ChatTemplateError as err:
             out[name] = str(err)
@@ -105,7 +106,8 @@ def test_exhausting_templates_fail_fast_within_memory_and_time_limits() -> None:
         message = messages[name]
         assert message is not None, f"{name}: rendered without error"
         assert message.startswith(SOURCE + ": "), message
-        assert expected in message, f"{name}: {message}"
+        accepted = (expected,) if isinstance(expected, str) else expected
+        assert any(e in message for e in accepted), f"{name}: {message}"
         assert "\n" not in message
         # a limit, not the memory limit of this test, stopped it
         assert "out of memory" not in message, name

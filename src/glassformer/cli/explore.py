@@ -20,13 +20,20 @@ DTYPE_NAMES = ("bf16", "fp16", "fp32", "fp8", "int8", "int4")
 
 def load_model_config(model: str) -> Config:
     """Resolve MODEL (preset, packaged model, config.json, HF dir or GGUF header); unknown
-    names get the closest names suggested."""
-    from glassformer.presets import resolve_config
+    names get the closest names suggested. Anything wrong inside a user's file is reported as
+    bad input naming that file; a packaged model keeps its package name (not the GGUF's
+    general.name)."""
+    from glassformer.cli.errors import reading
+    from glassformer.loaders.resolve import KNOWN_MODELS, resolve_config
 
     path = Path(model)
     if path.suffix == ".gguf" and not path.exists():
         raise ValueError(f"{model}: no such GGUF file")
-    return resolve_config(model)
+    with reading(model):
+        cfg = resolve_config(model)
+    if not path.exists() and model.lower() in KNOWN_MODELS:
+        cfg = cfg.replace(name=model.lower())
+    return cfg
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -38,11 +45,13 @@ def _check(name: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 def _analyze(model: str, **kw: Any) -> dict[str, Any]:
+    from glassformer.cli.errors import reading
     from glassformer.explorer.costs import analyze
 
     try:
         cfg = load_model_config(model)
-        return analyze(cfg, **kw)
+        with reading(model):
+            return analyze(cfg, **kw)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
@@ -145,6 +154,12 @@ def register(app: typer.Typer) -> None:
         html: Path | None = COMPARE_HTML,
     ) -> None:
         """Several models side by side under the same settings."""
+        if len(models) < 2:
+            raise typer.BadParameter(
+                f"expected two or more models, got {len(models)} (use `glassformer explore` "
+                "for one)",
+                param_hint="MODELS",
+            )
         settings, attention, mla = _settings(mode, batch, seq, dtype, hardware, attention, mla)
         results = [
             _analyze(m, attention=attention, mla_order=mla, mtp=mtp, **settings) for m in models

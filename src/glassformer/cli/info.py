@@ -44,20 +44,23 @@ def register(app: typer.Typer) -> None:
 
     @app.command("info")
     def info(
-        model: str = typer.Argument(..., help="Preset name or HF config.json / model directory."),
+        model: str = typer.Argument(
+            ...,
+            help="Preset name, packaged model (smollm2-135m-instruct, gemma-3-270m), GGUF file, "
+            "HF config.json or model directory.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the config as JSON."),
     ) -> None:
-        """Show a model's config and its exact parameter count (built on the meta device)."""
-        import torch
-
+        """Show a model's config and its exact parameter count (a closed form over the layers:
+        nothing is built or allocated, whatever the layer count)."""
+        from glassformer.cli.errors import reading
+        from glassformer.cli.explore import load_model_config
         from glassformer.config import Config
-        from glassformer.model import Transformer
-        from glassformer.presets import resolve_config
+        from glassformer.explorer.costs import parameter_counts
 
-        cfg: Config = resolve_config(model)
-        with torch.device("meta"):
-            net = Transformer(cfg)
-        n_params = sum(p.numel() for p in net.parameters())
+        cfg: Config = load_model_config(model)
+        with reading(model):
+            n_params = parameter_counts(cfg)["params_total"]
         if as_json:
             typer.echo(json.dumps({"config": cfg.to_dict(), "params": n_params}, indent=2))
             return

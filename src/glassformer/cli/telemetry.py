@@ -7,7 +7,10 @@ weightwatcher-style metrics of every projection. See docs/telemetry.md.
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +132,10 @@ def register(app: typer.Typer) -> None:
         html_path: Path | None = HTML_OPTION,
         png_path: Path | None = PNG_OPTION,
         text: Path | None = TEXT_OPTION,
-        seq_len: int = typer.Option(128, "--seq-len", help="Tokens per probe sequence."),
-        n_sequences: int = typer.Option(8, "--sequences", help="Probe sequences (averaged)."),
+        seq_len: int = typer.Option(128, "--seq-len", min=2, help="Tokens per probe sequence."),
+        n_sequences: int = typer.Option(
+            8, "--sequences", min=1, help="Probe sequences (averaged)."
+        ),
         no_data: bool = typer.Option(False, "--no-data", help="Weight-only analysis (no forward)."),
         no_projections: bool = typer.Option(
             False, "--no-projections", help="Skip the weightwatcher metrics of each projection."
@@ -145,14 +150,14 @@ def register(app: typer.Typer) -> None:
         fold_norms: bool = typer.Option(
             False, "--fold-norms", help="Fold learned norm gains into the maps (not the study)."
         ),
-        threads: int = typer.Option(0, "--threads", help="torch threads (0: leave as is)."),
+        threads: int = typer.Option(0, "--threads", min=0, help="torch threads (0: leave as is)."),
     ) -> None:
         """Spectral telemetry: the 1:1 rule (MLP/attention spectral ratio, Lyapunov effective
         rank, collapse layer) next to rank collapse measured on real text."""
         import torch
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+        from glassformer.cli.errors import reading
         from glassformer.diagnostics.activations import byte_chunks, encode_chunks, probe_text
         from glassformer.diagnostics.report import analyze_model, plot_report, to_json, write_html
 
@@ -160,11 +165,17 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("expected mean or shared", param_hint="--moe")
         if attention not in ("study", "ov"):
             raise typer.BadParameter("expected study or ov", param_hint="--attention")
+        if not threshold > 0:
+            raise typer.BadParameter(
+                f"expected a number > 0, got {threshold}", param_hint="--erank-threshold"
+            )
+        if text is not None and not text.is_file():
+            raise typer.BadParameter(f"{text}: no such file", param_hint="--text")
         if threads > 0:
             torch.set_num_threads(threads)
         err = Console(stderr=True)  # progress and messages on stderr: --json stays parseable
         try:
-            with err.status(f"loading {model} ..."):
+            with err.status(f"loading {model} ..."), reading(model):
                 net, tok, label = load_for_telemetry(model)
         except (ValueError, FileNotFoundError, ImportError) as exc:
             err.print(f"[red]error:[/red] {exc}")
@@ -184,22 +195,7 @@ def register(app: typer.Typer) -> None:
                 err.print("[yellow]text too short for one sequence: weight-only report[/yellow]")
                 sequences = None
 
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not sys.stderr.isatty() and as_json,
-        ) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total)
-                bar.update(tasks[stage], completed=done)
-
+        with _progress(err) as progress:
             report = analyze_model(
                 net,
                 sequences,
@@ -229,32 +225,97 @@ def register(app: typer.Typer) -> None:
         _print_summary(report)
 
 
+@contextlib.contextmanager
+def _progress(err: Any) -> Iterator[Callable[[str, int, int], None]]:
+    """progress(stage, done, total) for the analysis: a live bar per stage on a terminal, and
+    elsewhere (a pipe, a log) a plain line when a stage starts, at most every 10 s while it runs,
+    and when it ends, so long work never looks hung."""
+    if err.is_terminal:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def live(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done)
+
+            yield live
+        return
+    started: dict[str, float] = {}
+    last = [0.0]
+
+    def lines(stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if stage not in started:
+            started[stage] = last[0] = now
+            err.print(f"telemetry: {stage}: 0/{total}", highlight=False)
+        elif done >= total or now - last[0] >= 10:
+            last[0] = now
+            err.print(
+                f"telemetry: {stage}: {done}/{total} ({now - started[stage]:.0f} s)",
+                highlight=False,
+            )
+
+    yield lines
+
+
+def _fmt(v: Any) -> str:
+    """A number in at most 6 characters (3 significant digits), so a row fits 80 columns."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if v == 0 or 1e-2 <= abs(v) < 1e4:
+            return f"{v:.3g}" if abs(v) < 1e3 else f"{v:.0f}"
+        mantissa, exponent = f"{v:.1e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return str(v)
+
+
+# (report key, column header, legend); the JSON report (--json) has every measure.
+WEIGHT_COLUMNS = [
+    ("spectral_ratio", "ratio", "MLP/attention spectral ratio (1:1 rule)"),
+    ("in_band", "band", "ratio inside the band"),
+    ("effective_rank", "erank", "Lyapunov effective rank (weights only)"),
+    ("A_spectral_norm", "|A|", "||I + W_mlp + W_attn||_2"),
+]
+DATA_COLUMNS = [
+    ("data_effective_rank", "data erank", "effective rank of the hidden states on text"),
+    ("token_cosine", "cos", "mean pairwise cosine of tokens (collapse -> 1)"),
+    ("rank1_residual", "rank1 res", "||X - 1 xbar^T||_F / ||X||_F"),
+    ("residual_norm", "|h|", "mean token norm"),
+]
+
+
 def _print_summary(report: dict[str, Any]) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     con = Console()
-
-    def f(v: Any) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, bool):
-            return "yes" if v else "no"
-        if isinstance(v, float):
-            return f"{v:.3g}"
-        return str(v)
-
+    f = _fmt
     layers = report["layers"]
-    has_data = "token_cosine" in layers[0]
-    table = Table(title=f"telemetry: {report['model']}")
-    cols = ["layer", "spectral_ratio", "in_band", "effective_rank", "A_spectral_norm"]
-    if has_data:
-        cols += ["data_effective_rank", "token_cosine", "rank1_residual", "residual_norm"]
-    for c in cols:
-        table.add_column(c.replace("_", " "), justify="right")
+    columns = WEIGHT_COLUMNS + (DATA_COLUMNS if "token_cosine" in layers[0] else [])
+    table = Table(title=f"telemetry: {report['model']}", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table.add_column("layer", justify="right", overflow="fold")
+    for _, header, _ in columns:
+        table.add_column(header, justify="right", overflow="fold")
     for r in layers:
-        table.add_row(*(f(r[c]) for c in cols))
+        table.add_row(str(r["layer"]), *(f(r[key]) for key, _, _ in columns))
     con.print(table)
+    con.print("; ".join(f"{header}: {legend}" for _, header, legend in columns), highlight=False)
     lo, hi = report["band"]
     con.print(
         f"spectral ratio mean {f(report['spectral_ratio_mean'])}, in band [{lo:g}, {hi:g}]: "
