@@ -269,7 +269,8 @@ def _progress(err: Any) -> Iterator[Callable[[str, int, int], None]]:
 
 
 def _fmt(v: Any) -> str:
-    """A number in at most 6 characters (3 significant digits), so a row fits 80 columns."""
+    """A number in at most 6 characters and a sign (7 for two-digit exponents), to 2-3
+    significant digits: a row of the table fits 80 columns."""
     if v is None:
         return "-"
     if isinstance(v, bool):
