@@ -288,7 +288,30 @@ def load_hf_dir(
     hf_state: dict[str, torch.Tensor] = {}
     for f in files:
         hf_state.update(load_safetensors(f, dtype))
-    return config, hf_to_ours(config, hf_state)
+    try:
+        state = hf_to_ours(config, hf_state)
+    except RuntimeError as err:  # a split or reshape of a tensor whose size is not the config's
+        msg = " ".join(str(err).split())
+        raise ValueError(f"{directory}: the weights do not match {CONFIG_FILE} ({msg})") from None
+    check_shapes(config, state, directory)
+    return config, state
+
+
+def check_shapes(config: Config, state: Mapping[str, torch.Tensor], where: str | Path) -> None:
+    """Every tensor has the shape the config implies (read off a model built on the meta
+    device, which allocates nothing), so a config.json that disagrees with its weights is
+    refused by name instead of failing inside load_state_dict."""
+    from glassformer.model import Transformer
+
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in Transformer(config).state_dict().items()}
+    for name, t in state.items():
+        want = shapes.get(name)
+        if want is not None and tuple(t.shape) != want:
+            raise ValueError(
+                f"{where}: tensor {name} has shape {list(t.shape)}, but {CONFIG_FILE} implies "
+                f"{list(want)}"
+            )
 
 
 # --- writing --------------------------------------------------------------------------------------
