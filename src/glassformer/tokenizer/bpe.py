@@ -103,14 +103,15 @@ def bpe_merge(symbols: list[str], costs: Mapping[Any, float], *, joined: bool = 
         if best == none:
             break
         i = pair_costs.index(best)
-        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        merged = parts[i] + parts[i + 1]
+        parts[i : i + 2] = [merged]
         del pair_costs[i]
         if i > 0:
-            a, b = parts[i - 1], parts[i]
-            pair_costs[i - 1] = get(a + b if joined else (a, b), none)
+            a = parts[i - 1]
+            pair_costs[i - 1] = get(a + merged if joined else (a, merged), none)
         if i < len(pair_costs):
-            a, b = parts[i], parts[i + 1]
-            pair_costs[i] = get(a + b if joined else (a, b), none)
+            b = parts[i + 1]
+            pair_costs[i] = get(merged + b if joined else (merged, b), none)
     return parts
 
 
