@@ -1,10 +1,17 @@
-"""Autoregressive generation with a static KV cache: prefill once, then one token per step.
+"""Autoregressive generation with a KV cache: prefill once, then one token per step.
 
     prefill:  logits_T = f(t_1 .. t_T)          (one batched forward; fills the cache)
     decode:   t_{n+1} ~ sample(logits_n);  logits_{n+1} = f(t_{n+1} | cache)
 Prompts of different lengths share a batch by left padding: padded keys are masked out, so each
 row computes exactly what it would alone. Text is streamed as it becomes valid UTF-8, holding
 back any tail that could still grow into a stop string.
+
+Generation ends at the model's context (`config.max_seq_len` positions, prompt included) with
+finish_reason "context": past it a model with learned positions has none, and a RoPE model
+sees distances it never trained on. The cache starts at what the prompt and the first
+`INITIAL_NEW` tokens need and doubles when full (capped at the context), so asking for more
+tokens than a reply uses costs no memory. Non-finite logits (NaN weights, an overflowing
+activation) raise `NonFiniteLogitsError` instead of decoding to an arbitrary token.
 """
 
 from __future__ import annotations
@@ -15,8 +22,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from glassformer.components.kv_cache import KVCache
 from glassformer.generation.sampling import SamplingConfig, sample
 from glassformer.model import Transformer
+
+# New-token slots the first cache holds beyond the prompt; it doubles from there.
+INITIAL_NEW = 256
+
+
+class NonFiniteLogitsError(ValueError):
+    """The model produced NaN or infinite logits: its weights or activations are broken."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +57,7 @@ class Generation:
     prompt_tokens: list[int]
     tokens: list[int] = field(default_factory=list)
     text: str = ""
-    finish_reason: str = "length"  # "eos" | "stop" | "length"
+    finish_reason: str = "length"  # "eos" | "stop" | "length" | "context"
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
 
@@ -119,7 +134,8 @@ def generate(
         for p in batch_prompts
     ]
     if any(len(row) == 0 for row in ids):
-        raise ValueError("prompt: encodes to no tokens (give text or add_special_tokens=True)")
+        # An empty prompt, and a tokenizer that adds no BOS token of its own (SmolLM2's).
+        raise ValueError("prompt: empty (it encodes to no tokens); give some text")
     results = [Generation(prompt_tokens=row) for row in ids]
     if config.max_new_tokens == 0:
         return results[0] if single else results
@@ -131,13 +147,21 @@ def generate(
     )
     device = model.embed.weight.device
     batch, longest = len(ids), max(len(row) for row in ids)
+    context_len = model.config.max_seq_len
+    if longest >= context_len:
+        raise ValueError(
+            f"prompt: {longest} tokens leave no room in the model's context of "
+            f"{context_len} positions"
+        )
+    # The whole sequence, prompt and reply, fits the context.
+    new_tokens = min(config.max_new_tokens, context_len - longest)
     input_ids = torch.zeros(batch, longest, dtype=torch.long, device=device)
     mask = torch.zeros(batch, longest, dtype=torch.long, device=device)
     for b, row in enumerate(ids):
         input_ids[b, longest - len(row) :] = torch.tensor(row)
         mask[b, longest - len(row) :] = 1
     padded = bool((mask == 0).any())
-    cache = model.new_cache(batch, longest + config.max_new_tokens)
+    cache = model.new_cache(batch, min(longest + min(new_tokens, INITIAL_NEW), context_len))
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -146,13 +170,15 @@ def generate(
 
     start = time.perf_counter()
     logits = model(input_ids, cache, attention_mask=mask if padded else None)[:, -1]
+    _check_finite(logits, 0)
     prefill_seconds = time.perf_counter() - start
     for result in results:
         result.prefill_seconds = prefill_seconds
     context = input_ids.masked_fill(mask == 0, 0)  # seen tokens for the repetition penalty
     decode_start = time.perf_counter()
-    for step in range(config.max_new_tokens):
+    for step in range(new_tokens):
         next_ids = sample(logits, context, config, generator)
+        last_step = step == new_tokens - 1
         for b in range(batch):
             if done[b]:
                 continue
@@ -161,18 +187,57 @@ def generate(
                 done[b], results[b].finish_reason = True, "eos"
             else:
                 results[b].tokens.append(token)
-            last = done[b] or step == config.max_new_tokens - 1
-            piece = streams[b].update(results[b].tokens, final=last)
+                if last_step and new_tokens < config.max_new_tokens:
+                    results[b].finish_reason = "context"
+            piece = streams[b].update(results[b].tokens, final=done[b] or last_step)
             if streams[b].stopped:
                 done[b], results[b].finish_reason = True, "stop"
             if piece and on_text is not None:
                 on_text(b, piece)
-        if all(done) or step == config.max_new_tokens - 1:
+        if all(done) or last_step:
             break
         context = torch.cat((context, next_ids[:, None]), dim=1)
+        if cache.length == cache.max_seq_len:
+            cache = grow_cache(model, cache, min(2 * cache.max_seq_len, context_len))
         logits = model(next_ids[:, None], cache)[:, -1]
+        _check_finite(logits, step + 1)
     decode_seconds = time.perf_counter() - decode_start
     for b, result in enumerate(results):
         result.text = streams[b].text
         result.decode_seconds = decode_seconds
     return results[0] if single else results
+
+
+def _check_finite(logits: torch.Tensor, step: int) -> None:
+    # amax propagates NaN, and is +inf or -inf for the other broken rows: one reduction.
+    top = logits.amax(-1)
+    if not bool(torch.isfinite(top).all()):
+        rows = (~torch.isfinite(top)).nonzero().flatten().tolist()
+        kind = "NaN" if bool(logits.isnan().any()) else "infinite"
+        raise NonFiniteLogitsError(
+            f"logits: {kind} values at step {step} (batch rows {rows}): the model's weights "
+            "or activations are not finite, so no token can be chosen"
+        )
+
+
+def grow_cache(model: Transformer, cache: KVCache, capacity: int) -> KVCache:
+    """A cache of `capacity` positions holding everything `cache` holds.
+
+    Entries move by the position they hold: a full layer's slot is its position, a ring's is
+    the position modulo the window (a layer becomes a ring once the capacity exceeds its
+    window)."""
+    layer0 = cache.layers[0]
+    batch = layer0.keys.shape[0]
+    new = model.new_cache(batch, capacity, dtype=layer0.keys.dtype, device=layer0.keys.device)
+    for old, layer in zip(cache.layers, new.layers, strict=True):
+        src = (old.positions >= 0).nonzero().flatten()
+        held = old.positions[src]
+        dst = held % layer.capacity if layer.ring else held
+        layer.keys.index_copy_(layer.seq_dim, dst, old.keys.index_select(old.seq_dim, src))
+        layer.values.index_copy_(layer.seq_dim, dst, old.values.index_select(old.seq_dim, src))
+        layer.positions[dst] = held
+    new.length = cache.length
+    if cache.key_valid is not None:
+        new.key_valid = torch.ones(batch, capacity, dtype=torch.bool, device=layer0.keys.device)
+        new.key_valid[:, : cache.max_seq_len] = cache.key_valid
+    return new

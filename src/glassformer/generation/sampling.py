@@ -14,9 +14,14 @@ then sample from softmax of what is left. Removed tokens get -inf.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+# Below this, l / T overflows float32 for ordinary logits (and T itself rounds to 0 or a
+# subnormal), while the distribution is already the argmax's: ask for 0 (greedy) instead.
+MIN_TEMPERATURE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -29,16 +34,21 @@ class SamplingConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature: must be >= 0, got {self.temperature}")
+        t = self.temperature
+        if not (math.isfinite(t) and (t == 0 or t >= MIN_TEMPERATURE)):
+            raise ValueError(
+                f"temperature: must be 0 (greedy) or a finite number >= {MIN_TEMPERATURE}, got {t}"
+            )
         if self.top_k < 0:
             raise ValueError(f"top_k: must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_p <= 1:
             raise ValueError(f"min_p: must be in [0, 1], got {self.min_p}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty: must be > 0, got {self.repetition_penalty}")
+        if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
+            raise ValueError(
+                f"repetition_penalty: must be a finite number > 0, got {self.repetition_penalty}"
+            )
 
     @property
     def greedy(self) -> bool:
