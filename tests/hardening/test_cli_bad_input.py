@@ -247,3 +247,42 @@ def test_good_input_still_works(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert json.loads(out)["config"]["n_heads"] == 4
     code, out, _ = run(["compare", "tiny", "tiny-gpt2", "--json"], capsys)
     assert code == 0 and len(json.loads(out)["models"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected_code", "needle"),
+    [
+        (
+            PermissionError(13, "Permission denied", "/out/model"),
+            2,
+            "/out/model: Permission denied",
+        ),
+        (OSError(30, "Read-only file system", "/ro/page.html"), 2, "/ro/page.html: Read-only"),
+        (FileExistsError(17, "File exists", "out"), 2, "out: File exists"),
+        (RecursionError("maximum recursion depth exceeded"), 2, "nested too deeply"),
+        (MemoryError(), 2, "out of memory"),
+        (ImportError("No module named 'matplotlib'"), 2, "matplotlib"),
+        (RuntimeError("shape mismatch"), 1, "internal error: RuntimeError: shape mismatch"),
+        (TypeError("unsupported operand"), 1, "internal error: TypeError"),
+        (ZeroDivisionError("division by zero"), 1, "internal error: ZeroDivisionError"),
+        (KeyError("blk.0.attn_q.weight"), 1, "internal error: KeyError"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None,
+)
+def test_every_exception_type_is_one_line(
+    raised: BaseException,
+    expected_code: int,
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever a command raises, the handler prints one line and picks the exit code."""
+    import glassformer.explorer.costs as costs
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(costs, "parameter_counts", fail)
+    code, out, err = run(["info", "tiny"], capsys)
+    assert out == ""
+    assert_one_line_error(code, err, needle, expected_code=expected_code)
