@@ -162,6 +162,14 @@ def test_limits_leave_ordinary_loops_alone() -> None:
     )
     messages = [{"role": "user", "content": c} for c in ("a", "b", "c")]
     assert render_chat_template(template, messages) == "1/3:A, 2/3:B, 3/3:C002.2abab"
+    # large numbers as data (a timestamp through a macro, a default) are not widths
+    dated = (
+        "{% macro day(ts) %}{{ ts // 86400 }}{% endmacro %}{{ day(messages[0].ts) }} "
+        "{{ missing | default(1700000000) }}"
+    )
+    assert render_chat_template(dated, [{"role": "user", "ts": 1_700_000_000}]) == (
+        "19675 1700000000"
+    )
     tight = TemplateLimits(max_chars=10)
     with pytest.raises(ChatTemplateError, match="rendered prompt"):
         render_chat_template("{{ 'x' }}" * 11, [], template_limits=tight)

@@ -63,8 +63,8 @@ class ChatTemplateError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TemplateLimits:
-    """What one render may spend. Real templates stay far below: SmolLM2's and Gemma's render
-    a conversation with a few dozen loop steps in well under a millisecond."""
+    """What one render may spend. Real templates stay far below: SmolLM2's and Gemma's take a
+    few steps per message and milliseconds for a 40-message conversation."""
 
     max_chars: int = 4_000_000  # any string/list the template builds, and the whole output
     max_steps: int = 1_000_000  # loop iterations plus calls (filters, methods, macros)
@@ -130,9 +130,14 @@ def _check_format(fmt: str, budget: _Budget) -> None:
                 budget.size(int(digits[:13]), "a format width")
 
 
+# Filters and str methods whose integer options allocate that many characters or items
+# ("x"|center(n), "x".zfill(n), tojson(indent=n) per line, [x]|slice(n)). Other calls may take
+# large integers (a timestamp passed to a macro) and are not checked this way.
+_WIDTH_FILTERS = frozenset(["center", "indent", "tojson", "slice"])
+_WIDTH_METHODS = frozenset(["center", "ljust", "rjust", "zfill", "expandtabs"])
+
+
 def _check_args(args: Sequence[Any], kwargs: Mapping[str, Any], budget: _Budget) -> None:
-    # Width-like integer arguments (center, ljust, zfill, indent, tojson's indent) allocate
-    # that many characters; no real template passes a number this large.
     for value in (*args, *kwargs.values()):
         if isinstance(value, int) and not isinstance(value, bool):
             budget.size(abs(value), "an integer argument")
@@ -157,7 +162,8 @@ def _guard_filter(name: str, func: Any) -> Any:
         ):
             plain.pop(0)
         # the value being filtered may be long; only the options are width-like
-        _check_args(plain[1:], kwargs, budget)
+        if name in _WIDTH_FILTERS:
+            _check_args(plain[1:], kwargs, budget)
         if name == "format" and plain and isinstance(plain[0], str):
             _check_format(plain[0], budget)
         if name == "replace" and len(plain) >= 3:
@@ -245,12 +251,13 @@ class _ChatEnvironment(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget = _budget()
         budget.step()
-        _check_args(args, kwargs, budget)
         target = getattr(__obj, "__wrapped__", __obj)
         owner = getattr(target, "__self__", None)
         name = getattr(target, "__name__", "")
         if isinstance(owner, str):
-            if name in ("format", "format_map"):
+            if name in _WIDTH_METHODS:
+                _check_args(args, kwargs, budget)
+            elif name in ("format", "format_map"):
                 _check_format(owner, budget)
             elif name == "replace" and len(args) >= 2:
                 _predict_replace(owner, args[0], args[1], budget)
