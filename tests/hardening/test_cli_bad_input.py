@@ -286,3 +286,17 @@ def test_every_exception_type_is_one_line(
     code, out, err = run(["info", "tiny"], capsys)
     assert out == ""
     assert_one_line_error(code, err, needle, expected_code=expected_code)
+
+
+def test_ctrl_c_exits_130_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import glassformer.explorer.costs as costs
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(costs, "parameter_counts", interrupted)
+    code, out, err = run(["info", "tiny"], capsys)
+    assert code == 130
+    assert out == "" and "Traceback" not in err

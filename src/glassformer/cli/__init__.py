@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     except BaseException as err:  # the one place that turns errors into lines
         if isinstance(err, SystemExit):
             raise
+        if isinstance(err, typer.Exit):  # a command's own exit (it printed its message)
+            raise SystemExit(err.exit_code) from None
         raise SystemExit(report(err, debug)) from None
     raise SystemExit(code if isinstance(code, int) else 0)
 

@@ -54,7 +54,7 @@ def classify(err: BaseException) -> tuple[int, str]:
         if ctx is not None and getattr(err, "exit_code", 1) == BAD_INPUT:
             message += f" (see '{ctx.command_path} --help')"
         return int(getattr(err, "exit_code", 1)), message or type(err).__name__
-    if isinstance(err, KeyboardInterrupt):
+    if isinstance(err, (KeyboardInterrupt, typer.Abort)):
         return INTERRUPTED, "interrupted"
     if isinstance(err, MemoryError):
         return BAD_INPUT, "out of memory: the input needs more memory than is available"
