@@ -300,3 +300,17 @@ def test_ctrl_c_exits_130_without_a_traceback(
     code, out, err = run(["info", "tiny"], capsys)
     assert code == 130
     assert out == "" and "Traceback" not in err
+
+
+def test_suggestions_are_close_names_only(capsys: pytest.CaptureFixture[str]) -> None:
+    """A name that resembles nothing gets no suggestion; a typo gets the names it resembles."""
+    for args in (["info", "no-such-model"], ["generate", "hi", "-m", "no-such-model"]):
+        code, _, err = run(args, capsys)
+        line = assert_one_line_error(code, err, "no-such-model")
+        assert "did you mean" not in line, line
+    code, _, err = run(["info", "llama3-8b"], capsys)
+    assert_one_line_error(code, err, "did you mean", "llama-3-8b")
+    code, _, err = run(["explore", "tiny", "--hardware", "h10"], capsys)
+    assert_one_line_error(code, err, "did you mean", "h100")
+    code, _, err = run(["generate", "hi", "-m", "tiny"], capsys)
+    assert_one_line_error(code, err, "'tiny' is a preset")

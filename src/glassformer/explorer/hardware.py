@@ -229,7 +229,7 @@ def get_hardware(name: str) -> Hardware:
         if key in hw.aliases:
             return hw
     known = hardware_names() + [a for hw in PRESETS.values() for a in hw.aliases]
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.4)
+    close = difflib.get_close_matches(key, known, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ValueError(f"hardware: unknown hardware {name!r}{hint} (known: {', '.join(PRESETS)})")
 
