@@ -55,24 +55,53 @@ def test_every_command_has_help_and_json(capsys: pytest.CaptureFixture[str]) -> 
         assert "<bool>" not in text, command  # a flag takes no value
 
 
-@pytest.mark.slow  # loads the real SmolLM2 (about 10 s on 2 busy cores)
-def test_chat_json_prints_one_object_per_turn(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from glassformer.loaders.resolve import ModelNotInstalledError, resolve
+def _tiny_chat_model(directory: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A randomly initialised `tiny` model with a byte-level BPE tokenizer and a ChatML
+    template: an HF directory `chat` can load in a fraction of a second."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    try:
-        resolve("smollm2-135m-instruct")
-    except ModelNotInstalledError as err:
-        pytest.skip(str(err))
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "tiny", "--hf", str(directory)])
+    assert exited.value.code == 0
+    capsys.readouterr()
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(["what is two plus two"] * 4, trainer)
+    tok.save(str(directory / "tokenizer.json"))
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    config = {"chat_template": template, "eos_token": "<|im_end|>"}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_chat_json_prints_one_object_per_turn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _tiny_chat_model(tmp_path / "tiny-chat", capsys)
     monkeypatch.setattr("sys.stdin", io.StringIO("Hi\n/reset\nWhat is 2+2?\n"))
     with pytest.raises(SystemExit) as exited:
-        main(["chat", "--json", "-n", "3"])
+        main(["chat", "--model", str(model), "--json", "-n", "3"])
     assert exited.value.code == 0
-    out = capsys.readouterr().out
-    turns = [json.loads(line) for line in out.splitlines()]
+    captured = capsys.readouterr()
+    turns = [json.loads(line) for line in captured.out.splitlines()]
     assert [t["user"] for t in turns] == ["Hi", "What is 2+2?"]
     for turn in turns:
         assert 1 <= len(turn["tokens"]) <= 3
         assert turn["finish_reason"] in ("length", "eos", "stop")
         assert isinstance(turn["text"], str)
+    # the second turn's prompt holds only its own question: /reset cleared the first
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    second = tok.decode(turns[1]["prompt_tokens"], skip_special_tokens=False)
+    assert second == "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    assert "(history cleared)" in captured.err
