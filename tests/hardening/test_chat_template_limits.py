@@ -45,6 +45,10 @@ EXHAUSTING = {
     "printf width": ("{{ '%2000000000d' % 1 }}", "a format width"),
     "format filter width": ("{{ '%2000000000d' | format(1) }}", "a format width"),
     "str.format width": ("{{ '{:>2000000000}'.format(1) }}", "a format width"),
+    "width from format args": ("{{ '{0:{1}}'.format('x', 2000000000) }}", "an integer argument"),
+    "width from format kwargs": ("{{ '{:{w}}'.format('x', w=2000000000) }}", "an integer argument"),
+    "printf star width": ("{{ '%*d' % (2000000000, 1) }}", "an integer argument"),
+    "format filter star width": ("{{ '%*d' | format(2000000000, 1) }}", "an integer argument"),
     "replace blow-up": (
         "{% set s = 'A' * 100000 %}{{ s | replace('A', s) }}",
         "a replace() result",
@@ -165,10 +169,11 @@ def test_limits_leave_ordinary_loops_alone() -> None:
     # large numbers as data (a timestamp through a macro, a default) are not widths
     dated = (
         "{% macro day(ts) %}{{ ts // 86400 }}{% endmacro %}{{ day(messages[0].ts) }} "
-        "{{ missing | default(1700000000) }}"
+        "{{ missing | default(1700000000) }} {{ '%d' % 1700000000 }} "
+        "{{ '{}'.format(1700000000) }} {{ '%d' | format(1700000000) }}"
     )
     assert render_chat_template(dated, [{"role": "user", "ts": 1_700_000_000}]) == (
-        "19675 1700000000"
+        "19675 1700000000 1700000000 1700000000 1700000000"
     )
     tight = TemplateLimits(max_chars=10)
     with pytest.raises(ChatTemplateError, match="rendered prompt"):

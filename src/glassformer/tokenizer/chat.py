@@ -134,6 +134,8 @@ def _check_format(fmt: str, budget: _Budget) -> None:
 # ("x"|center(n), "x".zfill(n), tojson(indent=n) per line, [x]|slice(n)). Other calls may take
 # large integers (a timestamp passed to a macro) and are not checked this way.
 _WIDTH_FILTERS = frozenset(["center", "indent", "tojson", "slice"])
+# A width taken from the arguments: "%*d" (printf) and "{:{}}" (a field inside a format spec).
+_ARG_WIDTH = re.compile(r"%[#0\- +]*\*|\{[^{}]*\{")
 _WIDTH_METHODS = frozenset(["center", "ljust", "rjust", "zfill", "expandtabs"])
 
 
@@ -166,6 +168,8 @@ def _guard_filter(name: str, func: Any) -> Any:
             _check_args(plain[1:], kwargs, budget)
         if name == "format" and plain and isinstance(plain[0], str):
             _check_format(plain[0], budget)
+            if _ARG_WIDTH.search(plain[0]):
+                _check_args(plain[1:], kwargs, budget)
         if name == "replace" and len(plain) >= 3:
             _predict_replace(plain[0], plain[1], plain[2], budget)
         result = func(*args, **kwargs)
@@ -244,6 +248,8 @@ class _ChatEnvironment(ImmutableSandboxedEnvironment):
                 budget.size(_length(left) + _length(right), "a concatenation")
         elif operator == "%" and isinstance(left, str):
             _check_format(left, budget)
+            if _ARG_WIDTH.search(left):  # "%*d" % (width, x)
+                _check_args(right if isinstance(right, tuple) else (right,), {}, budget)
         result = super().call_binop(context, operator, left, right)
         budget.size(_length(result), f"the result of {operator!r}")
         return result
@@ -259,6 +265,10 @@ class _ChatEnvironment(ImmutableSandboxedEnvironment):
                 _check_args(args, kwargs, budget)
             elif name in ("format", "format_map"):
                 _check_format(owner, budget)
+                if _ARG_WIDTH.search(owner):  # "{:{}}".format(x, width)
+                    _check_args(args, kwargs, budget)
+                    for mapping in (a for a in args if isinstance(a, Mapping)):
+                        _check_args((), mapping, budget)  # format_map
             elif name == "replace" and len(args) >= 2:
                 _predict_replace(owner, args[0], args[1], budget)
         result = super().call(__context, __obj, *args, **kwargs)
