@@ -54,6 +54,18 @@ EXHAUSTING = {
         "a replace() result",
     ),
     "integer power": ("{{ 10 ** (10 ** 10) }}", "an integer power"),
+    "join with a long separator": (
+        "{% set sep = 'S' * 1000000 %}{{ range(100000) | list | join(sep) }}",
+        "a join() result",
+    ),
+    "str.join with a long separator": (
+        "{% set sep = 'S' * 1000000 %}{{ sep.join(['a'] * 100000) }}",
+        "a join() result",
+    ),
+    "quadratic list sum": (
+        "{{ ([[0] * 40] * 100000) | sum(start=[]) }}",
+        "|sum adds numbers only",
+    ),
     "tojson indent": ("{{ messages | tojson(indent=3000000000) }}", "an integer argument"),
     "busy loop": (
         "{% for i in range(100000) %}{% set x = range(100000) | join %}{% endfor %}",

@@ -151,6 +151,13 @@ def _predict_replace(text: Any, old: Any, new: Any, budget: _Budget) -> None:
         budget.size(len(text) + hits * max(0, len(new) - len(old)), "a replace() result")
 
 
+def _predict_join(sep: Any, items: Any, budget: _Budget) -> None:
+    if isinstance(sep, str) and isinstance(items, (list, tuple)):
+        n = len(items)
+        text = sum(len(x) for x in items if isinstance(x, str))
+        budget.size(text + len(sep) * max(n - 1, 0), "a join() result")
+
+
 def _guard_filter(name: str, func: Any) -> Any:
     """A filter that counts as a step and checks its arguments and result against the budget."""
 
@@ -172,6 +179,14 @@ def _guard_filter(name: str, func: Any) -> Any:
                 _check_args(plain[1:], kwargs, budget)
         if name == "replace" and len(plain) >= 3:
             _predict_replace(plain[0], plain[1], plain[2], budget)
+        if name == "join" and plain:
+            sep = plain[1] if len(plain) > 1 else kwargs.get("d", "")
+            _predict_join(sep, plain[0], budget)
+        if name == "sum":
+            # sum(start=[]) concatenates lists in quadratic time inside one call
+            start = plain[2] if len(plain) > 2 else kwargs.get("start", 0)
+            if not isinstance(start, (int, float)):
+                raise _LimitError("|sum adds numbers only (its start must be a number)")
         result = func(*args, **kwargs)
         budget.size(_length(result), f"the result of |{name}")
         return result
@@ -271,6 +286,8 @@ class _ChatEnvironment(ImmutableSandboxedEnvironment):
                         _check_args((), mapping, budget)  # format_map
             elif name == "replace" and len(args) >= 2:
                 _predict_replace(owner, args[0], args[1], budget)
+            elif name == "join" and args:
+                _predict_join(owner, args[0], budget)
         result = super().call(__context, __obj, *args, **kwargs)
         budget.size(_length(result), "a call's result")
         return result
