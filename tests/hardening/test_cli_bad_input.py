@@ -314,3 +314,28 @@ def test_suggestions_are_close_names_only(capsys: pytest.CaptureFixture[str]) ->
     assert_one_line_error(code, err, "did you mean", "h100")
     code, _, err = run(["generate", "hi", "-m", "tiny"], capsys)
     assert_one_line_error(code, err, "'tiny' is a preset")
+
+
+def test_compare_pages_stay_in_their_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`compare --html` names each page after its model; a GGUF's general.name such as
+    '../../escape/<b>x' becomes a plain file name next to the requested one."""
+    import gguf
+
+    from tests.explorer.test_explorer_cli import write_tiny_gguf
+
+    add_name = gguf.GGUFWriter.add_name
+    monkeypatch.setattr(
+        gguf.GGUFWriter, "add_name", lambda self, _: add_name(self, "../../escape/<b>x")
+    )
+    model = tmp_path / "models" / "evil.gguf"
+    model.parent.mkdir()
+    write_tiny_gguf(model)
+    out = tmp_path / "pages" / "deep"
+    out.mkdir(parents=True)
+    code, _, err = run(["compare", str(model), "tiny", "--html", str(out / "p.html")], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["p-escape-b-x.html", "p-tiny.html"]
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "pages" / "escape").exists()
+    assert "<b>x" not in (out / "p-escape-b-x.html").read_text().split("</title>")[0]

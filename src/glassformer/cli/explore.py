@@ -7,6 +7,7 @@ only: no weights are read or allocated). The cost model is `glassformer.explorer
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,9 @@ def register(app: typer.Typer) -> None:
             from glassformer.explorer.html import write_html
 
             for m, r in zip(models, results, strict=True):
-                target = html.with_name(f"{html.stem}-{r['model']}{html.suffix or '.html'}")
+                # the name comes from the model file: keep it to one harmless file name
+                label = re.sub(r"[^A-Za-z0-9._-]+", "-", str(r["model"])).strip(".-") or "model"
+                target = html.with_name(f"{html.stem}-{label}{html.suffix or '.html'}")
                 write_html(load_model_config(m), target, attention=attention, mtp=mtp, **settings)
         if as_json:
             typer.echo(json.dumps({"models": results}))
