@@ -169,3 +169,22 @@ def test_smollm2_metadata(smollm2_path: Path) -> None:
     assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "smollm"
     assert meta["tokenizer.ggml.add_bos_token"] is False
     assert len(meta["tokenizer.ggml.tokens"]) == 49152
+
+
+def test_metadata_straight_from_the_weights_loader(tmp_path: Path) -> None:
+    # read_header keeps long numeric arrays (types, scores) as NumPy arrays; the builder
+    # takes them as they come, so a caller holding a header need not read the file twice.
+    from glassformer.loaders.gguf import read_header
+    from glassformer.tokenizer.from_gguf import tokenizer_from_gguf_metadata
+
+    pieces = ["<unk>", "<s>", "</s>", *[f"<0x{b:02X}>" for b in range(256)], "▁", "a", "▁a"]
+    types = [2, 3, 3, *[6] * 256, 1, 1, 1]
+    scores = [0.0] * 259 + [-1.0, -2.0, -0.5]
+    spec = {"model": "llama", "tokens": pieces, "types": types, "scores": scores}
+    path = write_gguf(tmp_path / "spm.gguf", spec)
+    meta = read_header(path).metadata
+    assert hasattr(meta["tokenizer.ggml.scores"], "dtype")
+    tok = tokenizer_from_gguf_metadata(meta, source=str(path))
+    ref = Tokenizer.from_gguf(path)
+    for text in ("a a", "é a", "<s>a"):
+        assert tok.encode(text) == ref.encode(text)

@@ -192,6 +192,8 @@ def _number_list(meta: Mapping[str, Any], key: str, n: int, source: str) -> list
     value = meta.get(key)
     if value is None:
         return None
+    if hasattr(value, "tolist"):  # a NumPy array, as read_header returns long numeric arrays
+        value = value.tolist()
     if not isinstance(value, list) or any(isinstance(v, (str, bool)) for v in value[:1]):
         raise _bad(source, key, "must be an array of numbers")
     if len(value) != n:
