@@ -234,7 +234,6 @@ class Config:
     init_std: float = 0.02
     bos_token_id: int | None = None
     eos_token_id: int | tuple[int, ...] | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -424,7 +423,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out.pop("extra")
         if out["layer_types"] is not None:
             out["layer_types"] = list(out["layer_types"])
         return out

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 import glassformer as gf
 from glassformer.components.head_loss import IGNORE, linear_cross_entropy
 from glassformer.model import linear_into_aligned_rows
-
-from .hf_reference import SEQ, VOCAB, build_hf
+from tests.families import SEQ, VOCAB, build_hf
 
 pytest.importorskip("transformers")
 

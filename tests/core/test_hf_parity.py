@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import glassformer as gf
-
-from .hf_reference import SEQ, TINY_HF_CONFIGS, VOCAB, build_hf
+from tests.families import SEQ, TINY_HF_CONFIGS, VOCAB, build_hf
 
 pytest.importorskip("transformers")
 

@@ -12,8 +12,7 @@ import torch
 
 import glassformer as gf
 from glassformer.hf.weights import ours_to_hf
-
-from .hf_reference import VOCAB, perturb
+from tests.families import VOCAB, perturb
 
 transformers = pytest.importorskip("transformers")
 

@@ -17,7 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from glassformer.config import Config
 from glassformer.explorer import analyze
 from glassformer.presets import get_preset
-from tests.explorer.families import FAMILIES, hf_config
+from tests.families import TINY_HF_CONFIGS as FAMILIES
+from tests.families import hf_config
 
 B, T = 2, 12
 TOL = 0.005

@@ -18,7 +18,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from glassformer.config import Config
 from glassformer.explorer import analyze
 from glassformer.model import Transformer
-from tests.explorer.families import FAMILIES, our_config
+from tests.families import TINY_HF_CONFIGS as FAMILIES
+from tests.families import our_config
 
 B, T = 2, 12  # T exceeds every window in FAMILIES
 TOL = 0.005

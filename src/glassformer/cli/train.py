@@ -45,7 +45,7 @@ def _parse_sets(values: list[str] | None) -> dict[str, Any]:
 
 def _load_model_config(preset: str | None, config: str | None, sets: dict[str, Any]) -> Any:
     from glassformer.config import Config
-    from glassformer.presets import resolve_config
+    from glassformer.loaders.resolve import resolve_config
 
     if config:
         path = Path(config)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from glassformer.config import Config, RopeScaling
@@ -76,6 +76,8 @@ NO_MATH_KEYS = frozenset(
         "n_ctx",
         "num_experts_per_tok_for_aux",
         "output_past",
+        "_num_labels",
+        "num_labels",
     }
 )
 
@@ -314,6 +316,7 @@ def _rope_dict(r: _Reader, layer_kind: str | None = None) -> dict[str, Any]:
     if isinstance(params, dict) and layer_kind in params:
         params = params[layer_kind]
     if isinstance(params, dict) and "rope_theta" in params:
+        _check_legacy_rope(r, params, layer_kind)
         return dict(params)
     if layer_kind == "sliding_attention":
         return {"rope_type": "default", "rope_theta": r.get("rope_local_base_freq", 10000.0)}
@@ -323,7 +326,37 @@ def _rope_dict(r: _Reader, layer_kind: str | None = None) -> dict[str, Any]:
     return legacy
 
 
+def _check_legacy_rope(r: _Reader, params: dict[str, Any], layer_kind: str | None) -> None:
+    """A file may carry both spellings (exports do, for transformers 4.x readers): the legacy
+    keys must then say the same as `rope_parameters`, or the file means two models."""
+    theta_key = "rope_local_base_freq" if layer_kind == "sliding_attention" else "rope_theta"
+    # what the file holds, not a family default standing in for an absent key
+    present = {k: r.data.get(k) for k in (theta_key, "rope_scaling")}
+    theta = r.get(theta_key) if present[theta_key] is not None else None
+    if theta is not None and theta != params["rope_theta"]:
+        raise ValueError(
+            f"{r.model_type} config: field {theta_key!r}={theta!r} disagrees with "
+            f"rope_parameters' rope_theta={params['rope_theta']!r}"
+        )
+    if layer_kind == "sliding_attention":
+        return
+    legacy = r.get("rope_scaling") if present["rope_scaling"] is not None else None
+    if legacy is None:
+        return
+    kind = legacy.get("rope_type", legacy.get("type", "default"))
+    want = params.get("rope_type", "default")
+    if kind != want or legacy.get("factor") != params.get("factor"):
+        raise ValueError(
+            f"{r.model_type} config: field 'rope_scaling' ({kind}, factor "
+            f"{legacy.get('factor')}) disagrees with rope_parameters ({want}, factor "
+            f"{params.get('factor')})"
+        )
+
+
 def _rope_scaling(r: _Reader, params: dict[str, Any]) -> RopeScaling | None:
+    for key, value in params.items():  # float("2") would read a string factor as 2.0
+        if value is not None:
+            check_value_type(f"{r.model_type} config: rope_parameters", key, value)
     kind = params.get("rope_type", params.get("type", "default"))
     if kind == "default":
         return None
@@ -449,9 +482,15 @@ def _config_from_dict(data: dict[str, Any]) -> Config:
     r = _Reader(data, family)
     for key, (allowed, why) in family.hf_fixed.items():
         r.expect(key, allowed, why)
+    missing = [k for k in family.hf_keys if k not in family.hf_defaults and r.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"{model_type} config: required field{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(map(repr, missing))} {'are' if len(missing) > 1 else 'is'} missing"
+        )
     fields: dict[str, Any] = dict(family.traits)
     for key, names in family.hf_keys.items():
-        value = r.get(key) if key in family.hf_defaults else r.require(key)
+        value = r.get(key)
         if value is None:
             continue  # the Config derives it (n_kv_heads, head_dim, d_ff, ...)
         for name in (names,) if isinstance(names, str) else names:

@@ -1,8 +1,11 @@
 """Weight names and layouts: HF transformers <-> glassformer, derived from the Config.
 
-Most tensors only change name. Three change layout:
+Most tensors only change name. Some change layout, as the family table says
+(`glassformer.families`: `hf_layout`, `fused_qkv`, `fused_gate_up`):
 - GPT-2 stores its projections as `Conv1D` weights [in, out] (transposed from nn.Linear) and
   fuses q, k, v into one `c_attn` matrix.
+- Phi-3 fuses q, k, v into one `qkv_proj` [(n_heads + 2 n_kv_heads) head_dim, d] and the MLP's
+  gate and up into one `gate_up_proj` [2f, d] (gate first); we keep separate projections.
 - HF MoE layers fuse each expert's gate and up projections into `gate_up_proj` [E, 2f, d]
   (gate first); we keep them as two stacked tensors.
   Checkpoints on disk (and `save_pretrained`) keep one tensor per expert instead, named
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from glassformer.config import Config
+from glassformer.families import Family, get_family
 
 Tensors = list[torch.Tensor]
 
@@ -55,11 +59,18 @@ def _split(ours: tuple[str, ...], hf: str, sizes: list[int], dim: int, transpose
     return Rule(ours, (hf,), to_ours, to_hf)
 
 
+def family_of(config: Config) -> Family:
+    from glassformer.hf.config import infer_model_type
+
+    return get_family(infer_model_type(config))
+
+
 def weight_rules(config: Config) -> list[Rule]:
     """Every tensor of the model, with its HF name(s) and layout change."""
-    if config.position == "learned":
+    family = family_of(config)
+    if family.hf_layout == "gpt2":
         return _gpt2_rules(config)
-    return _llama_like_rules(config)
+    return _llama_like_rules(config, family)
 
 
 def _gpt2_rules(cfg: Config) -> list[Rule]:
@@ -97,13 +108,13 @@ def _linear(rules: list[Rule], ours: str, hf: str, bias: bool) -> None:
         rules.append(_rename(f"{ours}.bias", f"{hf}.bias"))
 
 
-def _llama_like_rules(cfg: Config) -> list[Rule]:
+def _llama_like_rules(cfg: Config, family: Family) -> list[Rule]:
     rules = [
         _rename("embed.weight", "model.embed_tokens.weight"),
         _rename("final_norm.weight", "model.norm.weight"),
     ]
     for i in range(cfg.n_layers):
-        _block_rules(cfg, rules, f"layers.{i}", f"model.layers.{i}", i)
+        _block_rules(cfg, family, rules, f"layers.{i}", f"model.layers.{i}", i)
     if cfg.build_mtp:
         # DeepSeek-V3 checkpoints store MTP depth k as decoder layer n_layers + k, with its
         # own copies of the embedding and head (identical to the main ones; we share them).
@@ -115,13 +126,15 @@ def _llama_like_rules(cfg: Config) -> list[Rule]:
                 _rename(f"{o}.proj.weight", f"{h}.eh_proj.weight"),
                 _rename(f"{o}.final_norm.weight", f"{h}.shared_head.norm.weight"),
             ]
-            _block_rules(cfg, rules, f"{o}.block", h, cfg.n_layers - 1)
+            _block_rules(cfg, family, rules, f"{o}.block", h, cfg.n_layers - 1)
     if not cfg.tie_embeddings:
         rules.append(_rename("lm_head.weight", "lm_head.weight"))
     return rules
 
 
-def _block_rules(cfg: Config, rules: list[Rule], o: str, h: str, layer: int) -> None:
+def _block_rules(
+    cfg: Config, family: Family, rules: list[Rule], o: str, h: str, layer: int
+) -> None:
     rules.append(_rename(f"{o}.attn_norm.weight", f"{h}.input_layernorm.weight"))
     if cfg.norm_placement == "sandwich":
         rules += [
@@ -133,6 +146,19 @@ def _block_rules(cfg: Config, rules: list[Rule], o: str, h: str, layer: int) -> 
         rules.append(_rename(f"{o}.mlp_norm.weight", f"{h}.post_attention_layernorm.weight"))
     if cfg.attention == "mla":
         _mla_rules(cfg, rules, f"{o}.attn", f"{h}.self_attn")
+    elif family.fused_qkv:
+        assert cfg.head_dim is not None and cfg.n_kv_heads is not None
+        q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        ours = tuple(f"{o}.attn.{p}_proj" for p in "qkv")
+        hf = f"{h}.self_attn.qkv_proj"
+        rules.append(
+            _split(tuple(f"{n}.weight" for n in ours), f"{hf}.weight", [q, kv, kv], 0, False)
+        )
+        if cfg.qkv_bias:
+            rules.append(
+                _split(tuple(f"{n}.bias" for n in ours), f"{hf}.bias", [q, kv, kv], 0, False)
+            )
+        _linear(rules, f"{o}.attn.o_proj", f"{h}.self_attn.o_proj", cfg.attn_out_bias)
     else:
         for p in "qkv":
             _linear(rules, f"{o}.attn.{p}_proj", f"{h}.self_attn.{p}_proj", cfg.qkv_bias)
@@ -142,6 +168,10 @@ def _block_rules(cfg: Config, rules: list[Rule], o: str, h: str, layer: int) -> 
                 rules.append(_rename(f"{o}.attn.{p}_norm.weight", f"{h}.self_attn.{p}_norm.weight"))
     if cfg.is_moe_layer(layer):
         _moe_rules(cfg, rules, f"{o}.mlp", f"{h}.mlp")
+    elif family.fused_gate_up:
+        gate_up = (f"{o}.mlp.gate_proj.weight", f"{o}.mlp.up_proj.weight")
+        rules.append(_split(gate_up, f"{h}.mlp.gate_up_proj.weight", [cfg.d_ff] * 2, 0, False))
+        _linear(rules, f"{o}.mlp.down_proj", f"{h}.mlp.down_proj", cfg.mlp_bias)
     else:
         for p in ("gate_proj", "up_proj", "down_proj"):
             _linear(rules, f"{o}.mlp.{p}", f"{h}.mlp.{p}", cfg.mlp_bias)
@@ -261,9 +291,8 @@ def ours_to_hf(config: Config, state: dict[str, torch.Tensor]) -> dict[str, torc
     for rule in rules:
         tensors = rule.to_hf([state[n] for n in rule.ours])
         out.update(zip(rule.hf, tensors, strict=True))
-    embed = (
-        "transformer.wte.weight" if config.position == "learned" else "model.embed_tokens.weight"
-    )
+    gpt2 = family_of(config).hf_layout == "gpt2"
+    embed = "transformer.wte.weight" if gpt2 else "model.embed_tokens.weight"
     if config.tie_embeddings:
         out["lm_head.weight"] = out[embed]
     if config.build_mtp:

@@ -27,6 +27,7 @@ import os
 import numpy as np
 import torch
 
+from glassformer.families import GGUF_ARCHITECTURES
 from glassformer.inference.modules import QuantEmbedding, QuantLinear
 from glassformer.inference.optimize import InferenceTransformer, optimize
 from glassformer.inference.quant import (
@@ -144,6 +145,7 @@ def load_gguf_quantized(
     infos = check_tensors(header, cfg)
     arch = header.architecture
     transform = tensor_transform(cfg, arch)
+    permuted = GGUF_ARCHITECTURES[arch].gguf_rope_permuted  # llama's Q/K row order
     data = np.memmap(header.path, dtype=np.uint8, mode="r")
     head_name = "embed.weight" if cfg.tie_embeddings else "lm_head.weight"
     assert cfg.n_kv_heads is not None
@@ -168,9 +170,9 @@ def load_gguf_quantized(
             weight = _direct(raw, info.ggml_type, info.shape, target, group)
         if weight is not None:
             direct += 1
-            if arch == "llama" and ".attn.q_proj." in ours:
+            if permuted and ".attn.q_proj." in ours:
                 weight = _permute_rows(weight, _unpermute_index(info.shape[0], cfg.n_heads))
-            elif arch == "llama" and ".attn.k_proj." in ours:
+            elif permuted and ".attn.k_proj." in ours:
                 weight = _permute_rows(weight, _unpermute_index(info.shape[0], cfg.n_kv_heads))
             quantised[ours] = weight
             continue

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from glassformer.config import Config, RopeScaling
+from glassformer.families import GGUF_ARCHITECTURES
 from glassformer.loaders.dequant import (
     BLOCK_SIZES,
     SUPPORTED_TYPES,
@@ -94,7 +95,7 @@ _NUMPY: dict[int, str] = {
 }
 _STRING, _ARRAY = 8, 9
 
-SUPPORTED_ARCHITECTURES = ("llama", "gemma3", "qwen2", "qwen3")
+SUPPORTED_ARCHITECTURES = tuple(GGUF_ARCHITECTURES)  # families with a gguf_arch
 
 
 # --- header ---------------------------------------------------------------------------------------
@@ -343,16 +344,18 @@ def _parse_header(mm: mmap.mmap, path: Path, size: int, decode_arrays: bool) -> 
 
 # --- metadata -> Config ---------------------------------------------------------------------------
 
-_HF_MODEL_TYPE = {"llama": "llama", "gemma3": "gemma3_text", "qwen2": "qwen2", "qwen3": "qwen3"}
-
-
 class _Meta:
     """Typed access to `{arch}.*` keys with errors that name the file and the key."""
 
     def __init__(self, header: GGUFHeader) -> None:
         self.header = header
+        self.path = header.path
         self.arch = header.architecture
         self.m = header.metadata
+
+    def raw(self, key: str) -> Any:
+        """`{arch}.key` as stored (None when absent), for keys of more than one type."""
+        return self.m.get(f"{self.arch}.{key}")
 
     def get(self, key: str, default: Any = None, kind: type | tuple[type, ...] = (int, float)):
         full = f"{self.arch}.{key}"
@@ -428,26 +431,17 @@ def _llama3_scaling(header: GGUFHeader, cfg: Config) -> RopeScaling:
     )
 
 
-def _gemma3_layer_types(meta: _Meta, n_layers: int) -> tuple[str, ...]:
-    pattern = meta.m.get(f"{meta.arch}.attention.sliding_window_pattern")
-    if isinstance(pattern, list | np.ndarray) and len(pattern) == n_layers:
-        # newer converters store one flag per layer: true = sliding
-        return tuple("sliding" if bool(p) else "full" for p in pattern)
-    # llama.cpp (and HF's Gemma3TextConfig) hard-code the 5 local : 1 global pattern
-    period = pattern if isinstance(pattern, int) and pattern > 0 else 6
-    return tuple("full" if (i + 1) % period == 0 else "sliding" for i in range(n_layers))
-
-
 def config_from_header(header: GGUFHeader) -> Config:
     """The architecture described by a parsed header (see `config_from_gguf`)."""
     meta = _Meta(header)
     arch = meta.arch
     path = header.path
-    if arch not in SUPPORTED_ARCHITECTURES:
+    if arch not in GGUF_ARCHITECTURES:
         raise ValueError(
             f"{path}: GGUF architecture {arch!r} is not supported "
             f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
         )
+    family = GGUF_ARCHITECTURES[arch]
     if meta.get("expert_count", 0, int):
         raise ValueError(f"{path}: mixture-of-experts GGUFs are not supported yet")
     tensors = header.tensors
@@ -477,7 +471,7 @@ def config_from_header(header: GGUFHeader) -> Config:
     has = tensors.__contains__
     common: dict[str, Any] = dict(
         name=str(header.metadata.get("general.name") or path.stem),
-        hf_model_type=_HF_MODEL_TYPE[arch],
+        hf_model_type=family.model_type,
         vocab_size=vocab_size,
         d_model=d_model,
         n_layers=n_layers,
@@ -500,23 +494,10 @@ def config_from_header(header: GGUFHeader) -> Config:
         tie_embeddings=not has("output.weight"),
         bos_token_id=bos if isinstance(bos, int) else None,
         eos_token_id=eos if isinstance(eos, int) else None,
-        extra={"gguf_path": str(path), "gguf_architecture": arch},
     )
-    if arch == "gemma3":
-        window = meta.int("attention.sliding_window")
-        common.update(
-            norm_unit_offset=True,
-            norm_placement="sandwich",
-            embed_scale=True,
-            activation="gelu_tanh",
-            qk_norm=True,
-            sliding_window=window,
-            layer_types=_gemma3_layer_types(meta, n_layers),
-            # llama.cpp: the 27B model (62 layers) scales by d_model / n_heads, others head_dim
-            query_pre_attn_scalar=float(d_model // n_heads if n_layers == 62 else head_dim),
-            # not stored in GGUF; llama.cpp and HF both fix the local layers' base at 10k
-            rope_theta_local=10000.0,
-        )
+    common.update(family.traits)  # what llama.cpp fixes per architecture, as HF does
+    if family.read_gguf is not None:
+        common.update(family.read_gguf(meta, common))
     try:
         cfg = Config(**common)
     except ValueError as err:
@@ -673,17 +654,18 @@ def _unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def tensor_transform(cfg: Config, arch: str) -> Callable[[str, np.ndarray], np.ndarray]:
-    """(our name, decoded float tensor) -> the tensor our model expects: llama's Q/K rows
-    un-permuted, Gemma's norm offset taken back out."""
+    """(our name, decoded float tensor) -> the tensor our model expects: Q/K rows un-permuted
+    where the converter permuted them (llama), a norm offset taken back out (Gemma)."""
     assert cfg.n_kv_heads is not None
+    family = GGUF_ARCHITECTURES[arch]
 
     def apply(ours: str, w: np.ndarray) -> np.ndarray:
-        if arch == "llama":
+        if family.gguf_rope_permuted:
             if ".attn.q_proj." in ours:
                 return _unpermute_rope(w, cfg.n_heads)
             if ".attn.k_proj." in ours:
                 return _unpermute_rope(w, cfg.n_kv_heads)  # type: ignore[arg-type]
-        if arch == "gemma3" and ours.endswith("norm.weight"):
+        if family.gguf_norm_offset and ours.endswith("norm.weight"):
             return w - np.float32(1.0)  # the converter stored 1 + w
         return w
 

@@ -1,7 +1,11 @@
-"""Tiny HF transformers configs for every family glassformer reproduces, and a weight perturber.
+"""Tiny HF transformers configs, one or more per family glassformer reproduces, for the parity
+tests (tests/core) and the explorer's cost-model tests (tests/explorer).
 
-Random-initialised HF models leave norms at 1 and biases at 0, which would hide a swapped or
-missing weight; `perturb` moves every parameter and buffer that holds weights.
+Windows are shorter than the test sequences, so that sliding layers take their ring-cache and
+masked paths; MoE configs route to several experts per token; the RoPE variants (llama3, linear,
+yarn) are spread over the families. Random-initialised HF models leave norms at 1 and biases at
+0, which would hide a swapped or missing weight; `perturb` moves every parameter and buffer that
+holds weights.
 """
 
 from __future__ import annotations
@@ -104,12 +108,26 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
 # fmt: on
 
 
-def build_hf(name: str, seed: int = 0) -> Any:
-    from transformers import AutoConfig, AutoModelForCausalLM
+def hf_config(name: str) -> Any:
+    """The transformers config object of a tiny config."""
+    from transformers import AutoConfig
 
     spec = dict(TINY_HF_CONFIGS[name])
     model_type = spec.pop("model_type")
-    config = AutoConfig.for_model(model_type, **spec)
+    return AutoConfig.for_model(model_type, **spec)
+
+
+def our_config(name: str) -> Any:
+    from glassformer.config import Config
+
+    return Config.from_hf(hf_config(name).to_dict())
+
+
+def build_hf(name: str, seed: int = 0) -> Any:
+    """A tiny HF model in float32, eval mode, eager attention, with perturbed weights."""
+    from transformers import AutoModelForCausalLM
+
+    config = hf_config(name)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).float().eval()
     perturb(model, seed)

@@ -1,0 +1,341 @@
+"""The families glassformer reproduces, in one table keyed by HF `model_type`.
+
+A family is what its checkpoints share: the traits every model of it has (Gemma's (1 + w)
+norms and sandwich placement, Qwen3's q/k norms), how its HF `config.json` names the sizes,
+the defaults HF fills in for keys a `config.json` leaves out, what llama.cpp calls it in GGUF
+files, and how its weight names and layouts depart from the common one. The sizes of one model
+are its `Config`.
+
+Three readers share this table: the HF mapping (`hf/config.py` for `config.json`,
+`hf/weights.py` for tensor names), the GGUF loader (`loaders/gguf.py`) and the presets. Adding
+a family is one `Family` entry here, usually `like(an existing one, ...)`, plus whatever new
+math it brings to the model (see docs/adding-a-family.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Sliding = Literal["none", "all", "optional", "pattern"]
+
+# HF key -> Config field(s). A tuple: one HF key sets several fields, which must agree on export.
+Keys = Mapping[str, str | tuple[str, ...]]
+
+
+# A per-layer attention pattern is a tuple of n_layers entries; published models have at most a
+# few hundred layers, so a count beyond this is a corrupt or hostile file, not a model.
+MAX_PATTERN_LAYERS = 1 << 20
+
+
+@dataclass(frozen=True)
+class Family:
+    """One HF `model_type` and everything glassformer knows about it besides the math."""
+
+    model_type: str
+    # Config fields every model of the family has (not in its config.json).
+    traits: Mapping[str, Any] = field(default_factory=dict)
+    # --- HF config.json -------------------------------------------------------------------------
+    hf_keys: Keys = field(default_factory=dict)  # read and written as is
+    # HF's own default for a key that config.json may omit (checked against HF's config classes
+    # in tests). A key in hf_keys without a default here is required.
+    hf_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Keys that must hold one of the given values: key -> (allowed values, what else would mean).
+    hf_fixed: Mapping[str, tuple[tuple[Any, ...], str]] = field(default_factory=dict)
+    # Keys that duplicate another (legacy spellings): key -> the key it duplicates. They are read
+    # when the main key is absent and must agree with it when both are present.
+    hf_aliases: Mapping[str, str] = field(default_factory=dict)
+    # Keys this family's HF model ignores (besides the ones no family reads, in hf/config.py).
+    hf_no_math: frozenset[str] = frozenset()
+    hf_gelu_tanh: str = "gelu_pytorch_tanh"  # HF's name for the tanh GELU in this family
+    rope: Literal["none", "global", "per_layer_type"] = "global"  # per_layer_type: Gemma 3's
+    # separate `rope_parameters` for its sliding and full layers
+    # How sliding windows appear: none; all (every layer slides, Mistral); optional
+    # (use_sliding_window + layer_types, Qwen); pattern (layer_types, which HF derives when
+    # absent: every `layer_period`-th layer is global, the period read from `hf_period_key`).
+    sliding: Sliding = "none"
+    layer_period: int = 0
+    hf_period_key: str | None = None
+    # Family-specific reading and writing beyond plain keys (a reader with get/require/expect;
+    # the fields read so far) -> more fields; (config, HF dict being written) -> None.
+    read_hf: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
+    write_hf: Callable[[Any, dict[str, Any]], None] | None = None
+    # --- HF weight names ------------------------------------------------------------------------
+    hf_layout: Literal["gpt2", "llama"] = "llama"  # gpt2: Conv1D weights under transformer.h.*
+    fused_qkv: bool = False  # q, k, v stored as one `self_attn.qkv_proj` (Phi-3)
+    fused_gate_up: bool = False  # gate and up stored as one `mlp.gate_up_proj` (Phi-3)
+    # --- GGUF (llama.cpp) -----------------------------------------------------------------------
+    gguf_arch: str | None = None  # `general.architecture`; keys are `{gguf_arch}.*`
+    gguf_rope_permuted: bool = False  # the converter permutes Q/K rows for interleaved RoPE
+    gguf_norm_offset: bool = False  # the converter stores norm weights as 1 + w
+    # (metadata reader, fields read so far) -> more fields (llama.cpp's per-arch settings)
+    read_gguf: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None
+
+    def layer_types(self, n_layers: int, period: int | None = None) -> tuple[str, ...]:
+        """HF's default pattern: every `period`-th layer global, the others sliding."""
+        period = period or self.layer_period
+        if n_layers > MAX_PATTERN_LAYERS:  # spelled out per layer: bound it before building
+            raise ValueError(
+                f"num_hidden_layers: {n_layers} layers with a sliding/global pattern exceed the "
+                f"{MAX_PATTERN_LAYERS} that glassformer spells out per layer"
+            )
+        return tuple("full" if (i + 1) % period == 0 else "sliding" for i in range(n_layers))
+
+
+def like(base: Family, model_type: str, **changes: Any) -> Family:
+    """`base` with another model_type; mapping-valued changes extend the base's mappings, and
+    `drop_keys` removes HF keys the new family does not have (from every HF mapping)."""
+    drop = set(changes.pop("drop_keys", ()))
+    for name in ("hf_keys", "hf_defaults", "hf_fixed", "hf_aliases"):
+        merged = {**getattr(base, name), **changes.get(name, {})}
+        changes[name] = {k: v for k, v in merged.items() if k not in drop}
+    changes["traits"] = {**base.traits, **changes.get("traits", {})}
+    changes["hf_no_math"] = (base.hf_no_math - drop) | frozenset(changes.get("hf_no_math", ()))
+    return dataclasses.replace(base, model_type=model_type, **changes)
+
+
+# --- the families ---------------------------------------------------------------------------------
+
+GPT2 = Family(
+    "gpt2",
+    traits=dict(
+        position="learned", norm="layernorm", norm_bias=True, qkv_bias=True,
+        attn_out_bias=True, mlp="mlp", mlp_bias=True,
+    ),
+    hf_keys={
+        "vocab_size": "vocab_size", "n_embd": "d_model", "n_layer": "n_layers",
+        "n_head": "n_heads", "n_inner": "d_ff", "n_positions": "max_seq_len",
+        "layer_norm_epsilon": "norm_eps", "activation_function": "activation",
+        "tie_word_embeddings": "tie_embeddings", "initializer_range": "init_std",
+        "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id",
+    },
+    hf_defaults=dict(
+        n_inner=None, n_positions=1024, layer_norm_epsilon=1e-5, activation_function="gelu_new",
+        tie_word_embeddings=True, initializer_range=0.02, bos_token_id=50256,
+        eos_token_id=50256,
+    ),
+    hf_fixed={
+        "scale_attn_weights": ((True,), "GPT-2 without attention scaling"),
+        "scale_attn_by_inverse_layer_idx": ((False,), "per-layer attention scaling"),
+        "add_cross_attention": ((False,), "cross-attention is encoder-decoder only"),
+    },
+    hf_gelu_tanh="gelu_new",
+    rope="none",
+    hf_layout="gpt2",
+)  # fmt: skip
+
+LLAMA = Family(
+    "llama",
+    traits=dict(position="rope", norm="rmsnorm", mlp="glu", attention="mha"),
+    hf_keys={
+        "vocab_size": "vocab_size", "hidden_size": "d_model", "num_hidden_layers": "n_layers",
+        "num_attention_heads": "n_heads", "num_key_value_heads": "n_kv_heads",
+        "head_dim": "head_dim", "intermediate_size": "d_ff",
+        "max_position_embeddings": "max_seq_len", "rms_norm_eps": "norm_eps",
+        "hidden_act": "activation", "tie_word_embeddings": "tie_embeddings",
+        "initializer_range": "init_std", "bos_token_id": "bos_token_id",
+        "eos_token_id": "eos_token_id", "attention_bias": ("qkv_bias", "attn_out_bias"),
+        "mlp_bias": "mlp_bias",
+    },
+    hf_defaults=dict(
+        num_key_value_heads=None, head_dim=None, max_position_embeddings=2048,
+        rms_norm_eps=1e-6, hidden_act="silu", tie_word_embeddings=False,
+        initializer_range=0.02, bos_token_id=1, eos_token_id=2, attention_bias=False,
+        mlp_bias=False,
+    ),
+    hf_fixed={"pretraining_tp": ((1,), "tensor-parallel slicing of the forward pass")},
+    gguf_arch="llama",
+    gguf_rope_permuted=True,
+)  # fmt: skip
+
+MISTRAL = like(
+    LLAMA, "mistral",
+    sliding="all",
+    hf_defaults=dict(sliding_window=4096, max_position_embeddings=131072),
+    drop_keys=("attention_bias", "mlp_bias"),
+    gguf_arch=None,
+    gguf_rope_permuted=False,
+)  # fmt: skip
+
+MIXTRAL = like(
+    MISTRAL, "mixtral",
+    traits=dict(router_score="softmax", router_norm_topk=True),
+    hf_keys={"num_local_experts": "n_experts", "num_experts_per_tok": "n_experts_per_token"},
+    hf_defaults=dict(sliding_window=None, rms_norm_eps=1e-5, rope_theta=1_000_000.0),
+)  # fmt: skip
+
+QWEN2 = like(
+    LLAMA, "qwen2",
+    traits=dict(qkv_bias=True, attn_out_bias=False),
+    hf_defaults=dict(max_position_embeddings=32768, bos_token_id=None, eos_token_id=None),
+    sliding="optional",
+    drop_keys=("attention_bias", "mlp_bias"),
+    hf_no_math={"max_window_layers"},  # only shapes layer_types, which configs carry
+    gguf_arch="qwen2",
+    gguf_rope_permuted=False,
+)  # fmt: skip
+
+QWEN3 = like(
+    LLAMA, "qwen3",
+    traits=dict(qk_norm=True),
+    hf_defaults=dict(max_position_embeddings=32768, bos_token_id=None, eos_token_id=None),
+    sliding="optional",
+    drop_keys=("mlp_bias",),
+    hf_no_math={"max_window_layers"},
+    gguf_arch="qwen3",
+    gguf_rope_permuted=False,
+)  # fmt: skip
+
+
+def _read_dense_prefix(r: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    dense = list(r.get("mlp_only_layers", []))
+    if dense != list(range(len(dense))):
+        raise ValueError(
+            f"{r.model_type} config: field 'mlp_only_layers' must be a prefix 0..k-1 of the "
+            f"layers, got {dense}"
+        )
+    return dict(first_k_dense=len(dense))
+
+
+def _write_dense_prefix(cfg: Any, out: dict[str, Any]) -> None:
+    out["mlp_only_layers"] = list(range(cfg.first_k_dense))
+
+
+QWEN3_MOE = like(
+    QWEN3, "qwen3_moe",
+    traits=dict(router_score="softmax"),
+    hf_keys={
+        "num_experts": "n_experts", "num_experts_per_tok": "n_experts_per_token",
+        "moe_intermediate_size": "moe_d_ff", "norm_topk_prob": "router_norm_topk",
+    },
+    hf_defaults=dict(norm_topk_prob=False),
+    hf_aliases={"num_local_experts": "num_experts"},
+    hf_fixed={"decoder_sparse_step": ((1,), "MoE only every n-th layer")},
+    read_hf=_read_dense_prefix,
+    write_hf=_write_dense_prefix,
+    gguf_arch=None,
+)  # fmt: skip
+
+GEMMA2 = like(
+    LLAMA, "gemma2",
+    traits=dict(norm_unit_offset=True, norm_placement="sandwich", embed_scale=True,
+                qk_norm=False),
+    hf_keys={
+        "hidden_activation": "activation", "query_pre_attn_scalar": "query_pre_attn_scalar",
+        "attn_logit_softcapping": "attn_logit_softcap",
+        "final_logit_softcapping": "final_logit_softcap",
+    },
+    hf_defaults=dict(
+        vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+        num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+        max_position_embeddings=8192, hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True, query_pre_attn_scalar=256, attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0, sliding_window=4096, bos_token_id=2, eos_token_id=1,
+    ),
+    hf_fixed={"use_bidirectional_attention": ((False, None), "bidirectional attention")},
+    hf_aliases={"sliding_window_size": "sliding_window"},  # published Gemma 2 9B/27B files
+    # HF's Gemma reads hidden_activation; the older hidden_act and the pattern key of other
+    # Gemma versions change nothing here.
+    hf_no_math={"hidden_act", "sliding_window_pattern", "_sliding_window_pattern"},
+    sliding="pattern",
+    layer_period=2,
+    drop_keys=("hidden_act", "mlp_bias"),
+    gguf_arch=None,
+    gguf_rope_permuted=False,
+)  # fmt: skip
+
+
+def _read_gemma3_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    n_layers, head_dim = fields["n_layers"], fields["head_dim"]
+    pattern = meta.raw("attention.sliding_window_pattern")
+    if isinstance(pattern, list | tuple) or hasattr(pattern, "shape"):
+        if len(pattern) != n_layers:
+            raise ValueError(
+                f"{meta.path}: {meta.arch}.attention.sliding_window_pattern has "
+                f"{len(pattern)} entries for {n_layers} layers"
+            )
+        layer_types = tuple("sliding" if bool(p) else "full" for p in pattern)  # true: sliding
+    else:
+        period = pattern if isinstance(pattern, int) and pattern > 0 else None
+        layer_types = GEMMA3_TEXT.layer_types(n_layers, period)
+    return dict(
+        activation="gelu_tanh",
+        sliding_window=meta.int("attention.sliding_window"),
+        layer_types=layer_types,
+        # llama.cpp: the 27B model (62 layers) scales by d_model / n_heads, others head_dim
+        query_pre_attn_scalar=float(
+            fields["d_model"] // fields["n_heads"] if n_layers == 62 else head_dim
+        ),
+        # not stored in GGUF; llama.cpp and HF both fix the local layers' base at 10k
+        rope_theta_local=10000.0,
+    )
+
+
+GEMMA3_TEXT = like(
+    GEMMA2, "gemma3_text",
+    traits=dict(qk_norm=True),
+    hf_defaults=dict(
+        vocab_size=262208, max_position_embeddings=131072, attn_logit_softcapping=None,
+        final_logit_softcapping=None, rope_theta=1_000_000.0, rope_local_base_freq=10000.0,
+    ),
+    rope="per_layer_type",
+    layer_period=6,
+    hf_period_key="sliding_window_pattern",  # HF reads it when layer_types is absent
+    drop_keys=("sliding_window_pattern", "sliding_window_size"),
+    gguf_arch="gemma3",
+    gguf_norm_offset=True,
+    read_gguf=_read_gemma3_gguf,
+)  # fmt: skip
+
+DEEPSEEK_V3 = like(
+    LLAMA, "deepseek_v3",
+    traits=dict(attention="mla", router_score="sigmoid", router_bias=True),
+    hf_keys={
+        "q_lora_rank": "q_lora_rank", "kv_lora_rank": "kv_lora_rank",
+        "qk_nope_head_dim": "qk_nope_head_dim", "qk_rope_head_dim": "qk_rope_head_dim",
+        "v_head_dim": "v_head_dim", "rope_interleave": "rope_interleaved",
+        "n_routed_experts": "n_experts", "num_experts_per_tok": "n_experts_per_token",
+        "n_shared_experts": "n_shared_experts", "moe_intermediate_size": "moe_d_ff",
+        "norm_topk_prob": "router_norm_topk", "n_group": "router_n_groups",
+        "topk_group": "router_topk_groups", "routed_scaling_factor": "routed_scaling",
+        "first_k_dense_replace": "first_k_dense", "num_nextn_predict_layers": "n_mtp_modules",
+    },
+    hf_defaults=dict(
+        max_position_embeddings=4096, bos_token_id=0, eos_token_id=1, q_lora_rank=1536,
+        rope_interleave=True, n_shared_experts=1, norm_topk_prob=True, n_group=8, topk_group=4,
+        routed_scaling_factor=2.5, first_k_dense_replace=3, num_nextn_predict_layers=1,
+    ),
+    hf_fixed={
+        "moe_layer_freq": ((1,), "MoE only every n-th layer"),
+        "topk_method": (("noaux_tc",), "routing method"),
+        "scoring_func": (("sigmoid",), "router score"),
+    },
+    hf_no_math={"qk_head_dim", "head_dim"},  # derived from the MLA dims
+    drop_keys=("head_dim", "mlp_bias"),
+    gguf_arch=None,
+    gguf_rope_permuted=False,
+)  # fmt: skip
+
+# Table order is the preference of `infer_model_type` for a config without hf_model_type: the
+# first family that can express it.
+FAMILIES: dict[str, Family] = {
+    f.model_type: f
+    for f in (GPT2, LLAMA, QWEN2, QWEN3, MISTRAL, MIXTRAL, QWEN3_MOE, GEMMA2, GEMMA3_TEXT,
+              DEEPSEEK_V3)
+}  # fmt: skip
+
+# HF model types whose config wraps the text model: (wrapper, key of the text part, its type)
+HF_WRAPPERS = {"gemma3": ("text_config", "gemma3_text")}
+
+GGUF_ARCHITECTURES: dict[str, Family] = {f.gguf_arch: f for f in FAMILIES.values() if f.gguf_arch}
+
+
+def get_family(model_type: str | None, what: str = "hf_model_type") -> Family:
+    if model_type not in FAMILIES:
+        raise ValueError(
+            f"{what}: {model_type!r} is not a supported HF model type; expected one of "
+            f"{', '.join(FAMILIES)}"
+        )
+    return FAMILIES[model_type]

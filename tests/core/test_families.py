@@ -1,0 +1,85 @@
+"""The family table (`glassformer.families`) against HF transformers' own config classes."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+import glassformer as gf
+from glassformer.families import FAMILIES, GGUF_ARCHITECTURES, like
+from tests.families import TINY_HF_CONFIGS, hf_config
+
+transformers = pytest.importorskip("transformers")
+
+# Keys whose absence HF resolves from other keys, as the Config does (None: derive it).
+DERIVED = {"num_key_value_heads", "head_dim", "n_inner"}
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_declared_defaults_are_hf_defaults(model_type: str) -> None:
+    family = FAMILIES[model_type]
+    hf = transformers.AutoConfig.for_model(model_type)
+    for key, value in family.hf_defaults.items():
+        if not hasattr(hf, key):  # rope keys live in rope_parameters (the sparse test covers them)
+            continue
+        if value is None and key in DERIVED:
+            continue
+        assert getattr(hf, key) == value, f"{model_type}.{key}"
+
+
+@pytest.mark.parametrize("name", sorted(TINY_HF_CONFIGS))
+def test_a_sparse_config_reads_as_hf_fills_it(name: str) -> None:
+    """A config.json naming only some keys means HF's defaults for the rest."""
+    sparse = TINY_HF_CONFIGS[name]
+    assert gf.Config.from_hf(sparse) == gf.Config.from_hf(hf_config(name).to_dict())
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_traits_are_not_also_read_from_the_config(model_type: str) -> None:
+    family = FAMILIES[model_type]
+    read = {f for v in family.hf_keys.values() for f in ((v,) if isinstance(v, str) else v)}
+    assert not read & set(family.traits), model_type
+    fields = {f.name for f in dataclasses.fields(gf.Config)}
+    assert read <= fields and set(family.traits) <= fields, model_type
+
+
+def test_gguf_architectures_name_their_family() -> None:
+    assert {a: f.model_type for a, f in GGUF_ARCHITECTURES.items()} == {
+        "llama": "llama",
+        "qwen2": "qwen2",
+        "qwen3": "qwen3",
+        "gemma3": "gemma3_text",
+        **({"phi3": "phi3"} if "phi3" in FAMILIES else {}),
+    }
+
+
+def test_like_extends_and_drops() -> None:
+    base = FAMILIES["llama"]
+    child = like(base, "child", traits=dict(qk_norm=True), drop_keys=("mlp_bias",))
+    assert child.model_type == "child" and child.traits["qk_norm"] is True
+    assert child.traits["norm"] == base.traits["norm"]
+    assert "mlp_bias" not in child.hf_keys and "mlp_bias" not in child.hf_defaults
+    assert "mlp_bias" in base.hf_keys  # the base is untouched
+
+
+def test_presets_import_no_loaders() -> None:
+    code = "import sys, glassformer.presets; print(any('loaders' in m for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_infer_model_type_picks_the_first_family_that_expresses_the_config() -> None:
+    from glassformer.hf.config import infer_model_type
+
+    tiny = gf.Config.preset("tiny").replace(hf_model_type=None)
+    assert infer_model_type(tiny) == "llama"
+    assert infer_model_type(tiny.replace(qkv_bias=True)) == "qwen2"
+    assert infer_model_type(tiny.replace(qk_norm=True)) == "qwen3"
+    assert infer_model_type(tiny.replace(sliding_window=8)) == "mistral"
+    gpt2 = gf.Config.preset("tiny-gpt2").replace(hf_model_type=None)
+    assert infer_model_type(gpt2) == "gpt2"
+    with pytest.raises(ValueError, match="no supported HF family"):
+        infer_model_type(tiny.replace(norm_placement="post"))
