@@ -1,0 +1,154 @@
+"""`config.json` files as published, not as `save_pretrained` writes them.
+
+Published files predate keys HF now writes (Gemma's `layer_types`), carry legacy duplicates
+(Gemma 2 9B's `sliding_window_size`) and legacy flags (GPT-2's `output_past`), and leave keys
+to HF's defaults (Gemma 3 4B's `text_config`). Each test writes such a file by hand, with the
+keys of the published one, and holds `from_hf` to what HF transformers builds from the same
+directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import glassformer as gf
+from glassformer.explorer import analyze
+from glassformer.presets import get_preset
+from tests.families import SEQ, VOCAB, perturb
+
+transformers = pytest.importorskip("transformers")
+
+TOLERANCE = 1e-4
+
+# The keys and values of the published files (google/gemma-2-2b, google/gemma-2-9b,
+# google/gemma-3-1b-it, openai-community/gpt2 with distilgpt2's legacy flags).
+GEMMA2_2B: dict[str, Any] = {
+    "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid",
+    "eos_token_id": 1, "final_logit_softcapping": 30.0, "head_dim": 256,
+    "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
+    "hidden_size": 2304, "initializer_range": 0.02, "intermediate_size": 9216,
+    "max_position_embeddings": 8192, "model_type": "gemma2", "num_attention_heads": 8,
+    "num_hidden_layers": 26, "num_key_value_heads": 4, "pad_token_id": 0,
+    "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+    "sliding_window": 4096, "torch_dtype": "float32", "transformers_version": "4.42.4",
+    "use_cache": True, "vocab_size": 256000,
+}  # fmt: skip
+GEMMA2_9B = {
+    **GEMMA2_2B, "hidden_size": 3584, "intermediate_size": 14336, "num_attention_heads": 16,
+    "num_hidden_layers": 42, "num_key_value_heads": 8, "sliding_window_size": 4096,
+}  # fmt: skip
+GEMMA3_1B: dict[str, Any] = {
+    "architectures": ["Gemma3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "attn_logit_softcapping": None, "bos_token_id": 2, "cache_implementation": "hybrid",
+    "eos_token_id": [1, 106], "final_logit_softcapping": None, "head_dim": 256,
+    "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 1152, "initializer_range": 0.02,
+    "intermediate_size": 6912, "max_position_embeddings": 32768, "model_type": "gemma3_text",
+    "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1,
+    "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+    "rope_local_base_freq": 10000, "rope_scaling": None, "rope_theta": 1000000,
+    "sliding_window": 512, "sliding_window_pattern": 6, "torch_dtype": "bfloat16",
+    "transformers_version": "4.50.0.dev0", "use_cache": True, "vocab_size": 262144,
+}  # fmt: skip
+# The multimodal Gemma 3 4B: its text_config names only what differs from HF's defaults.
+GEMMA3_4B: dict[str, Any] = {
+    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999,
+    "eoi_token_index": 256000, "eos_token_id": [1, 106], "image_token_index": 262144,
+    "initializer_range": 0.02, "mm_tokens_per_image": 256, "model_type": "gemma3",
+    "text_config": {
+        "hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+        "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+        "sliding_window": 1024,
+    },
+    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+}  # fmt: skip
+GPT2: dict[str, Any] = {
+    "_num_labels": 1, "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
+    "attn_pdrop": 0.1, "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256,
+    "id2label": {"0": "LABEL_0"}, "initializer_range": 0.02, "label2id": {"LABEL_0": 0},
+    "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768,
+    "n_head": 12, "n_layer": 12, "n_positions": 1024, "output_past": True, "resid_pdrop": 0.1,
+    "summary_activation": None, "summary_first_dropout": 0.1, "summary_proj_to_labels": True,
+    "summary_type": "cls_index", "summary_use_proj": True,
+    "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
+    "vocab_size": 50257,
+}  # fmt: skip
+
+
+def _architecture(cfg: gf.Config) -> gf.Config:
+    """The config without its labels and token ids (published files differ there)."""
+    return cfg.replace(name="x", eos_token_id=None, bos_token_id=None)
+
+
+@pytest.mark.parametrize(
+    "published, preset",
+    [(GEMMA2_2B, "gemma-2-2b"), (GEMMA2_9B, "gemma-2-9b"), (GEMMA3_1B, "gemma-3-1b"),
+     (GEMMA3_4B, "gemma-3-4b"), (GPT2, "gpt2")],
+)  # fmt: skip
+def test_published_config_is_the_preset(tmp_path: Path, published: dict, preset: str) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(published))
+    assert _architecture(gf.Config.from_hf(tmp_path)) == _architecture(get_preset(preset))
+
+
+def test_gemma3_1b_kv_cache_from_the_published_file(tmp_path: Path) -> None:
+    """22 of the 26 layers keep only their 512-key window; the other 4 keep all 32k keys."""
+    (tmp_path / "config.json").write_text(json.dumps(GEMMA3_1B))
+    a = analyze(gf.Config.from_hf(tmp_path), "decode", 1, 32768)
+    assert a["sliding"]["sliding_layers"] == 22 and a["sliding"]["full_layers"] == 4
+    per_key = 2 * 1 * 256 * 2  # K and V, one kv head of 256, bf16
+    assert a["kv_cache_bytes"] == per_key * (22 * 512 + 4 * 32768)
+
+
+def test_duplicate_keys_must_agree() -> None:
+    with pytest.raises(ValueError, match=r"sliding_window_size.*disagrees.*sliding_window"):
+        gf.Config.from_hf({**GEMMA2_9B, "sliding_window_size": 2048})
+    with pytest.raises(ValueError, match=r"layer_types.*sliding_window_pattern"):
+        gf.Config.from_hf(
+            {**GEMMA3_1B, "layer_types": ["full_attention"] * 26, "sliding_window_pattern": 6}
+        )
+
+
+# Tiny versions of the published files: same keys, small sizes, windows shorter than SEQ.
+_TINY_GEMMA = dict(
+    vocab_size=VOCAB, hidden_size=64, intermediate_size=112, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24,
+)  # fmt: skip
+TINY_PUBLISHED = {
+    "gemma2-9b-style": {**GEMMA2_9B, **_TINY_GEMMA, "num_hidden_layers": 4,
+                        "sliding_window": 9, "sliding_window_size": 9,
+                        "attn_logit_softcapping": 5.0, "final_logit_softcapping": 3.0},
+    "gemma3-1b-style": {**GEMMA3_1B, **_TINY_GEMMA, "num_hidden_layers": 7,
+                        "sliding_window": 6},
+    "gemma3-pattern-3": {**GEMMA3_1B, **_TINY_GEMMA, "num_hidden_layers": 5,
+                         "sliding_window": 6, "sliding_window_pattern": 3},
+    "gpt2-legacy-flags": {**GPT2, "vocab_size": VOCAB, "n_embd": 48, "n_layer": 2,
+                          "n_head": 4, "n_positions": 64, "n_ctx": 64},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(TINY_PUBLISHED))
+def test_from_hf_dir_with_published_config_matches_hf(tmp_path: Path, name: str) -> None:
+    published = TINY_PUBLISHED[name]
+    (tmp_path / "config.json").write_text(json.dumps(published))
+    hf_config = transformers.AutoConfig.from_pretrained(tmp_path)  # HF reads the same file
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(hf_config).float().eval()
+    perturb(hf)
+    hf.set_attn_implementation("eager")
+    hf.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(published))  # not HF's rewrite of it
+    ours = gf.from_hf(tmp_path).eval()
+    if "layer_types" in hf_config.to_dict():
+        kinds = tuple(k.split("_")[0] for k in hf_config.layer_types)
+        assert tuple(ours.config.layer_type(i) for i in range(ours.config.n_layers)) == kinds
+    ids = torch.randint(0, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(0))
+    for impl in ("native", "sdpa", "eager"):
+        ours.set_attention_impl(impl)
+        with torch.no_grad():
+            err = (ours(ids) - hf(ids).logits).abs().max().item()
+        assert err <= TOLERANCE, f"{name} ({impl}): max abs logit error {err:.3g}"
