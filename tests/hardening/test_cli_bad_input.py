@@ -339,3 +339,25 @@ def test_compare_pages_stay_in_their_directory(
     assert sorted(p.name for p in out.iterdir()) == ["p-escape-b-x.html", "p-tiny.html"]
     assert not (tmp_path / "escape").exists() and not (tmp_path / "pages" / "escape").exists()
     assert "<b>x" not in (out / "p-escape-b-x.html").read_text().split("</title>")[0]
+
+
+def test_model_names_cannot_drive_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GGUF's general.name with rich markup and terminal escape sequences prints as text."""
+    import gguf
+
+    from tests.explorer.test_explorer_cli import write_tiny_gguf
+
+    name = "[/bold] [link=http://x]\x1b[31mred\x1b]0;title\x07"
+    add_name = gguf.GGUFWriter.add_name
+    monkeypatch.setattr(gguf.GGUFWriter, "add_name", lambda self, _: add_name(self, name))
+    model = tmp_path / "evil.gguf"
+    write_tiny_gguf(model)
+    for args in (["info", str(model)], ["explore", str(model)], ["compare", str(model), "tiny"]):
+        code, out, err = run(args, capsys)
+        assert code == 0, err
+        assert "\x1b" not in out and "\x07" not in out
+        assert "[/bold] [link=http://x]\\x1b[31mred" in out.replace("\n", " ")
+    code, out, _ = run(["info", str(model), "--json"], capsys)
+    assert json.loads(out)["config"]["name"] == name  # JSON keeps the name exactly

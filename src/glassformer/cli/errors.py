@@ -18,6 +18,7 @@ becomes a bad-input line naming that file.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import traceback
 from collections.abc import Iterator
@@ -34,8 +35,18 @@ class BadInput(ValueError):
     """A user's input (file, value, option) cannot be used; the message says why."""
 
 
+# C0 and C1 control characters other than whitespace: ESC starts terminal escape sequences
+# (colours, window titles, hyperlinks) that a model file's strings must not send to a terminal.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def printable(text: object) -> str:
+    """`text` with control characters shown as \\xNN escapes, safe to print to a terminal."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
 def one_line(text: object) -> str:
-    return " ".join(str(text).split())
+    return " ".join(printable(text).split())
 
 
 def _os_message(err: OSError) -> str:

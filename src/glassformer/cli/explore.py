@@ -37,6 +37,16 @@ def load_model_config(model: str) -> Config:
     return cfg
 
 
+def _for_terminal(result: dict[str, Any]) -> dict[str, Any]:
+    """The analysis with the model's name made safe for rich: a model file chooses its name,
+    and "[/bold]" would be markup, ESC a terminal escape sequence."""
+    from rich.markup import escape
+
+    from glassformer.cli.errors import printable
+
+    return {**result, "model": escape(printable(result["model"]))}
+
+
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value.lower() not in allowed:
         raise typer.BadParameter(
@@ -135,7 +145,7 @@ def register(app: typer.Typer) -> None:
             return
         from glassformer.explorer.report import render
 
-        render(result, per_op=per_op)
+        render(_for_terminal(result), per_op=per_op)
         if html is not None:
             typer.echo(f"wrote {html}")
 
@@ -178,7 +188,8 @@ def register(app: typer.Typer) -> None:
             return
         from glassformer.explorer.report import render, render_compare
 
-        render_compare(results)
+        shown = [_for_terminal(r) for r in results]
+        render_compare(shown)
         if per_op:
-            for r in results:
+            for r in shown:
                 render(r, per_op=True)

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show a model's config and its exact parameter count (a closed form over the layers:
         nothing is built or allocated, whatever the layer count)."""
-        from glassformer.cli.errors import reading
+        from glassformer.cli.errors import printable, reading
         from glassformer.cli.explore import load_model_config
         from glassformer.config import Config
         from glassformer.explorer.costs import parameter_counts
@@ -64,6 +64,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps({"config": cfg.to_dict(), "params": n_params}, indent=2))
             return
-        typer.echo(f"{cfg.name}: {n_params:,} parameters")
+        typer.echo(f"{printable(cfg.name)}: {n_params:,} parameters")
         for key, value in cfg.to_dict().items():
-            typer.echo(f"  {key:24s} {value}")
+            typer.echo(f"  {key:24s} {printable(value)}")
