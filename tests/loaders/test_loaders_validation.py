@@ -95,3 +95,23 @@ def test_interleaved_pattern_is_grouped_by_kind() -> None:
     assert sliding["count"] + full["count"] == cfg.n_layers
     listed = sorted(i for s in (sliding, full) for a, b in s["layers"] for i in range(a, b + 1))
     assert listed == list(range(cfg.n_layers))
+
+
+def test_tokenizer_and_embedding_are_cross_checked_at_load(tmp_path) -> None:
+    """A tokenizer with ids past the embedding is refused by `load` (before any weight); one
+    smaller than the embedding (padded rows) loads, and generation never picks a padded id,
+    even when the model favours one (decoding it would have no text)."""
+    from tests.hardening.test_bad_files import VOCAB, write_gguf
+
+    with pytest.raises(ValueError, match=r"tokenizer has 117 tokens.*97 rows"):
+        gf.load(write_gguf(tmp_path / "big.gguf", tokenizer_tokens=VOCAB + 20))
+    model, tokenizer = gf.load(write_gguf(tmp_path / "small.gguf", tokenizer_tokens=60))
+    assert tokenizer.vocab_size == 60 < model.config.vocab_size
+    with torch.no_grad():  # the last two rows get logits +-s, all others 0: a padded id wins
+        w = model.lm_head.weight
+        v = torch.randn(w.shape[1])
+        w.zero_()
+        w[VOCAB - 2], w[VOCAB - 1] = v, -v
+        assert int(model(torch.tensor([[5, 6, 7]]))[0, -1].argmax()) >= VOCAB - 2
+    result = gf.generate(model, tokenizer, "!#", gf.GenerationConfig(max_new_tokens=6))
+    assert result.tokens and max(result.tokens) < 60

@@ -168,8 +168,11 @@ def generate(
     streams = [_TextStream(tokenizer, config.stop_strings) for _ in range(batch)]
     done = [False] * batch
 
+    # An embedding padded past the tokenizer (rows kept for alignment) has ids with no text:
+    # choose among the tokenizer's ids only.
+    n_text = min(int(tokenizer.vocab_size), model.config.vocab_size)
     start = time.perf_counter()
-    logits = model(input_ids, cache, attention_mask=mask if padded else None)[:, -1]
+    logits = model(input_ids, cache, attention_mask=mask if padded else None)[:, -1, :n_text]
     _check_finite(logits, 0)
     prefill_seconds = time.perf_counter() - start
     for result in results:
@@ -199,7 +202,7 @@ def generate(
         context = torch.cat((context, next_ids[:, None]), dim=1)
         if cache.length == cache.max_seq_len:
             cache = grow_cache(model, cache, min(2 * cache.max_seq_len, context_len))
-        logits = model(next_ids[:, None], cache)[:, -1]
+        logits = model(next_ids[:, None], cache)[:, -1, :n_text]
         _check_finite(logits, step + 1)
     decode_seconds = time.perf_counter() - decode_start
     for b, result in enumerate(results):
