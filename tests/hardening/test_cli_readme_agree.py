@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,15 +56,11 @@ def test_every_command_has_help_and_json(capsys: pytest.CaptureFixture[str]) -> 
         assert "<bool>" not in text, command  # a flag takes no value
 
 
-def _tiny_chat_model(directory: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    """A randomly initialised `tiny` model with a byte-level BPE tokenizer and a ChatML
-    template: an HF directory `chat` can load in a fraction of a second."""
+def _tokenizer_with_template(directory: Path) -> Path:
+    """Make `directory` (a randomly initialised `tiny` export) chat-ready: a byte-level BPE
+    tokenizer and a ChatML template, so that `chat` loads it in a fraction of a second."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    with pytest.raises(SystemExit) as exited:
-        main(["export", "tiny", "--hf", str(directory)])
-    assert exited.value.code == 0
-    capsys.readouterr()
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -83,10 +80,19 @@ def _tiny_chat_model(directory: Path, capsys: pytest.CaptureFixture[str]) -> Pat
     return directory
 
 
+@pytest.fixture(scope="module")
+def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("tiny-chat")
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "tiny", "--hf", str(directory), "--json"])
+    assert exited.value.code == 0
+    return _tokenizer_with_template(directory)
+
+
 def test_chat_json_prints_one_object_per_turn(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tiny_chat: Path
 ) -> None:
-    model = _tiny_chat_model(tmp_path / "tiny-chat", capsys)
+    model = tiny_chat
     monkeypatch.setattr("sys.stdin", io.StringIO("Hi\n/reset\nWhat is 2+2?\n"))
     with pytest.raises(SystemExit) as exited:
         main(["chat", "--model", str(model), "--json", "-n", "3"])
@@ -105,3 +111,35 @@ def test_chat_json_prints_one_object_per_turn(
     second = tok.decode(turns[1]["prompt_tokens"], skip_special_tokens=False)
     assert second == "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
     assert "(history cleared)" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("template", "needle"),
+    [
+        ("{% include 'other' %}", "{% include %} is not supported"),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "loop iterations",
+        ),
+        ("{{ 'A' * 2000000000 }}", "a repeated sequence"),
+        ("{{ messages[0].content / 0 }}", "TypeError"),
+    ],
+    ids=["include", "nested loops", "huge string", "type error"],
+)
+def test_broken_chat_templates_end_the_cli_in_one_line(
+    template: str,
+    needle: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tiny_chat: Path,
+) -> None:
+    model = Path(shutil.copytree(tiny_chat, tmp_path / "broken"))
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps(config | {"chat_template": template}))
+    with pytest.raises(SystemExit) as exited:
+        main(["generate", "--chat", "hi", "--model", str(model), "-n", "1"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert exited.value.code == 2 and "Traceback" not in err
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "the chat template of" in lines[0]
