@@ -1,6 +1,7 @@
 """The README's command table and the command line agree: every command the CLI has is in the
 table, every command in the table exists and has `--help` and `--json`, and flags are not
-shown as taking a value."""
+shown as taking a value. `chat --json` prints one JSON object per turn, and a broken chat
+template ends `generate --chat` in one error line, as the README and docs/security.md say."""
 
 from __future__ import annotations
 
