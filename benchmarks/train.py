@@ -10,8 +10,9 @@ rounds of the within-round ratio of step times, tokens/s and MFU come from each 
 fastest step (the closest to an idle machine). HF is run twice: with fused AdamW (what HF's
 Trainer uses by default on torch >= 2.8, so the same optimizer kernel as ours) and with
 `torch.optim.AdamW`'s defaults (on CPU the per-parameter for-loop implementation, what a
-hand-written HF training loop gets). MFU is model FLOPs (6 N + 12 L H d T per token, PaLM
-appendix B) per second over the best fp32 matmul rate measured during the run.
+hand-written HF training loop gets). MFU is model FLOPs per token (the trainer's:
+`glassformer.training.mfu`, PaLM appendix B with attention over the causal pairs) per second
+over the best fp32 matmul rate measured during the run.
 
     python benchmarks/train.py [--rounds 20] [--threads 2] [--compile] [--compile-hf] [--json]
 
@@ -41,7 +42,8 @@ LAYERS, WIDTH, HEADS, CONTEXT, BATCH, VOCAB = 6, 384, 6, 256, 8, 8192
 def build_ours(compile_: bool) -> tuple[Callable[[torch.Tensor], float], int]:
     from glassformer.config import Config
     from glassformer.model import Transformer
-    from glassformer.training.trainer import TrainConfig, make_optimizer
+    from glassformer.training.config import TrainConfig
+    from glassformer.training.optim import make_optimizer
 
     cfg = Config.preset("gpt2").replace(
         name="bench", d_model=WIDTH, n_layers=LAYERS, n_heads=HEADS, n_kv_heads=HEADS,
@@ -111,7 +113,7 @@ def main() -> None:
 
     from glassformer.config import Config
     from glassformer.explorer.hardware import matmul_rate
-    from glassformer.training.trainer import model_flops_per_token
+    from glassformer.training.mfu import model_flops_per_token
 
     variants: dict[str, tuple[Callable[[torch.Tensor], float], int]] = {
         "glassformer": build_ours(False),

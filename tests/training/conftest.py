@@ -68,3 +68,9 @@ def read_losses(run: Path) -> dict[int, float]:
         if "loss" in rec:
             out[rec["step"]] = rec["loss"]
     return out
+
+
+def logged_steps(run: Path) -> list[int]:
+    """The steps of the training-loss lines of metrics.jsonl, in file order."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [rec["step"] for rec in map(json.loads, lines) if "loss" in rec]

@@ -45,7 +45,7 @@ def test_train_json_then_plot(tmp_path: Path, tiny_data: Path) -> None:
     args = (
         f"train --data {tiny_data} --out {out} --seq-len 32 --batch-size 4 --max-steps 6 "
         "--eval-every 3 --eval-batches 1 --sample-tokens 4 --checkpoint-every 3 --no-progress "
-        "--json --set n_layers=2 --schedule wsd"
+        "--json --set n_layers=2 --schedule wsd --threads 1"
     )
     result = runner.invoke(app, args.split())
     assert result.exit_code == 0, result.output
@@ -56,9 +56,13 @@ def test_train_json_then_plot(tmp_path: Path, tiny_data: Path) -> None:
     assert (out / "final" / "tokenizer.json").exists()
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]
-    result = runner.invoke(app, ["plot", str(out)])
+    assert summary["threads"] == 1
+    # train draws the curves itself; `plot` draws them again
+    assert summary["plot"] == str(out / "curves.png")
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = runner.invoke(app, ["plot", str(out), "-o", str(out / "again.png")])
     assert result.exit_code == 0, result.output
-    png = out / "curves.png"
+    png = out / "again.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the exported model loads back through the library's own loader
     from glassformer.generation import load

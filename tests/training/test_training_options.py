@@ -47,7 +47,7 @@ def test_bad_batch_split_is_refused(tmp_path: Path, tiny_data: Path) -> None:
 def test_weight_decay_skips_vectors() -> None:
     from glassformer.config import Config
     from glassformer.model import Transformer
-    from glassformer.training.trainer import param_groups
+    from glassformer.training.optim import param_groups
 
     model = Transformer(Config.preset("tiny-gpt2"))
     decay, no_decay = param_groups(model, 0.1)

@@ -11,7 +11,7 @@ import torch
 
 from glassformer.training.bpe_trainer import chatml_template, train_tokenizer
 from glassformer.training.sft import SFTTask, load_chat_jsonl, tokenize_chat
-from glassformer.training.trainer import IGNORE
+from glassformer.training.tasks import IGNORE
 
 DATA = Path(__file__).parent / "data"
 CONVERSATIONS = [

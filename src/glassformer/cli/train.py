@@ -83,7 +83,8 @@ def _emit(summary: dict[str, Any], as_json: bool) -> None:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
     keys = ("status", "steps", "start_val_loss", "loss", "val_loss", "val_ppl", "val_accuracy",
-            "tokens_per_s", "mfu", "out", "adapter", "merged", "sample")  # fmt: skip
+            "tokens_per_s", "mfu", "threads", "out", "plot", "adapter", "merged",
+            "sample")  # fmt: skip
     for key in keys:
         if summary.get(key) is not None:
             value = summary[key]
@@ -96,6 +97,30 @@ def _emit(summary: dict[str, Any], as_json: bool) -> None:
             typer.echo(f"{key:14s} {value}")
     if summary.get("error"):
         typer.echo(f"{'error':14s} {summary['error']}")
+
+
+def _threads(requested: int | None) -> int:
+    """Compute threads for torch and the native kernels: `requested`, else what
+    `glassformer.threads.configure_threads` picks (the cores this process may use, less the
+    ones other work keeps busy; OMP_NUM_THREADS wins, as torchrun sets it)."""
+    from glassformer.threads import configure_threads
+
+    return configure_threads(requested)
+
+
+def _plot(summary: dict[str, Any], as_json: bool) -> None:
+    """OUT/curves.png from OUT/metrics.jsonl (what `glassformer plot OUT` draws)."""
+    from glassformer.training.plot import render_curves
+
+    out = summary.get("out")
+    if not out or not summary.get("steps"):
+        return
+    if not as_json:
+        typer.echo(f"drawing {Path(out) / 'curves.png'}", err=True)
+    try:
+        summary["plot"] = str(render_curves(out))
+    except (OSError, ValueError) as err:
+        typer.echo(f"note: no plot ({err}); `glassformer plot {out}` draws it", err=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -241,18 +266,29 @@ def register(app: typer.Typer) -> None:
         keep_checkpoints: int = typer.Option(2, help="Checkpoints kept (0: all)."),
         seed: int = typer.Option(0, help="Seed (initialisation and data order)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoint."),
+        force: bool = typer.Option(
+            False,
+            "--force",
+            help="Start a new run in OUT although it holds another run's (or only unreadable) "
+            "checkpoints; they move to OUT/previous/.",
+        ),
         stop_after: int = typer.Option(
             None, help="Stop (checkpointed) after N steps of this invocation; --resume later."
+        ),
+        threads: int = typer.Option(
+            None, help="Compute threads (default: the cores free for this process)."
         ),
         tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log TensorBoard."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
         export: bool = typer.Option(True, "--export/--no-export", help="Write OUT/final."),
+        plot: bool = typer.Option(True, "--plot/--no-plot", help="Draw OUT/curves.png at the end."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Pretrain a model from scratch (single process, or DDP/FSDP2 under torchrun)."""
         from glassformer.training.trainer import TrainConfig, train
 
         with _errors():
+            n_threads = _threads(threads)
             model_config = _load_model_config(preset, config, _parse_sets(set_))
         tc = TrainConfig(
             out=out,
@@ -288,6 +324,7 @@ def register(app: typer.Typer) -> None:
             keep_checkpoints=keep_checkpoints,
             seed=seed,
             resume=resume,
+            force=force,
             stop_after=stop_after,
             tensorboard=tensorboard,
             progress=progress,
@@ -296,7 +333,10 @@ def register(app: typer.Typer) -> None:
         )
         with _errors():
             summary = train(tc, model_config=model_config)
+        summary["threads"] = n_threads
         if _is_main():
+            if plot:
+                _plot(summary, as_json)
             _emit(summary, as_json)
         if summary["status"] == "diverged":
             raise typer.Exit(3)
@@ -389,7 +429,8 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--output", "-o", help="PNG path (default RUN/curves.png).")
         ] = None,
         title: str = typer.Option(None, help="Figure title."),
-        dpi: int = typer.Option(80, help="Resolution."),
+        dpi: int = typer.Option(80, min=1, help="Resolution."),
+        as_json: bool = typer.Option(False, "--json", help='Print {"png": PATH} as JSON.'),
     ) -> None:
         """Render loss, validation perplexity and learning-rate curves to a PNG."""
         from glassformer.training.plot import render_curves
@@ -399,7 +440,7 @@ def register(app: typer.Typer) -> None:
         except (FileNotFoundError, ValueError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from err
-        typer.echo(str(path))
+        typer.echo(json.dumps({"png": str(path)}) if as_json else str(path))
 
 
 def _is_main() -> bool:

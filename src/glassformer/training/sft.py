@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from glassformer.training.data import EpochOrder, ExampleBatches
-from glassformer.training.trainer import IGNORE, NextTokenLoss
+from glassformer.training.tasks import IGNORE, NextTokenLoss
 
 __all__ = [
     "SFTTask",
