@@ -170,7 +170,8 @@ def generate(
 
     # An embedding padded past the tokenizer (rows kept for alignment) has ids with no text:
     # choose among the tokenizer's ids only.
-    n_text = min(int(tokenizer.vocab_size), model.config.vocab_size)
+    rows = model.config.vocab_size
+    n_text = min(getattr(tokenizer, "vocab_size", None) or rows, rows)
     start = time.perf_counter()
     logits = model(input_ids, cache, attention_mask=mask if padded else None)[:, -1, :n_text]
     _check_finite(logits, 0)
