@@ -22,7 +22,7 @@ a resumed run keeps its identity. A run directory holds one run's checkpoints:
 step number), `prune_checkpoints` deletes only older checkpoints of the given run, and files
 whose run cannot be read (damaged, or written without an identity) are never deleted.
 `move_aside` makes room for a new run (the trainer's `--force`) by moving the previous one's
-checkpoints and logs into OUT/previous/<time>/, itself a run directory that can be resumed.
+checkpoints and logs into OUT/previous/<time>/, laid out as a run directory.
 
 Fault injection for tests: with `GLASSFORMER_CHECKPOINT_WRITE_DELAY=<seconds>[@<step>]` in
 the environment, the writer stops for that long halfway through the temp file (of every
