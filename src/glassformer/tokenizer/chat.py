@@ -357,6 +357,8 @@ def compile_chat_template(template: str) -> jinja2.Template:
     """Compile a template in the sandboxed environment Hugging Face uses (cached).
 
     Raises ``jinja2.TemplateError`` for a syntax error or a tag that loads other templates.
+    Render through `render_chat_template`: a direct ``.render()`` gets the size checks but no
+    step or time budget, which lives in the render call.
     """
     env = _ChatEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
