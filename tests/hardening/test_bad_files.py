@@ -365,6 +365,13 @@ def gguf_cases(tmp: Path) -> list[Case]:
         "97 rows",
         call="load",
     )
+    # consistent files with claims nothing should be sized by: they must load and generate
+    for name, kw in (
+        ("context_length_2e62", {"kv": {"llama.context_length": ("add_uint64", 2**62)}}),
+        ("tokenizer_smaller_than_embedding", {}),
+    ):
+        path = new(name, tokenizer_tokens=60, **kw)
+        cases.append(Case(f"gguf/{name}", "generate", str(path), ok=True))
     return cases
 
 
@@ -576,6 +583,12 @@ def _run_case(case: dict[str, Any]) -> Any:
         import glassformer
 
         return glassformer.load(path)
+    if call == "generate":  # load, then a few tokens: nothing may be sized by a claimed size
+        import glassformer
+
+        model, tokenizer = glassformer.load(path)
+        config = glassformer.GenerationConfig(max_new_tokens=4)
+        return glassformer.generate(model, tokenizer, "!#", config)
     if call == "cli":
         import contextlib
         import io
