@@ -69,6 +69,10 @@ def test_train_json_then_plot(tmp_path: Path, tiny_data: Path) -> None:
 
     model, tok = load(out / "final")
     assert model.config.n_layers == 2 and tok.vocab_size == model.config.vocab_size
+    # the same command again would start a second run beside the first: one error line
+    result = runner.invoke(app, args.split())
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "--force" in result.output
 
 
 def test_plot_without_metrics_fails_cleanly(tmp_path: Path) -> None:

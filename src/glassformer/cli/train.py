@@ -373,6 +373,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed."),
         dtype: str = typer.Option("auto", help="auto | fp32 | bf16."),
         resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoint."),
+        force: bool = typer.Option(
+            False, "--force", help="Start anew in OUT although it holds checkpoints (moved aside)."
+        ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
@@ -407,6 +410,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             dtype=dtype,
             resume=resume,
+            force=force,
             progress=progress,
             export=False,
             extra={"task": task, "model": model, "lora_rank": lora_rank},
