@@ -1,7 +1,12 @@
-"""Shared test settings: deterministic torch on 2 threads."""
+"""Shared test settings: deterministic torch on 2 threads, OpenMP threads that yield their core
+when idle (a shared CI host otherwise loses whole time slices to spinning threads)."""
 
 import os
 
-import torch
+from glassformer.threads import limit_spinning
+
+limit_spinning()  # before torch starts its OpenMP runtime
+
+import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
