@@ -338,8 +338,28 @@ def _parse_header(mm: mmap.mmap, path: Path, size: int, decode_arrays: bool) -> 
     for (_, end_a, name_a), (start_b, _, name_b) in itertools.pairwise(spans):
         if start_b < end_a:
             raise ValueError(f"{path}: corrupt GGUF: tensors {name_a!r} and {name_b!r} overlap")
+    _check_layout(path, tensors, data_offset, alignment)
 
     return GGUFHeader(path, version, metadata, tensors, alignment, data_offset, size, skipped)
+
+
+def _check_layout(
+    path: Path, tensors: dict[str, TensorInfo], data_offset: int, alignment: int
+) -> None:
+    """llama.cpp's rule (gguf.cpp): in file order, each tensor starts where the previous one
+    ends, padded to the alignment. A record whose type or shape understates its data (F32
+    relabelled F16, a halved dimension) leaves a hole and shifts every later offset, so it is
+    caught here even though each record alone looks valid."""
+    expected = data_offset
+    for t in tensors.values():
+        if t.offset != expected:
+            raise ValueError(
+                f"{path}: corrupt GGUF layout: tensor {t.name!r} starts at data offset "
+                f"{t.offset - data_offset}, but the tensors before it end at "
+                f"{expected - data_offset} (padded to {alignment}); a type or shape does not "
+                "match the data"
+            )
+        expected += t.nbytes + (-t.nbytes) % alignment
 
 
 # --- metadata -> Config ---------------------------------------------------------------------------
@@ -460,6 +480,7 @@ def config_from_header(header: GGUFHeader) -> Config:
         raise ValueError(f"{path}: key_length {head_dim} != value_length {value_dim}")
     rope_dim = meta.int("rope.dimension_count", head_dim)
     n_layers = meta.int("block_count")
+    check_block_count(header, n_layers)  # before anything per layer is built
     # The vocabulary size is the embedding's row count; the metadata key is optional.
     vocab_size = meta.int("vocab_size", tensors["token_embd.weight"].shape[0])
     eps = meta.float("attention.layer_norm_rms_epsilon")
@@ -551,6 +572,34 @@ def gguf_to_ours(name: str) -> str | None:
     return None
 
 
+def check_block_count(header: GGUFHeader, n_layers: int) -> None:
+    """`block_count` must name exactly the blocks the file holds tensors for (blk.0 ..
+    blk.{n-1}). Checked before anything per layer is built: a 1 KB file claiming 2**32 - 1
+    blocks is refused at once instead of building a name table of billions of entries."""
+    path, arch = header.path, header.metadata.get("general.architecture")
+    if n_layers <= 0:
+        raise ValueError(f"{path}: metadata {arch}.block_count must be positive, got {n_layers}")
+    # every block holds at least one tensor record: a cheap bound before the exact check
+    if n_layers > len(header.tensors):
+        raise ValueError(
+            f"{path}: metadata {arch}.block_count = {n_layers}, but the file holds only "
+            f"{len(header.tensors)} tensors"
+        )
+    blocks = set()
+    for name in header.tensors:
+        m = _LAYER_RE.fullmatch(name)
+        if m:
+            blocks.add(int(m.group(1)))
+    if blocks != set(range(n_layers)):
+        beyond = sorted(b for b in blocks if b >= n_layers)
+        missing = n_layers - len(blocks - set(beyond))
+        what = f"tensors of block {beyond[0]}" if beyond else f"{missing} block(s) without tensors"
+        raise ValueError(
+            f"{path}: metadata {arch}.block_count = {n_layers} does not match the tensors "
+            f"(the file has {what})"
+        )
+
+
 def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     """Our parameter names and shapes for a dense, standard-attention config (what a GGUF can
     hold), in the model's order."""
@@ -589,6 +638,7 @@ def check_tensors(header: GGUFHeader, cfg: Config) -> dict[str, TensorInfo]:
     """Map every tensor to our name and check its shape and type against the config, before
     anything is decoded; returns ours -> info, in our order."""
     path = header.path
+    check_block_count(header, cfg.n_layers)
     expected = expected_shapes(cfg)
     found: dict[str, TensorInfo] = {}
     unknown = []
