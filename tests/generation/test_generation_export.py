@@ -187,3 +187,23 @@ def test_the_oldest_supported_transformers_reads_the_export(tmp_path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     diffs = json.loads(run.stdout.strip().splitlines()[-1])
     assert all(v <= 1e-4 for v in diffs.values()), diffs
+
+
+def test_a_gguf_export_without_transformers_writes_nothing(tmp_path, monkeypatch) -> None:
+    """A GGUF's tokenizer is converted with transformers: without it the export is refused
+    before any file is written (weights without their tokenizer are half a model)."""
+    import importlib.util
+
+    from glassformer.hf import export
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        export.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "transformers" else real(name, *a),
+    )
+    cfg = gf.Config.preset("tiny")
+    state = gf.Transformer(cfg).state_dict()
+    with pytest.raises(ImportError, match="pip install transformers"):
+        export.export_hf(tmp_path / "out", cfg, state, source=tmp_path / "model.gguf")
+    assert not (tmp_path / "out").exists()

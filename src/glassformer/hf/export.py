@@ -19,6 +19,7 @@ usual permissions (0666 less the umask).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -144,6 +145,13 @@ def export_hf(
     from glassformer.hf.weights import ours_to_hf
 
     directory = Path(directory)
+    gguf_source = source is not None and source.suffix == ".gguf"
+    if gguf_source and importlib.util.find_spec("transformers") is None:
+        # refused before anything is written: an export without its tokenizer is half a model
+        raise ImportError(
+            f"{source}: exporting its tokenizer as tokenizer.json needs HF transformers "
+            "(pip install transformers)"
+        )
     hf_state = ours_to_hf(config, dict(state))
     written = write_hf_dir(directory, export_config(config), hf_state, max_shard_size)
     if source is not None and source.is_dir():
@@ -151,6 +159,7 @@ def export_hf(
             if (source / name).is_file():
                 _copy(source / name, directory / name)
                 written.append(directory / name)
-    elif source is not None and source.suffix == ".gguf":
+    elif gguf_source:
+        assert source is not None
         written += gguf_tokenizer_files(source, directory)
     return written
