@@ -97,6 +97,13 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
             mscale_all_dim=1.0,
         ),
     ),
+    "phi3": dict(
+        model_type="phi3", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, sliding_window=7,
+        max_position_embeddings=128, original_max_position_embeddings=128, eos_token_id=2,
+        pad_token_id=None,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.5),
+    ),
     "deepseek_v3-no-qlora": dict(
         model_type="deepseek_v3", vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
         moe_intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,

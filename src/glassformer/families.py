@@ -52,6 +52,8 @@ class Family:
     hf_gelu_tanh: str = "gelu_pytorch_tanh"  # HF's name for the tanh GELU in this family
     rope: Literal["none", "global", "per_layer_type"] = "global"  # per_layer_type: Gemma 3's
     # separate `rope_parameters` for its sliding and full layers
+    hf_rope_types: tuple[str, ...] = ("default", "linear", "llama3", "yarn")  # that we read
+    hf_rope_aliases: Mapping[str, str] = field(default_factory=dict)  # legacy rope type names
     # How sliding windows appear: none; all (every layer slides, Mistral); optional
     # (use_sliding_window + layer_types, Qwen); pattern (layer_types, which HF derives when
     # absent: every `layer_period`-th layer is global, the period read from `hf_period_key`).
@@ -318,12 +320,40 @@ DEEPSEEK_V3 = like(
     gguf_rope_permuted=False,
 )  # fmt: skip
 
+
+# Phi-3 (Abdin et al. 2024): Llama's math with q/k/v and gate/up each stored as one matrix, a
+# window on every layer, partial rotary allowed. LongRoPE (the 128k models) is not implemented:
+# HF reads the legacy names 'su' and 'yarn' as 'longrope' for this family, and all three are
+# refused.
+def _write_phi3(cfg: Any, out: dict[str, Any]) -> None:
+    # HF's default pad id (32000) must index the embedding; which id pads changes no logits
+    if cfg.vocab_size <= 32000:
+        out["pad_token_id"] = None
+
+
+PHI3 = like(
+    LLAMA, "phi3",
+    hf_defaults=dict(max_position_embeddings=4096, rms_norm_eps=1e-5, bos_token_id=1,
+                     eos_token_id=32000, sliding_window=None),
+    # HF's Phi-3 has no biases whatever these say; the original context only feeds LongRoPE
+    hf_no_math={"attention_bias", "mlp_bias", "original_max_position_embeddings"},
+    drop_keys=("attention_bias", "mlp_bias"),
+    sliding="all",
+    hf_rope_types=("default",),
+    hf_rope_aliases={"su": "longrope", "yarn": "longrope"},
+    write_hf=_write_phi3,
+    fused_qkv=True,
+    fused_gate_up=True,
+    gguf_arch=None,
+    gguf_rope_permuted=False,
+)  # fmt: skip
+
 # Table order is the preference of `infer_model_type` for a config without hf_model_type: the
 # first family that can express it.
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (GPT2, LLAMA, QWEN2, QWEN3, MISTRAL, MIXTRAL, QWEN3_MOE, GEMMA2, GEMMA3_TEXT,
-              DEEPSEEK_V3)
+              DEEPSEEK_V3, PHI3)
 }  # fmt: skip
 
 # HF model types whose config wraps the text model: (wrapper, key of the text part, its type)

@@ -132,6 +132,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         router_norm_topk=True, router_n_groups=8, router_topk_groups=4, routed_scaling=2.5,
         first_k_dense=3, n_mtp_modules=1, bos_token_id=0, eos_token_id=1,
     ),
+    # --- Phi-3 ------------------------------------------------------------------------------------
+    "phi-3-mini-4k": dict(
+        family="phi3", vocab_size=32064, d_model=3072, n_layers=32, n_heads=32, d_ff=8192,
+        max_seq_len=4096, sliding_window=2047, norm_eps=1e-5, bos_token_id=1,
+        eos_token_id=32000,
+    ),
     # --- tiny variants (tests, smoke runs) ------------------------------------------------------
     "tiny": dict(_TINY),
     "tiny-gpt2": dict(_GPT2, d_model=128, n_layers=4, n_heads=4, vocab_size=2048, max_seq_len=512),

@@ -52,7 +52,6 @@ def test_gguf_architectures_name_their_family() -> None:
         "qwen2": "qwen2",
         "qwen3": "qwen3",
         "gemma3": "gemma3_text",
-        **({"phi3": "phi3"} if "phi3" in FAMILIES else {}),
     }
 
 

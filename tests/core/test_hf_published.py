@@ -26,7 +26,8 @@ transformers = pytest.importorskip("transformers")
 TOLERANCE = 1e-4
 
 # The keys and values of the published files (google/gemma-2-2b, google/gemma-2-9b,
-# google/gemma-3-1b-it, openai-community/gpt2 with distilgpt2's legacy flags).
+# google/gemma-3-1b-it, openai-community/gpt2 with distilgpt2's legacy flags,
+# microsoft/Phi-3-mini-4k-instruct).
 GEMMA2_2B: dict[str, Any] = {
     "architectures": ["Gemma2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
     "attn_logit_softcapping": 50.0, "bos_token_id": 2, "cache_implementation": "hybrid",
@@ -80,6 +81,22 @@ GPT2: dict[str, Any] = {
 }  # fmt: skip
 
 
+PHI3_MINI_4K: dict[str, Any] = {
+    "_name_or_path": "Phi-3-mini-4k-instruct", "architectures": ["Phi3ForCausalLM"],
+    "attention_dropout": 0.0,
+    "auto_map": {"AutoConfig": "configuration_phi3.Phi3Config",
+                 "AutoModelForCausalLM": "modeling_phi3.Phi3ForCausalLM"},
+    "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000, "hidden_act": "silu",
+    "hidden_size": 3072, "initializer_range": 0.02, "intermediate_size": 8192,
+    "max_position_embeddings": 4096, "model_type": "phi3", "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 32, "original_max_position_embeddings": 4096,
+    "pad_token_id": 32000, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_scaling": None,
+    "rope_theta": 10000.0, "sliding_window": 2047, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "transformers_version": "4.40.2", "use_cache": True,
+    "attention_bias": False, "vocab_size": 32064,
+}  # fmt: skip
+
+
 def _architecture(cfg: gf.Config) -> gf.Config:
     """The config without its labels and token ids (published files differ there)."""
     return cfg.replace(name="x", eos_token_id=None, bos_token_id=None)
@@ -88,7 +105,7 @@ def _architecture(cfg: gf.Config) -> gf.Config:
 @pytest.mark.parametrize(
     "published, preset",
     [(GEMMA2_2B, "gemma-2-2b"), (GEMMA2_9B, "gemma-2-9b"), (GEMMA3_1B, "gemma-3-1b"),
-     (GEMMA3_4B, "gemma-3-4b"), (GPT2, "gpt2")],
+     (GEMMA3_4B, "gemma-3-4b"), (GPT2, "gpt2"), (PHI3_MINI_4K, "phi-3-mini-4k")],
 )  # fmt: skip
 def test_published_config_is_the_preset(tmp_path: Path, published: dict, preset: str) -> None:
     (tmp_path / "config.json").write_text(json.dumps(published))
@@ -113,6 +130,16 @@ def test_duplicate_keys_must_agree() -> None:
         )
 
 
+@pytest.mark.parametrize("spelling", ["longrope", "su", "yarn"])
+def test_phi3_longrope_is_refused_by_name(spelling: str) -> None:
+    """Phi-3's 128k models use LongRoPE (per-frequency factors chosen by sequence length),
+    which glassformer does not implement; HF reads 'su' and 'yarn' as 'longrope' for Phi-3."""
+    scaling = {"type": spelling, "long_factor": [1.0] * 48, "short_factor": [1.0] * 48}
+    config = {**PHI3_MINI_4K, "max_position_embeddings": 131072, "rope_scaling": scaling}
+    with pytest.raises(ValueError, match=r"'longrope' is not supported for phi3 \(default\)"):
+        gf.Config.from_hf(config)
+
+
 # Tiny versions of the published files: same keys, small sizes, windows shorter than SEQ.
 _TINY_GEMMA = dict(
     vocab_size=VOCAB, hidden_size=64, intermediate_size=112, num_attention_heads=4,
@@ -126,6 +153,10 @@ TINY_PUBLISHED = {
                         "sliding_window": 6},
     "gemma3-pattern-3": {**GEMMA3_1B, **_TINY_GEMMA, "num_hidden_layers": 5,
                          "sliding_window": 6, "sliding_window_pattern": 3},
+    "phi3-mini-4k-style": {**PHI3_MINI_4K, "vocab_size": VOCAB, "hidden_size": 64,
+                           "intermediate_size": 112, "num_hidden_layers": 2,
+                           "num_attention_heads": 4, "num_key_value_heads": 4,
+                           "sliding_window": 9, "pad_token_id": None, "eos_token_id": 2},
     "gpt2-legacy-flags": {**GPT2, "vocab_size": VOCAB, "n_embd": 48, "n_layer": 2,
                           "n_head": 4, "n_positions": 64, "n_ctx": 64},
 }  # fmt: skip

@@ -358,12 +358,13 @@ def _rope_scaling(r: _Reader, params: dict[str, Any]) -> RopeScaling | None:
         if value is not None:
             check_value_type(f"{r.model_type} config: rope_parameters", key, value)
     kind = params.get("rope_type", params.get("type", "default"))
+    kind = r.family.hf_rope_aliases.get(kind, kind)
     if kind == "default":
         return None
-    if kind not in ("linear", "llama3", "yarn"):
+    if kind not in r.family.hf_rope_types:
         raise ValueError(
             f"{r.model_type} config: field 'rope_parameters.rope_type'={kind!r} is not "
-            "supported (default, linear, llama3, yarn)"
+            f"supported for {r.model_type} ({', '.join(r.family.hf_rope_types)})"
         )
     factor = params.get("factor")
     original = params.get("original_max_position_embeddings")
