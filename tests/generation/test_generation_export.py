@@ -207,3 +207,37 @@ def test_a_gguf_export_without_transformers_writes_nothing(tmp_path, monkeypatch
     with pytest.raises(ImportError, match="pip install transformers"):
         export.export_hf(tmp_path / "out", cfg, state, source=tmp_path / "model.gguf")
     assert not (tmp_path / "out").exists()
+
+
+def test_gemma_export_config_passes_transformers_strict_types(tmp_path) -> None:
+    """A Gemma 3 GGUF gives query_pre_attn_scalar as a float (256.0); transformers 5 types
+    the key as int and refuses the float when loading the directory."""
+    from glassformer.hf.export import export_hf
+
+    cfg = gf.Config.preset("tiny-gemma3", query_pre_attn_scalar=16.0)
+    export_hf(tmp_path, cfg, _perturbed(cfg).state_dict())
+    assert json.loads((tmp_path / "config.json").read_text())["query_pre_attn_scalar"] == 16
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    assert hf.config.query_pre_attn_scalar == 16
+
+
+def test_the_noop_space_split_is_dropped_without_changing_ids(tmp_path) -> None:
+    """HF's GGUF converter writes SentencePiece vocabularies with a space -> U+2581 normalizer
+    and then a split at spaces (a no-op); the export drops the split, ids unchanged."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    from glassformer.hf.export import _drop_noop_split
+
+    vocab = {"<unk>": 0, "\u2581": 1, "a": 2, "b": 3, "\u2581a": 4, "ab": 5, "\u2581ab": 6}
+    merges = [("\u2581", "a"), ("a", "b"), ("\u2581a", "b")]
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=False))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    texts = ["ab ab", " ab  a b", "abab ", "  "]
+    before = [tok.encode(t).ids for t in texts]
+    _drop_noop_split(path)
+    assert json.loads(path.read_text())["pre_tokenizer"] is None
+    after = Tokenizer.from_file(str(path))
+    assert [after.encode(t).ids for t in texts] == before

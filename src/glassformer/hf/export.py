@@ -43,6 +43,10 @@ TOKENIZER_FILES = (
 )
 
 
+# Keys transformers types as int that a Config holds as a float.
+_HF_INT_KEYS = ("query_pre_attn_scalar",)
+
+
 def _legacy_rope(params: dict[str, Any]) -> tuple[Any, dict[str, Any] | None, Any]:
     """(rope_theta, rope_scaling or None, partial_rotary_factor or None) of one rope dict."""
     rest = {k: v for k, v in params.items() if k not in ("rope_theta", "partial_rotary_factor")}
@@ -78,6 +82,10 @@ def export_config(config: Config) -> dict[str, Any]:
     from glassformer.hf.config import config_from_hf, config_to_hf
 
     out = with_legacy_rope_keys(config_to_hf(config))
+    for key in _HF_INT_KEYS:  # 256.0 (a GGUF's float) fails transformers 5's strict int check
+        value = out.get(key)
+        if isinstance(value, float) and value.is_integer():
+            out[key] = int(value)
     back = config_from_hf(out)
     for name in ("rope_theta", "rope_theta_local", "rope_scaling", "rope_fraction"):
         if getattr(back, name) != getattr(config, name):
@@ -90,6 +98,22 @@ def export_config(config: Config) -> dict[str, Any]:
 
 def _copy(src: Path, dst: Path) -> None:
     _atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def _drop_noop_split(path: Path) -> None:
+    """The converter gives SentencePiece-style vocabularies (Gemma) a normalizer that turns
+    every space into U+2581 and then a pre-tokenizer that splits at spaces: none are left, so
+    the split is a no-op. Dropping it changes no token id and leaves the file in the form
+    every reader (glassformer's included) knows."""
+    if not path.is_file():
+        return
+    data = json.loads(path.read_text(encoding="utf-8"))
+    norm, pre = data.get("normalizer") or {}, data.get("pre_tokenizer") or {}
+    spaces_gone = norm.get("type") == "Replace" and norm.get("pattern") == {"String": " "}
+    space_split = pre.get("type") == "Split" and pre.get("pattern") == {"String": " "}
+    if spaces_gone and norm.get("content") == "\u2581" and space_split:
+        data["pre_tokenizer"] = None
+        path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
 def gguf_tokenizer_files(gguf_path: Path, directory: Path) -> list[Path]:
@@ -122,6 +146,7 @@ def gguf_tokenizer_files(gguf_path: Path, directory: Path) -> list[Path]:
             tok_config["chat_template"] = template
             (staging / "chat_template.jinja").unlink(missing_ok=True)
         config_path.write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n")
+        _drop_noop_split(staging / "tokenizer.json")
         written = []
         for name in TOKENIZER_FILES:
             if (staging / name).is_file():
