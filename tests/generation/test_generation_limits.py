@@ -185,3 +185,18 @@ def test_smallest_temperature_samples_like_greedy() -> None:
     greedy = generate(model, tok, "abc", GenerationConfig(max_new_tokens=6, ignore_eos=True))
     cold = GenerationConfig(max_new_tokens=6, ignore_eos=True, temperature=1e-3, seed=0)
     assert generate(model, tok, "abc", cold).tokens == greedy.tokens
+
+
+def test_growing_cache_on_the_native_decode_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optimized model decodes through a DecodePlan bound to one cache: after each growth a
+    new plan follows the new cache, giving the tokens of a cache that never grows; and plans
+    do not outlive their caches (each call's caches are freed)."""
+    import gc
+
+    model = optimize(_tiny(max_seq_len=128), "none", huge_pages=False)
+    tok, cfg = ByteTokenizer(), GenerationConfig(max_new_tokens=40, ignore_eos=True)
+    whole = generate(model, tok, "abc", cfg).tokens  # INITIAL_NEW (256) covers all 40
+    monkeypatch.setattr(generate_module, "INITIAL_NEW", 3)
+    assert generate(model, tok, "abc", cfg).tokens == whole
+    gc.collect()
+    assert len(model.__dict__.get("_plans", {})) == 0

@@ -28,13 +28,16 @@ the modules use (`native.py`), so the plan computes exactly what the fused modul
 falls back to the modules for everything else (padding, sliding-window rings, QK-norm,
 soft-capping, MLA, MoE, other norms and activations: `why_not` says which).
 
-The plan keeps references to the weights and the cache; it is rebuilt when either is replaced
+The plan keeps references to the weights and to the cache's tensors, and a weak one to the
+cache itself: `InferenceTransformer` keeps plans in a dictionary weakly keyed by cache, so a
+plan goes when its cache does. It is rebuilt when the weights or the cache are replaced
 (`InferenceTransformer._apply` drops plans when the model is moved or cast).
 """
 
 from __future__ import annotations
 
 import ctypes
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +109,9 @@ class DecodePlan:
             raise ValueError(f"DecodePlan: unsupported model: {reason}")
         lib = native.library()
         assert lib is not None
-        self.lib, self.model, self.cache = lib, model, cache
+        # Weakly: the model's plan dictionary is keyed by the cache, and a value that held
+        # its key would keep every cache (and its plan) alive as long as the model.
+        self.lib, self.model, self._cache = lib, model, weakref.ref(cache)
         cfg = model.config  # type: ignore[attr-defined]
         batch = cache.layers[0].keys.shape[0]
         self.batch, self.threads = batch, torch.get_num_threads()
@@ -220,14 +225,17 @@ class DecodePlan:
         """ids [batch] continuing the cached rows -> logits [batch, vocab].
 
         The logits tensor is the plan's own buffer: it is overwritten by the next step."""
-        pos = self.cache.length
+        cache = self._cache()
+        if cache is None:
+            raise RuntimeError("DecodePlan: its cache no longer exists")
+        pos = cache.length
         if pos >= self.capacity:
             raise ValueError(f"KV cache full: {pos + 1} positions exceed its capacity")
         if torch.get_num_threads() != self.threads:
             raise RuntimeError("DecodePlan: the thread count changed; build a new plan")
         self._embed(ids.reshape(-1))
         self.lib.run_program(self.program, len(self.program), pos)
-        self.cache.length = pos + 1
+        cache.length = pos + 1
         return self.logits
 
 
