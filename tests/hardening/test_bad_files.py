@@ -538,6 +538,12 @@ def huge_config_cases(tmp: Path) -> list[Case]:
         "sliding_window": 16,
     }
     gpath.write_text(json.dumps(gemma))
+    qpath = tmp / "huge_qwen2.json"
+    qwen = {
+        **VALID_LLAMA, "model_type": "qwen2", "num_hidden_layers": 10**9,
+        "use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1,
+    }  # fmt: skip
+    qpath.write_text(json.dumps(qwen))
     return [
         Case("huge/info_1e9_layers", "cli", str(path), ok=True, args=["info", "--json"]),
         Case("huge/explore_1e9_layers", "cli", str(path), ok=True, args=["explore", "--json"]),
@@ -550,6 +556,7 @@ def huge_config_cases(tmp: Path) -> list[Case]:
         ),
         # a per-layer sliding/global pattern is no closed form: refused before it is built
         Case("huge/gemma_pattern_1e9", "hf_config", str(gpath), ["num_hidden_layers", "1048576"]),
+        Case("huge/qwen2_window_layers_1e9", "hf_config", str(qpath)),
     ]
 
 
