@@ -48,6 +48,11 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
     ),
+    "qwen2-window": dict(
+        model_type="qwen2", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,
+        sliding_window=7, max_window_layers=1,
+    ),
     "qwen3": dict(
         model_type="qwen3", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,

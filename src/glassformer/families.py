@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Sliding = Literal["none", "all", "optional", "pattern"]
+Sliding = Literal["none", "all", "gated", "optional", "pattern"]
 
 # HF key -> Config field(s). A tuple: one HF key sets several fields, which must agree on export.
 Keys = Mapping[str, str | tuple[str, ...]]
@@ -54,9 +54,11 @@ class Family:
     # separate `rope_parameters` for its sliding and full layers
     hf_rope_types: tuple[str, ...] = ("default", "linear", "llama3", "yarn")  # that we read
     hf_rope_aliases: Mapping[str, str] = field(default_factory=dict)  # legacy rope type names
-    # How sliding windows appear: none; all (every layer slides, Mistral); optional
-    # (use_sliding_window + layer_types, Qwen); pattern (layer_types, which HF derives when
-    # absent: every `layer_period`-th layer is global, the period read from `hf_period_key`).
+    # How sliding windows appear: none; all (every layer slides, Mistral); gated (every layer
+    # slides when use_sliding_window, Qwen3-MoE); optional (when use_sliding_window, the layers
+    # from max_window_layers on slide, or as layer_types says, Qwen2/Qwen3); pattern
+    # (layer_types, which HF derives when absent: every `layer_period`-th layer is global, the
+    # period read from `hf_period_key`, Gemma).
     sliding: Sliding = "none"
     layer_period: int = 0
     hf_period_key: str | None = None
@@ -171,10 +173,10 @@ MIXTRAL = like(
 QWEN2 = like(
     LLAMA, "qwen2",
     traits=dict(qkv_bias=True, attn_out_bias=False),
-    hf_defaults=dict(max_position_embeddings=32768, bos_token_id=None, eos_token_id=None),
+    hf_defaults=dict(max_position_embeddings=32768, bos_token_id=None, eos_token_id=None,
+                     use_sliding_window=False, sliding_window=4096, max_window_layers=28),
     sliding="optional",
     drop_keys=("attention_bias", "mlp_bias"),
-    hf_no_math={"max_window_layers"},  # only shapes layer_types, which configs carry
     gguf_arch="qwen2",
     gguf_rope_permuted=False,
 )  # fmt: skip
@@ -182,10 +184,10 @@ QWEN2 = like(
 QWEN3 = like(
     LLAMA, "qwen3",
     traits=dict(qk_norm=True),
-    hf_defaults=dict(max_position_embeddings=32768, bos_token_id=None, eos_token_id=None),
+    hf_defaults=dict(max_position_embeddings=32768, bos_token_id=None, eos_token_id=None,
+                     use_sliding_window=False, sliding_window=4096, max_window_layers=28),
     sliding="optional",
     drop_keys=("mlp_bias",),
-    hf_no_math={"max_window_layers"},
     gguf_arch="qwen3",
     gguf_rope_permuted=False,
 )  # fmt: skip
@@ -215,6 +217,9 @@ QWEN3_MOE = like(
     hf_defaults=dict(norm_topk_prob=False),
     hf_aliases={"num_local_experts": "num_experts"},
     hf_fixed={"decoder_sparse_step": ((1,), "MoE only every n-th layer")},
+    sliding="gated",
+    hf_no_math={"max_window_layers"},  # HF's Qwen3-MoE has no per-layer pattern
+    drop_keys=("max_window_layers",),
     read_hf=_read_dense_prefix,
     write_hf=_write_dense_prefix,
     gguf_arch=None,

@@ -21,13 +21,15 @@ DERIVED = {"num_key_value_heads", "head_dim", "n_inner"}
 @pytest.mark.parametrize("model_type", sorted(FAMILIES))
 def test_declared_defaults_are_hf_defaults(model_type: str) -> None:
     family = FAMILIES[model_type]
-    hf = transformers.AutoConfig.for_model(model_type)
+    hf_class = type(transformers.AutoConfig.for_model(model_type))
     for key, value in family.hf_defaults.items():
-        if not hasattr(hf, key):  # rope keys live in rope_parameters (the sparse test covers them)
+        # the class's default, before __post_init__ derives anything from it; rope keys live in
+        # rope_parameters (the sparse test covers them)
+        if not hasattr(hf_class, key):
             continue
         if value is None and key in DERIVED:
             continue
-        assert getattr(hf, key) == value, f"{model_type}.{key}"
+        assert getattr(hf_class, key) == value, f"{model_type}.{key}"
 
 
 @pytest.mark.parametrize("name", sorted(TINY_HF_CONFIGS))
@@ -82,3 +84,36 @@ def test_infer_model_type_picks_the_first_family_that_expresses_the_config() -> 
     assert infer_model_type(gpt2) == "gpt2"
     with pytest.raises(ValueError, match="no supported HF family"):
         infer_model_type(tiny.replace(norm_placement="post"))
+
+
+# Configs whose windows depend on keys beyond the tiny table's: Qwen3-MoE slides on every layer
+# once use_sliding_window is set, Qwen3 from max_window_layers on.
+WINDOW_VARIANTS = {
+    "qwen3_moe-window": dict(
+        TINY_HF_CONFIGS["qwen3_moe"], use_sliding_window=True, sliding_window=5
+    ),
+    "qwen3-window": dict(
+        TINY_HF_CONFIGS["qwen3"], num_hidden_layers=3, use_sliding_window=True,
+        sliding_window=5, max_window_layers=2,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted({**TINY_HF_CONFIGS, **WINDOW_VARIANTS}))
+def test_each_layer_window_is_hfs(name: str) -> None:
+    """The window of every layer is the one HF's attention module of that layer applies."""
+    import torch
+
+    spec = dict({**TINY_HF_CONFIGS, **WINDOW_VARIANTS}[name])
+    model_type = spec.pop("model_type")
+    hf_config = transformers.AutoConfig.for_model(model_type, **spec)
+    with torch.device("meta"):
+        hf = transformers.AutoModelForCausalLM.from_config(hf_config)
+    layers = hf.transformer.h if model_type == "gpt2" else hf.model.layers
+    cfg = gf.Config.from_hf({"model_type": model_type, **spec})
+    assert cfg == gf.Config.from_hf(hf_config.to_dict())
+    for i, layer in enumerate(layers):
+        attn = layer.attn if model_type == "gpt2" else layer.self_attn
+        # per-layer modules hold their window; the others pass the config's to every layer
+        hf_window = getattr(attn, "sliding_window", getattr(attn.config, "sliding_window", None))
+        assert cfg.window(i) == hf_window, (name, i)

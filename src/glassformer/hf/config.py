@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from glassformer.config import Config, RopeScaling
-from glassformer.families import FAMILIES, HF_WRAPPERS, Family, get_family
+from glassformer.families import (
+    FAMILIES,
+    HF_WRAPPERS,
+    MAX_PATTERN_LAYERS,
+    Family,
+    get_family,
+)
 
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
@@ -429,12 +435,21 @@ def _read_sliding(r: _Reader, family: Family, n_layers: int) -> dict[str, Any]:
     window = r.get("sliding_window")
     if family.sliding == "all":
         return dict(sliding_window=window)
-    kinds = _layer_types(r, n_layers)
-    if family.sliding == "optional":
+    kinds = _layer_types(r, n_layers) if family.sliding != "gated" else None
+    if family.sliding in ("gated", "optional"):
+        start = r.get("max_window_layers") if family.sliding == "optional" else None
         if not (r.get("use_sliding_window", False) and window is not None):
-            return {}
-        if kinds is None:
-            raise ValueError(f"{r.model_type} config: use_sliding_window needs 'layer_types'")
+            return {}  # HF drops the window (and so every layer's) without use_sliding_window
+        if family.sliding == "gated":
+            return dict(sliding_window=window)
+    if family.sliding == "optional":
+        if kinds is None:  # HF: the layers from max_window_layers on slide
+            if n_layers > MAX_PATTERN_LAYERS:  # spelled out per layer: bound it first
+                raise ValueError(
+                    f"{r.model_type} config: field 'num_hidden_layers'={n_layers} exceeds the "
+                    f"{MAX_PATTERN_LAYERS} layers glassformer spells a window pattern out for"
+                )
+            kinds = tuple("sliding" if i >= start else "full" for i in range(n_layers))
     else:  # pattern: HF derives the layer types when the file has none
         period = r.get(family.hf_period_key) if family.hf_period_key else None
         if period is not None and not (isinstance(period, int) and period > 0):
@@ -601,6 +616,9 @@ def _sliding_to_hf(cfg: Config, family: Family, out: dict[str, Any]) -> None:
         ]
     if family.sliding == "all":
         out["sliding_window"] = cfg.sliding_window  # None too: HF's default may be a window
+    elif family.sliding == "gated":
+        out["use_sliding_window"] = cfg.sliding_window is not None
+        out["sliding_window"] = cfg.sliding_window
     elif family.sliding == "optional":
         out["use_sliding_window"] = cfg.sliding_window is not None
         out["sliding_window"] = cfg.sliding_window
