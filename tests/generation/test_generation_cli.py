@@ -67,3 +67,22 @@ def test_chat_two_turns_in_a_terminal() -> None:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_default_is_the_fast_path_and_plain_is_one_flag_away() -> None:
+    """Without options `generate` runs the fused float32 path; `--plain` the plain model; both
+    give the same greedy tokens, and `--threads` sets the count the run reports."""
+    runs = {}
+    for name, extra in [("default", []), ("plain", ["--plain", "--threads", "1"])]:
+        out = subprocess.run(
+            [*CLI, "generate", "--json", "-n", "8", "--ignore-eos", *extra, "The capital of"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        runs[name] = json.loads(out.stdout)
+    assert runs["default"]["quant"] == "none" and runs["plain"]["quant"] == "plain"
+    assert runs["plain"]["threads"] == 1
+    assert runs["default"]["tokens"] == runs["plain"]["tokens"]
+    assert runs["default"]["context"] == 8192

@@ -16,20 +16,57 @@ MODEL_HELP = (
 
 
 QUANT_HELP = (
-    "Weights: none (float32, fused fast path), int8 (per channel) or int4 (group-wise); "
-    "default: the plain float32 model."
+    "Weights of the fast path: none (float32, fused modules and the native decode step), "
+    "int8 (per channel) or int4 (group-wise)."
+)
+PLAIN_HELP = (
+    "Run the plain model (every module through PyTorch, no fused or native path): the "
+    "reference the fast path is tested against, several times slower."
+)
+THREADS_HELP = (
+    "Compute threads (default: the cores this process may use, less those other work keeps "
+    "busy; see glassformer.threads)."
 )
 
 
-def _load(model: str, quant: str | None = None):
+def _load(model: str, quant: str, plain: bool, threads: int | None, quiet: bool = False):
     from rich.console import Console
 
+    from glassformer.threads import configure_threads
+
+    if plain and quant != "none":
+        raise typer.BadParameter(
+            f"--plain runs the float32 model as loaded; it takes no --quant (got {quant!r})",
+            param_hint="--plain",
+        )
+    configure_threads(threads)
     from glassformer.generation import load
 
     with Console(stderr=True).status(f"loading {model} ..."):
         start = time.perf_counter()
-        pair = load(model, quant=quant)
-    return (*pair, time.perf_counter() - start)
+        net, tok = load(model, quant=None if plain else quant)
+    seconds = time.perf_counter() - start
+    if not plain and not quiet:
+        from glassformer.inference import fast_path_notes
+
+        for note in fast_path_notes(net):
+            typer.echo(f"note: {note}", err=True)
+    return net, tok, seconds
+
+
+def _finish_note(result, model_name: str, net) -> str:
+    if result.finish_reason == "context":
+        return (
+            f"; stopped at {model_name}'s context of {net.config.max_seq_len} positions "
+            "(prompt included)"
+        )
+    return ""
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _config(**kw):
@@ -57,12 +94,17 @@ def register(app: typer.Typer) -> None:
         ),
         system: str | None = typer.Option(None, help="System prompt (with --chat)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
-        quant: str | None = typer.Option(None, "--quant", help=QUANT_HELP),
+        quant: str = typer.Option("none", "--quant", help=QUANT_HELP),
+        plain: bool = typer.Option(False, "--plain", help=PLAIN_HELP),
+        threads: int | None = typer.Option(None, "--threads", "-t", min=1, help=THREADS_HELP),
     ) -> None:
-        """Generate a continuation of PROMPT, streamed to the terminal (KV-cached decoding)."""
+        """Generate a continuation of PROMPT, streamed to the terminal (KV-cached decoding).
+
+        Stops at end of text, a stop string, -n tokens, or the model's context length,
+        whichever comes first."""
+        net, tok, load_seconds = _load(model, quant, plain, threads, quiet=as_json)
         from glassformer.generation import generate
 
-        net, tok, load_seconds = _load(model, quant)
         text = prompt
         if chat:
             messages = ([{"role": "system", "content": system}] if system else []) + [
@@ -90,14 +132,21 @@ def register(app: typer.Typer) -> None:
         result = generate(net, tok, text, config, on_text=None if as_json else show)
         if as_json:
             out = result.to_dict()
-            out.update(model=model, load_seconds=load_seconds)
+            out.update(
+                model=model,
+                load_seconds=load_seconds,
+                quant="plain" if plain else quant,
+                threads=torch_threads(),
+                context=net.config.max_seq_len,
+            )
             typer.echo(json.dumps(out))
         else:
             sys.stdout.write("\n")
             typer.echo(
                 f"[{len(result.prompt_tokens)} prompt tokens at "
                 f"{result.prefill_tokens_per_s:.0f} tok/s, {len(result.tokens)} new at "
-                f"{result.decode_tokens_per_s:.1f} tok/s; {result.finish_reason}]",
+                f"{result.decode_tokens_per_s:.1f} tok/s; {result.finish_reason}"
+                f"{_finish_note(result, model, net)}]",
                 err=True,
             )
 
@@ -109,12 +158,21 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(0.0, help="0 = greedy."),
         top_p: float = typer.Option(1.0, "--top-p"),
         seed: int | None = typer.Option(None),
-        quant: str | None = typer.Option(None, "--quant", help=QUANT_HELP),
+        quant: str = typer.Option("none", "--quant", help=QUANT_HELP),
+        plain: bool = typer.Option(False, "--plain", help=PLAIN_HELP),
+        threads: int | None = typer.Option(None, "--threads", "-t", min=1, help=THREADS_HELP),
+        as_json: bool = typer.Option(
+            False,
+            "--json",
+            help="For scripts: read one user turn per stdin line and print one JSON object per "
+            "answer on stdout (no prompt, no streaming).",
+        ),
     ) -> None:
         """Interactive multi-turn chat with streaming. Commands: /reset, /exit (or Ctrl-D)."""
+        net, tok, _ = _load(model, quant, plain, threads)
         from glassformer.generation import generate
+        from glassformer.threads import configure_threads
 
-        net, tok, _ = _load(model, quant)
         if tok.chat_template is None:
             typer.echo(f"error: {model} has no chat template", err=True)
             raise typer.Exit(2)
@@ -129,35 +187,49 @@ def register(app: typer.Typer) -> None:
         typer.echo("glassformer chat: /reset clears the history, /exit quits.", err=True)
         while True:
             try:
-                line = input(">>> ")
-            except EOFError:
-                typer.echo("")
-                return
-            except KeyboardInterrupt:
-                typer.echo("")
+                line = input("" if as_json else ">>> ")
+            except (EOFError, KeyboardInterrupt):
+                typer.echo("", err=as_json)
                 return
             command = line.strip()
             if command in ("/exit", "/quit"):
                 return
             if command == "/reset":
                 history = history[:1] if system else []
-                typer.echo("(history cleared)")
+                typer.echo("(history cleared)", err=as_json)
                 continue
             if not command:
                 continue
             history.append({"role": "user", "content": line})
             text = tok.apply_chat_template(history, add_generation_prompt=True)
+            if threads is None:  # the machine's load changes between turns: choose again
+                configure_threads()
             try:
                 result = generate(
                     net,
                     tok,
                     text,
                     config,
-                    on_text=lambda _, piece: (sys.stdout.write(piece), sys.stdout.flush()),
+                    on_text=None
+                    if as_json
+                    else lambda _, piece: (sys.stdout.write(piece), sys.stdout.flush()),
                 )
             except KeyboardInterrupt:
-                typer.echo("\n(interrupted)")
+                typer.echo("\n(interrupted)", err=as_json)
                 history.pop()
                 continue
-            sys.stdout.write("\n")
+            except ValueError as err:  # the history outgrew the context, or broken logits
+                typer.echo(f"error: {err}; /reset clears the history", err=True)
+                history.pop()
+                continue
+            if as_json:
+                typer.echo(json.dumps({"user": line, **result.to_dict()}))
+            else:
+                sys.stdout.write("\n")
             history.append({"role": "assistant", "content": result.text})
+            if result.finish_reason == "context":
+                typer.echo(
+                    f"(the conversation fills {model}'s context of {net.config.max_seq_len} "
+                    "positions: /reset to continue)",
+                    err=True,
+                )

@@ -15,6 +15,7 @@ from glassformer.inference.decode import Decoder, decode_step, prefill
 from glassformer.inference.optimize import (
     QUANT_MODES,
     InferenceTransformer,
+    fast_path_notes,
     optimize,
     weight_bytes,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Decoder",
     "InferenceTransformer",
     "decode_step",
+    "fast_path_notes",
     "optimize",
     "prefill",
     "weight_bytes",

@@ -31,8 +31,8 @@ from glassformer.components.attention import Attention
 from glassformer.components.kv_cache import KVCache
 from glassformer.components.mlp import MLP
 from glassformer.components.norms import RMSNorm
-from glassformer.hugepages import move_into_huge_pages
 from glassformer.inference import native
+from glassformer.inference.hugepages import move_into_huge_pages
 from glassformer.inference.modules import (
     SMALL_M,
     DecodeLinear,
@@ -163,7 +163,7 @@ def optimize(
     RMSNorm. compile: `Decoder` compiles its decode step with `torch.compile` (falls back to
     eager when the compiler is unavailable). head_quant: the LM head's format ("int8" default
     when quantising; "none" keeps it float32). huge_pages: the weights move into one
-    transparent-huge-page region (`glassformer.hugepages`): decode reads every weight each
+    transparent-huge-page region (`inference.hugepages`): decode reads every weight each
     token, and 2 MiB pages spare it a TLB miss per 4 KiB (1.07x on SmolLM2's float32 decode).
     kv_dtype: what `new_cache` stores keys and values in; float16 by default when quantising (as
     llama.cpp does: decode attention reads half the bytes), float32 otherwise. The model is
@@ -199,6 +199,35 @@ def optimize(
     if huge_pages:
         move_into_huge_pages(model)
     return model
+
+
+def fast_path_notes(model: Transformer) -> list[str]:
+    """What of the fast path a model does not get, and why, one line each (empty: all of it).
+
+    The plain model gets a note saying so; an optimized one, the projections left float32 and
+    the reason single-token steps run module by module instead of as one `DecodePlan`."""
+    if not isinstance(model, InferenceTransformer):
+        return ["the plain model: every module runs through PyTorch (optimize() for speed)"]
+    notes = []
+    if not native.available():
+        notes.append(
+            "native kernels unavailable (no AVX2/FMA, no C compiler, or "
+            "GLASSFORMER_KERNELS=reference): PyTorch computes the same function, slower"
+        )
+    if model.quant != "none":
+        linears = [
+            m for _, _, m in _children(model.layers) if isinstance(m, nn.Linear | QuantLinear)
+        ]
+        kept = [m for m in linears if not isinstance(m, QuantLinear)]
+        if kept:
+            notes.append(
+                f"{len(kept)} of {len(linears)} projections stay float32: their input width is "
+                f"not a multiple of the {model.quant} group"
+            )
+    reason = why_not(model, model.new_cache(1, model.config.max_seq_len))
+    if reason is not None:
+        notes.append(f"decode steps run module by module, not as one native program: {reason}")
+    return notes
 
 
 def _fuse(model: Transformer) -> None:
