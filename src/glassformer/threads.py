@@ -19,8 +19,9 @@ measures both). So the default is:
 torch's intra-op pool and the native kernels share one count: the kernels read
 `torch.get_num_threads()`, and both run on the same libgomp pool. Idle OpenMP threads spin for
 a while before sleeping (GOMP_SPINCOUNT, 300,000 iterations by default); `limit_spinning()`
-shortens that, before the OpenMP runtime starts, so a thread between regions yields its core
-within tens of microseconds instead of a millisecond or more. Explicit settings win: a
+shortens that to 10,000, before the OpenMP runtime starts, so a thread left waiting yields its
+core 30 times sooner, while the back-to-back regions of a step still find their threads
+spinning. Explicit settings win: a
 `requested` count, `OMP_NUM_THREADS`, `GOMP_SPINCOUNT` or `OMP_WAIT_POLICY` in the environment.
 """
 
