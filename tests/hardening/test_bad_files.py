@@ -445,7 +445,9 @@ VALID_LLAMA = {
 }
 
 
-def hf_dir(tmp: Path, name: str, config: Any, raw: bytes | None = None) -> Path:
+def hf_dir(
+    tmp: Path, name: str, config: Any, raw: bytes | None = None, nan: bool = False
+) -> Path:
     """An HF directory with the valid 2-layer weights and the given config.json."""
     from glassformer.config import Config
     from glassformer.hf.weights import ours_to_hf
@@ -454,7 +456,10 @@ def hf_dir(tmp: Path, name: str, config: Any, raw: bytes | None = None) -> Path:
 
     directory = tmp / name
     model = Transformer(Config.from_hf(VALID_LLAMA))
-    write_hf_dir(directory, VALID_LLAMA, ours_to_hf(model.config, model.state_dict()))
+    state = model.state_dict()
+    if nan:
+        state["layers.1.mlp.up_proj.weight"][3, 4] = float("nan")
+    write_hf_dir(directory, VALID_LLAMA, ours_to_hf(model.config, state))
     text = raw if raw is not None else json.dumps(config).encode()
     (directory / "config.json").write_bytes(text)
     return directory
@@ -516,6 +521,8 @@ def config_cases(tmp: Path) -> list[Case]:
     add("layers_3_with_2_in_weights", {"num_hidden_layers": 3}, "layer 2")
     add("hidden_size_mismatch", {"hidden_size": 64, "num_attention_heads": 4}, "64")
     add("vocab_mismatch", {"vocab_size": 500}, "500")
+    directory = hf_dir(tmp, "weights_nan", VALID_LLAMA, nan=True)
+    cases.append(Case("config/weights_nan", "hf_dir", str(directory), ["inf/NaN", "up_proj"]))
     return cases
 
 

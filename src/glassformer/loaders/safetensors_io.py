@@ -268,12 +268,16 @@ def check_layer_count(config: Config, names: Iterable[str], where: str | Path) -
 
 
 def load_hf_dir(
-    directory: str | os.PathLike[str], dtype: torch.dtype | None = None
+    directory: str | os.PathLike[str],
+    dtype: torch.dtype | None = None,
+    *,
+    check_finite: bool = True,
 ) -> tuple[Config, dict[str, torch.Tensor]]:
     """(Config, state dict under glassformer's names) of an HF model directory.
 
     The config is read and checked against the weight files' headers (the layer count against
-    the tensors they hold) before any tensor is read or anything per layer is built."""
+    the tensors they hold) before any tensor is read or anything per layer is built. With
+    `check_finite`, a weight holding inf/NaN raises a ValueError naming it (as for GGUF)."""
     from glassformer.hf.config import config_from_hf
     from glassformer.hf.weights import hf_to_ours
 
@@ -287,7 +291,18 @@ def load_hf_dir(
     check_layer_count(config, (n for h in headers.values() for n in h), config_path)
     hf_state: dict[str, torch.Tensor] = {}
     for f in files:
-        hf_state.update(load_safetensors(f, dtype))
+        tensors = load_safetensors(f, dtype)
+        for name, t in tensors.items():
+            # a sum propagates inf/NaN and is cheaper than isfinite().all(); only a sum that
+            # is not finite (or overflowed) needs the exact test
+            if (
+                check_finite
+                and t.is_floating_point()
+                and not torch.isfinite(t.sum())
+                and not bool(torch.isfinite(t).all())
+            ):
+                raise ValueError(f"{f}: tensor {name!r} holds inf/NaN values")
+        hf_state.update(tensors)
     try:
         state = hf_to_ours(config, hf_state)
     except RuntimeError as err:  # a split or reshape of a tensor whose size is not the config's
