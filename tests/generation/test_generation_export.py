@@ -219,6 +219,10 @@ def test_gemma_export_config_passes_transformers_strict_types(tmp_path) -> None:
     assert json.loads((tmp_path / "config.json").read_text())["query_pre_attn_scalar"] == 16
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
     assert hf.config.query_pre_attn_scalar == 16
+    model = _perturbed(cfg)
+    ids = torch.randint(0, cfg.vocab_size, (1, 20))
+    with torch.no_grad():  # to_hf builds the HF model in memory from the same dict
+        assert (gf.to_hf(model)(ids).logits - model(ids)).abs().max() <= 1e-4
 
 
 def test_the_noop_space_split_is_dropped_without_changing_ids(tmp_path) -> None:

@@ -51,7 +51,9 @@ def to_hf(model: Transformer) -> Any:
         from transformers import AutoConfig, AutoModelForCausalLM
     except ImportError as err:  # pragma: no cover - transformers is an optional extra
         raise ImportError("to_hf needs HF transformers: pip install transformers") from err
-    hf_dict = config_to_hf(model.config)
+    from glassformer.hf.export import with_int_keys
+
+    hf_dict = with_int_keys(config_to_hf(model.config))
     model_type = hf_dict.pop("model_type")
     hf_config = AutoConfig.for_model(model_type, **hf_dict)
     hf_model = AutoModelForCausalLM.from_config(hf_config).to(model.embed.weight.dtype)

@@ -47,6 +47,17 @@ TOKENIZER_FILES = (
 _HF_INT_KEYS = ("query_pre_attn_scalar",)
 
 
+def with_int_keys(hf_config: Mapping[str, Any]) -> dict[str, Any]:
+    """`hf_config` with the keys transformers types as int written as ints: a Gemma 3 GGUF
+    gives query_pre_attn_scalar as 256.0, which transformers 5's strict config refuses."""
+    out = dict(hf_config)
+    for key in _HF_INT_KEYS:
+        value = out.get(key)
+        if isinstance(value, float) and value.is_integer():
+            out[key] = int(value)
+    return out
+
+
 def _legacy_rope(params: dict[str, Any]) -> tuple[Any, dict[str, Any] | None, Any]:
     """(rope_theta, rope_scaling or None, partial_rotary_factor or None) of one rope dict."""
     rest = {k: v for k, v in params.items() if k not in ("rope_theta", "partial_rotary_factor")}
@@ -81,11 +92,7 @@ def export_config(config: Config) -> dict[str, Any]:
     read back to the same Config."""
     from glassformer.hf.config import config_from_hf, config_to_hf
 
-    out = with_legacy_rope_keys(config_to_hf(config))
-    for key in _HF_INT_KEYS:  # 256.0 (a GGUF's float) fails transformers 5's strict int check
-        value = out.get(key)
-        if isinstance(value, float) and value.is_integer():
-            out[key] = int(value)
+    out = with_legacy_rope_keys(with_int_keys(config_to_hf(config)))
     back = config_from_hf(out)
     for name in ("rope_theta", "rope_theta_local", "rope_scaling", "rope_fraction"):
         if getattr(back, name) != getattr(config, name):
