@@ -154,15 +154,14 @@ def test_native_sliced_path_matches_float64(vocab: int, monkeypatch: pytest.Monk
     """The CPU path (logits one vocabulary slice at a time, softmax and gradient in
     `kernels/xent.c`) against float64 cross-entropy: loss, dL/dh and dL/dW, with ignored rows,
     several chunks, and the loss-only path. Counts that the kernel really ran."""
-    from glassformer.components import head_loss
-    from glassformer.kernels import available
+    from glassformer.kernels import autograd, available
 
     if not available():
         pytest.skip("native kernels unavailable")
     calls = []
-    kernel = head_loss.softmax_cross_entropy_
+    kernel = autograd.softmax_cross_entropy_
     monkeypatch.setattr(
-        head_loss, "softmax_cross_entropy_", lambda *a: calls.append(a[0].shape) or kernel(*a)
+        autograd, "softmax_cross_entropy_", lambda *a: calls.append(a[0].shape) or kernel(*a)
     )
     gen = torch.Generator().manual_seed(vocab)
     h = torch.randn(37, 32, generator=gen, requires_grad=True)
@@ -188,17 +187,17 @@ def test_native_sliced_path_matches_float64(vocab: int, monkeypatch: pytest.Monk
 def test_vocabulary_slices() -> None:
     """Slice widths: the largest divisor of the vocabulary in [512, 2048]; none -> one slice;
     soft-capping and bf16 autocast take the PyTorch path (None)."""
-    from glassformer.components.head_loss import _slices
     from glassformer.kernels import available
+    from glassformer.kernels.dispatch import vocab_slices
 
     if not available():
         pytest.skip("native kernels unavailable")
     h = torch.zeros(4, 8)
     for vocab, slices in [(8192, 4), (50257, 29), (49152, 24), (151936, 128), (300, 1)]:
-        assert _slices(h, torch.zeros(vocab, 8), None) == slices, vocab
-    assert _slices(h, torch.zeros(8192, 8), 30.0) is None
+        assert vocab_slices(h, torch.zeros(vocab, 8), None) == slices, vocab
+    assert vocab_slices(h, torch.zeros(8192, 8), 30.0) is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert _slices(h, torch.zeros(8192, 8), None) is None
+        assert vocab_slices(h, torch.zeros(8192, 8), None) is None
 
 
 def test_labels_out_of_range_are_refused() -> None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import glassformer.components.attention as attention_module
 import glassformer.kernels
-from glassformer.components import mlp as mlp_module
 from glassformer.config import Config
 from glassformer.kernels import autograd as native
+from glassformer.kernels import dispatch
 from glassformer.model import Transformer
 
 pytestmark = pytest.mark.skipif(not glassformer.kernels.available(), reason="no native kernels")
@@ -44,9 +43,7 @@ def test_native_kernels_give_pytorchs_loss_and_gradients(
 
         return wrapper
 
-    monkeypatch.setattr(
-        attention_module, "causal_attention", counted("attention", native.causal_attention)
-    )
+    monkeypatch.setattr(native, "causal_attention", counted("attention", native.causal_attention))
     monkeypatch.setattr(native, "gelu_tanh", counted("gelu", native.gelu_tanh))
     loss, grads = loss_and_grads(model, ids)
     assert calls["attention"] == cfg.n_layers
@@ -64,4 +61,61 @@ def test_native_kernels_give_pytorchs_loss_and_gradients(
 
 def test_gelu_tanh_falls_back_off_float32() -> None:
     x = torch.randn(5, 7, dtype=torch.float64)
-    assert torch.equal(mlp_module.gelu_tanh(x), torch.nn.functional.gelu(x, approximate="tanh"))
+    assert torch.equal(dispatch.gelu_tanh(x), torch.nn.functional.gelu(x, approximate="tanh"))
+
+
+@pytest.mark.parametrize(
+    ("impl", "dtype", "t", "s", "masked", "softcap", "route"),
+    [
+        ("native", torch.float32, 9, 9, False, None, "native"),  # plain causal: the C kernel
+        ("native", torch.float64, 9, 9, False, None, "sdpa"),  # not float32
+        ("native", torch.float32, 9, 9, True, None, "sdpa"),  # a mask (window, padding)
+        ("native", torch.float32, 2, 9, True, None, "sdpa"),  # a chunk after a cache
+        ("native", torch.float32, 1, 9, True, None, "eager"),  # one query (decoding) on the CPU
+        ("native", torch.float32, 9, 9, False, 5.0, "eager"),  # soft-capping needs the scores
+        ("sdpa", torch.float32, 9, 9, False, None, "sdpa"),
+        ("sdpa", torch.float32, 1, 9, True, None, "eager"),
+        ("eager", torch.float32, 9, 9, False, None, "eager"),
+    ],
+)
+def test_attention_routes(
+    impl: str,
+    dtype: torch.dtype,
+    t: int,
+    s: int,
+    masked: bool,
+    softcap: float | None,
+    route: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`dispatch.attention` takes the documented implementation for each case, and every route
+    gives float64 attention's output (grouped KV heads: 4 query heads over 2)."""
+    calls: list[str] = []
+
+    def counted(name: str, fn):
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(native, "causal_attention", counted("native", native.causal_attention))
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted("sdpa", sdpa))
+    gen = torch.Generator().manual_seed(t * 31 + s)
+    q = torch.randn(2, 4, t, 16, generator=gen, dtype=dtype)
+    k, v = (torch.randn(2, 2, s, 16, generator=gen, dtype=dtype) for _ in range(2))
+    visible = torch.ones(t, s, dtype=torch.bool).tril(s - t)  # causal, the last t of s positions
+    if masked:
+        visible[-1, 0] = False  # one hidden key, so the mask is not plain causal
+    out = dispatch.attention(
+        q, k, v, visible if masked else None, scale=0.3, softcap=softcap, impl=impl
+    )
+    assert calls == ([] if route == "eager" else [route])
+
+    scores = 0.3 * q.double() @ k.double().repeat_interleave(2, dim=1).transpose(-2, -1)
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
+    expect = probs @ v.double().repeat_interleave(2, dim=1)
+    assert torch.allclose(out.double(), expect, atol=1e-5)

@@ -1,6 +1,6 @@
-"""glassformer.hugepages: tensors moved into transparent huge pages hold the same values, keep
-their ties, save like any tensor, and really are backed by 2 MiB pages where the kernel offers
-them (read back from /proc/self/smaps)."""
+"""glassformer.inference.hugepages: tensors moved into transparent huge pages hold the same
+values, keep their ties, save like any tensor, and really are backed by 2 MiB pages where the
+kernel offers them (read back from /proc/self/smaps)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import glassformer as gf
-from glassformer import hugepages
-from glassformer.inference import optimize
+from glassformer.inference import hugepages, optimize
 
 
 def huge_kib_at(address: int) -> int | None:

@@ -3,6 +3,8 @@ charge; the opt-out variable is honoured."""
 
 from __future__ import annotations
 
+import ctypes
+import re
 import shutil
 
 import pytest
@@ -37,3 +39,35 @@ def test_the_build_is_cached_by_content(monkeypatch: pytest.MonkeyPatch, tmp_pat
     path = kernels.library().path  # type: ignore[union-attr]
     monkeypatch.setenv("GLASSFORMER_CACHE", str(path.parent))
     assert kernels._build() == path
+
+
+# C parameter types in `kernels.h` and the ctypes each must be declared as.
+C_TYPES = {"int": ctypes.c_int, "long": ctypes.c_long, "int64_t": ctypes.c_int64,
+           "float": ctypes.c_float}  # fmt: skip
+
+
+def header_prototypes() -> dict[str, list[tuple[str, type]]]:
+    """Every `void gf_<name>(...)` prototype in kernels.h as [(parameter, ctype name)]."""
+    text = (kernels.SOURCE_DIR / "kernels.h").read_text()
+    out = {}
+    for name, params in re.findall(r"^void gf_(\w+)\(([^)]*)\);", text, flags=re.M):
+        args = []
+        for param in " ".join(params.split()).split(", "):
+            ctype, arg = param.rsplit(" ", 1)
+            pointer = arg.startswith("*")
+            args.append((arg.lstrip("*"), ctypes.c_void_p if pointer else C_TYPES[ctype]))
+        out[name] = args
+    return out
+
+
+def test_the_signatures_are_the_headers() -> None:
+    """Each function's named argument list in `kernels.SIGNATURES` is its C prototype's:
+    same functions, same parameter names in the same order, matching ctypes (every pointer a
+    c_void_p). A wrong type or a missing argument would pass garbage to the kernel."""
+    header = header_prototypes()
+    assert len(header) == 16 and len(header["attn_backward"]) == 25
+    assert header == kernels.SIGNATURES
+    if kernels.available():  # the loaded functions carry these argument types
+        lib = kernels.library()
+        for name, args in kernels.SIGNATURES.items():
+            assert getattr(lib, name).argtypes == [ctype for _, ctype in args], name

@@ -9,73 +9,21 @@ MQA (Shazeer 2019) with one KV head, GQA in between. Optional extras, all set by
 biases, RMS-normalising q and k per head before RoPE (QK-norm: Dehghani et al. 2023, used by
 Qwen3 and Gemma 3), and a sliding window (Beltagy et al. 2020; Mistral, Gemma) that hides keys
 more than `window - 1` positions back.
+
+The softmax(q k^T) v step is one call, `attention` (`glassformer.kernels.dispatch`, where the
+choice between glassformer's causal kernel, PyTorch's SDPA and the spelled-out scores lives).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from glassformer.components.kv_cache import LayerCache, attention_mask
 from glassformer.components.norms import RMSNorm
 from glassformer.components.rope import apply_rotary
 from glassformer.config import Config
-from glassformer.kernels.autograd import causal_attention, causal_attention_supported
-
-
-def attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    mask: torch.Tensor | None,
-    scale: float,
-    softcap: float | None = None,
-    impl: str = "native",
-) -> torch.Tensor:
-    """q [B,H,T,D], k [B,Hkv,S,D], v [B,Hkv,S,Dv]; mask [T,S] or [B,1,T,S] bool, or None for
-    plain causal attention over S == T keys.
-
-    Returns [B,H,T,Dv]. `impl="eager"` spells the math out (and is what FLOP counters see);
-    "sdpa" calls PyTorch's fused kernel; "native" (the default) is "sdpa" except for plain
-    causal attention of float32 on the CPU, which runs glassformer's own kernel
-    (`kernels/attention.c`: the visible half of the scores only, forward and backward).
-    Soft-capping needs the scores, so it forces eager.
-    """
-    if (
-        impl == "native"
-        and mask is None
-        and softcap is None
-        and causal_attention_supported(q, k, v)
-    ):
-        b, h, t, d = q.shape
-        return causal_attention(q, k, v, scale).view(b, t, h, d).transpose(1, 2)
-    groups = q.shape[1] // k.shape[1]
-    # One query row (decoding): PyTorch's CPU flash kernel has a large fixed cost per call,
-    # while the explicit product is a pair of tiny matmuls.
-    fused = impl in ("native", "sdpa")
-    if fused and softcap is None and (q.shape[-2] > 1 or q.device.type != "cpu"):
-        return F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            is_causal=mask is None,
-            scale=scale,
-            enable_gqa=groups > 1,
-        )
-    if groups > 1:
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scale
-    if softcap is not None:
-        scores = softcap * torch.tanh(scores / softcap)
-    if mask is None:
-        t, s = scores.shape[-2:]
-        mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
-    scores = scores.masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-    return torch.matmul(probs, v)
+from glassformer.kernels.dispatch import attention
 
 
 class Attention(nn.Module):
@@ -101,7 +49,7 @@ class Attention(nn.Module):
         self.softcap = config.attn_logit_softcap
         self.window = config.window(layer)
         self.interleaved = config.rope_interleaved
-        self.impl = "native"
+        self.impl = "native"  # which attention implementation: `Transformer.set_attention_impl`
 
     def forward(
         self,
@@ -127,19 +75,45 @@ class Attention(nn.Module):
         cache: LayerCache | None,
         key_valid: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Projected heads q [b, h, t, d], k, v [b, hk, t, d] -> softmax(q k^T) v as [b, t, h d]:
-        QK-norm, RoPE, the cache, the mask, the scores (everything between the projections)."""
+        """Everything between the projections: projected heads q [b, h, t, d], k, v [b, hk, t, d]
+        -> softmax(scale q k^T + mask) v as [b, t, h d], the output projection's input."""
         b, _, t, _ = q.shape
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q = apply_rotary(q, *rope, interleaved=self.interleaved)
-            k = apply_rotary(k, *rope, interleaved=self.interleaved)
-        key_positions = positions
-        if cache is not None:  # a cache may store fewer bits (float16); scores use q's dtype
-            kv_dtype = cache.keys.dtype
-            k, v, key_positions = cache.update(k.to(kv_dtype), v.to(kv_dtype), positions)
-            k, v = k.to(q.dtype), v.to(q.dtype)
+        q, k = self._qk_norm(q, k)
+        q, k = self._rotate(q, k, rope)
+        k, v, key_positions = self._append_to_cache(k, v, positions, cache, q.dtype)
         mask = attention_mask(positions, key_positions, self.window, key_valid, cache is not None)
-        out = attend(q, k, v, mask, self.scale, self.softcap, self.impl)
+        out = attention(q, k, v, mask, scale=self.scale, softcap=self.softcap, impl=self.impl)
         return out.transpose(1, 2).reshape(b, t, -1)
+
+    def _qk_norm(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """QK-norm: each query and key head RMS-normalised (with its own scale), if configured."""
+        if self.q_norm is None or self.k_norm is None:
+            return q, k
+        return self.q_norm(q), self.k_norm(k)
+
+    def _rotate(
+        self, q: torch.Tensor, k: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE on queries and keys by their positions' (cos, sin); None: no rotary positions."""
+        if rope is None:
+            return q, k
+        return (
+            apply_rotary(q, *rope, interleaved=self.interleaved),
+            apply_rotary(k, *rope, interleaved=self.interleaved),
+        )
+
+    def _append_to_cache(
+        self,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        positions: torch.Tensor,
+        cache: LayerCache | None,
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Store the new keys and values; return every key and value the new queries may see
+        (in `dtype`) with their positions. Without a cache: the new ones only."""
+        if cache is None:
+            return k, v, positions
+        kv_dtype = cache.keys.dtype  # a cache may store fewer bits (float16); scores use q's dtype
+        k, v, key_positions = cache.update(k.to(kv_dtype), v.to(kv_dtype), positions)
+        return k.to(dtype), v.to(dtype), key_positions

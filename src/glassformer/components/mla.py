@@ -17,11 +17,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from glassformer.components.attention import attend
 from glassformer.components.kv_cache import LayerCache, attention_mask
 from glassformer.components.norms import RMSNorm
 from glassformer.components.rope import apply_rotary
 from glassformer.config import Config
+from glassformer.kernels.dispatch import attention
 
 # The reference implementation builds its latent norms with the RMSNorm default eps, not the
 # model's norm_eps; keep it so loaded weights reproduce it.
@@ -87,5 +87,5 @@ class MultiHeadLatentAttention(nn.Module):
         q = torch.cat((q_nope, q_rope), dim=-1)
 
         mask = attention_mask(positions, key_positions, self.window, key_valid, cache is not None)
-        out = attend(q, k, v, mask, self.scale, None, self.impl)
+        out = attention(q, k, v, mask, scale=self.scale, impl=self.impl)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))

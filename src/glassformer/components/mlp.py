@@ -15,19 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from glassformer.config import Config
-from glassformer.kernels import autograd as native
-
-
-def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    """GELU, tanh form. For float32 on the CPU, glassformer's kernel (`kernels/activations.c`:
-    one exp per element where PyTorch evaluates a tanh; 4-5x faster forward and 2.5-3.4x
-    forward + backward in `benchmarks/train_kernels.py`, within 2e-6 of float64)."""
-    if native.gelu_tanh_supported(x):
-        return native.gelu_tanh(x)
-    return F.gelu(x, approximate="tanh")
+from glassformer.kernels.dispatch import gelu_tanh
 
 
 def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation function named by `Config.activation` (GELU-tanh: `kernels.dispatch`)."""
     if name == "gelu":
         return F.gelu
     if name == "gelu_tanh":

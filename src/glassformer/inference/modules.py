@@ -437,6 +437,8 @@ class FusedAttention(nn.Module):
     # Everything between the projections is the core's code, shared rather than copied (this
     # class has the attributes it reads: norms, rotary layout, window, scale, soft-cap, impl).
     mix_heads = Attention.mix_heads
+    _qk_norm, _rotate = Attention._qk_norm, Attention._rotate
+    _append_to_cache = Attention._append_to_cache
 
 
 class FusedMLP(nn.Module):

@@ -2,22 +2,24 @@
 
 Why not PyTorch's own kernels: on a CPU without AVX-512 (AVX2 + FMA only), torch 2.13's
 `_weight_int8pack_mm` and `_weight_int4pack_mm_for_cpu` fall back to scalar loops for float32
-activations (10-20x slower than an fp32 GEMV of the same shape); with bfloat16 activations they
-are vectorised but no faster than fp32 (docs/inference.md has the measurements). Decoding one
-token is a matrix-vector product per layer, bound by how many weight bytes are streamed from
-memory, so the win of 8- or 4-bit weights only shows with a kernel that dequantises in
-registers. These are such kernels (`glassformer/kernels/quant.c`); the decode step's other
-helpers and the decode program are wrapped here as well (the prefill's causal attention is
-the core's: `glassformer.kernels.autograd.causal_attention`).
+activations (many times slower than an fp32 GEMV of the same shape); with bfloat16 activations
+they are vectorised but no faster than fp32 (`benchmarks/quant_kernels.py` runs every kernel
+that could serve a decode-sized product). Decoding one token is a matrix-vector product per
+layer, bound by how many weight bytes are streamed from memory, so the win of 8- or 4-bit
+weights only shows with a kernel that dequantises in registers. These are such kernels
+(`glassformer/kernels/quant.c`); the decode step's other helpers and the decode program are
+wrapped here as well (the prefill's causal attention is the core's:
+`glassformer.kernels.autograd.causal_attention`). The C prototypes' named argument lists are
+`glassformer.kernels.SIGNATURES`.
 
 What each kernel computes, for activations x [M, K] (float32, row-major) and N output rows.
-Columns are cut into blocks of 32. Each block of a row of x is first put in 16-bit fixed
-point, dx_b = max_{k in b} |x_k| / 32767 and xq_k = round(x_k / dx_b), so the inner loop
-can multiply small integers with `_mm256_madd_epi16` (16 products and 8 pair sums per
-instruction, exact in int32) instead of converting every weight to float: per 64 int4 weights
-about 20 instructions instead of 36, and the kernels are about twice as fast. The rounding
-error is at most dx_b / 2 = max|x_b| / 65534 per activation, ~2^-16 of the block's largest
-value, far below the 8- or 4-bit weight error (llama.cpp rounds activations to 8 bits).
+Columns are cut into blocks of 32. Each block of a row of x is first put in 16-bit fixed point,
+dx_b = max_{k in b} |x_k| / 32767 and xq_k = round(x_k / dx_b), so the inner loop can multiply
+small integers with `_mm256_madd_epi16` (16 products and 8 pair sums per instruction, exact in
+int32) instead of converting every weight to float: per 64 int4 weights about 20 instructions
+instead of 36. The rounding error is at most dx_b / 2 = max|x_b| / 65534 per activation, ~2^-16
+of the block's largest value, far below the 8- or 4-bit weight error (llama.cpp rounds
+activations to 8 bits).
 
     int8:  y[m, n] = sum_b s[n, g(b)] dx_b * sum_{k in b} q[n, k] xq[m, k]
            q int8 [N, K]; s float32 [N, K / group] (group = K: per channel; 32: GGUF Q8_0).

@@ -12,7 +12,9 @@ The C sources sit next to this file, one per subject:
     xent.c         softmax cross-entropy and its gradient, in place over the LM head's logits
 
 Python wrappers: `glassformer.inference.native` (inference kernels) and
-`glassformer.kernels.autograd` (the differentiable ones the core model and the trainer use).
+`glassformer.kernels.autograd` (the differentiable ones); `glassformer.kernels.dispatch` chooses
+between those and PyTorch's ops for the core model. `SIGNATURES` names every C function's
+arguments.
 
 Every kernel parallelises with OpenMP. The library links the process's libgomp (the one torch
 loaded), so it shares torch's thread pool instead of starting a second one.
@@ -68,33 +70,69 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
 
 
+# Every exported C function's arguments as (name, ctype), in order: the names are the
+# parameters' in `kernels.h` (a test holds the two equal). Strides are in elements; `nt` is the
+# thread count; `f16` flags a float16 KV cache.
+PTR, INT, LONG, INT64, FLOAT = (ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_int64,
+                                ctypes.c_float)  # fmt: skip
+
+
+def _strided(name: str) -> list[tuple[str, type]]:
+    """A [B, heads, T, D] tensor passed as its pointer and its first three strides."""
+    return [(name, PTR), (f"s{name}b", LONG), (f"s{name}h", LONG), (f"s{name}t", LONG)]
+
+
+SIGNATURES: dict[str, list[tuple[str, type]]] = {
+    # quant.c: y [M, N] = x [M, K] W^T with W int4, int8 or float32 [N, K]; W dequantised
+    "q4_mm": [("x", PTR), ("M", INT), ("K", INT), ("q", PTR), ("d", PTR), ("mn", PTR),
+              ("N", INT), ("group", INT), ("y", PTR), ("nt", INT)],
+    "q8_mm": [("x", PTR), ("M", INT), ("K", INT), ("q", PTR), ("s", PTR), ("N", INT),
+              ("group", INT), ("y", PTR), ("nt", INT)],
+    "f32_mm": [("x", PTR), ("M", INT), ("K", INT), ("w", PTR), ("N", INT), ("y", PTR),
+               ("nt", INT)],
+    "q4_dequant": [("q", PTR), ("d", PTR), ("mn", PTR), ("N", INT), ("K", INT), ("group", INT),
+                   ("out", PTR), ("nt", INT)],
+    "q8_dequant": [("q", PTR), ("s", PTR), ("N", INT), ("K", INT), ("group", INT),
+                   ("out", PTR), ("nt", INT)],
+    # decode.c: one decode step's small operations
+    "rmsnorm": [("x", PTR), ("w", PTR), ("y", PTR), ("M", INT), ("D", INT), ("eps", FLOAT)],
+    "rope_store": [("qkv", PTR), ("B", INT), ("H", INT), ("HK", INT), ("D", INT), ("rot", INT),
+                   ("interleaved", INT), ("cos", PTR), ("sin", PTR), ("kc", PTR), ("vc", PTR),
+                   ("kpos", PTR), ("cap", INT), ("pos", INT), ("f16", INT)],
+    "attn_decode": [("q", PTR), ("qstride", INT), ("kc", PTR), ("vc", PTR), ("B", INT),
+                    ("H", INT), ("HK", INT), ("D", INT), ("cap", INT), ("L", INT),
+                    ("scale", FLOAT), ("out", PTR), ("nt", INT), ("f16", INT)],
+    "silu_mul": [("gu", PTR), ("out", PTR), ("M", INT), ("F", INT)],
+    "add": [("y", PTR), ("x", PTR), ("M", INT), ("N", INT), ("stride", INT)],
+    # program.c: a decode step as one call over a list of `gf_op`s
+    "run_program": [("ops", PTR), ("n", INT), ("pos", INT)],
+    # attention.c: causal attention of q [B, H, T, D] over k, v [B, HK, T, D]
+    "attn_prefill": [*_strided("q"), *_strided("k"), *_strided("v"),
+                     ("B", INT), ("H", INT), ("HK", INT), ("T", INT), ("D", INT),
+                     ("scale", FLOAT), ("out", PTR), ("lse", PTR), ("nt", INT)],
+    "attn_backward": [*_strided("q"), *_strided("k"), *_strided("v"),
+                      ("o", PTR), ("dout", PTR), ("lse", PTR),
+                      ("B", INT), ("H", INT), ("HK", INT), ("T", INT), ("D", INT),
+                      ("scale", FLOAT), ("dq", PTR), ("dk", PTR), ("dv", PTR), ("nt", INT)],
+    # activations.c
+    "gelu_tanh": [("x", PTR), ("y", PTR), ("n", LONG), ("nt", INT)],
+    "gelu_tanh_backward": [("x", PTR), ("dy", PTR), ("dx", PTR), ("n", LONG), ("nt", INT)],
+    # xent.c: softmax cross-entropy over rows of logits cut in nb slices of vs columns
+    "xent_rows": [("z", PTR), ("rows", LONG), ("nb", LONG), ("vs", LONG), ("bstride", LONG),
+                  ("labels", PTR), ("ignore", INT64), ("grad", INT), ("loss", PTR),
+                  ("nt", INT)],
+}  # fmt: skip
+
+
 class Library:
-    """ctypes bindings; argument types declared once so each call converts plain ints."""
+    """ctypes bindings of `SIGNATURES`: each C function `gf_<name>` as attribute `<name>`, with
+    its argument types declared once so each call converts plain ints and floats."""
 
     def __init__(self, path: Path) -> None:
         lib = ctypes.CDLL(str(path))
-        p, i, f, n = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_long
-        signatures = {
-            "q4_mm": [p, i, i, p, p, p, i, i, p, i],
-            "q8_mm": [p, i, i, p, p, i, i, p, i],
-            "f32_mm": [p, i, i, p, i, p, i],
-            "q4_dequant": [p, p, p, i, i, i, p, i],
-            "q8_dequant": [p, p, i, i, i, p, i],
-            "rmsnorm": [p, p, p, i, i, f],
-            "rope_store": [p, i, i, i, i, i, i, p, p, p, p, p, i, i, i],
-            "attn_decode": [p, i, p, p, i, i, i, i, i, i, f, p, i, i],
-            "attn_prefill": [p, n, n, n, p, n, n, n, p, n, n, n, i, i, i, i, i, f, p, p, i],
-            "attn_backward": [p, n, n, n, p, n, n, n, p, n, n, n, p, p, p, *[i] * 5, f, p, p, p, i],
-            "gelu_tanh": [p, p, n, i],
-            "gelu_tanh_backward": [p, p, p, n, i],
-            "xent_rows": [p, n, n, n, n, p, ctypes.c_int64, i, p, i],
-            "run_program": [p, i, i],
-            "silu_mul": [p, p, i, i],
-            "add": [p, p, i, i, i],
-        }
-        for name, argtypes in signatures.items():
+        for name, args in SIGNATURES.items():
             fn = getattr(lib, f"gf_{name}")
-            fn.argtypes, fn.restype = argtypes, None
+            fn.argtypes, fn.restype = [ctype for _, ctype in args], None
             setattr(self, name, fn)
         self.path = path
 

@@ -1,14 +1,11 @@
-"""The differentiable native kernels: causal attention and GELU-tanh as autograd functions.
+"""The differentiable native kernels: causal attention, GELU-tanh and the head's cross-entropy.
 
-The core model calls these on the CPU for float32 tensors when the library is built (see
-`causal_attention_supported`, `gelu_tanh_supported`) and PyTorch's kernels otherwise, so every
-architecture keeps one definition and the tests hold the two paths against each other.
-
-Why they exist: a GPT-2-style training step on a 2-core AVX2 CPU spends about 11% of its time
-in PyTorch's CPU flash attention (which computes the whole score matrix below 512 positions and
-masks half away) and 6% in GELU-tanh (PyTorch evaluates a tanh per element). `attention.c`
-computes the visible half only; `activations.c` uses one exp. Numbers:
-`benchmarks/train.py`, `benchmarks/forward.py`, `benchmarks/prefill_attention.py`.
+Autograd functions over the C kernels of `attention.c`, `activations.c` and `xent.c`, plus the
+rule for which tensors they take (`native_ok`, `causal_attention_supported`,
+`gelu_tanh_supported`). The core model reaches them only through `glassformer.kernels.dispatch`,
+which holds PyTorch's equivalents and says why each kernel exists; the inference modules call
+`causal_attention` for a prefill. Measured against PyTorch by `benchmarks/train_kernels.py`,
+`benchmarks/prefill_attention.py` and `benchmarks/head.py`.
 """
 
 from __future__ import annotations
@@ -19,9 +16,9 @@ from torch.autograd.function import once_differentiable
 from glassformer.kernels import library, threads
 
 # Longest sequence for the native causal kernel. Each block of 24 queries keeps its scores against
-# all T keys in cache, while PyTorch's flash kernel tiles the keys, so the margin narrows with T:
-# forward 1.35x SDPA at 2048 positions and 1.19x at 4096 (`benchmarks/prefill_attention.py`),
-# forward + backward 1.19x at 2048 but 0.90x at 4096 with heads of 128.
+# all T keys in cache, while PyTorch's flash kernel tiles the keys, so the kernel's margin over
+# SDPA narrows as T grows, the backward's first: beyond this length the training step gains
+# nothing. `python benchmarks/prefill_attention.py --lengths 2048 4096` measures the forward.
 CAUSAL_MAX_T = 2048
 
 
@@ -85,10 +82,12 @@ class _CausalAttention(torch.autograd.Function):
         out = torch.empty(b, t, h * d)
         needs_grad = any(ctx.needs_input_grad[:3])  # type: ignore[attr-defined]
         lse = torch.empty(b, h, t) if needs_grad else None
-        lib.attn_prefill(
-            q.data_ptr(), *q.stride()[:3], k.data_ptr(), *k.stride()[:3], v.data_ptr(),
-            *v.stride()[:3], b, h, hk, t, d, scale, out.data_ptr(),
-            None if lse is None else lse.data_ptr(), threads(),
+        lib.attn_prefill(  # arguments as in kernels.SIGNATURES["attn_prefill"]
+            q.data_ptr(), *q.stride()[:3],
+            k.data_ptr(), *k.stride()[:3],
+            v.data_ptr(), *v.stride()[:3],
+            b, h, hk, t, d, scale,
+            out.data_ptr(), None if lse is None else lse.data_ptr(), threads(),
         )  # fmt: skip
         if needs_grad:
             ctx.save_for_backward(q, k, v, out, lse)
@@ -111,10 +110,13 @@ class _CausalAttention(torch.autograd.Function):
         dq = torch.empty(b, t, h, d)
         dk = torch.empty(b, t, hk, d)
         dv = torch.empty(b, t, hk, d)
-        lib.attn_backward(
-            q.data_ptr(), *q.stride()[:3], k.data_ptr(), *k.stride()[:3], v.data_ptr(),
-            *v.stride()[:3], out.data_ptr(), grad_out.data_ptr(), lse.data_ptr(), b, h, hk, t, d,
-            ctx.scale, dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), threads(),  # type: ignore[attr-defined]
+        lib.attn_backward(  # arguments as in kernels.SIGNATURES["attn_backward"]
+            q.data_ptr(), *q.stride()[:3],
+            k.data_ptr(), *k.stride()[:3],
+            v.data_ptr(), *v.stride()[:3],
+            out.data_ptr(), grad_out.data_ptr(), lse.data_ptr(),
+            b, h, hk, t, d, ctx.scale,  # type: ignore[attr-defined]
+            dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), threads(),
         )  # fmt: skip
         return dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), None
 

@@ -5,13 +5,14 @@ Linux maps anonymous memory in 4 KiB pages unless a region is marked with
 or `always`) each aligned 2 MiB of it is one page. Decoding streams every weight once a token:
 with 4 KiB pages that is a TLB miss and a page walk per 4 KiB read (135,000 a token for SmolLM2
 in float32), with 2 MiB pages 270. `move_into_huge_pages()` puts a model's weights there
-(`optimize()` calls it; about 1.07x on SmolLM2's float32 decode, docs/inference.md).
+(`optimize()` calls it, unless `huge_pages=False`; docs/inference.md has the measurement).
 
 PyTorch can do this for all its CPU allocations (`THP_MEM_ALLOC_ENABLE=1`, read once per
-process); here it is done for the memory that profits, whatever the environment says. (For a
-forward pass's freshly allocated logits it was measured and not kept: the huge-page faults cost
-more system time than the TLB saved.) Where the kernel offers no huge pages (other platforms,
-THP `never`) nothing moves.
+process); here it is done for the memory that profits, whatever the environment says: the
+weights, allocated once and read every token. Short-lived buffers, such as a forward pass's
+logits, stay in ordinary pages, where faulting in huge pages would cost more system time than
+the TLB saves. Where the kernel offers no huge pages (other platforms, THP `never`) nothing
+moves.
 """
 
 from __future__ import annotations
