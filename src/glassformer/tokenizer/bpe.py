@@ -25,7 +25,7 @@ of the token that the two neighbours would form.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from typing import Any
 
@@ -43,6 +43,23 @@ _NO_RANK = 1 << 62
 _NO_COST = float("inf")
 # Bounds memory on huge inputs with many distinct pre-tokens; a full cache is simply cleared.
 _CACHE_LIMIT = 1 << 18
+
+
+def encode_cached(
+    pieces: Iterable[str], cache: dict[str, list[int]], encode: Callable[[str], list[int]]
+) -> list[int]:
+    """The ids of each piece in turn, ``encode(piece)`` memoised in ``cache``: text repeats
+    its words, so most pieces are looked up rather than merged again."""
+    out: list[int] = []
+    for piece in pieces:
+        ids = cache.get(piece)
+        if ids is None:
+            ids = encode(piece)
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[piece] = ids
+        out += ids
+    return out
 
 
 @cache
@@ -210,17 +227,8 @@ class ByteLevelBPE:
         """
         if self.add_prefix_space and at_start and not text.startswith(" "):
             text = " " + text
-        cache = self._cache
-        out: list[int] = []
-        for piece in self.pre_tokenizer.split(text):  # type: ignore[attr-defined]
-            ids = cache.get(piece)
-            if ids is None:
-                ids = self._encode_piece(piece)
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                cache[piece] = ids
-            out += ids
-        return out
+        pieces = self.pre_tokenizer.split(text)  # type: ignore[attr-defined]
+        return encode_cached(pieces, self._cache, self._encode_piece)
 
     def _encode_piece(self, piece: str) -> list[int]:
         word = to_byte_level(piece)

@@ -87,6 +87,14 @@ def _walk(cfg: Any, kind: str) -> list[Mapping[str, Any]]:
     return found
 
 
+def _members(cfg: Mapping[str, Any], key: str, source: str, field: str) -> list[tuple[Any, str]]:
+    """A Sequence component's members under ``key``, each with its field path for errors."""
+    subs = cfg.get(key, [])
+    if not isinstance(subs, list):
+        raise _bad(source, f"{field}.{key}", "must be a list")
+    return [(sub, f"{field}.{key}[{i}]") for i, sub in enumerate(subs)]
+
+
 def _hf_pre_patterns(cfg: Any, source: str, field: str) -> tuple[list[tuple[str, str]], bool]:
     """(pattern, field) pairs and ``add_prefix_space`` for a byte-level pre-tokenizer."""
     if cfg is None:
@@ -94,13 +102,10 @@ def _hf_pre_patterns(cfg: Any, source: str, field: str) -> tuple[list[tuple[str,
     cfg = _object(cfg, source, field)
     kind = cfg.get("type")
     if kind == "Sequence":
-        subs = cfg.get("pretokenizers", [])
-        if not isinstance(subs, list):
-            raise _bad(source, f"{field}.pretokenizers", "must be a list")
         patterns: list[tuple[str, str]] = []
         prefix = False
-        for i, sub in enumerate(subs):
-            sub_patterns, sub_prefix = _hf_pre_patterns(sub, source, f"{field}.pretokenizers[{i}]")
+        for sub, where in _members(cfg, "pretokenizers", source, field):
+            sub_patterns, sub_prefix = _hf_pre_patterns(sub, source, where)
             patterns += sub_patterns
             prefix = prefix or sub_prefix
         return patterns, prefix
@@ -140,10 +145,10 @@ def _hf_normalizer(cfg: Any, source: str, field: str = "normalizer") -> Callable
     cfg = _object(cfg, source, field)
     kind = cfg.get("type")
     if kind == "Sequence":
-        subs = cfg.get("normalizers", [])
-        if not isinstance(subs, list):
-            raise _bad(source, f"{field}.normalizers", "must be a list")
-        steps = [_hf_normalizer(s, source, f"{field}.normalizers[{i}]") for i, s in enumerate(subs)]
+        steps = [
+            _hf_normalizer(s, source, where)
+            for s, where in _members(cfg, "normalizers", source, field)
+        ]
         funcs = [f for f in steps if f is not None]
 
         def chain(text: str) -> str:

@@ -32,12 +32,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from .bpe import bpe_merge
+from .bpe import _CACHE_LIMIT, bpe_merge, encode_cached
 
 __all__ = ["SPACE_MARK", "SentencePieceBPE"]
 
 SPACE_MARK = "\u2581"
-_CACHE_LIMIT = 1 << 18
 # Candidate cut points: before each run of space marks that follows other text.
 _CHUNK = re.compile(SPACE_MARK + "*[^" + SPACE_MARK + "]+|" + SPACE_MARK + "+")
 _MARK_SPLIT = re.compile(SPACE_MARK + "[^" + SPACE_MARK + "]*|[^" + SPACE_MARK + "]+")
@@ -110,17 +109,8 @@ class SentencePieceBPE:
             text = " " + text
         if not text:
             return []
-        cache = self._cache
-        out: list[int] = []
-        for chunk in self._chunks(text.replace(" ", SPACE_MARK)):
-            ids = cache.get(chunk)
-            if ids is None:
-                ids = self._encode_chunk(chunk)
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                cache[chunk] = ids
-            out += ids
-        return out
+        chunks = self._chunks(text.replace(" ", SPACE_MARK))
+        return encode_cached(chunks, self._cache, self._encode_chunk)
 
     def _chunks(self, text: str) -> list[str]:
         if self.split_on_space_mark:
