@@ -228,48 +228,25 @@ def plot_report(report: dict[str, Any], path: str | Path | None = None) -> bytes
     fig, axes = plt.subplots(n_panels, 1, figsize=(7.5, 2.6 * n_panels), sharex=True)
     lo, hi = report.get("band", DEFAULT_BAND)
 
+    def plot(ax: Any, key: str, style: str, color: str, label: str) -> None:
+        """One per-layer measure of the report as a line over the layers."""
+        ax.plot(x, [r[key] for r in layers], style, ms=3, color=color, label=label)
+
     ax = axes[0]
     ax.axhspan(lo, hi, color="tab:green", alpha=0.15, label=f"safe band [{lo:g}, {hi:g}]")
     ax.axhline(1.0, color="tab:green", lw=0.8, ls=":")
-    ax.plot(
-        x,
-        [r["spectral_ratio"] for r in layers],
-        "o-",
-        color="tab:blue",
-        ms=3,
-        label=r"$\rho_l = \|W_{mlp}\|_2 / \|W_{attn}\|_2$",
-    )
+    ratio_label = r"$\rho_l = \|W_{mlp}\|_2 / \|W_{attn}\|_2$"
+    plot(ax, "spectral_ratio", "o-", "tab:blue", ratio_label)
     ax.set_yscale("log")
     ax.set_ylabel("spectral ratio")
     ax.legend(loc="best", fontsize=8)
     ax.set_title(f"{report.get('model', '')}: spectral telemetry", fontsize=10)
 
     ax = axes[1]
-    ax.plot(
-        x,
-        [r["effective_rank"] for r in layers],
-        "o-",
-        ms=3,
-        color="tab:red",
-        label=r"weight-only erank($C_{l+1}$)",
-    )
+    plot(ax, "effective_rank", "o-", "tab:red", r"weight-only erank($C_{l+1}$)")
     if has_data:
-        ax.plot(
-            x,
-            [r["data_effective_rank"] for r in layers],
-            "s-",
-            ms=3,
-            color="tab:purple",
-            label="data erank (tokens)",
-        )
-        ax.plot(
-            x,
-            [r["data_effective_rank_centered"] for r in layers],
-            "^--",
-            ms=3,
-            color="tab:gray",
-            label="data erank (centred)",
-        )
+        plot(ax, "data_effective_rank", "s-", "tab:purple", "data erank (tokens)")
+        plot(ax, "data_effective_rank_centered", "^--", "tab:gray", "data erank (centred)")
     ax.axhline(
         report.get("erank_threshold", DEFAULT_ERANK_THRESHOLD),
         color="k",
@@ -283,22 +260,9 @@ def plot_report(report: dict[str, Any], path: str | Path | None = None) -> bytes
 
     if has_data:
         ax = axes[2]
-        ax.plot(
-            x,
-            [r["token_cosine"] for r in layers],
-            "o-",
-            ms=3,
-            color="tab:orange",
-            label="mean pairwise token cosine",
-        )
-        ax.plot(
-            x,
-            [r["rank1_residual"] for r in layers],
-            "s--",
-            ms=3,
-            color="tab:brown",
-            label=r"$\|X - 1\bar{x}^T\|_F / \|X\|_F$",
-        )
+        plot(ax, "token_cosine", "o-", "tab:orange", "mean pairwise token cosine")
+        residual_label = r"$\|X - 1\bar{x}^T\|_F / \|X\|_F$"
+        plot(ax, "rank1_residual", "s--", "tab:brown", residual_label)
         ax.set_ylim(-0.05, 1.05)
         ax.set_ylabel("token alignment")
         ax.legend(loc="best", fontsize=8)

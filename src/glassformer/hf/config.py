@@ -120,6 +120,11 @@ def _load(config: dict[str, Any] | str | Path | Any) -> dict[str, Any]:
     assert path is not None
     if not path.exists():
         raise ValueError(f"{path}: no such config file")
+    return read_json_object(path)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path` (a config.json); anything else is refused naming the file."""
     try:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

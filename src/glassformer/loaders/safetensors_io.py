@@ -197,17 +197,14 @@ def _read_dir_headers(
     directory: Path,
 ) -> tuple[dict[str, Any], list[Path], dict[Path, dict[str, dict[str, Any]]]]:
     """(config.json, weight files, each file's validated header): everything but the data."""
+    from glassformer.hf.config import read_json_object
+
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such model directory")
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
         raise ValueError(f"{directory}: not an HF model directory (no {CONFIG_FILE})")
-    try:
-        hf_config = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{config_path}: not valid JSON ({err})") from None
-    if not isinstance(hf_config, dict):
-        raise ValueError(f"{config_path}: expected a JSON object, got a {type(hf_config).__name__}")
+    hf_config = read_json_object(config_path)
 
     files = weight_files(directory)
     headers = {f: read_header(f)[0] for f in files}  # all validated before any allocation
