@@ -118,6 +118,25 @@ def matrix_spectral_norm(w: torch.Tensor, **kwargs: object) -> float:
     )
 
 
+def _product_matvecs(
+    mats: Sequence[torch.Tensor], mats_t: Sequence[torch.Tensor]
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+    """x -> F_1 ... F_k x and y -> (F_1 ... F_k)^T y = F_k^T ... F_1^T y, from the factors
+    `mats` and their transposes `mats_t`, never forming the product."""
+
+    def mv(x: torch.Tensor) -> torch.Tensor:
+        for m in reversed(mats):
+            x = m @ x
+        return x
+
+    def rmv(y: torch.Tensor) -> torch.Tensor:
+        for mt in mats_t:
+            y = mt @ y
+        return y
+
+    return mv, rmv
+
+
 def product_spectral_norm(factors: Sequence[torch.Tensor], **kwargs: object) -> float:
     """||F_1 F_2 ... F_k||_2 through matvecs with each factor, never forming the product.
 
@@ -131,16 +150,7 @@ def product_spectral_norm(factors: Sequence[torch.Tensor], **kwargs: object) -> 
                 f"factors: shapes {tuple(left.shape)} and {tuple(right.shape)} do not chain"
             )
 
-    def mv(x: torch.Tensor) -> torch.Tensor:
-        for m in reversed(mats):
-            x = m @ x
-        return x
-
-    def rmv(y: torch.Tensor) -> torch.Tensor:
-        for mt in mats_t:
-            y = mt @ y
-        return y
-
+    mv, rmv = _product_matvecs(mats, mats_t)
     return top_singular_value(mv, rmv, mats[-1].shape[1], device=mats[-1].device, **kwargs)  # type: ignore[arg-type]
 
 
@@ -203,17 +213,7 @@ def _spectral_norm_differentiable(
     n = factors[-1].shape[1]
     with torch.no_grad():
         mats = [f.detach().float() for f in factors]
-
-        def mv(x: torch.Tensor) -> torch.Tensor:
-            for m in reversed(mats):
-                x = m @ x
-            return x
-
-        def rmv(y: torch.Tensor) -> torch.Tensor:
-            for m in mats:
-                y = m.T @ y
-            return y
-
+        mv, rmv = _product_matvecs(mats, [m.T for m in mats])
         cold = state is None or key not in state.vectors
         if cold:
             n_iter = max(n_iter, 30)  # no warm start: converge first, then 1 step per call
