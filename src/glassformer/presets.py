@@ -29,6 +29,15 @@ _LLAMA31 = dict(
     rope_scaling=dict(type="llama3", factor=8.0, original_max_seq_len=8192, low_freq_factor=1.0,
                       high_freq_factor=4.0),
 )
+# Mistral 7B's shape, which Mixtral 8x7B keeps for its attention and each expert
+_MISTRAL = dict(
+    vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_ff=14336,
+    max_seq_len=32768, norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
+)
+_QWEN25 = dict(
+    family="qwen2", rope_theta=1000000.0, norm_eps=1e-6, bos_token_id=151643,
+    eos_token_id=151643,
+)
 _QWEN3 = dict(
     family="qwen3", vocab_size=151936, head_dim=128, rope_theta=1000000.0, norm_eps=1e-6,
     max_seq_len=40960, eos_token_id=151645,
@@ -78,26 +87,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         bos_token_id=1, eos_token_id=2,
     ),
     # --- Mistral / Mixtral ------------------------------------------------------------------------
-    "mistral-7b": dict(
-        family="mistral", vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
-        d_ff=14336, max_seq_len=32768, sliding_window=4096, norm_eps=1e-5, bos_token_id=1,
-        eos_token_id=2,
-    ),
+    "mistral-7b": dict(_MISTRAL, family="mistral", sliding_window=4096),
     "mixtral-8x7b": dict(
-        family="mixtral", vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
-        d_ff=14336, max_seq_len=32768, rope_theta=1000000.0, norm_eps=1e-5, n_experts=8,
-        n_experts_per_token=2, moe_d_ff=14336, bos_token_id=1, eos_token_id=2,
+        _MISTRAL, family="mixtral", rope_theta=1000000.0, n_experts=8, n_experts_per_token=2,
+        moe_d_ff=14336,
     ),
     # --- Qwen -------------------------------------------------------------------------------------
     "qwen2.5-0.5b": dict(
-        family="qwen2", vocab_size=151936, d_model=896, n_layers=24, n_heads=14, n_kv_heads=2,
-        d_ff=4864, max_seq_len=32768, rope_theta=1000000.0, norm_eps=1e-6, tie_embeddings=True,
-        bos_token_id=151643, eos_token_id=151643,
+        _QWEN25, vocab_size=151936, d_model=896, n_layers=24, n_heads=14, n_kv_heads=2,
+        d_ff=4864, max_seq_len=32768, tie_embeddings=True,
     ),
     "qwen2.5-7b": dict(
-        family="qwen2", vocab_size=152064, d_model=3584, n_layers=28, n_heads=28, n_kv_heads=4,
-        d_ff=18944, max_seq_len=131072, rope_theta=1000000.0, norm_eps=1e-6,
-        bos_token_id=151643, eos_token_id=151643,
+        _QWEN25, vocab_size=152064, d_model=3584, n_layers=28, n_heads=28, n_kv_heads=4,
+        d_ff=18944, max_seq_len=131072,
     ),
     "qwen3-0.6b": dict(
         _QWEN3, d_model=1024, n_layers=28, n_heads=16, n_kv_heads=8, d_ff=3072,
