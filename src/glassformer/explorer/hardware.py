@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import difflib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -80,6 +80,9 @@ FALLBACK: dict[str, tuple[str, ...]] = {
 }
 
 
+GB = 1e9
+
+
 def _nv(bf16: float, fp8: float | None, int8: float, tf32: float, fp32: float) -> dict[str, float]:
     peak = {"bf16": bf16 * TERA, "fp16": bf16 * TERA, "int8": int8 * TERA}
     peak.update({"tf32": tf32 * TERA, "fp32": fp32 * TERA})
@@ -88,107 +91,101 @@ def _nv(bf16: float, fp8: float | None, int8: float, tf32: float, fp32: float) -
     return peak
 
 
-def _apple(tflops: float) -> dict[str, float]:
-    return {"fp32": tflops * TERA, "fp16": tflops * TERA}
+def _gpu(
+    name: str,
+    label: str,
+    peak: dict[str, float],
+    bandwidth: float,
+    memory_gb: float,
+    source: str,
+    aliases: tuple[str, ...] = (),
+) -> Hardware:
+    """A device whose non-matrix ops run at its FP32 peak."""
+    return Hardware(
+        name, label, peak, peak["fp32"], bandwidth, memory_gb * GB, source, aliases=aliases
+    )
 
 
-GB = 1e9
+def _apple(
+    name: str,
+    label: str,
+    tflops: float,
+    bandwidth_gb: float,
+    memory_gb: float,
+    aliases: tuple[str, ...] = (),
+) -> Hardware:
+    """An Apple GPU: FP16 at the FP32 rate, no low-precision matrix units."""
+    peak = {"fp32": tflops * TERA, "fp16": tflops * TERA}
+    source = "Apple announcement (GPU FP32 TFLOPS)"
+    return _gpu(name, label, peak, bandwidth_gb * GB, memory_gb, source, aliases)
+
+
+_H100 = _gpu(
+    "h100-sxm",
+    "NVIDIA H100 SXM5 80GB",
+    _nv(989.4, 1978.9, 1978.9, 494.7, 66.9),
+    3.35e12,
+    80,
+    "NVIDIA H100 datasheet (dense)",
+    aliases=("h100",),
+)
 PRESETS: dict[str, Hardware] = {
     h.name: h
     for h in (
-        Hardware(
-            "h100-sxm",
-            "NVIDIA H100 SXM5 80GB",
-            _nv(989.4, 1978.9, 1978.9, 494.7, 66.9),
-            66.9 * TERA,
-            3.35e12,
-            80 * GB,
-            "NVIDIA H100 datasheet (dense)",
-            aliases=("h100",),
-        ),
-        Hardware(
-            "h200",
-            "NVIDIA H200 SXM 141GB",
-            _nv(989.4, 1978.9, 1978.9, 494.7, 66.9),
-            66.9 * TERA,
-            4.8e12,
-            141 * GB,
-            "NVIDIA H200 datasheet (dense)",
+        _H100,
+        # the same GH100 compute with HBM3e
+        replace(
+            _H100,
+            name="h200",
+            label="NVIDIA H200 SXM 141GB",
+            bandwidth=4.8e12,
+            memory_bytes=141 * GB,
+            source="NVIDIA H200 datasheet (dense)",
             aliases=("h200-sxm",),
         ),
-        Hardware(
+        _gpu(
             "a100-80gb",
             "NVIDIA A100 80GB SXM",
             {**_nv(312.0, None, 624.0, 156.0, 19.5), "int4": 1248 * TERA},
-            19.5 * TERA,
             2.039e12,
-            80 * GB,
+            80,
             "NVIDIA A100 datasheet (dense; no FP8)",
             aliases=("a100",),
         ),
-        Hardware(
+        _gpu(
             "b200",
             "NVIDIA B200 (HGX, 1000 W)",
             _nv(2250.0, 4500.0, 4500.0, 1100.0, 75.0),
-            75.0 * TERA,
             7.7e12,
-            180 * GB,
+            180,
             "NVIDIA HGX B200 datasheet, sparse figures halved",
         ),
-        Hardware(
+        _gpu(
             "rtx-4090",
             "NVIDIA GeForce RTX 4090",
             {**_nv(165.2, 330.3, 660.6, 82.6, 82.6), "int4": 1321.2 * TERA},
-            82.6 * TERA,
             1.008e12,
-            24 * GB,
+            24,
             "NVIDIA Ada whitepaper (dense, FP32 accumulate)",
             aliases=("4090",),
         ),
-        Hardware(
+        _gpu(
             "mi300x",
             "AMD Instinct MI300X",
             _nv(1307.4, 2614.9, 2614.9, 653.7, 163.4),
-            163.4 * TERA,
             5.3e12,
-            192 * GB,
+            192,
             "AMD Instinct MI300X datasheet (dense)",
         ),
-        Hardware(
-            "apple-m1-max",
-            "Apple M1 Max (32-core GPU)",
-            _apple(10.4),
-            10.4 * TERA,
-            400 * GB,
-            64 * GB,
-            "Apple announcement (GPU FP32 TFLOPS)",
-        ),
-        Hardware(
-            "apple-m1-ultra",
-            "Apple M1 Ultra (64-core GPU)",
-            _apple(21.0),
-            21.0 * TERA,
-            800 * GB,
-            128 * GB,
-            "Apple announcement (GPU FP32 TFLOPS)",
-        ),
-        Hardware(
-            "apple-m2-max",
-            "Apple M2 Max (38-core GPU)",
-            _apple(13.6),
-            13.6 * TERA,
-            400 * GB,
-            96 * GB,
-            "Apple announcement (GPU FP32 TFLOPS)",
-        ),
-        Hardware(
+        _apple("apple-m1-max", "Apple M1 Max (32-core GPU)", 10.4, 400, 64),
+        _apple("apple-m1-ultra", "Apple M1 Ultra (64-core GPU)", 21.0, 800, 128),
+        _apple("apple-m2-max", "Apple M2 Max (38-core GPU)", 13.6, 400, 96),
+        _apple(
             "apple-m2-ultra",
             "Apple M2 Ultra (76-core GPU)",
-            _apple(27.2),
-            27.2 * TERA,
-            800 * GB,
-            192 * GB,
-            "Apple announcement (GPU FP32 TFLOPS)",
+            27.2,
+            800,
+            192,
             aliases=("apple", "apple-m", "m2-ultra"),
         ),
     )

@@ -435,6 +435,22 @@ def mha_ops(cfg: Config, layer: int, src: str, g: Geometry, cache: bool) -> list
     return ops
 
 
+def _softmax(g: Geometry, h: int) -> Op:
+    """The row softmax over the score grid: standard heads and both MLA orders alike."""
+    grid_total = B * h * g.tokens * g.grid
+    return Op(
+        "attn.softmax",
+        "softmax",
+        [Edge("attn.scores", (B, h, g.tokens, g.grid))],
+        (B, h, g.tokens, g.grid),
+        flops_other=SOFTMAX_FLOPS * blend(grid_total, B * h * g.pairs),
+        a_read=EAGER * grid_total,
+        a_write=EAGER * grid_total,
+        saved=EAGER * grid_total + B * h * g.tokens,  # probabilities (eager) or row logsumexp
+        note="masked, in fp32" if not g.decode else "in fp32",
+    )
+
+
 def _attention_core(
     cfg: Config,
     g: Geometry,
@@ -477,17 +493,7 @@ def _attention_core(
         saved=B * h * tok * qk + (0 if from_cache else k_read),
         note="q k^T * scale" + (" , soft-capped" if cfg.attn_logit_softcap else ""),
     )
-    softmax = Op(
-        "attn.softmax",
-        "softmax",
-        [Edge("attn.scores", (B, h, tok, g.grid))],
-        (B, h, tok, g.grid),
-        flops_other=SOFTMAX_FLOPS * elems,
-        a_read=EAGER * grid_total,
-        a_write=EAGER * grid_total,
-        saved=EAGER * grid_total + B * h * tok,  # probabilities (eager) or row logsumexp
-        note="masked, in fp32" if not g.decode else "in fp32",
-    )
+    softmax = _softmax(g, h)
     v_read = keys * vd
     value = Op(
         "attn.value",
@@ -506,6 +512,25 @@ def _attention_core(
         note="probs @ v",
     )
     return [scores, softmax, value]
+
+
+def _head_matmul(name: str, src: str, tok: Value, h: int, k_in: int, k_out: int, note: str) -> Op:
+    """x_h W_h with a [k_in, k_out] weight per head: MLA's absorbed order applies kv_b_proj's
+    halves this way, W_uk to the query and W_uv to the attention's latent output."""
+    n = B * tok
+    return Op(
+        name,
+        "matmul",
+        [Edge(src, (B, h, tok, k_in))],
+        (B, h, tok, k_out),
+        params=h * k_in * k_out,
+        flops_mm=2 * n * h * k_in * k_out,
+        w_read=h * k_in * k_out,
+        a_read=n * h * k_in,
+        a_write=n * h * k_out,
+        saved=n * h * k_in,
+        note=note,
+    )
 
 
 def mla_ops(
@@ -586,20 +611,8 @@ def mla_ops(
         return ops
 
     # absorbed: q_lat = q_nope W_uk (per head), scores against [c_kv ; k_rope], o = (P c_kv) W_uv
-    absorb = Op(
-        "attn.q_absorb",
-        "matmul",
-        [Edge(q_src, (B, h, tok, nope))],
-        (B, h, tok, r),
-        params=h * nope * r,
-        flops_mm=2 * n * h * nope * r,
-        w_read=h * nope * r,
-        a_read=n * h * nope,
-        a_write=n * h * r,
-        saved=n * h * nope,
-        note="W_uk (kv_b_proj's key half) folded into the query",
-    )
-    ops.append(absorb)
+    uk_note = "W_uk (kv_b_proj's key half) folded into the query"
+    ops.append(_head_matmul("attn.q_absorb", q_src, tok, h, nope, r, uk_note))
     tok_keys = g.cap if g.decode else tok
     grid_total = B * h * tok * g.grid
     pairs_total = B * h * g.pairs
@@ -629,18 +642,7 @@ def mla_ops(
             note="[q_lat ; q_rope] . [c_kv ; k_rope]: heads share one latent key",
         )
     )
-    ops.append(
-        Op(
-            "attn.softmax",
-            "softmax",
-            [Edge("attn.scores", (B, h, tok, g.grid))],
-            (B, h, tok, g.grid),
-            flops_other=SOFTMAX_FLOPS * elems,
-            a_read=EAGER * grid_total,
-            a_write=EAGER * grid_total,
-            saved=EAGER * grid_total + B * h * tok,
-        )
-    )
+    ops.append(_softmax(g, h))
     c_read = B * tok_keys * r
     ops.append(
         Op(
@@ -661,21 +663,8 @@ def mla_ops(
             note="probs @ c_kv (values in latent space)",
         )
     )
-    ops.append(
-        Op(
-            "attn.v_up",
-            "matmul",
-            [Edge("attn.value", (B, h, tok, r))],
-            (B, h, tok, vd),
-            params=h * r * vd,
-            flops_mm=2 * n * h * r * vd,
-            w_read=h * r * vd,
-            a_read=n * h * r,
-            a_write=n * h * vd,
-            saved=n * h * r,
-            note="W_uv (kv_b_proj's value half) after the attention",
-        )
-    )
+    uv_note = "W_uv (kv_b_proj's value half) after the attention"
+    ops.append(_head_matmul("attn.v_up", "attn.value", tok, h, r, vd, uv_note))
     ops.append(linear("attn.o_proj", "attn.v_up", n, lead, h * vd, d, cfg.attn_out_bias))
     return ops
 

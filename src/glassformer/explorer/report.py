@@ -194,28 +194,20 @@ def _epilogue(a: dict[str, Any], console: Console) -> None:
         "saved",
     ):
         t.add_column(col, justify="right" if col not in ("section",) else "left")
-    for e in a["epilogue"]["sections"]:
-        t.add_row(
-            e["title"],
-            str(e["count"]),
+
+    def cells(e: dict[str, Any]) -> list[str]:
+        return [
             nbytes(e["bytes_unfused"]),
             nbytes(e["bytes_fused"]),
             nbytes(e["bytes_saved"]),
             seconds(e["time_unfused_s"]),
             seconds(e["time_fused_s"]),
             seconds(e["time_saved_s"]),
-        )
-    tot = a["epilogue"]["total"]
-    t.add_row(
-        "[bold]whole pass[/bold]",
-        "",
-        nbytes(tot["bytes_unfused"]),
-        nbytes(tot["bytes_fused"]),
-        nbytes(tot["bytes_saved"]),
-        seconds(tot["time_unfused_s"]),
-        seconds(tot["time_fused_s"]),
-        seconds(tot["time_saved_s"]),
-    )
+        ]
+
+    for e in a["epilogue"]["sections"]:
+        t.add_row(e["title"], str(e["count"]), *cells(e))
+    t.add_row("[bold]whole pass[/bold]", "", *cells(a["epilogue"]["total"]))
     console.print(t)
 
 
