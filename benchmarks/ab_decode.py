@@ -1,4 +1,4 @@
-"""Decode (and prefill) speed of this working tree against an earlier git revision, in one run.
+"""Decode (and prefill) speed of this working tree against another git revision, in one run.
 
 A kernel change is judged by this: each side is a worker process importing glassformer from
 its own tree (the base revision is checked out into a temporary git worktree), loaded once,

@@ -12,7 +12,7 @@ processes that spin in a Python loop (`while True: pass`) before the model loads
 after. Modes: none (float32 fast path), int8, int4, plain (the plain model: `--plain` here,
 no `--quant` in a tree from before that option), default (no option at all: what a new user
 gets). Rounds interleave the trees; the table shows each cell's median decode tok/s and the
-ratio beside / alone. The goal: beside one competitor, at least half of the speed alone.
+ratio beside / alone: the share of its speed a run keeps beside the competitors.
 """
 
 from __future__ import annotations

@@ -5,9 +5,8 @@ weight-only analysis (`weight_analysis`: W_down W_up products, block power itera
 norms, the float64 covariance recursion with one eigvalsh per layer), the ratio-only fast path
 (`spectral_ratios`: power iteration through the factors, no d x d products), and, as the peer,
 the same recursion with every norm from a full SVD (`torch.linalg.matrix_norm(ord=2)`), the
-naive way. The target of issue 7: the weight-only analysis of a 270M model under 30 s.
-Nothing here gates a test: wall-clock figures drift between machines (and on a shared machine,
-with its load).
+naive way. Nothing here gates a test: wall-clock figures drift between machines (and on a
+shared machine, with its load). docs/telemetry.md keeps the current figures.
 
     python benchmarks/telemetry.py [--model gemma-3-270m] [--threads 2] [--repeat 3] [--json]
 """

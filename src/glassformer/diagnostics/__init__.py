@@ -1,4 +1,4 @@
-"""Spectral telemetry and rank-collapse diagnostics (issue 7).
+"""Spectral telemetry and rank-collapse diagnostics.
 
 - `lyapunov`: the weight-only "1:1 rule" analysis (spectral ratio rho_l, covariance recursion
   C_{l+1} = A_l C_l A_l^T / ||.||_2, effective rank, collapse layer);

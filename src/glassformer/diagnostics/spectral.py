@@ -40,8 +40,9 @@ def single_thread(active: bool = True) -> Iterator[None]:
     """Run small CPU ops on one thread, then restore the setting.
 
     Power iteration is hundreds of tiny matmuls/QRs on [n, 8] blocks; with several intra-op
-    threads on a busy machine each op waits for a descheduled worker, which made them up to
-    100x slower in our measurements. One thread loses nothing at these sizes.
+    threads on a busy machine each op waits for a descheduled worker, which can make them
+    many times slower (up to 100x on the 2-core reference machine under load). One thread
+    loses nothing at these sizes.
     """
     n = torch.get_num_threads()
     if n == 1 or not active:

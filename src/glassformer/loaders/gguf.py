@@ -30,10 +30,11 @@ Two conversions that llama.cpp's converter applies must be undone here:
   so we subtract it again (glassformer's `norm_unit_offset=True` adds it at run time).
 
 This module parses the header itself instead of using `gguf.GGUFReader`: the reader walks every
-element of every metadata array in Python (the 262k-entry vocabulary of Gemma 3 takes ~20 s),
-whereas we only need the lengths to skip it. Every read is bounds-checked, and every tensor's
-type, size, offset and shape are validated before any tensor memory is allocated, so a
-truncated or corrupt file raises a ValueError naming the file and the problem.
+element of every metadata array in Python (seconds for a 262k-entry vocabulary such as Gemma 3's;
+`benchmarks/loading.py` measures both), whereas we only need the lengths to skip it. Every read
+is bounds-checked, and every tensor's type, size, offset and shape are validated before any
+tensor memory is allocated, so a truncated or corrupt file raises a ValueError naming the file
+and the problem.
 """
 
 from __future__ import annotations
@@ -242,7 +243,8 @@ def read_header(path: str | os.PathLike[str], *, decode_arrays: bool = True) -> 
 
     With `decode_arrays=False`, string arrays longer than 4096 entries (the vocabulary and
     merges) are skipped over and listed in `skipped_arrays` instead of decoded: a `Config`
-    does not need them, and skipping is 4-6x faster (0.07 s instead of 0.45 s for Gemma 3).
+    does not need them, and skipping them is several times faster on a large vocabulary
+    (`benchmarks/loading.py`).
     """
     path = Path(path)
     if not path.is_file():
