@@ -25,7 +25,7 @@ from typing import Any
 from glassformer.config import Config
 from glassformer.explorer.costs import CONVENTIONS, DTYPES, analyze
 from glassformer.explorer.expr import to_json
-from glassformer.explorer.hardware import FALLBACK, PRESETS, Hardware, get_hardware
+from glassformer.explorer.hardware import FALLBACK, PRESETS
 from glassformer.explorer.ops import MODES, Op, Section, build_sections
 
 _FIELDS = (
@@ -70,21 +70,14 @@ def _section_json(s: Section) -> dict[str, Any]:
     }
 
 
-def page_data(
-    cfg: Config,
-    mode: str = "prefill",
-    batch: int = 1,
-    seq: int = 2048,
-    dtype: str = "bf16",
-    hardware: str = "h100-sxm",
-    attention: str = "flash",
-    mtp: bool | None = None,
-) -> dict[str, Any]:
-    hw: Hardware = get_hardware(hardware)
+def page_data(cfg: Config, mtp: bool | None = None, **settings: Any) -> dict[str, Any]:
+    """The page's data: the settings it opens with are `analyze`'s (mode, batch, seq, dtype,
+    hardware, attention, with its defaults), and its analysis is the page's reference."""
+    reference = analyze(cfg, mtp=mtp, **settings)
+    hw = reference["hardware"]
     hardware_table = {name: h.to_dict() for name, h in PRESETS.items()}
-    if hw.name not in hardware_table:  # this-cpu: measured when the page was written
-        hardware_table[hw.name] = hw.to_dict()
-    reference = analyze(cfg, mode, batch, seq, dtype, hw, attention, mtp=mtp)
+    if hw["name"] not in hardware_table:  # this-cpu: measured when the page was written
+        hardware_table[hw["name"]] = hw
     modes = {m: [_section_json(s) for s in build_sections(cfg, m, None, mtp)] for m in MODES}
     return {
         "model": {
@@ -97,12 +90,12 @@ def page_data(
             "attention": cfg.attention,
         },
         "defaults": {
-            "mode": mode,
-            "batch": batch,
-            "seq": seq,
-            "dtype": dtype,
-            "hardware": hw.name,
-            "attention": attention,
+            "mode": reference["mode"],
+            "batch": reference["batch"],
+            "seq": reference["seq"],
+            "dtype": reference["dtype"]["name"],
+            "hardware": hw["name"],
+            "attention": reference["attention_kernel"],
         },
         "dtypes": {k: d.to_dict() for k, d in DTYPES.items()},
         "hardware": hardware_table,
