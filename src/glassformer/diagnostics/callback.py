@@ -26,6 +26,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ def probe_sequences(
     return byte_chunks(text, vocab_size, seq_len=seq_len, max_sequences=n_sequences)
 
 
+@dataclass(eq=False)
 class TelemetryCallback:
     """Log telemetry every `every` steps as one JSON line {"event": "telemetry", "step", ...}.
 
@@ -83,35 +85,27 @@ class TelemetryCallback:
       first snapshot, or below the collapse threshold.
     """
 
-    def __init__(
-        self,
-        every: int,
-        path: str | Path | None = "metrics.jsonl",
-        probe: Sequence[Sequence[int]] | None = None,
-        *,
-        projections: bool = False,
-        band: tuple[float, float] = DEFAULT_BAND,
-        erank_threshold: float = DEFAULT_ERANK_THRESHOLD,
-        rank_drop: float = 0.5,
-        include_layers: bool = True,
-        warn: Callable[[str], None] | None = None,
-        sink: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
-        if every <= 0:
-            raise ValueError(f"every: must be a positive number of steps, got {every}")
-        self.every = every
-        self.path = Path(path) if path is not None else None
-        self.probe = [list(s) for s in probe] if probe is not None else None
-        self.projections = projections
-        self.band = band
-        self.erank_threshold = erank_threshold
-        self.rank_drop = rank_drop
-        self.include_layers = include_layers
-        self.sink = sink
-        self.warn = warn or self._default_warn
-        self.history: list[dict[str, Any]] = []
-        self._in_band: list[bool] | None = None
-        self._first_data_erank: float | None = None
+    every: int
+    path: str | Path | None = "metrics.jsonl"
+    probe: Sequence[Sequence[int]] | None = None
+    _: KW_ONLY
+    projections: bool = False
+    band: tuple[float, float] = DEFAULT_BAND
+    erank_threshold: float = DEFAULT_ERANK_THRESHOLD
+    rank_drop: float = 0.5
+    include_layers: bool = True
+    warn: Callable[[str], None] | None = None
+    sink: Callable[[dict[str, Any]], None] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    _in_band: list[bool] | None = field(default=None, init=False, repr=False)
+    _first_data_erank: float | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.every <= 0:
+            raise ValueError(f"every: must be a positive number of steps, got {self.every}")
+        self.path = Path(self.path) if self.path is not None else None
+        self.probe = [list(s) for s in self.probe] if self.probe is not None else None
+        self.warn = self.warn or self._default_warn
 
     @staticmethod
     def _default_warn(message: str) -> None:
