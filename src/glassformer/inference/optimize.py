@@ -224,7 +224,11 @@ def fast_path_notes(model: Transformer) -> list[str]:
                 f"{len(kept)} of {len(linears)} projections stay float32: their input width is "
                 f"not a multiple of the {model.quant} group"
             )
-    reason = why_not(model, model.new_cache(1, model.config.max_seq_len))
+    # A cache just long enough to turn sliding-window layers into rings, as a long generation
+    # would (one of the full context would cost its size in memory, only to be asked).
+    cfg = model.config
+    windows = [cfg.window(i) or 0 for i in range(cfg.n_layers)]
+    reason = why_not(model, model.new_cache(1, min(cfg.max_seq_len, max(windows) + 1)))
     if reason is not None:
         notes.append(f"decode steps run module by module, not as one native program: {reason}")
     return notes
