@@ -445,9 +445,7 @@ VALID_LLAMA = {
 }
 
 
-def hf_dir(
-    tmp: Path, name: str, config: Any, raw: bytes | None = None, nan: bool = False
-) -> Path:
+def hf_dir(tmp: Path, name: str, config: Any, raw: bytes | None = None, nan: bool = False) -> Path:
     """An HF directory with the valid 2-layer weights and the given config.json."""
     from glassformer.config import Config
     from glassformer.hf.weights import ours_to_hf

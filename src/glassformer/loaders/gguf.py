@@ -366,6 +366,7 @@ def _check_layout(
 
 # --- metadata -> Config ---------------------------------------------------------------------------
 
+
 class _Meta:
     """Typed access to `{arch}.*` keys with errors that name the file and the key."""
 
