@@ -19,9 +19,10 @@ arguments.
 Every kernel parallelises with OpenMP. The library links the process's libgomp (the one torch
 loaded), so it shares torch's thread pool instead of starting a second one.
 
-Built with the system C compiler (`$CC`, else `cc`) into a per-user cache
-(`$GLASSFORMER_CACHE`, else `~/.cache/glassformer`), keyed by a hash of the sources, flags and
-compiler version, and written atomically, so concurrent processes never load half a file.
+Built with the system C compiler (`$CC`, else `cc`) into the per-user cache
+(`glassformer.cache.cache_dir()`: `$GLASSFORMER_CACHE`, else `~/.cache/glassformer`), keyed by
+a hash of the sources, flags and compiler version, and written atomically, so concurrent
+processes never load half a file.
 `library()` is None when the CPU lacks AVX2/FMA/F16C, the compiler is missing or
 `GLASSFORMER_KERNELS=reference`; callers then use PyTorch's own kernels.
 """
@@ -40,6 +41,8 @@ from pathlib import Path
 
 import torch
 
+from glassformer.cache import cache_dir
+
 SOURCE_DIR = Path(__file__).parent
 SOURCES = ("quant.c", "decode.c", "program.c", "attention.c", "activations.c", "xent.c")
 HEADERS = ("kernels.h",)
@@ -48,14 +51,6 @@ CFLAGS = (
     "-shared", "-fPIC",
 )  # fmt: skip
 LIBS = ("-lm",)
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("GLASSFORMER_CACHE")
-    if root:
-        return Path(root).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "glassformer"
 
 
 def _cpu_ok() -> bool:
@@ -144,7 +139,7 @@ def _build() -> Path:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     texts = [(SOURCE_DIR / name).read_text() for name in (*HEADERS, *SOURCES)]
     key = hashlib.sha256("\0".join((*texts, *CFLAGS, *LIBS, version)).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"glassformer_kernels_{key}.so"
+    target = cache_dir() / f"glassformer_kernels_{key}.so"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
