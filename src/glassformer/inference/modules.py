@@ -12,10 +12,11 @@ or the number of kernel launches differs:
   launch), RoPE applied to q and k in one call, and a direct path for the common cases
   (full-attention layer, static cache, no padding): decoding writes k, v into the cache slot and
   attends to the filled prefix without a mask; a prefill into an empty cache runs the core's
-  causal kernel (`kernels.autograd.causal_attention`: only the visible half of the scores, about
-  2x SDPA's CPU kernel at 512 positions) up to its limit of 2048 positions, SDPA's causal kernel
-  beyond. Anything else (padding, sliding-window rings, soft-capping, impl="eager") takes the
-  general path, which is the core `Attention.forward` line for line on the fused projection.
+  causal kernel (`kernels.autograd.causal_attention`: only the visible half of the scores;
+  `benchmarks/prefill_attention.py` measures it against SDPA) up to its limit of 2048 positions,
+  SDPA's causal kernel beyond. Anything else (padding, sliding-window rings, soft-capping,
+  impl="eager") takes the general path, which is the core `Attention.forward` line for line
+  on the fused projection.
 - `FusedMLP`: [W_gate; W_up] as one projection, act(g) * u computed in place.
 - `FastRMSNorm`: `F.rms_norm` (one kernel) for float32 inputs; same formula as `RMSNorm`.
 - `DecodeLinear`: a float32 nn.Linear whose few-row products (decoding) run the native

@@ -164,7 +164,8 @@ def optimize(
     eager when the compiler is unavailable). head_quant: the LM head's format ("int8" default
     when quantising; "none" keeps it float32). huge_pages: the weights move into one
     transparent-huge-page region (`inference.hugepages`): decode reads every weight each
-    token, and 2 MiB pages spare it a TLB miss per 4 KiB (1.07x on SmolLM2's float32 decode).
+    token, and 2 MiB pages spare it a TLB miss per 4 KiB (`benchmarks/ab_decode.py` measures
+    the decode).
     kv_dtype: what `new_cache` stores keys and values in; float16 by default when quantising (as
     llama.cpp does: decode attention reads half the bytes), float32 otherwise. The model is
     copied unless `inplace`.

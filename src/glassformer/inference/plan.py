@@ -21,8 +21,8 @@ RoPE, MHA/GQA attention over a static cache, SwiGLU MLP: Llama, Mistral, Qwen2, 
 Every buffer (h, x, qkv, a, g|u, m, logits) is allocated once when the plan is built, and
 every kernel's argument list (pointers, shapes, thread count) is fixed then too: the plan is a
 program of ~11 kernel calls per layer (`native.Op` records), and a step is one ctypes call that
-runs it (`gf_run_program`) with no tensor created (1.11x faster in float32 than issuing the
-calls from Python, docs/inference.md). The functions are the same native kernels
+runs it (`gf_run_program`) with no tensor created (faster than issuing the calls from
+Python: docs/inference.md, `benchmarks/ab_decode.py`). The functions are the same native kernels
 the modules use (`native.py`), so the plan computes exactly what the fused modules compute;
 `InferenceTransformer.forward` uses it automatically for single-token steps it supports and
 falls back to the modules for everything else (padding, sliding-window rings, QK-norm,

@@ -176,9 +176,8 @@ void gf_q8_mm(const float *x, int M, int K, const int8_t *q, const float *s, int
 
 /* fp32 rows, for single-token decoding: y[m, n] = w[n] . x[m]. Each thread walks its rows in
    memory order, one row after the other: a single sequential stream per core, which the
-   hardware prefetcher follows at 10-20% more bandwidth than four rows read side by side
-   (measured on 576-wide rows: 25-30 GB/s against 18-26). Four rows share one horizontal
-   reduction and one store. */
+   hardware prefetcher follows at more bandwidth than four rows read side by side
+   (benchmarks/quant_kernels.py). Four rows share one horizontal reduction and one store. */
 void gf_f32_mm(const float *x, int M, int K, const float *w, int N, float *y, int nt) {
     const int N4 = N / 4 * 4, K8 = K / 8 * 8;
     #pragma omp parallel for schedule(static) num_threads(nt)
