@@ -119,7 +119,7 @@ def page_data(cfg: Config, mtp: bool | None = None, **settings: Any) -> dict[str
 
 # Inside <script>, "</script" ends the element and "<!--<script" makes the parser skip past the
 # page's own code; a model file chooses its name and config strings, so no "<", ">" or "&" may
-# reach the element as such. JSON's \\uXXXX escapes keep the data identical for JSON.parse.
+# reach the element as such. JSON's \\u003c-style escapes keep the data identical for JSON.parse.
 # U+2028/U+2029 are escaped too: older JavaScript engines end a line at them.
 _SCRIPT_SAFE = str.maketrans(
     {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}

@@ -114,7 +114,7 @@ class CheckpointManager:
         if self.info.is_main:
             moved = ckpt.move_aside(out, RUN_FILES) if files else None
             if moved is not None:
-                self._say(f"new run: the previous run's checkpoints and logs moved to {moved}")
+                self._say(f"new run: the checkpoints and logs already here moved to {moved}")
         log.start_over()
         self.run = ckpt.run_identity(tc.seed, self._configs_hash())
         barrier(self.info)
