@@ -6,24 +6,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import typer
 from rich.cells import cell_len
 from typer.testing import CliRunner
 
+from glassformer.cli import app
 from glassformer.cli.telemetry import _fmt
-
-
-def _app() -> typer.Typer:
-    from glassformer.cli import telemetry
-
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        pass
-
-    telemetry.register(app)
-    return app
 
 
 @pytest.mark.parametrize(
@@ -46,7 +33,7 @@ def test_non_numbers() -> None:
 
 def test_table_fits_80_columns_with_progress_lines() -> None:
     result = CliRunner().invoke(
-        _app(), ["telemetry", "tiny", "--sequences", "2", "--seq-len", "16"], terminal_width=80
+        app, ["telemetry", "tiny", "--sequences", "2", "--seq-len", "16"], terminal_width=80
     )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()

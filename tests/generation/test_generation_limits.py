@@ -13,23 +13,10 @@ import torch
 import glassformer as gf
 from glassformer.generation import GenerationConfig, NonFiniteLogitsError, generate
 from glassformer.inference import optimize
+from tests.generation.byte_tokenizer import ByteTokenizer
 
 # The module (its name is shadowed by the function in the package's namespace).
 generate_module = importlib.import_module("glassformer.generation.generate")
-
-
-class ByteTokenizer:
-    """One token per byte, id 0 = EOS."""
-
-    eos_ids = frozenset({0})
-
-    def encode(
-        self, text: str, add_special_tokens: bool = True, parse_special: bool = True
-    ) -> list[int]:
-        return [b + 1 for b in text.encode()]
-
-    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
-        return bytes(max(i - 1, 0) % 256 for i in ids if i != 0).decode("utf-8", "replace")
 
 
 def _tiny(**overrides) -> gf.Transformer:

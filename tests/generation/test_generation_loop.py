@@ -7,20 +7,7 @@ import torch
 
 import glassformer as gf
 from glassformer.generation import GenerationConfig, generate
-
-
-class ByteTokenizer:
-    """A stand-in tokenizer for tiny random models: one token per byte, id 0 = EOS."""
-
-    eos_ids = frozenset({0})
-
-    def encode(
-        self, text: str, add_special_tokens: bool = True, parse_special: bool = True
-    ) -> list[int]:
-        return [b + 1 for b in text.encode()]
-
-    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
-        return bytes(max(i - 1, 0) % 256 for i in ids if i != 0).decode("utf-8", "replace")
+from tests.generation.byte_tokenizer import ByteTokenizer
 
 
 @pytest.fixture(scope="module")
