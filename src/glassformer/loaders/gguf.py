@@ -48,10 +48,9 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from glassformer.config import Config, RopeScaling
 from glassformer.families import GGUF_ARCHITECTURES
@@ -62,6 +61,9 @@ from glassformer.loaders.dequant import (
     dequantize,
     type_name,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -727,16 +729,20 @@ def tensor_transform(cfg: Config, arch: str) -> Callable[[str, np.ndarray], np.n
 
 def load_gguf(
     path: str | os.PathLike[str],
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     *,
     check_finite: bool = True,
 ) -> tuple[Config, dict[str, torch.Tensor]]:
     """Read a GGUF file into (Config, state dict with glassformer's parameter names).
 
     The header, the metadata and every tensor's type, size and shape are validated before any
-    tensor is decoded. Quantised tensors are dequantised to float32 and cast to `dtype`.
-    With `check_finite`, a tensor holding inf/NaN (corrupt scales) raises a ValueError.
+    tensor is decoded. Quantised tensors are dequantised to float32 and cast to `dtype`
+    (float32 when None). With `check_finite`, a tensor holding inf/NaN (corrupt scales) raises
+    a ValueError.
     """
+    import torch  # here, not at the top: reading headers and tokenizers needs no torch
+
+    dtype = dtype or torch.float32
     header = read_header(path, decode_arrays=False)
     cfg = config_from_header(header)
     infos = check_tensors(header, cfg)
