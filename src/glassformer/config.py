@@ -8,8 +8,9 @@ object, so there is a single source of truth for "what does this network compute
 Conventions:
 - `d_model` is the residual width, `n_heads * head_dim` the attention width (they may differ,
   as in Gemma and Qwen3).
-- `layer_types[i]` is "full" or "sliding"; sliding layers attend to the last `sliding_window`
-  keys including the current one (key j is visible to query i when 0 <= i - j < window).
+- `layer_types[i]` is "full", "sliding" or "linear"; sliding layers attend to the last
+  `sliding_window` keys including the current one (key j is visible to query i when
+  0 <= i - j < window); linear layers are Gated DeltaNet linear attention (`linear_*` sizes).
 - All sizes are validated on construction; a bad value raises `ValueError` naming the field.
 """
 
@@ -32,7 +33,7 @@ AttentionType = Literal["mha", "mla"]
 MLPType = Literal["mlp", "glu"]
 Activation = Literal["gelu", "gelu_tanh", "silu", "relu"]
 RouterScore = Literal["softmax", "sigmoid"]
-LayerType = Literal["full", "sliding"]
+LayerType = Literal["full", "sliding", "linear"]
 
 ROPE_SCALING_TYPES = ("linear", "llama3", "yarn")
 
@@ -202,6 +203,13 @@ class Config:
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
 
+    # --- linear attention: Gated DeltaNet (Qwen3-Next, Qwen3.5), layers of type "linear" ----
+    linear_n_k_heads: int | None = None  # query/key heads
+    linear_n_v_heads: int | None = None  # value heads (a multiple of the key heads)
+    linear_k_head_dim: int | None = None
+    linear_v_head_dim: int | None = None
+    linear_conv_kernel: int = 4  # taps of the causal depthwise convolution over q, k, v
+
     # --- MLP ---------------------------------------------------------------------------------
     mlp: MLPType = "glu"
     activation: Activation = "silu"
@@ -317,11 +325,14 @@ class Config:
                     f"layer_types: has {len(self.layer_types)} entries, expected n_layers="
                     f"{self.n_layers}"
                 )
-            bad = sorted({t for t in self.layer_types if t not in ("full", "sliding")})
+            bad = sorted({t for t in self.layer_types if t not in ("full", "sliding", "linear")})
             if bad:
-                raise ValueError(f"layer_types: unknown layer type(s) {bad}; use full|sliding")
+                raise ValueError(
+                    f"layer_types: unknown layer type(s) {bad}; use full|sliding|linear"
+                )
             if "sliding" in self.layer_types and self.sliding_window is None:
                 raise ValueError("sliding_window: layer_types has sliding layers but no window")
+        self._validate_linear_attention()
         if self.attention == "mla":
             if self.q_lora_rank is not None:
                 positive("q_lora_rank")
@@ -361,6 +372,29 @@ class Config:
             raise ValueError(f"first_k_dense: exceeds n_layers={self.n_layers}")
         if self.build_mtp and not self.n_mtp_modules:
             raise ValueError("build_mtp: the config has n_mtp_modules=0")
+
+    def _validate_linear_attention(self) -> None:
+        """Linear (Gated DeltaNet) layers need their four sizes; the value heads are shared out
+        over the key heads, so the key heads divide them."""
+        if not isinstance(self.linear_conv_kernel, int) or self.linear_conv_kernel < 1:
+            raise ValueError(
+                f"linear_conv_kernel: must be a positive integer, got {self.linear_conv_kernel!r}"
+            )
+        if not (self.layer_types and "linear" in self.layer_types):
+            return
+        for name in ("linear_n_k_heads", "linear_n_v_heads", "linear_k_head_dim",
+                     "linear_v_head_dim"):  # fmt: skip
+            value = getattr(self, name)
+            if value is None:
+                raise ValueError(f"{name}: required when layer_types has 'linear' layers")
+            if not _positive_int(value):
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        assert self.linear_n_v_heads is not None and self.linear_n_k_heads is not None
+        if self.linear_n_v_heads % self.linear_n_k_heads:
+            raise ValueError(
+                f"linear_n_k_heads: {self.linear_n_k_heads} does not divide "
+                f"linear_n_v_heads={self.linear_n_v_heads}"
+            )
 
     # --- derived quantities (used by the model, the loaders and the explorer alike) ------------
     @property
@@ -405,7 +439,8 @@ class Config:
         return "sliding" if self.sliding_window is not None else "full"
 
     def window(self, layer: int) -> int | None:
-        """Keys visible to a query in this layer (None: unbounded)."""
+        """Keys visible to a query in this layer (None: unbounded, and for linear layers, which
+        keep a fixed-size state instead of keys)."""
         return self.sliding_window if self.layer_type(layer) == "sliding" else None
 
     def is_moe_layer(self, layer: int) -> bool:

@@ -1,0 +1,200 @@
+"""Gated DeltaNet against HF's Qwen3.5 layer (same perturbed weights) and against the recurrence
+written out literally in float64: chunked prefill, step-by-step decoding, continuing a state,
+left padding, and the state's fixed size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glassformer.components.gated_deltanet import (
+    GatedDeltaNet,
+    chunk_gated_delta_rule,
+    recurrent_gated_delta_rule,
+)
+from glassformer.config import Config
+
+qwen3_5 = pytest.importorskip("transformers.models.qwen3_5.modeling_qwen3_5")
+
+D, NK, NV, DK, DV, K = 64, 2, 4, 16, 24, 4  # value heads outnumber key heads
+TOL = 1e-4
+
+
+def hf_layer(seed: int = 0) -> torch.nn.Module:
+    from transformers import Qwen3_5TextConfig
+
+    hf_cfg = Qwen3_5TextConfig(
+        vocab_size=97, hidden_size=D, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=96, linear_num_key_heads=NK,
+        linear_num_value_heads=NV, linear_key_head_dim=DK, linear_value_head_dim=DV,
+        linear_conv_kernel_dim=K, layer_types=["linear_attention"], rms_norm_eps=1e-6,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    layer = qwen3_5.Qwen3_5GatedDeltaNet(hf_cfg, 0).float().eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in layer.parameters():  # move norms off 1, biases off their init
+            p.add_(torch.randn(p.shape, generator=gen) * (0.1 if p.dim() == 1 else 0.05))
+    return layer
+
+
+def config() -> Config:
+    return Config(
+        vocab_size=97, d_model=D, n_layers=1, n_heads=4, layer_types=("linear",),
+        linear_n_k_heads=NK, linear_n_v_heads=NV, linear_k_head_dim=DK, linear_v_head_dim=DV,
+        linear_conv_kernel=K, norm_eps=1e-6,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[GatedDeltaNet, torch.nn.Module]:
+    hf = hf_layer()
+    ours = GatedDeltaNet(config(), 0).eval()
+    ours.load_state_dict(hf.state_dict())  # the same names and shapes: strict
+    return ours, hf
+
+
+def inputs(t: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(2, t, D, generator=torch.Generator().manual_seed(seed))
+
+
+def maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("t", [40, 150])
+@torch.no_grad()
+def test_prefill_matches_hf(pair: tuple[GatedDeltaNet, torch.nn.Module], t: int) -> None:
+    ours, hf = pair
+    x = inputs(t)
+    assert maxdiff(ours(x), hf(x)) <= TOL
+
+
+@torch.no_grad()
+def test_decode_step_by_step(pair: tuple[GatedDeltaNet, torch.nn.Module]) -> None:
+    ours, hf = pair
+    x = inputs(70, seed=1)
+    full = hf(x)
+    state = ours.new_state(2, torch.float32)
+    steps = torch.cat([ours(x[:, i : i + 1], state) for i in range(x.shape[1])], 1)
+    assert maxdiff(steps, full) <= TOL
+
+
+@torch.no_grad()
+def test_prefill_then_decode_and_continue(pair: tuple[GatedDeltaNet, torch.nn.Module]) -> None:
+    """Chunked prefill into a state, a few recurrent steps, then a multi-chunk continuation
+    (the chunked form from a state): all equal one full forward."""
+    ours, hf = pair
+    x = inputs(150, seed=2)
+    full = hf(x)
+    state = ours.new_state(2, torch.float32)
+    parts = [ours(x[:, :37], state)]
+    parts += [ours(x[:, i : i + 1], state) for i in range(37, 41)]
+    parts.append(ours(x[:, 41:], state))
+    assert maxdiff(torch.cat(parts, 1), full) <= TOL
+    nbytes = state.nbytes()
+    state.reset()
+    assert maxdiff(ours(x[:, :50], state), full[:, :50]) <= TOL
+    assert state.nbytes() == nbytes
+
+
+@torch.no_grad()
+def test_left_padding(pair: tuple[GatedDeltaNet, torch.nn.Module]) -> None:
+    """Row 1 is left-padded by 9 tokens: its real tokens give what they give unpadded, and the
+    whole batch matches HF with the same mask; decoding continues from the padded prefill."""
+    ours, hf = pair
+    x = inputs(45, seed=3)
+    pad = 9
+    mask = torch.ones(2, 45, dtype=torch.bool)
+    mask[1, :pad] = False
+    x_padded = x.clone()
+    x_padded[1, :pad] = torch.randn(pad, D)  # garbage under the padding
+    y = ours(x_padded, key_valid=mask)
+    assert maxdiff(y, hf(x_padded, attention_mask=mask.long())) <= TOL
+    assert maxdiff(y[1:, pad:], hf(x[1:, pad:])) <= TOL
+    state = ours.new_state(2, torch.float32)
+    ours(x_padded[:, :40], state, key_valid=mask[:, :40])
+    steps = torch.cat([ours(x_padded[:, i : i + 1], state) for i in range(40, 45)], 1)
+    assert maxdiff(steps, y[:, 40:]) <= TOL
+
+
+def naive_recurrence(q, k, v, g, beta, state=None):  # type: ignore[no-untyped-def]
+    """S_t = alpha_t S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T ; o_t = S_t q_t, in the
+    paper's orientation (S: d_v x d_k), float64, one token and one head at a time."""
+    b, t, hk, dk = k.shape
+    h, dv = v.shape[-2:]
+    r = h // hk
+    q, k, v, g, beta = (x.double() for x in (q, k, v, g, beta))
+    s = torch.zeros(b, h, dv, dk, dtype=torch.float64)
+    if state is not None:
+        s = state.double().transpose(-1, -2).clone()
+    out = torch.zeros(b, t, h, dv, dtype=torch.float64)
+    eye = torch.eye(dk, dtype=torch.float64)
+    for i in range(b):
+        for j in range(h):
+            for n in range(t):
+                kk, qq = k[i, n, j // r], q[i, n, j // r]
+                a, be = g[i, n, j].exp(), beta[i, n, j]
+                s[i, j] = a * s[i, j] @ (eye - be * torch.outer(kk, kk)) + be * torch.outer(
+                    v[i, n, j], kk
+                )
+                out[i, n, j] = s[i, j] @ qq
+    return out, s.transpose(-1, -2)
+
+
+def random_rule_inputs(t: int, seed: int = 0):  # type: ignore[no-untyped-def]
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.nn.functional.normalize(torch.randn(2, t, NK, DK, generator=gen), dim=-1) * DK**-0.5
+    k = torch.nn.functional.normalize(torch.randn(2, t, NK, DK, generator=gen), dim=-1)
+    v = torch.randn(2, t, NV, DV, generator=gen)
+    g = -torch.rand(2, t, NV, generator=gen) * 0.5
+    beta = torch.rand(2, t, NV, generator=gen)
+    state = torch.randn(2, NV, DK, DV, generator=gen) * 0.3
+    return q, k, v, g, beta, state
+
+
+def test_both_forms_match_float64_recurrence() -> None:
+    q, k, v, g, beta, state = random_rule_inputs(70)
+    want, want_state = naive_recurrence(q, k, v, g, beta, state)
+    for rule in (chunk_gated_delta_rule, recurrent_gated_delta_rule):
+        o, final = rule(q, k, v, g, beta, state)
+        assert maxdiff(o.double(), want) <= TOL, rule.__name__
+        assert maxdiff(final.double(), want_state) <= TOL, rule.__name__
+    # small chunks: many chunk boundaries, a ragged last chunk
+    o, final = chunk_gated_delta_rule(q, k, v, g, beta, state, chunk=16)
+    assert maxdiff(o.double(), want) <= TOL
+    assert maxdiff(final.double(), want_state) <= TOL
+
+
+def test_chunked_form_gradients_match_recurrent() -> None:
+    """Training runs the chunked form: its gradients equal the recurrent form's."""
+    args = [x.requires_grad_() for x in random_rule_inputs(20, seed=4)]
+    grads = []
+    for rule in (chunk_gated_delta_rule, recurrent_gated_delta_rule):
+        o, final = rule(*args)
+        grads.append(torch.autograd.grad((o.sin().sum() + final.cos().sum()), args))
+    for a, b in zip(*grads, strict=True):
+        assert maxdiff(a, b) <= TOL
+
+
+def test_state_size_is_constant() -> None:
+    layer = GatedDeltaNet(config(), 0)
+    state = layer.new_state(2, torch.bfloat16)
+    conv_dim = 2 * NK * DK + NV * DV
+    assert state.nbytes() == 2 * conv_dim * (K - 1) * 2 + 2 * NV * DK * DV * 4
+    before = state.nbytes()
+    with torch.no_grad():
+        layer.to(torch.bfloat16)(inputs(130).bfloat16(), state)
+    assert state.nbytes() == before
+    assert state.recurrent.dtype == torch.float32 and state.conv.dtype == torch.bfloat16
+
+
+def test_config_requires_linear_sizes() -> None:
+    with pytest.raises(ValueError, match="linear_v_head_dim"):
+        config().replace(linear_v_head_dim=None)
+    with pytest.raises(ValueError, match="linear_n_k_heads"):
+        config().replace(linear_n_k_heads=3)
+    with pytest.raises(ValueError, match="linear_conv_kernel"):
+        config().replace(linear_conv_kernel=0)
+    cfg = config()
+    assert cfg.layer_type(0) == "linear" and cfg.window(0) is None
