@@ -116,6 +116,24 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
         n_group=1, topk_group=1, first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=None,
         qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, rope_interleave=False,
     ),
+    "olmo2": dict(
+        model_type="olmo2", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
+        max_position_embeddings=128, pad_token_id=None, eos_token_id=2,
+        rope_parameters=dict(rope_type="default", rope_theta=500000.0),
+    ),
+    "olmo3": dict(
+        model_type="olmo3", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, sliding_window=7,
+        max_position_embeddings=256, pad_token_id=None, eos_token_id=2,
+        rope_parameters=dict(
+            sliding_attention=dict(rope_type="default", rope_theta=500000.0),
+            full_attention=dict(
+                rope_type="yarn", rope_theta=500000.0, factor=8.0, beta_fast=32, beta_slow=1,
+                original_max_position_embeddings=32, attention_factor=1.2079441541679836,
+            ),
+        ),
+    ),
 }
 # fmt: on
 

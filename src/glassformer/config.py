@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 NormType = Literal["layernorm", "rmsnorm"]
-NormPlacement = Literal["pre", "post", "sandwich"]
+NormPlacement = Literal["pre", "post", "sandwich", "output"]
 PositionType = Literal["learned", "rope", "none"]
 AttentionType = Literal["mha", "mla"]
 MLPType = Literal["mlp", "glu"]
 Activation = Literal["gelu", "gelu_tanh", "silu", "relu"]
 RouterScore = Literal["softmax", "sigmoid"]
 LayerType = Literal["full", "sliding", "linear"]
+QKNormScope = Literal["head", "all"]
 
 ROPE_SCALING_TYPES = ("linear", "llama3", "yarn")
 
@@ -183,13 +184,17 @@ class Config:
     norm_eps: float = 1e-5
     norm_unit_offset: bool = False  # Gemma: y = x_hat * (1 + w), weights stored around 0
     norm_bias: bool = False  # LayerNorm with a bias (GPT-2)
-    norm_placement: NormPlacement = "pre"  # sandwich = pre + post norms (Gemma 2/3)
+    norm_placement: NormPlacement = "pre"  # sandwich = pre + post norms (Gemma 2/3); output:
+    # norms on the sublayer outputs only, x + N(Attn(x)) (OLMo 2)
 
     # --- attention ---------------------------------------------------------------------------
     attention: AttentionType = "mha"
     qkv_bias: bool = False
     attn_out_bias: bool = False
     qk_norm: bool = False  # RMSNorm per head on q and k before RoPE (Qwen3, Gemma 3)
+    # What one QK-norm statistic covers: "head" (each head, Qwen3) or "all" (the whole
+    # projection, n_heads*head_dim of q and n_kv_heads*head_dim of k, before the head split: OLMo 2)
+    qk_norm_scope: QKNormScope = "head"
     attn_logit_softcap: float | None = None  # s = c * tanh(s / c) (Gemma 2)
     query_pre_attn_scalar: float | None = None  # scale = scalar ** -0.5 instead of head_dim
     sliding_window: int | None = None
@@ -291,7 +296,8 @@ class Config:
         for name, allowed in (
             ("position", ("learned", "rope", "none")),
             ("norm", ("layernorm", "rmsnorm")),
-            ("norm_placement", ("pre", "post", "sandwich")),
+            ("norm_placement", ("pre", "post", "sandwich", "output")),
+            ("qk_norm_scope", ("head", "all")),
             ("attention", ("mha", "mla")),
             ("mlp", ("mlp", "glu")),
             ("activation", ("gelu", "gelu_tanh", "silu", "relu")),
@@ -333,6 +339,8 @@ class Config:
             if "sliding" in self.layer_types and self.sliding_window is None:
                 raise ValueError("sliding_window: layer_types has sliding layers but no window")
         self._validate_linear_attention()
+        if self.qk_norm_scope != "head" and not self.qk_norm:
+            raise ValueError(f"qk_norm_scope: {self.qk_norm_scope!r} needs qk_norm=True")
         if self.attention == "mla":
             if self.q_lora_rank is not None:
                 positive("q_lora_rank")

@@ -353,12 +353,33 @@ PHI3 = like(
     gguf_rope_permuted=False,
 )  # fmt: skip
 
+# OLMo 2 (Team OLMo 2024, "2 OLMo 2 Furious"): Llama's sizes with the norms moved onto the
+# sublayer outputs and QK-norm over the whole q and k projections. OLMo 3 adds Gemma-style
+# sliding/full layers (every 4th full) with separate rope parameters per layer type.
+OLMO2 = like(
+    LLAMA, "olmo2",
+    traits=dict(norm_placement="output", qk_norm=True, qk_norm_scope="all"),
+    hf_defaults=dict(vocab_size=50304, rms_norm_eps=1e-5, bos_token_id=None,
+                     eos_token_id=50279),
+    drop_keys=("mlp_bias", "pretraining_tp"),
+    gguf_arch=None,
+    gguf_rope_permuted=False,
+)  # fmt: skip
+
+OLMO3 = like(
+    OLMO2, "olmo3",
+    hf_defaults=dict(sliding_window=4096, rope_theta=500000.0),
+    sliding="pattern",
+    layer_period=4,
+    rope="per_layer_type",
+)  # fmt: skip
+
 # Table order is the preference of `infer_model_type` for a config without hf_model_type: the
 # first family that can express it.
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (GPT2, LLAMA, QWEN2, QWEN3, MISTRAL, MIXTRAL, QWEN3_MOE, GEMMA2, GEMMA3_TEXT,
-              DEEPSEEK_V3, PHI3)
+              DEEPSEEK_V3, PHI3, OLMO2, OLMO3)
 }  # fmt: skip
 
 # HF model types whose config wraps the text model: (wrapper, key of the text part, its type)

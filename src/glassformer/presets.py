@@ -54,6 +54,17 @@ _GEMMA3 = dict(
     _GEMMA, family="gemma3_text", vocab_size=262144, rope_theta=1000000.0,
     rope_theta_local=10000.0, sliding_window=512, max_seq_len=32768,
 )
+_OLMO2 = dict(
+    family="olmo2", vocab_size=100352, rope_theta=500000.0, max_seq_len=4096, norm_eps=1e-6,
+    eos_token_id=100257,
+)
+# YaRN on the full-attention layers only; the sliding ones keep plain RoPE at the same base
+_OLMO3 = dict(
+    family="olmo3", vocab_size=100278, rope_theta=500000.0, rope_theta_local=500000.0,
+    max_seq_len=65536, norm_eps=1e-6, sliding_window=4096, eos_token_id=100257,
+    rope_scaling=dict(type="yarn", factor=8.0, original_max_seq_len=8192, beta_fast=32.0,
+                      beta_slow=1.0, attention_factor=1.2079441541679836),
+)
 _TINY = dict(
     family="llama", vocab_size=2048, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384,
     max_seq_len=512, tie_embeddings=True,
@@ -140,6 +151,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_seq_len=4096, sliding_window=2047, norm_eps=1e-5, bos_token_id=1,
         eos_token_id=32000,
     ),
+    # --- OLMo 2 / OLMo 3 (Ai2; output norms, whole-projection QK-norm) --------------------------
+    "olmo-2-7b": dict(_OLMO2, d_model=4096, n_layers=32, n_heads=32, d_ff=11008),
+    "olmo-2-13b": dict(_OLMO2, d_model=5120, n_layers=40, n_heads=40, d_ff=13824),
+    "olmo-3-7b": dict(_OLMO3, d_model=4096, n_layers=32, n_heads=32, d_ff=11008),
+    "olmo-3-32b": dict(_OLMO3, d_model=5120, n_layers=64, n_heads=40, n_kv_heads=8, d_ff=27648),
     # --- tiny variants (tests, smoke runs) ------------------------------------------------------
     "tiny": dict(_TINY),
     "tiny-gpt2": dict(_GPT2, d_model=128, n_layers=4, n_heads=4, vocab_size=2048, max_seq_len=512),

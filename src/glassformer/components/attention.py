@@ -7,7 +7,8 @@
 Each group of n_heads / n_kv_heads query heads shares one K/V head: MHA when they are equal,
 MQA (Shazeer 2019) with one KV head, GQA in between. Optional extras, all set by the config:
 biases, RMS-normalising q and k per head before RoPE (QK-norm: Dehghani et al. 2023, used by
-Qwen3 and Gemma 3), and a sliding window (Beltagy et al. 2020; Mistral, Gemma) that hides keys
+Qwen3 and Gemma 3; or over the whole projection, all heads of a token together, as OLMo 2
+does: Team OLMo 2024, "2 OLMo 2 Furious"), and a sliding window (Beltagy et al. 2020; Mistral, Gemma) that hides keys
 more than `window - 1` positions back.
 
 The softmax(q k^T) v step is one call, `attention` (`glassformer.kernels.dispatch`, where the
@@ -40,9 +41,14 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, config.n_kv_heads * hd, bias=config.qkv_bias)
         self.v_proj = nn.Linear(d, config.n_kv_heads * hd, bias=config.qkv_bias)
         self.o_proj = nn.Linear(config.n_heads * hd, d, bias=config.attn_out_bias)
+        self.qk_norm_scope = config.qk_norm_scope
         if config.qk_norm:
-            self.q_norm = RMSNorm(hd, config.norm_eps, config.norm_unit_offset)
-            self.k_norm = RMSNorm(hd, config.norm_eps, config.norm_unit_offset)
+            # one statistic per head, or over the whole projection (all heads of a token)
+            q_dim, k_dim = (hd, hd) if config.qk_norm_scope == "head" else (
+                config.n_heads * hd, config.n_kv_heads * hd
+            )
+            self.q_norm = RMSNorm(q_dim, config.norm_eps, config.norm_unit_offset)
+            self.k_norm = RMSNorm(k_dim, config.norm_eps, config.norm_unit_offset)
         else:
             self.q_norm = self.k_norm = None
         self.scale = config.attention_scale
@@ -86,10 +92,13 @@ class Attention(nn.Module):
         return out.transpose(1, 2).reshape(b, t, -1)
 
     def _qk_norm(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """QK-norm: each query and key head RMS-normalised (with its own scale), if configured."""
+        """QK-norm, if configured: each query and key head RMS-normalised (Qwen3), or each
+        token's whole query and key projection, all heads together (OLMo 2)."""
         if self.q_norm is None or self.k_norm is None:
             return q, k
-        return self.q_norm(q), self.k_norm(k)
+        if self.qk_norm_scope == "head":
+            return self.q_norm(q), self.k_norm(k)
+        return _across_heads(self.q_norm, q), _across_heads(self.k_norm, k)
 
     def _rotate(
         self, q: torch.Tensor, k: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
@@ -117,3 +126,9 @@ class Attention(nn.Module):
         kv_dtype = cache.keys.dtype  # a cache may store fewer bits (float16); scores use q's dtype
         k, v, key_positions = cache.update(k.to(kv_dtype), v.to(kv_dtype), positions)
         return k.to(dtype), v.to(dtype), key_positions
+
+
+def _across_heads(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`norm` over the concatenated heads of each token: [b, h, t, d] -> [b, t, h d] and back."""
+    b, h, t, d = x.shape
+    return norm(x.transpose(1, 2).reshape(b, t, h * d)).view(b, t, h, d).transpose(1, 2)

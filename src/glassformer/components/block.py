@@ -3,6 +3,9 @@
     pre-norm (GPT-2, Llama; Xiong et al. 2020):   h = x + Attn(N1(x));   y = h + FFN(N2(h))
     sandwich (Gemma 2/3; Ding et al. 2021):       h = x + N1'(Attn(N1(x))); y = h + N2'(FFN(N2(h)))
     post-norm (Vaswani et al. 2017):              h = N1(x + Attn(x));   y = N2(h + FFN(h))
+    output-norm (OLMo 2; Team OLMo 2024):         h = x + N1'(Attn(x));  y = h + N2'(FFN(h))
+Output-norm keeps the residual stream unnormalised, like pre-norm, but normalises what each
+sublayer adds to it instead of what it reads ("2 OLMo 2 Furious", for training stability).
 The attention is standard (MHA/GQA/MQA) or MLA, the feed-forward dense or MoE, as the config
 says for this layer.
 """
@@ -25,17 +28,19 @@ class Block(nn.Module):
     def __init__(self, config: Config, layer: int) -> None:
         super().__init__()
         self.placement = config.norm_placement
-        self.attn_norm = make_norm(config)
+        # output-norm has no norm on the sublayer inputs
+        pre = config.norm_placement != "output"
+        self.attn_norm = make_norm(config) if pre else None
         self.attn: nn.Module = (
             MultiHeadLatentAttention(config, layer)
             if config.attention == "mla"
             else Attention(config, layer)
         )
-        self.mlp_norm = make_norm(config)
+        self.mlp_norm = make_norm(config) if pre else None
         self.mlp: nn.Module = MoE(config) if config.is_moe_layer(layer) else MLP(config)
-        sandwich = config.norm_placement == "sandwich"
-        self.post_attn_norm = make_norm(config) if sandwich else None
-        self.post_mlp_norm = make_norm(config) if sandwich else None
+        post = config.norm_placement in ("sandwich", "output")
+        self.post_attn_norm = make_norm(config) if post else None
+        self.post_mlp_norm = make_norm(config) if post else None
 
     def forward(
         self,
@@ -48,11 +53,15 @@ class Block(nn.Module):
         if self.placement == "post":
             x = self.attn_norm(x + self.attn(x, rope, positions, cache, key_valid))
             return self.mlp_norm(x + self.mlp(x))
-        h = self.attn(self.attn_norm(x), rope, positions, cache, key_valid)
+        h = self.attn(_maybe(self.attn_norm, x), rope, positions, cache, key_valid)
         if self.post_attn_norm is not None:
             h = self.post_attn_norm(h)
         x = x + h
-        h = self.mlp(self.mlp_norm(x))
+        h = self.mlp(_maybe(self.mlp_norm, x))
         if self.post_mlp_norm is not None:
             h = self.post_mlp_norm(h)
         return x + h
+
+
+def _maybe(norm: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    return x if norm is None else norm(x)

@@ -407,8 +407,12 @@ def mha_ops(cfg: Config, layer: int, src: str, g: Geometry, cache: bool) -> list
     q_shape, k_shape = (B, h, tok, hd), (B, hkv, tok, hd)
     if cfg.qk_norm:
         for which, shape, heads, host in (("q", q_shape, h, q_src), ("k", k_shape, hkv, k_src)):
-            op = norm(cfg, f"attn.{which}_norm", host, n * heads, shape[:-1], hd, host, rms=True)
-            op.note = "per-head RMSNorm (QK-norm)"
+            if cfg.qk_norm_scope == "head":
+                op = norm(cfg, f"attn.{which}_norm", host, n * heads, shape[:-1], hd, host, True)
+                op.note = "per-head RMSNorm (QK-norm)"
+            else:  # one statistic over the whole projection of a token (OLMo 2)
+                op = norm(cfg, f"attn.{which}_norm", host, n, lead, heads * hd, host, rms=True)
+                op.note = "RMSNorm over all heads of the projection (QK-norm)"
             ops.append(op)
         q_src, k_src = "attn.q_norm", "attn.k_norm"
     if cfg.position == "rope":
@@ -685,6 +689,7 @@ def block_ops(
     ops: list[Op] = []
     post = cfg.norm_placement == "post"
     sandwich = cfg.norm_placement == "sandwich"
+    output = cfg.norm_placement == "output"  # norms on the branch outputs only (OLMo 2)
 
     def attention(src: str) -> list[Op]:
         if cfg.attention == "mla":
@@ -701,15 +706,16 @@ def block_ops(
         ops.append(norm(cfg, "attn_norm", "attn_residual", n, lead, d, "attn.o_proj"))
         mlp_src = "attn_norm"
     else:
-        attn = attention("attn_norm")
-        ops.append(norm(cfg, "attn_norm", "x", n, lead, d, first_gemm(attn)))
+        attn = attention("x" if output else "attn_norm")
+        if not output:
+            ops.append(norm(cfg, "attn_norm", "x", n, lead, d, first_gemm(attn)))
         ops.extend(attn)
         branch = "attn.o_proj"
-        if sandwich:
+        if sandwich or output:
             ops.append(norm(cfg, "post_attn_norm", branch, n, lead, d, "attn.o_proj"))
             branch = "post_attn_norm"
         ops.append(residual("attn_residual", branch, n, lead, d, "attn.o_proj"))
-        mlp_src = "mlp_norm"
+        mlp_src = "attn_residual" if output else "mlp_norm"
     moe = cfg.is_moe_layer(layer)
     ffn = moe_ops(cfg, mlp_src, n, lead) if moe else mlp_ops(cfg, "mlp", mlp_src, n, lead, cfg.d_ff)
     out_name = "mlp.combine" if moe else "mlp.down_proj"
@@ -718,10 +724,11 @@ def block_ops(
         ops.append(residual("mlp_residual", out_name, n, lead, d, out_name))
         ops.append(norm(cfg, "mlp_norm", "mlp_residual", n, lead, d, out_name))
     else:
-        ops.append(norm(cfg, "mlp_norm", "attn_residual", n, lead, d, first_gemm(ffn)))
+        if not output:
+            ops.append(norm(cfg, "mlp_norm", "attn_residual", n, lead, d, first_gemm(ffn)))
         ops.extend(ffn)
         branch = out_name
-        if sandwich:
+        if sandwich or output:
             ops.append(norm(cfg, "post_mlp_norm", branch, n, lead, d, out_name))
             branch = "post_mlp_norm"
         ops.append(residual("mlp_residual", branch, n, lead, d, out_name))

@@ -330,7 +330,12 @@ def _rope_dict(r: _Reader, layer_kind: str | None = None) -> dict[str, Any]:
         _check_legacy_rope(r, params, layer_kind)
         return dict(params)
     if layer_kind == "sliding_attention":
-        return {"rope_type": "default", "rope_theta": r.get("rope_local_base_freq", 10000.0)}
+        if "rope_local_base_freq" in r.family.hf_defaults:  # Gemma 3's key for it
+            return {"rope_type": "default", "rope_theta": r.get("rope_local_base_freq", 10000.0)}
+        # OLMo 3: from legacy keys HF gives the sliding layers its class default theta, not
+        # the file's rope_theta (that one goes to the full layers only)
+        theta = r.family.hf_defaults.get("rope_theta", 10000.0)
+        return {"rope_type": "default", "rope_theta": theta}
     legacy = dict(r.get("rope_scaling") or {})
     legacy.setdefault("rope_type", legacy.pop("type", "default"))
     legacy["rope_theta"] = r.get("rope_theta", 10000.0)

@@ -135,15 +135,24 @@ def _llama_like_rules(cfg: Config, family: Family) -> list[Rule]:
 def _block_rules(
     cfg: Config, family: Family, rules: list[Rule], o: str, h: str, layer: int
 ) -> None:
-    rules.append(_rename(f"{o}.attn_norm.weight", f"{h}.input_layernorm.weight"))
-    if cfg.norm_placement == "sandwich":
+    attn_norm = _rename(f"{o}.attn_norm.weight", f"{h}.input_layernorm.weight")
+    if cfg.norm_placement == "output":  # OLMo 2: norms on the sublayer outputs only
         rules += [
+            _rename(f"{o}.post_attn_norm.weight", f"{h}.post_attention_layernorm.weight"),
+            _rename(f"{o}.post_mlp_norm.weight", f"{h}.post_feedforward_layernorm.weight"),
+        ]
+    elif cfg.norm_placement == "sandwich":
+        rules += [
+            attn_norm,
             _rename(f"{o}.post_attn_norm.weight", f"{h}.post_attention_layernorm.weight"),
             _rename(f"{o}.mlp_norm.weight", f"{h}.pre_feedforward_layernorm.weight"),
             _rename(f"{o}.post_mlp_norm.weight", f"{h}.post_feedforward_layernorm.weight"),
         ]
     else:
-        rules.append(_rename(f"{o}.mlp_norm.weight", f"{h}.post_attention_layernorm.weight"))
+        rules += [
+            attn_norm,
+            _rename(f"{o}.mlp_norm.weight", f"{h}.post_attention_layernorm.weight"),
+        ]
     if cfg.attention == "mla":
         _mla_rules(cfg, rules, f"{o}.attn", f"{h}.self_attn")
     elif family.fused_qkv:

@@ -299,6 +299,7 @@ class FusedAttention(nn.Module):
         self.qkv_proj = qkv_proj
         self.o_proj = attn.o_proj
         self.q_norm, self.k_norm = attn.q_norm, attn.k_norm
+        self.qk_norm_scope = attn.qk_norm_scope
         self.scale, self.softcap, self.window = attn.scale, attn.softcap, attn.window
         self.interleaved = attn.interleaved
         self.impl = attn.impl
@@ -346,7 +347,7 @@ class FusedAttention(nn.Module):
             return self._general(qkv, rope, positions, cache, key_valid)
         assert cache is not None
         if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(qkv[:, :h]), self.k_norm(qkv[:, h : h + hk])
+            q, k = self._qk_norm(qkv[:, :h], qkv[:, h : h + hk])
             if rope is not None:
                 q = apply_rotary(q, *rope, interleaved=self.interleaved)
                 k = apply_rotary(k, *rope, interleaved=self.interleaved)
