@@ -8,8 +8,8 @@ Each group of n_heads / n_kv_heads query heads shares one K/V head: MHA when the
 MQA (Shazeer 2019) with one KV head, GQA in between. Optional extras, all set by the config:
 biases, RMS-normalising q and k per head before RoPE (QK-norm: Dehghani et al. 2023, used by
 Qwen3 and Gemma 3; or over the whole projection, all heads of a token together, as OLMo 2
-does: Team OLMo 2024, "2 OLMo 2 Furious"), and a sliding window (Beltagy et al. 2020; Mistral, Gemma) that hides keys
-more than `window - 1` positions back.
+does: Team OLMo 2024, "2 OLMo 2 Furious"), and a sliding window (Beltagy et al. 2020; Mistral,
+Gemma) that hides keys more than `window - 1` positions back.
 
 The softmax(q k^T) v step is one call, `attention` (`glassformer.kernels.dispatch`, where the
 choice between glassformer's causal kernel, PyTorch's SDPA and the spelled-out scores lives).
@@ -44,8 +44,10 @@ class Attention(nn.Module):
         self.qk_norm_scope = config.qk_norm_scope
         if config.qk_norm:
             # one statistic per head, or over the whole projection (all heads of a token)
-            q_dim, k_dim = (hd, hd) if config.qk_norm_scope == "head" else (
-                config.n_heads * hd, config.n_kv_heads * hd
+            q_dim, k_dim = (
+                (hd, hd)
+                if config.qk_norm_scope == "head"
+                else (config.n_heads * hd, config.n_kv_heads * hd)
             )
             self.q_norm = RMSNorm(q_dim, config.norm_eps, config.norm_unit_offset)
             self.k_norm = RMSNorm(k_dim, config.norm_eps, config.norm_unit_offset)
