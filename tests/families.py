@@ -134,6 +134,15 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
             ),
         ),
     ),
+    "glm4_moe": dict(
+        model_type="glm4_moe", vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+        moe_intermediate_size=24, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, attention_bias=True, use_qk_norm=True,
+        n_routed_experts=8, num_experts_per_tok=3, n_shared_experts=1, n_group=4, topk_group=2,
+        first_k_dense_replace=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+        max_position_embeddings=128, num_nextn_predict_layers=1,
+        rope_parameters=dict(rope_type="default", rope_theta=1000000.0, partial_rotary_factor=0.5),
+    ),
 }
 # fmt: on
 

@@ -374,12 +374,44 @@ OLMO3 = like(
     rope="per_layer_type",
 )  # fmt: skip
 
+# GLM-4.5 (Zeng et al. 2025, "GLM-4.5: Agentic, Reasoning, and Coding (ARC) Foundation
+# Models"): GQA with q/k/v biases (none on the output), optional per-head QK-norm, half-split
+# partial rotary (HF's default share 0.5), and DeepSeek-V3's MoE: sigmoid router with a
+# balancing bias, grouped top-k, shared experts, dense first layers. The checkpoints' extra
+# next-token-prediction layer (num_nextn_predict_layers) is not part of HF's model, as for
+# DeepSeek-V3's MTP here: counted, not built unless asked.
+GLM4_MOE = like(
+    LLAMA, "glm4_moe",
+    traits=dict(router_score="sigmoid", router_bias=True, attn_out_bias=False),
+    hf_keys={
+        "attention_bias": "qkv_bias", "use_qk_norm": "qk_norm",
+        "n_routed_experts": "n_experts", "num_experts_per_tok": "n_experts_per_token",
+        "n_shared_experts": "n_shared_experts", "moe_intermediate_size": "moe_d_ff",
+        "norm_topk_prob": "router_norm_topk", "n_group": "router_n_groups",
+        "topk_group": "router_topk_groups", "routed_scaling_factor": "routed_scaling",
+        "first_k_dense_replace": "first_k_dense", "num_nextn_predict_layers": "n_mtp_modules",
+    },
+    hf_defaults=dict(
+        vocab_size=151552, hidden_size=4096, intermediate_size=10944, num_hidden_layers=46,
+        num_attention_heads=96, num_key_value_heads=8, max_position_embeddings=131072,
+        rms_norm_eps=1e-5, bos_token_id=None, eos_token_id=None, use_qk_norm=False,
+        n_routed_experts=128, num_experts_per_tok=8, n_shared_experts=1,
+        moe_intermediate_size=1408, norm_topk_prob=True, n_group=1, topk_group=1,
+        routed_scaling_factor=1.0, first_k_dense_replace=1, num_nextn_predict_layers=1,
+        partial_rotary_factor=0.5,
+    ),
+    hf_aliases={"num_mtp_layers": "num_nextn_predict_layers"},
+    drop_keys=("mlp_bias", "pretraining_tp"),
+    gguf_arch=None,
+    gguf_rope_permuted=False,
+)  # fmt: skip
+
 # Table order is the preference of `infer_model_type` for a config without hf_model_type: the
 # first family that can express it.
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (GPT2, LLAMA, QWEN2, QWEN3, MISTRAL, MIXTRAL, QWEN3_MOE, GEMMA2, GEMMA3_TEXT,
-              DEEPSEEK_V3, PHI3, OLMO2, OLMO3)
+              DEEPSEEK_V3, PHI3, OLMO2, OLMO3, GLM4_MOE)
 }  # fmt: skip
 
 # HF model types whose config wraps the text model: (wrapper, key of the text part, its type)

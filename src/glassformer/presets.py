@@ -65,6 +65,12 @@ _OLMO3 = dict(
     rope_scaling=dict(type="yarn", factor=8.0, original_max_seq_len=8192, beta_fast=32.0,
                       beta_slow=1.0, attention_factor=1.2079441541679836),
 )
+_GLM45 = dict(
+    family="glm4_moe", vocab_size=151552, n_heads=96, n_kv_heads=8, head_dim=128,
+    max_seq_len=131072, rope_theta=1000000.0, rope_fraction=0.5, qkv_bias=True,
+    n_experts_per_token=8, n_shared_experts=1, router_norm_topk=True, n_mtp_modules=1,
+    eos_token_id=(151329, 151336, 151338),
+)
 _TINY = dict(
     family="llama", vocab_size=2048, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384,
     max_seq_len=512, tie_embeddings=True,
@@ -156,6 +162,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "olmo-2-13b": dict(_OLMO2, d_model=5120, n_layers=40, n_heads=40, d_ff=13824),
     "olmo-3-7b": dict(_OLMO3, d_model=4096, n_layers=32, n_heads=32, d_ff=11008),
     "olmo-3-32b": dict(_OLMO3, d_model=5120, n_layers=64, n_heads=40, n_kv_heads=8, d_ff=27648),
+    # --- GLM-4.5 (Zhipu AI; partial rotary, DeepSeek-style MoE) --------------------------------
+    "glm-4.5": dict(
+        _GLM45, d_model=5120, n_layers=92, d_ff=12288, moe_d_ff=1536, n_experts=160,
+        first_k_dense=3, routed_scaling=2.5, qk_norm=True,
+    ),
+    "glm-4.5-air": dict(
+        _GLM45, d_model=4096, n_layers=46, d_ff=10944, moe_d_ff=1408, n_experts=128,
+        first_k_dense=1, routed_scaling=1.0,
+    ),
     # --- tiny variants (tests, smoke runs) ------------------------------------------------------
     "tiny": dict(_TINY),
     "tiny-gpt2": dict(_GPT2, d_model=128, n_layers=4, n_heads=4, vocab_size=2048, max_seq_len=512),

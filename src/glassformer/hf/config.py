@@ -593,6 +593,8 @@ def _to_hf(cfg: Config, family: Family) -> dict[str, Any]:
         out[key] = list(value) if isinstance(value, tuple) else value
     if family.rope != "none":
         global_rope = _rope_to_hf(cfg.rope_theta, cfg.rope_scaling, cfg.rope_fraction)
+        if family.hf_defaults.get("partial_rotary_factor", 1.0) != cfg.rope_fraction:
+            global_rope["partial_rotary_factor"] = cfg.rope_fraction  # GLM's default is 0.5
         if family.rope == "per_layer_type":
             local = {"rope_type": "default", "rope_theta": cfg.rope_theta_local or cfg.rope_theta}
             out["rope_parameters"] = {"full_attention": global_rope, "sliding_attention": local}
