@@ -143,6 +143,23 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
         max_position_embeddings=128, num_nextn_predict_layers=1,
         rope_parameters=dict(rope_type="default", rope_theta=1000000.0, partial_rotary_factor=0.5),
     ),
+    "gpt_oss": dict(
+        model_type="gpt_oss", vocab_size=VOCAB, hidden_size=64, intermediate_size=40,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        num_local_experts=6, num_experts_per_tok=3, sliding_window=7,
+        max_position_embeddings=256, swiglu_limit=0.5,  # low enough that the clamps bite
+        rope_parameters=dict(
+            rope_type="yarn", rope_theta=150000.0, factor=4.0, beta_fast=32.0, beta_slow=1.0,
+            truncate=False, original_max_position_embeddings=64,
+        ),
+    ),
+    "gpt_oss-mqa-nobias": dict(  # HF's default (YaRN) rope, its layer pattern spelled out
+        model_type="gpt_oss", vocab_size=VOCAB, hidden_size=48, intermediate_size=24,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, head_dim=12,
+        num_local_experts=4, num_experts_per_tok=2, sliding_window=5, attention_bias=False,
+        swiglu_alpha=1.3, swiglu_limit=0.3,
+        layer_types=["full_attention", "sliding_attention"],
+    ),
 }
 # fmt: on
 

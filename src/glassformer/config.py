@@ -233,6 +233,18 @@ class Config:
     router_bias: bool = False  # aux-loss-free load balancing bias (used for choice only)
     first_k_dense: int = 0  # the first k layers use a dense MLP of width d_ff
 
+    # --- gpt-oss: attention sinks, router logit bias, clamped SwiGLU -------------------------
+    # A learned logit per query head that joins each softmax row and is then dropped, so a row
+    # may give less than all of its weight to the keys (components/attention.py).
+    attn_sinks: bool = False
+    router_logit_bias: bool = False  # the router's linear map has a bias: logits = x W_r + b_r
+    # GLU variant (components/mlp.py): act(g) = g * sigmoid(glu_alpha * g) (glu_alpha = 1: SiLU),
+    # the gate clamped above and the up projection on both sides at glu_limit, then
+    # y = (up + glu_up_offset) * act(gate). gpt-oss: alpha 1.702, limit 7, offset 1.
+    glu_alpha: float = 1.0
+    glu_limit: float | None = None
+    glu_up_offset: float = 0.0
+
     # --- embeddings and head -----------------------------------------------------------------
     tie_embeddings: bool = False
     embed_scale: bool = False  # multiply embeddings by sqrt(d_model) (Gemma)
@@ -380,6 +392,25 @@ class Config:
             raise ValueError(f"first_k_dense: exceeds n_layers={self.n_layers}")
         if self.build_mtp and not self.n_mtp_modules:
             raise ValueError("build_mtp: the config has n_mtp_modules=0")
+        self._validate_gpt_oss_fields()
+
+    def _validate_gpt_oss_fields(self) -> None:
+        if self.attn_sinks and self.attention != "mha":
+            raise ValueError(f"attn_sinks: needs attention='mha', got {self.attention!r}")
+        if self.router_logit_bias and not self.n_experts:
+            raise ValueError("router_logit_bias: the config has n_experts=0")
+        if not self.glu_alpha > 0:
+            raise ValueError(f"glu_alpha: must be > 0, got {self.glu_alpha}")
+        if self.glu_limit is not None and not self.glu_limit > 0:
+            raise ValueError(f"glu_limit: must be > 0 or None, got {self.glu_limit}")
+        variant = {"glu_alpha": 1.0, "glu_limit": None, "glu_up_offset": 0.0}
+        for name, plain in variant.items():
+            value = getattr(self, name)
+            if value != plain and (self.mlp != "glu" or self.activation != "silu"):
+                raise ValueError(
+                    f"{name}: {value} applies to the SiLU GLU only (mlp='glu', "
+                    f"activation='silu'), got mlp={self.mlp!r}, activation={self.activation!r}"
+                )
 
     def _validate_linear_attention(self) -> None:
         """Linear (Gated DeltaNet) layers need their four sizes; the value heads are shared out

@@ -54,6 +54,9 @@ class Family:
     # separate `rope_parameters` for its sliding and full layers
     hf_rope_types: tuple[str, ...] = ("default", "linear", "llama3", "yarn")  # that we read
     hf_rope_aliases: Mapping[str, str] = field(default_factory=dict)  # legacy rope type names
+    # The rope parameters HF assumes when a file has neither rope_parameters nor rope_scaling
+    # (None: the default rope type), with rope_theta from the file or hf_defaults.
+    hf_rope_default: Mapping[str, Any] | None = None
     # How sliding windows appear: none; all (every layer slides, Mistral); gated (every layer
     # slides when use_sliding_window, Qwen3-MoE); optional (when use_sliding_window, the layers
     # from max_window_layers on slide, or as layer_types says, Qwen2/Qwen3); pattern
@@ -70,6 +73,11 @@ class Family:
     hf_layout: Literal["gpt2", "llama"] = "llama"  # gpt2: Conv1D weights under transformer.h.*
     fused_qkv: bool = False  # q, k, v stored as one `self_attn.qkv_proj` (Phi-3)
     fused_gate_up: bool = False  # gate and up stored as one `mlp.gate_up_proj` (Phi-3)
+    hf_router: str = "gate"  # the MoE router's module name under `mlp.`
+    # Expert matrices stored [E, in, out] with gate and up interleaved in the columns of
+    # `gate_up_proj` (gate = [..., ::2], up = [..., 1::2]) and biases `gate_up_proj_bias`,
+    # `down_proj_bias` (gpt-oss); otherwise [E, out, in], gate rows before up rows.
+    hf_experts_interleaved: bool = False
     # --- GGUF (llama.cpp) -----------------------------------------------------------------------
     gguf_arch: str | None = None  # `general.architecture`; keys are `{gguf_arch}.*`
     gguf_rope_permuted: bool = False  # the converter permutes Q/K rows for interleaved RoPE
@@ -406,12 +414,42 @@ GLM4_MOE = like(
     gguf_rope_permuted=False,
 )  # fmt: skip
 
+# gpt-oss (OpenAI 2025): Mixtral-like MoE in every layer, with attention sinks, biases on the
+# attention and expert projections and the router, a clamped SwiGLU (swiglu_alpha, swiglu_limit;
+# hidden_act is never read by HF's experts), sliding (128) and full layers alternating, and YaRN
+# RoPE without truncation by default.
+GPT_OSS = like(
+    MIXTRAL, "gpt_oss",
+    traits=dict(attn_sinks=True, router_logit_bias=True, mlp_bias=True, activation="silu",
+                glu_up_offset=1.0),
+    hf_keys={"attention_bias": ("qkv_bias", "attn_out_bias"), "swiglu_alpha": "glu_alpha",
+             "swiglu_limit": "glu_limit"},
+    hf_defaults=dict(
+        vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=36,
+        num_attention_heads=64, num_key_value_heads=8, head_dim=64, sliding_window=128,
+        max_position_embeddings=131072, rms_norm_eps=1e-5, num_local_experts=128,
+        num_experts_per_tok=4, swiglu_alpha=1.702, swiglu_limit=7.0, attention_bias=True,
+        bos_token_id=None, eos_token_id=None, rope_theta=150000.0,
+    ),
+    # the published files also carry OpenAI's own names: experts_per_token duplicates
+    # num_experts_per_tok; initial_context_length is not read by HF (YaRN's is in rope_scaling)
+    hf_aliases={"experts_per_token": "num_experts_per_tok"},
+    hf_no_math={"hidden_act", "initial_context_length"},
+    drop_keys=("hidden_act", "pretraining_tp"),
+    sliding="pattern",
+    layer_period=2,
+    hf_rope_default=dict(rope_type="yarn", factor=32.0, beta_fast=32.0, beta_slow=1.0,
+                         truncate=False, original_max_position_embeddings=4096),
+    hf_router="router",
+    hf_experts_interleaved=True,
+)  # fmt: skip
+
 # Table order is the preference of `infer_model_type` for a config without hf_model_type: the
 # first family that can express it.
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (GPT2, LLAMA, QWEN2, QWEN3, MISTRAL, MIXTRAL, QWEN3_MOE, GEMMA2, GEMMA3_TEXT,
-              DEEPSEEK_V3, PHI3, OLMO2, OLMO3, GLM4_MOE)
+              DEEPSEEK_V3, PHI3, OLMO2, OLMO3, GLM4_MOE, GPT_OSS)
 }  # fmt: skip
 
 # HF model types whose config wraps the text model: (wrapper, key of the text part, its type)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glassformer.components.attention import Attention
 from glassformer.components.block import Block
 from glassformer.components.head_loss import IGNORE, head_weight, linear_cross_entropy
 from glassformer.components.kv_cache import KVCache
@@ -77,9 +78,16 @@ class Transformer(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding | Router):
                 nn.init.normal_(module.weight, 0.0, std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, Experts):
                 for pname, p in module.named_parameters():
-                    nn.init.normal_(p, 0.0, residual_std if pname == "down_proj" else std)
+                    if pname.endswith("_bias"):
+                        nn.init.zeros_(p)
+                    else:
+                        nn.init.normal_(p, 0.0, residual_std if pname == "down_proj" else std)
+            elif isinstance(module, Attention) and module.sinks is not None:
+                nn.init.zeros_(module.sinks)  # one unit of softmax mass on nothing at the start
             elif isinstance(module, RotaryEmbedding):
                 continue
             elif hasattr(module, "weight") and isinstance(module.weight, nn.Parameter):

@@ -71,6 +71,15 @@ _GLM45 = dict(
     n_experts_per_token=8, n_shared_experts=1, router_norm_topk=True, n_mtp_modules=1,
     eos_token_id=(151329, 151336, 151338),
 )
+# openai/gpt-oss-20b and -120b: the same layer, 24 layers of 32 experts or 36 of 128
+_GPT_OSS = dict(
+    family="gpt_oss", vocab_size=201088, d_model=2880, n_heads=64, n_kv_heads=8, head_dim=64,
+    d_ff=2880, moe_d_ff=2880, max_seq_len=131072, norm_eps=1e-5, rope_theta=150000.0,
+    rope_scaling=dict(type="yarn", factor=32.0, original_max_seq_len=4096, beta_fast=32.0,
+                      beta_slow=1.0, truncate=False),
+    sliding_window=128, n_experts_per_token=4, qkv_bias=True, attn_out_bias=True,
+    glu_alpha=1.702, glu_limit=7.0, eos_token_id=200002,
+)
 _TINY = dict(
     family="llama", vocab_size=2048, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384,
     max_seq_len=512, tie_embeddings=True,
@@ -151,6 +160,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         router_norm_topk=True, router_n_groups=8, router_topk_groups=4, routed_scaling=2.5,
         first_k_dense=3, n_mtp_modules=1, bos_token_id=0, eos_token_id=1,
     ),
+    # --- gpt-oss (OpenAI 2025) -------------------------------------------------------------------
+    "gpt-oss-20b": dict(_GPT_OSS, n_layers=24, n_experts=32),
+    "gpt-oss-120b": dict(_GPT_OSS, n_layers=36, n_experts=128),
     # --- Phi-3 ------------------------------------------------------------------------------------
     "phi-3-mini-4k": dict(
         family="phi3", vocab_size=32064, d_model=3072, n_layers=32, n_heads=32, d_ff=8192,

@@ -119,3 +119,57 @@ def test_attention_routes(
     probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
     expect = probs @ v.double().repeat_interleave(2, dim=1)
     assert torch.allclose(out.double(), expect, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("impl", "t", "s", "masked", "route"),
+    [
+        ("native", 9, 9, False, "sdpa"),  # the causal kernel has no sinks: SDPA with one more key
+        ("native", 9, 9, True, "sdpa"),
+        ("native", 2, 9, True, "sdpa"),  # a chunk after a cache
+        ("native", 1, 9, True, "eager"),  # one query (decoding) on the CPU
+        ("sdpa", 9, 9, True, "sdpa"),
+        ("eager", 9, 9, False, "eager"),
+    ],
+)
+def test_attention_sinks_routes(
+    impl: str, t: int, s: int, masked: bool, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With attention sinks every route gives float64 attention with a sink column
+    a_ij = exp(s_ij) / (exp(sink_h) + sum_j exp(s_ij)), and the same gradients (sinks too)."""
+    calls: list[str] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls.append("sdpa")
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    gen = torch.Generator().manual_seed(t * 7 + s)
+    q = torch.randn(2, 4, t, 16, generator=gen, requires_grad=True)
+    k, v = (torch.randn(2, 2, s, 16, generator=gen, requires_grad=True) for _ in range(2))
+    sinks = torch.randn(4, generator=gen, requires_grad=True)
+    visible = torch.ones(t, s, dtype=torch.bool).tril(s - t)
+    if masked:
+        visible[-1, 0] = False
+    out = dispatch.attention(
+        q, k, v, visible if masked else None, scale=0.3, sinks=sinks, impl=impl
+    )
+    assert calls == ([] if route == "eager" else [route])
+
+    def reference(q, k, v, sinks):
+        scores = 0.3 * q @ k.repeat_interleave(2, dim=1).transpose(-2, -1)
+        scores = scores.masked_fill(~visible, float("-inf"))
+        column = sinks.view(1, 4, 1, 1).expand(2, 4, t, 1)
+        probs = torch.cat((scores, column), dim=-1).softmax(-1)[..., :-1]
+        return probs @ v.repeat_interleave(2, dim=1)
+
+    leaves = (q, k, v, sinks)
+    doubles = [x.detach().double().requires_grad_() for x in leaves]
+    expect = reference(*doubles)
+    assert torch.allclose(out.double(), expect, atol=1e-5)
+    grad_out = torch.randn(expect.shape, generator=gen, dtype=torch.float64)
+    got = torch.autograd.grad(out, leaves, grad_out.float())
+    want = torch.autograd.grad(expect, doubles, grad_out)
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a.double(), b, atol=1e-5)

@@ -11,6 +11,12 @@ Qwen3 and Gemma 3; or over the whole projection, all heads of a token together, 
 does: Team OLMo 2024, "2 OLMo 2 Furious"), and a sliding window (Beltagy et al. 2020; Mistral,
 Gemma) that hides keys more than `window - 1` positions back.
 
+Attention sinks (Xiao et al. 2023, "Efficient Streaming Language Models with Attention Sinks";
+gpt-oss, OpenAI 2025) give each query head h a learned logit sink_h that joins every softmax row
+and is then dropped:
+    a_ij = exp(s_ij) / (exp(sink_h) + sum_j' exp(s_ij'))
+so a row's weights sum to less than one and a head can attend to nothing in particular.
+
 The softmax(q k^T) v step is one call, `attention` (`glassformer.kernels.dispatch`, where the
 choice between glassformer's causal kernel, PyTorch's SDPA and the spelled-out scores lives).
 """
@@ -53,6 +59,8 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(k_dim, config.norm_eps, config.norm_unit_offset)
         else:
             self.q_norm = self.k_norm = None
+        # one logit per query head (initialised by Transformer.reset_parameters)
+        self.sinks = nn.Parameter(torch.empty(config.n_heads)) if config.attn_sinks else None
         self.scale = config.attention_scale
         self.softcap = config.attn_logit_softcap
         self.window = config.window(layer)
@@ -90,7 +98,9 @@ class Attention(nn.Module):
         q, k = self._rotate(q, k, rope)
         k, v, key_positions = self._append_to_cache(k, v, positions, cache, q.dtype)
         mask = attention_mask(positions, key_positions, self.window, key_valid, cache is not None)
-        out = attention(q, k, v, mask, scale=self.scale, softcap=self.softcap, impl=self.impl)
+        out = attention(
+            q, k, v, mask, scale=self.scale, softcap=self.softcap, sinks=self.sinks, impl=self.impl
+        )
         return out.transpose(1, 2).reshape(b, t, -1)
 
     def _qk_norm(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Mixture of Experts feed-forward layer (Shazeer et al. 2017; Fedus et al. 2021).
 
 A router scores each token against E experts and sends it to the top k of them:
-    s = softmax(x W_r)       (Mixtral, Qwen-MoE)     or   s = sigmoid(x W_r)   (DeepSeek-V3)
+    s = softmax(x W_r (+ b_r))  (Mixtral, Qwen-MoE, gpt-oss)  or  s = sigmoid(x W_r)  (DeepSeek-V3)
     chosen = top_k(s + b)    b: DeepSeek-V3's auxiliary-loss-free balancing bias, used only to
                              choose experts, never to weight them (Wang et al. 2024)
     w = s[chosen] (/ sum s[chosen] when normalised) * routed_scaling
@@ -10,6 +10,10 @@ Grouped routing (DeepSeek-V3): experts are split into n_groups; each group is sc
 of its two best (biased) scores, only the best topk_groups groups stay eligible, which bounds how
 many devices a token's experts live on. Shared experts (DeepSeek-MoE, Dai et al. 2024) see every
 token. Expert weights are stored stacked, [E, out, in], so a layer of 256 experts is three tensors.
+Renormalised softmax weights are the softmax of the k chosen logits alone, which is how gpt-oss
+(OpenAI 2025) spells its routing (top-k of the logits, then a softmax over those k); its router
+has a bias b_r, its experts biases on every projection (Config.mlp_bias) and the clamped SwiGLU
+of `mlp.glu_fn`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glassformer.components.mlp import MLP, activation_fn
+from glassformer.components.mlp import MLP, activation_fn, glu_fn
 from glassformer.config import Config
 
 
@@ -26,6 +30,9 @@ class Router(nn.Module):
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(config.n_experts, config.d_model))
+        self.bias = (
+            nn.Parameter(torch.empty(config.n_experts)) if config.router_logit_bias else None
+        )
         if config.router_bias:
             self.register_buffer("score_bias", torch.zeros(config.n_experts))
         else:
@@ -38,7 +45,8 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [N, d] -> (weights [N, k], expert ids [N, k], router logits [N, E])."""
-        logits = F.linear(x.float(), self.weight.float())
+        bias = None if self.bias is None else self.bias.float()
+        logits = F.linear(x.float(), self.weight.float(), bias)
         scores = logits.softmax(-1) if self.score == "softmax" else logits.sigmoid()
         choice = scores if self.score_bias is None else scores + self.score_bias.float()
         if self.n_groups > 1:
@@ -69,7 +77,14 @@ class Experts(nn.Module):
         self.gate_proj = nn.Parameter(torch.empty(e, f, d)) if self.gated else None
         self.up_proj = nn.Parameter(torch.empty(e, f, d))
         self.down_proj = nn.Parameter(torch.empty(e, d, f))
+        if config.mlp_bias:
+            self.gate_proj_bias = nn.Parameter(torch.empty(e, f)) if self.gated else None
+            self.up_proj_bias = nn.Parameter(torch.empty(e, f))
+            self.down_proj_bias = nn.Parameter(torch.empty(e, d))
+        else:
+            self.gate_proj_bias = self.up_proj_bias = self.down_proj_bias = None
         self.act = activation_fn(config.activation)
+        self.glu = glu_fn(config)
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(x)
@@ -85,15 +100,21 @@ class Experts(nn.Module):
                 continue
             tokens = token_of[start : start + count]
             h = x[tokens]
-            up = F.linear(h, self.up_proj[expert])
+            up = F.linear(h, self.up_proj[expert], self._bias(self.up_proj_bias, expert))
             if self.gate_proj is not None:
-                h = self.act(F.linear(h, self.gate_proj[expert])) * up
+                gate_bias = self._bias(self.gate_proj_bias, expert)
+                h = self.glu(F.linear(h, self.gate_proj[expert], gate_bias), up)
             else:
                 h = self.act(up)
-            h = F.linear(h, self.down_proj[expert]) * weight_of[start : start + count, None]
+            h = F.linear(h, self.down_proj[expert], self._bias(self.down_proj_bias, expert))
+            h = h * weight_of[start : start + count, None]
             out.index_add_(0, tokens, h)
             start += count
         return out
+
+    @staticmethod
+    def _bias(bias: torch.Tensor | None, expert: int) -> torch.Tensor | None:
+        return None if bias is None else bias[expert]
 
 
 class MoE(nn.Module):

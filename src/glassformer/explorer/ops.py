@@ -25,9 +25,12 @@ only the visible pairs in a windowed flash kernel (flops_mm_causal).
 Elementwise FLOPs per element (conventions, stated in docs/explorer.md): RMSNorm 4, LayerNorm 6
 (+1 with bias), softmax 5, SiLU 4, GELU 8, ReLU 1, GLU product 1, RoPE 3 per rotated element,
 score scaling 1 (+3 with soft-capping), residual/bias add 1, cross-entropy 5, AdamW 13 per
-parameter. Multi-head latent attention has two orders: "plain" expands keys and values with
-kv_b_proj (prefill), "absorbed" folds W_uk into the query and W_uv after the attention so the
-scores run against the cached latent directly (decode).
+parameter. The clamped SwiGLU of gpt-oss adds 1 for the sigmoid's gain, 3 for the clamps
+(gate above, up both sides) and 1 for the offset on up; attention sinks add one column to every
+softmax row (5 FLOPs per row).
+Multi-head latent attention has two orders: "plain" expands keys and values with kv_b_proj
+(prefill), "absorbed" folds W_uk into the query and W_uv after the attention so the scores run
+against the cached latent directly (decode).
 """
 
 from __future__ import annotations
@@ -64,6 +67,17 @@ ROPE_FLOPS = 3
 SOFTCAP_FLOPS = 3
 CE_FLOPS = 5
 ADAMW_FLOPS = 13
+
+
+def glu_flops(cfg: Config) -> int:
+    """FLOPs per element of act(g) * u in the config's GLU variant (see components/mlp.py)."""
+    return (
+        ACT_FLOPS[cfg.activation]
+        + 1  # the product
+        + (1 if cfg.glu_alpha != 1.0 else 0)  # alpha g inside the sigmoid
+        + (3 if cfg.glu_limit is not None else 0)  # min(g, L), clamp(u, -L, L)
+        + (1 if cfg.glu_up_offset != 0.0 else 0)  # u + offset
+    )
 
 
 def blend(eager_value: Value, flash_value: Value) -> Value:
@@ -277,7 +291,7 @@ def mlp_ops(
                     Edge(f"{prefix}.up_proj", (*lead, d_ff)),
                 ],
                 (*lead, d_ff),
-                flops_other=(ACT_FLOPS[act] + 1) * n * d_ff,
+                flops_other=glu_flops(cfg) * n * d_ff,
                 a_read=2 * n * d_ff,
                 a_write=n * d_ff,
                 saved=2 * n * d_ff,
@@ -315,7 +329,7 @@ def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op
     hit = e * sub(1, epow(1 - k / e, n))
     rows = n * k  # (token, expert) pairs
     ops: list[Op] = []
-    router = linear("mlp.router", src, n, lead, d, e, False, kind="router")
+    router = linear("mlp.router", src, n, lead, d, e, cfg.router_logit_bias, kind="router")
     router.note = "computed in fp32"
     ops.append(router)
     per_score = SOFTMAX_FLOPS if cfg.router_score == "softmax" else 4
@@ -338,15 +352,19 @@ def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op
         )
     )
 
+    bias = cfg.mlp_bias
+
     def expert_linear(name: str, s: str, d_in: int, d_out: int) -> Op:
+        per_expert = d_in * d_out + (d_out if bias else 0)
         return Op(
             name,
             "experts",
             [Edge(s, (rows, d_in))],
             (rows, d_out),
-            params=e * d_in * d_out,
+            params=e * per_expert,
             flops_mm=2 * rows * d_in * d_out,
-            w_read=hit * d_in * d_out,
+            flops_other=rows * d_out if bias else 0,
+            w_read=hit * per_expert,
             a_read=rows * d_in,
             a_write=rows * d_out,
             saved=rows * d_in,
@@ -362,7 +380,7 @@ def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op
             "elementwise",
             [Edge("mlp.experts.gate_proj" if gated else "mlp.experts.up_proj", (rows, f))],
             (rows, f),
-            flops_other=(ACT_FLOPS[cfg.activation] + (1 if gated else 0)) * rows * f,
+            flops_other=(glu_flops(cfg) if gated else ACT_FLOPS[cfg.activation]) * rows * f,
             a_read=(2 if gated else 1) * rows * f,
             a_write=rows * f,
             saved=(2 if gated else 1) * rows * f,
@@ -439,15 +457,19 @@ def mha_ops(cfg: Config, layer: int, src: str, g: Geometry, cache: bool) -> list
     return ops
 
 
-def _softmax(g: Geometry, h: int) -> Op:
-    """The row softmax over the score grid: standard heads and both MLA orders alike."""
+def _softmax(g: Geometry, h: int, sinks: bool = False) -> Op:
+    """The row softmax over the score grid: standard heads and both MLA orders alike. With
+    attention sinks each row has one more column, the head's sink logit (h parameters)."""
     grid_total = B * h * g.tokens * g.grid
+    sink_column = B * h * g.tokens if sinks else 0
     return Op(
         "attn.softmax",
         "softmax",
         [Edge("attn.scores", (B, h, g.tokens, g.grid))],
         (B, h, g.tokens, g.grid),
-        flops_other=SOFTMAX_FLOPS * blend(grid_total, B * h * g.pairs),
+        params=h if sinks else 0,
+        w_read=h if sinks else 0,
+        flops_other=SOFTMAX_FLOPS * (blend(grid_total, B * h * g.pairs) + sink_column),
         a_read=EAGER * grid_total,
         a_write=EAGER * grid_total,
         saved=EAGER * grid_total + B * h * g.tokens,  # probabilities (eager) or row logsumexp
@@ -497,7 +519,10 @@ def _attention_core(
         saved=B * h * tok * qk + (0 if from_cache else k_read),
         note="q k^T * scale" + (" , soft-capped" if cfg.attn_logit_softcap else ""),
     )
-    softmax = _softmax(g, h)
+    softmax = _softmax(g, h, cfg.attn_sinks)
+    if cfg.attn_sinks:
+        softmax.note += ", one sink column per head"
+
     v_read = keys * vd
     value = Op(
         "attn.value",
@@ -967,5 +992,7 @@ def optimizer_op(params: int) -> Op:
 
 
 def expert_params(cfg: Config) -> int:
-    """Parameters of one routed expert."""
-    return (3 if cfg.mlp == "glu" else 2) * cfg.d_model * cfg.moe_d_ff
+    """Parameters of one routed expert (with its biases, when the projections have them)."""
+    gated = cfg.mlp == "glu"
+    biases = ((2 if gated else 1) * cfg.moe_d_ff + cfg.d_model) if cfg.mlp_bias else 0
+    return (3 if gated else 2) * cfg.d_model * cfg.moe_d_ff + biases

@@ -206,6 +206,8 @@ _NUMBER_KEYS = frozenset(
         "mscale",
         "mscale_all_dim",
         "attention_factor",
+        "swiglu_alpha",
+        "swiglu_limit",
     ]
 )
 _STR_KEYS = frozenset(
@@ -310,6 +312,8 @@ _TO_OURS: dict[str, Callable[[Any], Any]] = {
     "norm_eps": float,
     "init_std": float,
     "routed_scaling": float,
+    "glu_alpha": float,
+    "glu_limit": float,
     "tie_embeddings": bool,
     "router_norm_topk": bool,
     "rope_interleaved": bool,
@@ -336,7 +340,7 @@ def _rope_dict(r: _Reader, layer_kind: str | None = None) -> dict[str, Any]:
         # the file's rope_theta (that one goes to the full layers only)
         theta = r.family.hf_defaults.get("rope_theta", 10000.0)
         return {"rope_type": "default", "rope_theta": theta}
-    legacy = dict(r.get("rope_scaling") or {})
+    legacy = dict(r.get("rope_scaling") or r.family.hf_rope_default or {})
     legacy.setdefault("rope_type", legacy.pop("type", "default"))
     legacy["rope_theta"] = r.get("rope_theta", 10000.0)
     return legacy

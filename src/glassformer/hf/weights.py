@@ -7,7 +7,9 @@ Most tensors only change name. Some change layout, as the family table says
 - Phi-3 fuses q, k, v into one `qkv_proj` [(n_heads + 2 n_kv_heads) head_dim, d] and the MLP's
   gate and up into one `gate_up_proj` [2f, d] (gate first); we keep separate projections.
 - HF MoE layers fuse each expert's gate and up projections into `gate_up_proj` [E, 2f, d]
-  (gate first); we keep them as two stacked tensors.
+  (gate first); we keep them as two stacked tensors. gpt-oss stores them [E, d, 2f] with gate
+  and up in alternate columns, `down_proj` [E, f, d], and biases alongside
+  (`hf_experts_interleaved`); its router is `mlp.router` (`hf_router`) with a bias.
   Checkpoints on disk (and `save_pretrained`) keep one tensor per expert instead, named
   `experts.{j}.{gate,up,down}_proj` (Mixtral: `block_sparse_moe.experts.{j}.w1/w3/w2`);
   `unify_expert_layout` stacks those first.
@@ -172,11 +174,13 @@ def _block_rules(
         for p in "qkv":
             _linear(rules, f"{o}.attn.{p}_proj", f"{h}.self_attn.{p}_proj", cfg.qkv_bias)
         _linear(rules, f"{o}.attn.o_proj", f"{h}.self_attn.o_proj", cfg.attn_out_bias)
+        if cfg.attn_sinks:
+            rules.append(_rename(f"{o}.attn.sinks", f"{h}.self_attn.sinks"))
         if cfg.qk_norm:
             for p in "qk":
                 rules.append(_rename(f"{o}.attn.{p}_norm.weight", f"{h}.self_attn.{p}_norm.weight"))
     if cfg.is_moe_layer(layer):
-        _moe_rules(cfg, rules, f"{o}.mlp", f"{h}.mlp")
+        _moe_rules(cfg, family, rules, f"{o}.mlp", f"{h}.mlp")
     elif family.fused_gate_up:
         gate_up = (f"{o}.mlp.gate_proj.weight", f"{o}.mlp.up_proj.weight")
         rules.append(_split(gate_up, f"{h}.mlp.gate_up_proj.weight", [cfg.d_ff] * 2, 0, False))
@@ -199,11 +203,39 @@ def _mla_rules(cfg: Config, rules: list[Rule], o: str, h: str) -> None:
     _linear(rules, f"{o}.o_proj", f"{h}.o_proj", cfg.attn_out_bias)
 
 
-def _moe_rules(cfg: Config, rules: list[Rule], o: str, h: str) -> None:
-    rules.append(_rename(f"{o}.router.weight", f"{h}.gate.weight"))
+def _interleaved_gate_up(ours: tuple[str, str], hf: str, transpose: bool) -> Rule:
+    """HF's gpt-oss `gate_up_proj` [E, d, 2f] (or its bias [E, 2f]) with gate and up in
+    alternate columns <-> our gate and up [E, f, d] (or [E, f])."""
+
+    def to_ours(t: Tensors) -> Tensors:
+        gate, up = t[0][..., ::2], t[0][..., 1::2]
+        return [(w.transpose(1, 2) if transpose else w).contiguous() for w in (gate, up)]
+
+    def to_hf(t: Tensors) -> Tensors:
+        gate, up = (w.transpose(1, 2) if transpose else w for w in t)
+        return [torch.stack((gate, up), dim=-1).flatten(-2).contiguous()]
+
+    return Rule(ours, (hf,), to_ours, to_hf)
+
+
+def _moe_rules(cfg: Config, family: Family, rules: list[Rule], o: str, h: str) -> None:
+    router = f"{h}.{family.hf_router}"
+    rules.append(_rename(f"{o}.router.weight", f"{router}.weight"))
+    if cfg.router_logit_bias:
+        rules.append(_rename(f"{o}.router.bias", f"{router}.bias"))
     if cfg.router_bias:
-        rules.append(_rename(f"{o}.router.score_bias", f"{h}.gate.e_score_correction_bias"))
+        rules.append(_rename(f"{o}.router.score_bias", f"{router}.e_score_correction_bias"))
     f = cfg.moe_d_ff
+    if family.hf_experts_interleaved:
+        x, gate_up = f"{o}.experts", f"{h}.experts.gate_up_proj"
+        pair = (f"{x}.gate_proj", f"{x}.up_proj")
+        rules.append(_interleaved_gate_up(pair, gate_up, True))
+        rules.append(_transposed_experts(f"{x}.down_proj", f"{h}.experts.down_proj"))
+        if cfg.mlp_bias:
+            pair = (f"{x}.gate_proj_bias", f"{x}.up_proj_bias")
+            rules.append(_interleaved_gate_up(pair, f"{gate_up}_bias", False))
+            rules.append(_rename(f"{x}.down_proj_bias", f"{h}.experts.down_proj_bias"))
+        return
     rules.append(
         _split(
             (f"{o}.experts.gate_proj", f"{o}.experts.up_proj"),
@@ -217,6 +249,15 @@ def _moe_rules(cfg: Config, rules: list[Rule], o: str, h: str) -> None:
     if cfg.n_shared_experts:
         for p in ("gate_proj", "up_proj", "down_proj"):
             _linear(rules, f"{o}.shared.{p}", f"{h}.shared_experts.{p}", False)
+
+
+def _transposed_experts(ours: str, hf: str) -> Rule:
+    """[E, in, out] <-> [E, out, in]."""
+
+    def swap(t: Tensors) -> Tensors:
+        return [t[0].transpose(1, 2).contiguous()]
+
+    return Rule((ours,), (hf,), swap, swap)
 
 
 def _check_names(side: str, have: set[str], want: set[str]) -> None:

@@ -236,12 +236,20 @@ def fast_path_notes(model: Transformer) -> list[str]:
 
 
 def _fuse(model: Transformer) -> None:
+    cfg = model.config
+    # the fused modules compute plain attention and act(g) * u: no sinks, no clamped GLU
+    plain_glu = (cfg.glu_alpha, cfg.glu_limit, cfg.glu_up_offset) == (1.0, None, 0.0)
     for block in model.layers:
         attn, mlp = block.attn, block.mlp
-        if type(attn) is Attention and can_concat([attn.q_proj, attn.k_proj, attn.v_proj]):
+        if (
+            type(attn) is Attention
+            and attn.sinks is None
+            and can_concat([attn.q_proj, attn.k_proj, attn.v_proj])
+        ):
             block.attn = FusedAttention.from_attention(attn)
         if (
             type(mlp) is MLP
+            and plain_glu
             and mlp.gate_proj is not None
             and can_concat([mlp.gate_proj, mlp.up_proj])
         ):

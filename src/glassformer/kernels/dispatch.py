@@ -2,7 +2,7 @@
 
 The components call one function per step and never a kernel:
 
-    attention(q, k, v, mask, scale=..., softcap=..., impl=...)   components/attention.py, mla.py
+    attention(q, k, v, mask, scale=..., softcap=..., sinks=..., impl=...)  attention.py, mla.py
     gelu_tanh(x)                                                 components/mlp.py (the activation)
     logits_cross_entropy(h, w, labels, ignore, softcap, grad)    components/head_loss.py
 
@@ -52,6 +52,7 @@ def attention(
     *,
     scale: float,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
     impl: str = "native",
 ) -> torch.Tensor:
     """softmax(softcap(scale q k^T) + mask) v over grouped KV heads.
@@ -67,17 +68,26 @@ def attention(
     Soft-capping needs the scores, so it always runs eager; so does a single query row on the
     CPU (decoding), where PyTorch's CPU flash kernel has a large fixed cost per call and the
     explicit product is a pair of tiny matmuls.
+
+    `sinks` [H] (attention sinks, gpt-oss): one more logit per head in every softmax row,
+    dropped afterwards, a_ij = exp(s_ij) / (exp(sink_h) + sum_j exp(s_ij)). Eager appends it as
+    a score column; the fused path (also what "native" takes, the causal kernel has no sinks)
+    gives SDPA one more key of zeros with a zero value and the sink as that key's additive mask
+    entry, so the kernel's softmax includes it and its gradients reach the sink.
     """
     if (
         impl == "native"
         and mask is None
         and softcap is None
+        and sinks is None
         and kernels.causal_attention_supported(q, k, v)
     ):
         b, h, t, d = q.shape
         return kernels.causal_attention(q, k, v, scale).view(b, t, h, d).transpose(1, 2)
     fused = impl in ("native", "sdpa")
     if fused and softcap is None and (q.shape[-2] > 1 or q.device.type != "cpu"):
+        if sinks is not None:
+            return _sdpa_with_sinks(q, k, v, mask, scale, sinks)
         return F.scaled_dot_product_attention(
             q,
             k,
@@ -87,7 +97,36 @@ def attention(
             scale=scale,
             enable_gqa=q.shape[1] // k.shape[1] > 1,
         )
-    return eager_attention(q, k, v, mask, scale, softcap)
+    return eager_attention(q, k, v, mask, scale, softcap, sinks)
+
+
+def _sdpa_with_sinks(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    sinks: torch.Tensor,
+) -> torch.Tensor:
+    """SDPA over the keys plus one zero key whose score is the head's sink: scale q . 0 + sink
+    = sink, and its zero value adds nothing to the output."""
+    h, t, s = q.shape[1], q.shape[2], k.shape[2]
+    k = torch.cat((k, k.new_zeros(*k.shape[:2], 1, k.shape[-1])), dim=-2)
+    v = torch.cat((v, v.new_zeros(*v.shape[:2], 1, v.shape[-1])), dim=-2)
+    if mask is None:
+        mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
+    visible = mask.view(-1, 1, t, s)
+    bias = torch.zeros(visible.shape, dtype=q.dtype, device=q.device)
+    bias = bias.masked_fill(~visible, float("-inf")).expand(visible.shape[0], h, t, s)
+    sink = sinks.to(q.dtype).view(1, h, 1, 1).expand(visible.shape[0], h, t, 1)
+    return F.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        attn_mask=torch.cat((bias, sink), dim=-1),
+        scale=scale,
+        enable_gqa=h // k.shape[1] > 1,
+    )
 
 
 def eager_attention(
@@ -97,8 +136,11 @@ def eager_attention(
     mask: torch.Tensor | None,
     scale: float,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`attention` as explicit matmuls and a softmax (float32 softmax for lower-precision q)."""
+    """`attention` as explicit matmuls and a softmax (float32 softmax for lower-precision q);
+    the sinks, when given, as one more score column that the softmax sees and the product with
+    v does not."""
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k = k.repeat_interleave(groups, dim=1)
@@ -110,6 +152,10 @@ def eager_attention(
         t, s = scores.shape[-2:]
         mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(s - t)
     scores = scores.masked_fill(~mask, float("-inf"))
+    if sinks is not None:
+        sink = sinks.to(scores.dtype).view(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+        probs = torch.softmax(torch.cat((scores, sink), dim=-1).float(), dim=-1)[..., :-1]
+        return torch.matmul(probs.to(q.dtype), v)
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     return torch.matmul(probs, v)
 
