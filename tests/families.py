@@ -160,8 +160,31 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
         swiglu_alpha=1.3, swiglu_limit=0.3,
         layer_types=["full_attention", "sliding_attention"],
     ),
+    "smollm3": dict(
+        model_type="smollm3", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        no_rope_layers=[1, 0, 1], use_sliding_window=True, sliding_window=7, pad_token_id=None,
+        tie_word_embeddings=False,
+    ),
+    "llama4_text": dict(
+        model_type="llama4_text", vocab_size=VOCAB, hidden_size=64, intermediate_size=32,
+        intermediate_size_mlp=48, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=1,
+        interleave_moe_layer_step=2, no_rope_layer_interval=4, attention_chunk_size=8,
+        floor_scale=4, attn_scale=0.3, max_position_embeddings=128,
+        rope_parameters=dict(
+            rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+            high_freq_factor=4.0, original_max_position_embeddings=16,
+        ),
+    ),
 }
 # fmt: on
+
+# Configs whose HF model counts some positions from the start of the padded batch rather than of
+# the row (Llama 4's query temperature on NoPE layers: `arange` plus the cache length, not
+# `position_ids`), so in HF a left-padded row is not the row alone; the padding test holds the
+# padded rows to HF's instead.
+ABSOLUTE_POSITION_CONFIGS = frozenset({"llama4_text"})
 
 
 def hf_config(name: str) -> Any:

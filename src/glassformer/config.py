@@ -8,9 +8,11 @@ object, so there is a single source of truth for "what does this network compute
 Conventions:
 - `d_model` is the residual width, `n_heads * head_dim` the attention width (they may differ,
   as in Gemma and Qwen3).
-- `layer_types[i]` is "full", "sliding" or "linear"; sliding layers attend to the last
-  `sliding_window` keys including the current one (key j is visible to query i when
-  0 <= i - j < window); linear layers are Gated DeltaNet linear attention (`linear_*` sizes).
+- `layer_types[i]` is "full", "sliding", "linear" or "chunked"; sliding layers attend to the
+  last `sliding_window` keys including the current one (key j is visible to query i when
+  0 <= i - j < window); linear layers are Gated DeltaNet linear attention (`linear_*` sizes);
+  chunked layers attend to the keys of their own chunk of `attention_chunk_size` positions
+  (i // c == j // c, j <= i).
 - All sizes are validated on construction; a bad value raises `ValueError` naming the field.
 """
 
@@ -33,7 +35,7 @@ AttentionType = Literal["mha", "mla"]
 MLPType = Literal["mlp", "glu"]
 Activation = Literal["gelu", "gelu_tanh", "silu", "relu"]
 RouterScore = Literal["softmax", "sigmoid"]
-LayerType = Literal["full", "sliding", "linear"]
+LayerType = Literal["full", "sliding", "linear", "chunked"]
 QKNormScope = Literal["head", "all"]
 
 ROPE_SCALING_TYPES = ("linear", "llama3", "yarn")
@@ -245,6 +247,21 @@ class Config:
     glu_limit: float | None = None
     glu_up_offset: float = 0.0
 
+    # --- NoPE layers, chunked attention, attention temperature (Llama 4, SmolLM3) -------------
+    # Layers that skip RoPE (NoPE: Kazemnejad et al. 2023); the others rotate as configured.
+    nope_layers: tuple[int, ...] = ()
+    # "chunked" layers: a query sees the keys of its own chunk of this many positions (Llama 4).
+    attention_chunk_size: int | None = None
+    # NoPE layers scale q by 1 + s * log(1 + floor((p + 1) / floor_)) at position p (Llama 4's
+    # attention temperature tuning); None: no scaling. s is attn_temperature_scale.
+    attn_temperature_floor: int | None = None
+    attn_temperature_scale: float = 0.1
+    # q and k RMS-normalised per head without a learned scale, on RoPE layers only (Llama 4;
+    # HF calls it an L2 norm).
+    qk_l2_norm: bool = False
+    moe_layer_step: int = 1  # MoE on the layers i with (i + 1) % step == 0 (Llama 4)
+    router_scales_input: bool = False  # the routing weight multiplies the expert's input
+
     # --- embeddings and head -----------------------------------------------------------------
     tie_embeddings: bool = False
     embed_scale: bool = False  # multiply embeddings by sqrt(d_model) (Gemma)
@@ -283,6 +300,8 @@ class Config:
             set_(self, "rope_scaling", RopeScaling(**self.rope_scaling))
         if self.layer_types is not None:
             set_(self, "layer_types", tuple(self.layer_types))
+        if isinstance(self.nope_layers, list):
+            set_(self, "nope_layers", tuple(self.nope_layers))
         if isinstance(self.eos_token_id, list):
             set_(self, "eos_token_id", tuple(self.eos_token_id))
         self.validate()
@@ -343,14 +362,20 @@ class Config:
                     f"layer_types: has {len(self.layer_types)} entries, expected n_layers="
                     f"{self.n_layers}"
                 )
-            bad = sorted({t for t in self.layer_types if t not in ("full", "sliding", "linear")})
+            kinds = ("full", "sliding", "linear", "chunked")
+            bad = sorted({t for t in self.layer_types if t not in kinds})
             if bad:
                 raise ValueError(
-                    f"layer_types: unknown layer type(s) {bad}; use full|sliding|linear"
+                    f"layer_types: unknown layer type(s) {bad}; use full|sliding|linear|chunked"
                 )
             if "sliding" in self.layer_types and self.sliding_window is None:
                 raise ValueError("sliding_window: layer_types has sliding layers but no window")
+            if "chunked" in self.layer_types and self.attention_chunk_size is None:
+                raise ValueError(
+                    "attention_chunk_size: layer_types has chunked layers but no chunk size"
+                )
         self._validate_linear_attention()
+        self._validate_nope_chunks()
         if self.qk_norm_scope != "head" and not self.qk_norm:
             raise ValueError(f"qk_norm_scope: {self.qk_norm_scope!r} needs qk_norm=True")
         if self.attention == "mla":
@@ -435,6 +460,48 @@ class Config:
                 f"linear_n_v_heads={self.linear_n_v_heads}"
             )
 
+    def _validate_nope_chunks(self) -> None:
+        if self.attention_chunk_size is not None:
+            if not _positive_int(self.attention_chunk_size):
+                raise ValueError(
+                    f"attention_chunk_size: must be a positive integer, got "
+                    f"{self.attention_chunk_size!r}"
+                )
+            if self.layer_types is None and self.sliding_window is not None:
+                raise ValueError(
+                    "layer_types: required when both sliding_window and attention_chunk_size "
+                    "are set (which layers slide and which are chunked)"
+                )
+            if self.attention == "mla":
+                raise ValueError("attention_chunk_size: MLA layers are not chunked")
+        nope = self.nope_layers
+        if nope:
+            if self.position != "rope" or self.attention == "mla":
+                raise ValueError(
+                    f"nope_layers: needs standard attention with position='rope', got "
+                    f"position={self.position!r}, attention={self.attention!r}"
+                )
+            if list(nope) != sorted(set(nope)) or nope[0] < 0 or nope[-1] >= self.n_layers:
+                raise ValueError(
+                    f"nope_layers: expected increasing layer indices below n_layers="
+                    f"{self.n_layers}, got {list(nope)[:8]}"
+                )
+        if self.attn_temperature_floor is not None and not _positive_int(
+            self.attn_temperature_floor
+        ):
+            raise ValueError(
+                f"attn_temperature_floor: must be a positive integer or None, got "
+                f"{self.attn_temperature_floor!r}"
+            )
+        if self.qk_l2_norm and (self.qk_norm or self.attention == "mla"):
+            raise ValueError("qk_l2_norm: not with qk_norm or MLA (one q/k norm per layer)")
+        if not _positive_int(self.moe_layer_step):
+            raise ValueError(
+                f"moe_layer_step: must be a positive integer, got {self.moe_layer_step!r}"
+            )
+        if self.router_scales_input and (not self.n_experts or self.mlp != "glu"):
+            raise ValueError("router_scales_input: needs routed GLU experts (n_experts > 0)")
+
     # --- derived quantities (used by the model, the loaders and the explorer alike) ------------
     @property
     def rope_dim(self) -> int:
@@ -475,15 +542,33 @@ class Config:
     def layer_type(self, layer: int) -> LayerType:
         if self.layer_types is not None:
             return self.layer_types[layer]
-        return "sliding" if self.sliding_window is not None else "full"
+        if self.sliding_window is not None:
+            return "sliding"
+        return "chunked" if self.attention_chunk_size is not None else "full"
 
     def window(self, layer: int) -> int | None:
         """Keys visible to a query in this layer (None: unbounded, and for linear layers, which
         keep a fixed-size state instead of keys)."""
         return self.sliding_window if self.layer_type(layer) == "sliding" else None
 
+    def chunk(self, layer: int) -> int | None:
+        """The attention chunk of a chunked layer (None: the layer is not chunked)."""
+        return self.attention_chunk_size if self.layer_type(layer) == "chunked" else None
+
+    def kv_span(self, layer: int) -> int | None:
+        """The most recent positions this layer's cache must keep (None: all of them): a
+        window, or a chunk (a query never sees a key of an earlier chunk)."""
+        return self.window(layer) or self.chunk(layer)
+
+    def uses_rope(self, layer: int) -> bool:
+        return self.position == "rope" and layer not in self.nope_layers
+
     def is_moe_layer(self, layer: int) -> bool:
-        return self.n_experts > 0 and layer >= self.first_k_dense
+        return (
+            self.n_experts > 0
+            and layer >= self.first_k_dense
+            and (layer + 1) % self.moe_layer_step == 0
+        )
 
     @property
     def n_kv_groups(self) -> int:
@@ -499,6 +584,7 @@ class Config:
         out = dataclasses.asdict(self)
         if out["layer_types"] is not None:
             out["layer_types"] = list(out["layer_types"])
+        out["nope_layers"] = list(out["nope_layers"])
         return out
 
     @classmethod

@@ -73,11 +73,16 @@ class Family:
     hf_layout: Literal["gpt2", "llama"] = "llama"  # gpt2: Conv1D weights under transformer.h.*
     fused_qkv: bool = False  # q, k, v stored as one `self_attn.qkv_proj` (Phi-3)
     fused_gate_up: bool = False  # gate and up stored as one `mlp.gate_up_proj` (Phi-3)
-    hf_router: str = "gate"  # the MoE router's module name under `mlp.`
+    hf_router: str = "gate"  # the MoE router's module name under the feed-forward
     # Expert matrices stored [E, in, out] with gate and up interleaved in the columns of
     # `gate_up_proj` (gate = [..., ::2], up = [..., 1::2]) and biases `gate_up_proj_bias`,
     # `down_proj_bias` (gpt-oss); otherwise [E, out, in], gate rows before up rows.
     hf_experts_interleaved: bool = False
+    # Llama 4: the feed-forward module's and the shared expert's names; experts stored
+    # [E, in, out] (HF's bmm layout), gate columns before up columns.
+    hf_mlp: str = "mlp"
+    hf_shared: str = "shared_experts"
+    hf_experts_in_out: bool = False
     # --- GGUF (llama.cpp) -----------------------------------------------------------------------
     gguf_arch: str | None = None  # `general.architecture`; keys are `{gguf_arch}.*`
     gguf_rope_permuted: bool = False  # the converter permutes Q/K rows for interleaved RoPE
@@ -374,6 +379,103 @@ OLMO2 = like(
     gguf_rope_permuted=False,
 )  # fmt: skip
 
+
+# --- NoPE layers (SmolLM3, Llama 4) --------------------------------------------------------------
+def _read_nope(r: Any, n_layers: int) -> tuple[int, ...]:
+    """HF's `no_rope_layers` (1: the layer uses RoPE, 0: NoPE), derived when absent: every
+    `no_rope_layer_interval`-th layer NoPE. Returns the NoPE layers' indices."""
+    flags = r.get("no_rope_layers")
+    interval = r.get("no_rope_layer_interval")  # read (HF ignores it) when flags are given
+    if not flags:
+        if n_layers > MAX_PATTERN_LAYERS:
+            raise ValueError(
+                f"{r.model_type} config: field 'num_hidden_layers'={n_layers} exceeds the "
+                f"{MAX_PATTERN_LAYERS} layers glassformer spells a NoPE pattern out for"
+            )
+        return tuple(i for i in range(n_layers) if (i + 1) % interval == 0)
+    if len(flags) < n_layers or any(f not in (0, 1) or isinstance(f, float) for f in flags):
+        raise ValueError(
+            f"{r.model_type} config: field 'no_rope_layers' must hold a 0 or 1 for each of the "
+            f"{n_layers} layers, got {list(flags)[:8]}"
+        )
+    return tuple(i for i in range(n_layers) if not flags[i])
+
+
+def _write_nope(cfg: Any, out: dict[str, Any]) -> None:
+    nope = set(cfg.nope_layers)
+    out["no_rope_layers"] = [0 if i in nope else 1 for i in range(cfg.n_layers)]
+
+
+_HF_KINDS = {
+    "full_attention": "full", "sliding_attention": "sliding", "chunked_attention": "chunked",
+}  # fmt: skip
+
+
+def _read_kinds(r: Any, n_layers: int, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
+    kinds = r.get("layer_types")
+    if kinds is None:
+        return None
+    bad = sorted({str(k) for k in kinds if _HF_KINDS.get(k) not in allowed})
+    if bad:
+        raise ValueError(f"{r.model_type} config: field 'layer_types' has unsupported {bad}")
+    if len(kinds) != n_layers:
+        raise ValueError(
+            f"{r.model_type} config: field 'layer_types' has {len(kinds)} entries for "
+            f"num_hidden_layers={n_layers}"
+        )
+    return tuple(_HF_KINDS[k] for k in kinds)
+
+
+def _write_kinds(cfg: Any, out: dict[str, Any]) -> None:
+    names = {v: k for k, v in _HF_KINDS.items()}
+    out["layer_types"] = [names[cfg.layer_type(i)] for i in range(cfg.n_layers)]
+
+
+# SmolLM3 (Hugging Face 2025): Llama with every `no_rope_layer_interval`-th layer NoPE; when
+# use_sliding_window is set, HF's derived pattern slides on the NoPE layers.
+def _read_smollm3(r: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    n = fields["n_layers"]
+    nope = _read_nope(r, n)
+    window, use = r.get("sliding_window"), r.get("use_sliding_window")
+    kinds = _read_kinds(r, n, ("full", "sliding"))
+    if kinds is None:
+        on = use and window is not None
+        kinds = tuple("sliding" if on and i in nope else "full" for i in range(n))
+    out: dict[str, Any] = dict(nope_layers=nope)
+    if "sliding" in kinds:
+        if not use or window is None:
+            raise ValueError(
+                f"smollm3 config: field 'layer_types' has sliding layers but "
+                f"use_sliding_window={use!r}, sliding_window={window!r} (HF's attention paths "
+                "disagree on what that means)"
+            )
+        out.update(sliding_window=window, layer_types=kinds)
+    return out
+
+
+def _write_smollm3(cfg: Any, out: dict[str, Any]) -> None:
+    # HF's default pad id (128004) must index the embedding; which id pads changes no logits
+    if cfg.vocab_size <= 128004:
+        out["pad_token_id"] = None
+    _write_nope(cfg, out)
+    out["use_sliding_window"] = cfg.sliding_window is not None
+    out["sliding_window"] = cfg.sliding_window
+    _write_kinds(cfg, out)
+
+
+SMOLLM3 = like(
+    LLAMA, "smollm3",
+    hf_defaults=dict(
+        max_position_embeddings=32768, tie_word_embeddings=True, bos_token_id=128000,
+        eos_token_id=128001, rope_theta=2000000.0, use_sliding_window=False,
+        sliding_window=None, no_rope_layer_interval=4,
+    ),
+    read_hf=_read_smollm3,
+    write_hf=_write_smollm3,
+    gguf_arch=None,
+    gguf_rope_permuted=False,
+)  # fmt: skip
+
 OLMO3 = like(
     OLMO2, "olmo3",
     hf_defaults=dict(sliding_window=4096, rope_theta=500000.0),
@@ -444,16 +546,100 @@ GPT_OSS = like(
     hf_experts_interleaved=True,
 )  # fmt: skip
 
+
+# Llama 4 (Meta 2025): RoPE layers attend within chunks (q/k unit-RMS-normalised), every
+# `no_rope_layer_interval`-th layer is NoPE and global (query temperature tuning); MoE on every
+# `interleave_moe_layer_step`-th layer, one shared expert plus top-k sigmoid experts whose input
+# the routing weight scales; dense layers are `intermediate_size_mlp` wide.
+def _read_llama4(r: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    n = fields["n_layers"]
+    nope = _read_nope(r, n)
+    chunk = r.get("attention_chunk_size")
+    kinds = _read_kinds(r, n, ("full", "chunked"))
+    if kinds is None:  # HF: the RoPE layers are chunked
+        kinds = tuple(
+            "chunked" if i not in nope and chunk is not None else "full" for i in range(n)
+        )
+    out: dict[str, Any] = dict(nope_layers=nope, attn_temperature_scale=float(r.get("attn_scale")))
+    if "chunked" in kinds:
+        if chunk is None:
+            raise ValueError(
+                "llama4_text config: field 'layer_types' has chunked layers but "
+                "attention_chunk_size is null"
+            )
+        out.update(attention_chunk_size=chunk, layer_types=kinds)
+    floor = r.get("floor_scale")  # read either way: HF ignores it without tuning
+    if r.get("attn_temperature_tuning") and nope:
+        out["attn_temperature_floor"] = floor
+    step = r.get("interleave_moe_layer_step")
+    moe = r.get("moe_layers")
+    if moe is not None:
+        moe = list(moe)
+        step = moe[0] + 1 if moe and isinstance(moe[0], int) else step
+        if not moe or moe != list(range(step - 1, n, step)):
+            raise ValueError(
+                f"llama4_text config: field 'moe_layers'={moe[:8]} is not supported (MoE on "
+                "every k-th layer, k = interleave_moe_layer_step, is)"
+            )
+    out["moe_layer_step"] = step
+    return out
+
+
+def _write_llama4(cfg: Any, out: dict[str, Any]) -> None:
+    _write_nope(cfg, out)
+    out["attention_chunk_size"] = cfg.attention_chunk_size
+    _write_kinds(cfg, out)
+    out["attn_temperature_tuning"] = cfg.attn_temperature_floor is not None
+    out["floor_scale"] = cfg.attn_temperature_floor or 8192
+    out["attn_scale"] = cfg.attn_temperature_scale
+    step = cfg.moe_layer_step
+    out["interleave_moe_layer_step"] = step
+    out["moe_layers"] = list(range(step - 1, cfg.n_layers, step))
+
+
+LLAMA4_TEXT = like(
+    LLAMA, "llama4_text",
+    traits=dict(rope_interleaved=True, router_score="sigmoid", router_norm_topk=False,
+                router_scales_input=True, n_shared_experts=1),
+    hf_keys={
+        "intermediate_size_mlp": "d_ff", "intermediate_size": "moe_d_ff",
+        "num_local_experts": "n_experts", "num_experts_per_tok": "n_experts_per_token",
+        "use_qk_norm": "qk_l2_norm",
+    },
+    hf_defaults=dict(
+        vocab_size=202048, hidden_size=5120, intermediate_size=8192,
+        intermediate_size_mlp=16384, num_hidden_layers=48, num_attention_heads=40,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
+        rms_norm_eps=1e-5, num_experts_per_tok=1, num_local_experts=16,
+        interleave_moe_layer_step=1, use_qk_norm=True, no_rope_layer_interval=4,
+        attention_chunk_size=8192, attn_temperature_tuning=True, floor_scale=8192,
+        attn_scale=0.1, rope_theta=500000.0,
+    ),
+    drop_keys=("mlp_bias",),
+    read_hf=_read_llama4,
+    write_hf=_write_llama4,
+    hf_mlp="feed_forward",
+    hf_router="router",
+    hf_shared="shared_expert",
+    hf_experts_in_out=True,
+    gguf_arch=None,
+    gguf_rope_permuted=False,
+)  # fmt: skip
+
 # Table order is the preference of `infer_model_type` for a config without hf_model_type: the
 # first family that can express it.
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (GPT2, LLAMA, QWEN2, QWEN3, MISTRAL, MIXTRAL, QWEN3_MOE, GEMMA2, GEMMA3_TEXT,
-              DEEPSEEK_V3, PHI3, OLMO2, OLMO3, GLM4_MOE, GPT_OSS)
+              DEEPSEEK_V3, PHI3, OLMO2, OLMO3, GLM4_MOE, GPT_OSS,
+              SMOLLM3, LLAMA4_TEXT)
 }  # fmt: skip
 
 # HF model types whose config wraps the text model: (wrapper, key of the text part, its type)
-HF_WRAPPERS = {"gemma3": ("text_config", "gemma3_text")}
+HF_WRAPPERS = {
+    "gemma3": ("text_config", "gemma3_text"),
+    "llama4": ("text_config", "llama4_text"),
+}
 
 GGUF_ARCHITECTURES: dict[str, Family] = {f.gguf_arch: f for f in FAMILIES.values() if f.gguf_arch}
 

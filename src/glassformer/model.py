@@ -125,7 +125,7 @@ class Transformer(nn.Module):
         device = device or weight.device
         shapes = []
         for i in range(cfg.n_layers):
-            window = cfg.window(i)
+            window = cfg.kv_span(i)
             ring = window is not None and window < max_seq_len
             capacity = window if ring and window is not None else max_seq_len
             if cfg.attention == "mla":
@@ -202,7 +202,8 @@ class Transformer(nn.Module):
         # RoPE needs no per-row offsets for left padding: q.k depends only on p_i - p_j.
         rope = self.rope_tables(positions, x.dtype)
         for i, block in enumerate(self.layers):
-            layer_rope = rope.get(self.config.layer_type(i)) if rope else None
+            use_rope = rope and self.config.uses_rope(i)
+            layer_rope = rope.get(self.config.layer_type(i)) if use_rope else None
             layer_cache = cache.layers[i] if cache is not None else None
             x = block(x, layer_rope, positions, layer_cache, key_valid)
         if cache is not None:

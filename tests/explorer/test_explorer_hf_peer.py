@@ -22,6 +22,10 @@ from tests.families import hf_config
 
 B, T = 2, 12
 TOL = 0.005
+# HF runs every expert on every token here (Llama 4's Llama4TextExperts: one bmm over all E
+# experts, the unchosen ones fed zeros); the cost model counts the routed top-k, as glassformer
+# computes it, so the peer is held to the dense-expert figure the report also gives.
+HF_DENSE_EXPERTS = {"llama4_text"}
 
 
 def hf_model(config: Any, meta: bool = False) -> Any:
@@ -52,7 +56,10 @@ def test_flops_match_hf_eager(name: str) -> None:
         model(ids)
     measured = counter.get_total_flops()
     a = analyze(cfg, "prefill", B, T, attention="eager")
-    assert abs(a["flops_matmul"] - measured) / measured <= TOL, (a["flops_matmul"], measured)
+    expected = a["flops_matmul"]
+    if name in HF_DENSE_EXPERTS:
+        expected += a["moe"]["expert_flops_if_dense"] - a["moe"]["expert_flops_topk"]
+    assert abs(expected - measured) / measured <= TOL, (expected, measured)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

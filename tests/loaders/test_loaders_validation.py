@@ -49,10 +49,11 @@ def test_every_preset_still_validates() -> None:
         get_preset(name)
 
 
-def _per_layer_kinds(cfg: gf.Config) -> dict[tuple[str, bool], list[int]]:
-    kinds: dict[tuple[str, bool], list[int]] = {}
+def _per_layer_kinds(cfg: gf.Config) -> dict[tuple[str, bool, bool], list[int]]:
+    kinds: dict[tuple[str, bool, bool], list[int]] = {}
     for i in range(cfg.n_layers):
-        kinds.setdefault((cfg.layer_type(i), cfg.is_moe_layer(i)), []).append(i)
+        key = (cfg.layer_type(i), cfg.is_moe_layer(i), cfg.uses_rope(i))
+        kinds.setdefault(key, []).append(i)
     return kinds
 
 

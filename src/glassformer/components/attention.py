@@ -9,7 +9,9 @@ MQA (Shazeer 2019) with one KV head, GQA in between. Optional extras, all set by
 biases, RMS-normalising q and k per head before RoPE (QK-norm: Dehghani et al. 2023, used by
 Qwen3 and Gemma 3; or over the whole projection, all heads of a token together, as OLMo 2
 does: Team OLMo 2024, "2 OLMo 2 Furious"), and a sliding window (Beltagy et al. 2020; Mistral,
-Gemma) that hides keys more than `window - 1` positions back.
+Gemma) that hides keys more than `window - 1` positions back. Llama 4 adds chunked layers (a
+query sees only the keys of its own chunk of positions), NoPE layers with a query temperature,
+and unweighted q/k normalisation on its RoPE layers (`components/temperature.py`).
 
 Attention sinks (Xiao et al. 2023, "Efficient Streaming Language Models with Attention Sinks";
 gpt-oss, OpenAI 2025) give each query head h a learned logit sink_h that joins every softmax row
@@ -29,6 +31,7 @@ from torch import nn
 from glassformer.components.kv_cache import LayerCache, attention_mask
 from glassformer.components.norms import RMSNorm
 from glassformer.components.rope import apply_rotary
+from glassformer.components.temperature import attention_temperature, unit_rms_norm
 from glassformer.config import Config
 from glassformer.kernels.dispatch import attention
 
@@ -64,7 +67,15 @@ class Attention(nn.Module):
         self.scale = config.attention_scale
         self.softcap = config.attn_logit_softcap
         self.window = config.window(layer)
+        self.chunk = config.chunk(layer)
         self.interleaved = config.rope_interleaved
+        rope = config.uses_rope(layer)
+        # Llama 4: unweighted q/k norm on RoPE layers, a query temperature on NoPE layers
+        self.l2_eps = config.norm_eps if config.qk_l2_norm and rope else None
+        tuned = config.attn_temperature_floor is not None and not rope
+        self.temperature = (
+            (config.attn_temperature_floor, config.attn_temperature_scale) if tuned else None
+        )
         self.impl = "native"  # which attention implementation: `Transformer.set_attention_impl`
 
     def forward(
@@ -96,8 +107,15 @@ class Attention(nn.Module):
         b, _, t, _ = q.shape
         q, k = self._qk_norm(q, k)
         q, k = self._rotate(q, k, rope)
+        if self.l2_eps is not None:
+            q, k = unit_rms_norm(q, self.l2_eps), unit_rms_norm(k, self.l2_eps)
+        if self.temperature is not None:
+            tau = attention_temperature(positions, *self.temperature)
+            q = (q * tau[:, None]).to(q.dtype)
         k, v, key_positions = self._append_to_cache(k, v, positions, cache, q.dtype)
-        mask = attention_mask(positions, key_positions, self.window, key_valid, cache is not None)
+        mask = attention_mask(
+            positions, key_positions, self.window, key_valid, cache is not None, self.chunk
+        )
         out = attention(
             q, k, v, mask, scale=self.scale, softcap=self.softcap, sinks=self.sinks, impl=self.impl
         )

@@ -7,8 +7,10 @@ Each attention layer stores what later tokens need to attend to its past:
   2 * n_heads * head_dim to kv_lora_rank + qk_rope_head_dim numbers per token).
 Full-attention layers keep L = max_seq_len slots written in order. Sliding-window layers keep
 only L = window slots used as a ring (slot = position mod window): older keys can never be seen
-again, so they are overwritten. Each slot remembers the position it holds (-1 when empty); the
-attention mask is computed from those positions, which makes the ring order irrelevant.
+again, so they are overwritten. Chunked layers (Llama 4) use the same ring with L = chunk size:
+a query sees only keys of its own chunk, all within the last `chunk` positions. Each slot
+remembers the position it holds (-1 when empty); the attention mask is computed from those
+positions, which makes the ring order irrelevant.
 """
 
 from __future__ import annotations
@@ -135,8 +137,10 @@ def visibility_mask(
     key_positions: torch.Tensor,
     window: int | None,
     key_valid: torch.Tensor | None = None,
+    chunk: int | None = None,
 ) -> torch.Tensor:
-    """Key j is visible to query i when 0 <= p_i - p_j (< window) and j is not padding.
+    """Key j is visible to query i when 0 <= p_i - p_j (< window), both lie in the same chunk
+    (p // chunk, counted from the row's first real token) and j is not padding.
 
     Returns [T, S] bool, or [B, 1, T, S] when `key_valid` ([B, positions] bool, indexed by
     absolute position) marks padded keys. A padding query still sees itself, so its softmax row
@@ -146,10 +150,19 @@ def visibility_mask(
     visible = (distance >= 0) & (key_positions[None, :] >= 0)
     if window is not None:
         visible &= distance < window
+    key_pos = key_positions.clamp(min=0)
+    if chunk is not None and key_valid is None:
+        visible &= (query_positions[:, None] // chunk) == (key_pos[None, :] // chunk)
     if key_valid is None:
         return visible
-    valid = key_valid[:, key_positions.clamp(min=0)]  # [B, S]
-    visible = (visible[None] & valid[:, None, :]) | (distance == 0)[None]
+    valid = key_valid[:, key_pos]  # [B, S]
+    visible = visible[None] & valid[:, None, :]
+    if chunk is not None:  # a left-padded row's chunks start at its first real token
+        lead = key_valid.long().cumsum(1).eq(0).sum(1, keepdim=True)  # [B, 1]
+        q_chunk = (query_positions[None, :] - lead) // chunk  # [B, T]
+        k_chunk = (key_pos[None, :] - lead) // chunk  # [B, S]
+        visible &= q_chunk[:, :, None] == k_chunk[:, None, :]
+    visible |= (distance == 0)[None]
     return visible[:, None]
 
 
@@ -159,11 +172,13 @@ def attention_mask(
     window: int | None,
     key_valid: torch.Tensor | None,
     cached: bool,
+    chunk: int | None = None,
 ) -> torch.Tensor | None:
     """The mask for one attention call, or None when plain causal attention over the new tokens
-    is already exact (no cache, no padding, no window shorter than the chunk): then SDPA can take
-    its causal fast path."""
+    is already exact (no cache, no padding, no window or attention chunk shorter than the new
+    tokens): then SDPA can take its causal fast path."""
     t = query_positions.shape[0]
-    if cached or key_valid is not None or (window is not None and t > window):
-        return visibility_mask(query_positions, key_positions, window, key_valid)
+    narrower = (window is not None and t > window) or (chunk is not None and t > chunk)
+    if cached or key_valid is not None or narrower:
+        return visibility_mask(query_positions, key_positions, window, key_valid, chunk)
     return None

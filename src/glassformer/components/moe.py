@@ -6,6 +6,8 @@ A router scores each token against E experts and sends it to the top k of them:
                              choose experts, never to weight them (Wang et al. 2024)
     w = s[chosen] (/ sum s[chosen] when normalised) * routed_scaling
     y = sum_{e in chosen} w_e GLU_e(x)  +  sum_shared GLU_shared(x)
+    (Llama 4, top-1 sigmoid: y = sum_{e in chosen} GLU_e(w_e x) + GLU_shared(x); the weight
+    scales the expert's input, which differs from scaling its output since GLU is not linear)
 Grouped routing (DeepSeek-V3): experts are split into n_groups; each group is scored by the sum
 of its two best (biased) scores, only the best topk_groups groups stay eligible, which bounds how
 many devices a token's experts live on. Shared experts (DeepSeek-MoE, Dai et al. 2024) see every
@@ -85,6 +87,7 @@ class Experts(nn.Module):
             self.gate_proj_bias = self.up_proj_bias = self.down_proj_bias = None
         self.act = activation_fn(config.activation)
         self.glu = glu_fn(config)
+        self.scale_input = config.router_scales_input
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(x)
@@ -99,7 +102,8 @@ class Experts(nn.Module):
             if count == 0:
                 continue
             tokens = token_of[start : start + count]
-            h = x[tokens]
+            weight = weight_of[start : start + count, None]
+            h = x[tokens] * weight if self.scale_input else x[tokens]
             up = F.linear(h, self.up_proj[expert], self._bias(self.up_proj_bias, expert))
             if self.gate_proj is not None:
                 gate_bias = self._bias(self.gate_proj_bias, expert)
@@ -107,7 +111,8 @@ class Experts(nn.Module):
             else:
                 h = self.act(up)
             h = F.linear(h, self.down_proj[expert], self._bias(self.down_proj_bias, expert))
-            h = h * weight_of[start : start + count, None]
+            if not self.scale_input:
+                h = h * weight
             out.index_add_(0, tokens, h)
             start += count
         return out

@@ -20,7 +20,11 @@ Geometry per layer (W = sliding window, None for full attention):
     decode         one query, cache cap = min(S, W); grid keys = S, or W + 1 for a ring layer
                    (glassformer's ring cache attends to its W slots plus the new entry)
 A sliding layer in prefill still runs the full T x T grid in an unmasked kernel (flops_mm) but
-only the visible pairs in a windowed flash kernel (flops_mm_causal).
+only the visible pairs in a windowed flash kernel (flops_mm_causal). A chunked layer (Llama 4,
+chunk C) is costed like a window of C for its cache and decode grid; in prefill its visible
+pairs are those within each chunk, floor(T/C) C (C + 1) / 2 + r (r + 1) / 2 with r = T mod C.
+NoPE layers have no RoPE ops; Llama 4's NoPE layers scale q by a per-position temperature
+(1 FLOP per element), its RoPE layers RMS-normalise q and k without a weight.
 
 Elementwise FLOPs per element (conventions, stated in docs/explorer.md): RMSNorm 4, LayerNorm 6
 (+1 with bias), softmax 5, SiLU 4, GELU 8, ReLU 1, GLU product 1, RoPE 3 per rotated element,
@@ -44,10 +48,13 @@ from glassformer.explorer.expr import (
     S,
     T,
     Value,
+    add,
     causal_pairs,
     emin,
     epow,
+    floordiv,
     if_less,
+    mul,
     prod,
     sub,
     var,
@@ -171,13 +178,24 @@ class Geometry:
     decode: bool
 
 
-def geometry(mode: str, window: int | None, tokens: Value = T, cache: bool = True) -> Geometry:
+def geometry(
+    mode: str, window: int | None, tokens: Value = T, cache: bool = True, chunk: int | None = None
+) -> Geometry:
+    span = window or chunk  # the positions the layer's cache keeps (a ring when shorter)
     if mode == "decode":
-        cap = S if window is None else emin(S, window)
-        grid = S if window is None else if_less(window, S, window + 1, S)
+        cap = S if span is None else emin(S, span)
+        grid = S if span is None else if_less(span, S, span + 1, S)
         return Geometry(1, grid, cap, cap, 1, True)
-    cap = (tokens if window is None else emin(tokens, window)) if cache else 0
-    return Geometry(tokens, tokens, causal_pairs(tokens, window), cap, cap, False)
+    cap = (tokens if span is None else emin(tokens, span)) if cache else 0
+    pairs = causal_pairs(tokens, window) if chunk is None else chunked_pairs(tokens, chunk)
+    return Geometry(tokens, tokens, pairs, cap, cap, False)
+
+
+def chunked_pairs(n: Value, chunk: int) -> Value:
+    """Visible (query, key) pairs over n tokens when each query sees its own chunk causally."""
+    full = floordiv(n, chunk)
+    rest = sub(n, mul(full, chunk))
+    return add(mul(full, chunk * (chunk + 1) // 2), floordiv(mul(rest, add(rest, 1)), 2))
 
 
 # --- op constructors ---------------------------------------------------------------------------
@@ -328,6 +346,7 @@ def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op
     # probability k/E (uniform routing): E (1 - (1 - k/E)^n). One token: k; many: E.
     hit = e * sub(1, epow(1 - k / e, n))
     rows = n * k  # (token, expert) pairs
+    first_src = src  # the normalised tokens (the shared experts read them unscaled)
     ops: list[Op] = []
     router = linear("mlp.router", src, n, lead, d, e, cfg.router_logit_bias, kind="router")
     router.note = "computed in fp32"
@@ -371,6 +390,22 @@ def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op
             note=f"{e} experts, top-{k}: each token through {k}",
         )
 
+    scaled = cfg.router_scales_input
+    if scaled:  # Llama 4: each (token, expert) row is the token scaled by its routing weight
+        ops.append(
+            Op(
+                "mlp.experts.scale_input",
+                "elementwise",
+                [Edge(src, (*lead, d)), Edge("mlp.router_topk", (*lead, k))],
+                (rows, d),
+                flops_other=rows * d,
+                a_read=n * d + rows,
+                a_write=rows * d,
+                saved=rows * d,
+                note="routing weight x token (scales the expert's input)",
+            )
+        )
+        src = "mlp.experts.scale_input"
     if gated:
         ops.append(expert_linear("mlp.experts.gate_proj", src, d, f))
     ops.append(expert_linear("mlp.experts.up_proj", src, d, f))
@@ -391,7 +426,7 @@ def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op
     ops.append(expert_linear("mlp.experts.down_proj", "mlp.experts.act", f, d))
     combine_inputs = [Edge("mlp.experts.down_proj", (rows, d)), Edge("mlp.router_topk", (*lead, k))]
     if cfg.n_shared_experts:
-        shared = mlp_ops(cfg, "mlp.shared", src, n, lead, f * cfg.n_shared_experts)
+        shared = mlp_ops(cfg, "mlp.shared", first_src, n, lead, f * cfg.n_shared_experts)
         ops.extend(shared)
         combine_inputs.append(Edge("mlp.shared.down_proj", (*lead, d)))
     ops.append(
@@ -400,10 +435,11 @@ def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op
             "elementwise",
             combine_inputs,
             (*lead, d),
-            flops_other=2 * rows * d + (n * d if cfg.n_shared_experts else 0),
-            a_read=rows * d + rows + (n * d if cfg.n_shared_experts else 0),
+            flops_other=(1 if scaled else 2) * rows * d + (n * d if cfg.n_shared_experts else 0),
+            a_read=rows * d + (0 if scaled else rows) + (n * d if cfg.n_shared_experts else 0),
             a_write=n * d,
-            note="weighted sum of the chosen experts (+ shared experts)",
+            note=("sum" if scaled else "weighted sum")
+            + " of the chosen experts (+ shared experts)",
         )
     )
     return ops
@@ -433,10 +469,36 @@ def mha_ops(cfg: Config, layer: int, src: str, g: Geometry, cache: bool) -> list
                 op.note = "RMSNorm over all heads of the projection (QK-norm)"
             ops.append(op)
         q_src, k_src = "attn.q_norm", "attn.k_norm"
-    if cfg.position == "rope":
+    rope = cfg.uses_rope(layer)
+    if rope:
         ops.append(rope_op("attn.rope_q", q_src, q_shape, n * h, cfg.rope_dim, "attn.q_proj"))
         ops.append(rope_op("attn.rope_k", k_src, k_shape, n * hkv, cfg.rope_dim, "attn.k_proj"))
         q_src, k_src = "attn.rope_q", "attn.rope_k"
+    if cfg.qk_l2_norm and rope:
+        for which, shape, heads, host in (("q", q_shape, h, q_src), ("k", k_shape, hkv, k_src)):
+            op = norm(cfg, f"attn.{which}_l2norm", host, n * heads, shape[:-1], hd, host, rms=True)
+            op.params, op.w_read = 0, 0
+            op.flops_other = (NORM_FLOPS["rmsnorm"] - 1) * n * heads * hd  # no weight
+            op.note = "per-head RMS norm without a weight (Llama 4's L2 norm)"
+            ops.append(op)
+        q_src, k_src = "attn.q_l2norm", "attn.k_l2norm"
+    if cfg.attn_temperature_floor is not None and not rope:
+        ops.append(
+            Op(
+                "attn.q_temperature",
+                "elementwise",
+                [Edge(q_src, q_shape)],
+                q_shape,
+                flops_other=n * h * hd + 4 * tok,  # q * tau(p); tau: floor, log1p, mul, add
+                a_read=n * h * hd,
+                a_write=n * h * hd,
+                saved=n * h * hd,
+                fuse_into="attn.q_proj",
+                fused_saved=2 * n * h * hd,
+                note="q * (1 + s log(1 + floor((p + 1) / F))) on NoPE layers",
+            )
+        )
+        q_src = "attn.q_temperature"
     v_src = "attn.v_proj"
     per_token_kv = 2 * hkv * hd
     if cache:
@@ -707,7 +769,7 @@ def block_ops(
     cache: bool = True,
     mla_order: MLAOrder = "plain",
 ) -> list[Op]:
-    g = geometry(mode, cfg.window(layer), tokens, cache)
+    g = geometry(mode, cfg.window(layer), tokens, cache, cfg.chunk(layer))
     d = cfg.d_model
     n = B * g.tokens
     lead = (B, g.tokens)
@@ -873,24 +935,28 @@ def mtp_ops(cfg: Config, depth: int, mode: str, train: bool, mla_order: MLAOrder
 
 
 # --- the whole model ---------------------------------------------------------------------------
-def layer_kinds(cfg: Config) -> dict[tuple[str, bool], LayerSpans]:
-    """(layer type, MoE?) -> the layers of that kind. Without an explicit `layer_types` list
-    every layer has the same type and only `first_k_dense` splits the stack, so this costs
-    O(1) whatever `n_layers` is; with a list it costs one step per listed entry."""
-    n, dense = cfg.n_layers, min(cfg.first_k_dense, cfg.n_layers) if cfg.n_experts else cfg.n_layers
-    if cfg.layer_types is None:
-        ltype = cfg.layer_type(0)
-        parts = [((ltype, False), range(0, dense)), ((ltype, True), range(dense, n))]
+def layer_kinds(cfg: Config) -> dict[tuple[str, bool, bool], LayerSpans]:
+    """(layer type, MoE?, RoPE?) -> the layers of that kind. Without an explicit `layer_types`
+    list, interleaved MoE or NoPE layers every layer has the same type and only
+    `first_k_dense` splits the stack, so this costs O(1) whatever `n_layers` is; otherwise it
+    costs one step per layer."""
+    n = cfg.n_layers
+    uniform = cfg.layer_types is None and cfg.moe_layer_step == 1 and not cfg.nope_layers
+    if uniform:
+        dense = min(cfg.first_k_dense, n) if cfg.n_experts else n
+        ltype, rope = cfg.layer_type(0), cfg.position == "rope"
+        parts = [((ltype, False, rope), range(0, dense)), ((ltype, True, rope), range(dense, n))]
     else:
+
+        def kind(i: int) -> tuple[str, bool, bool]:
+            return cfg.layer_type(i), cfg.is_moe_layer(i), cfg.uses_rope(i)
+
         parts, start = [], 0
-        for i in range(1, n + 1):  # runs of equal (type, moe)
-            if i == n or (cfg.layer_types[i], i >= dense) != (
-                cfg.layer_types[start],
-                start >= dense,
-            ):
-                parts.append(((cfg.layer_types[start], start >= dense), range(start, i)))
+        for i in range(1, n + 1):  # runs of equal (type, moe, rope)
+            if i == n or kind(i) != kind(start):
+                parts.append((kind(start), range(start, i)))
                 start = i
-    kinds: dict[tuple[str, bool], list[range]] = {}
+    kinds: dict[tuple[str, bool, bool], list[range]] = {}
     for key, span in parts:
         if len(span):
             kinds.setdefault(key, []).append(span)
@@ -899,7 +965,10 @@ def layer_kinds(cfg: Config) -> dict[tuple[str, bool], LayerSpans]:
 
 def moe_layer_count(cfg: Config) -> int:
     """Layers with a routed MoE MLP (closed form of sum(cfg.is_moe_layer(i)))."""
-    return cfg.n_layers - min(cfg.first_k_dense, cfg.n_layers) if cfg.n_experts else 0
+    if not cfg.n_experts:
+        return 0
+    step, first = cfg.moe_layer_step, min(cfg.first_k_dense, cfg.n_layers)
+    return cfg.n_layers // step - first // step
 
 
 def sliding_layer_count(cfg: Config) -> int:
@@ -921,10 +990,12 @@ def build_sections(
     fwd_mode = "prefill" if train else mode
     tokens: Value = 1 if mode == "decode" else T
     sections = [Section("embed", "embedding", "embed", LayerSpans(), embed_ops(cfg, tokens))]
-    for (ltype, moe), layers in layer_kinds(cfg).items():
-        window = cfg.window(layers.first)
-        desc = ("MoE" if moe else "dense") + (f", sliding {window}" if window else ", full")
-        key = f"block.{ltype}.{'moe' if moe else 'dense'}"
+    for (ltype, moe, rope), layers in layer_kinds(cfg).items():
+        window, chunk = cfg.window(layers.first), cfg.chunk(layers.first)
+        span = f", sliding {window}" if window else (f", chunked {chunk}" if chunk else ", full")
+        nope = not rope and cfg.position == "rope"
+        desc = ("MoE" if moe else "dense") + span + (", NoPE" if nope else "")
+        key = f"block.{ltype}.{'moe' if moe else 'dense'}" + (".nope" if nope else "")
         title = f"{layers.describe()} ({desc})"
         ops = block_ops(cfg, layers.first, fwd_mode, tokens, cache, order)
         sections.append(Section(key, title, "block", layers, ops))

@@ -168,6 +168,11 @@ _POSITIVE_INT_KEYS = frozenset(
         "moe_layer_freq",
         "pretraining_tp",
         "original_max_position_embeddings",
+        "no_rope_layer_interval",
+        "attention_chunk_size",
+        "floor_scale",
+        "interleave_moe_layer_step",
+        "intermediate_size_mlp",
     ]
 )
 _COUNT_KEYS = frozenset(["n_shared_experts", "first_k_dense_replace", "num_nextn_predict_layers"])
@@ -184,6 +189,8 @@ _BOOL_KEYS = frozenset(
         "add_cross_attention",
         "use_bidirectional_attention",
         "truncate",
+        "use_qk_norm",
+        "attn_temperature_tuning",
     ]
 )
 _NUMBER_KEYS = frozenset(
@@ -208,13 +215,14 @@ _NUMBER_KEYS = frozenset(
         "attention_factor",
         "swiglu_alpha",
         "swiglu_limit",
+        "attn_scale",
     ]
 )
 _STR_KEYS = frozenset(
     ["hidden_act", "hidden_activation", "activation_function", "rope_type", "type"]
 )
 _OBJECT_KEYS = frozenset({"rope_parameters", "rope_scaling"})
-_LIST_KEYS = frozenset({"layer_types", "mlp_only_layers"})
+_LIST_KEYS = frozenset({"layer_types", "mlp_only_layers", "no_rope_layers", "moe_layers"})
 
 
 def check_value_type(where: str, key: str, value: Any) -> None:
@@ -316,6 +324,7 @@ _TO_OURS: dict[str, Callable[[Any], Any]] = {
     "glu_limit": float,
     "tie_embeddings": bool,
     "router_norm_topk": bool,
+    "qk_l2_norm": bool,
     "rope_interleaved": bool,
     "qkv_bias": bool,
     "attn_out_bias": bool,

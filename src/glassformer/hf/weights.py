@@ -10,6 +10,9 @@ Most tensors only change name. Some change layout, as the family table says
   (gate first); we keep them as two stacked tensors. gpt-oss stores them [E, d, 2f] with gate
   and up in alternate columns, `down_proj` [E, f, d], and biases alongside
   (`hf_experts_interleaved`); its router is `mlp.router` (`hf_router`) with a bias.
+  Llama 4 stores its experts [E, d, 2f] with gate columns before up columns and `down_proj`
+  [E, f, d] (`hf_experts_in_out`), and names its feed-forward `feed_forward`, its router
+  `router` and its shared expert `shared_expert`.
   Checkpoints on disk (and `save_pretrained`) keep one tensor per expert instead, named
   `experts.{j}.{gate,up,down}_proj` (Mixtral: `block_sparse_moe.experts.{j}.w1/w3/w2`);
   `unify_expert_layout` stacks those first.
@@ -179,15 +182,16 @@ def _block_rules(
         if cfg.qk_norm:
             for p in "qk":
                 rules.append(_rename(f"{o}.attn.{p}_norm.weight", f"{h}.self_attn.{p}_norm.weight"))
+    mlp = f"{h}.{family.hf_mlp}"
     if cfg.is_moe_layer(layer):
-        _moe_rules(cfg, family, rules, f"{o}.mlp", f"{h}.mlp")
+        _moe_rules(cfg, family, rules, f"{o}.mlp", mlp)
     elif family.fused_gate_up:
         gate_up = (f"{o}.mlp.gate_proj.weight", f"{o}.mlp.up_proj.weight")
-        rules.append(_split(gate_up, f"{h}.mlp.gate_up_proj.weight", [cfg.d_ff] * 2, 0, False))
-        _linear(rules, f"{o}.mlp.down_proj", f"{h}.mlp.down_proj", cfg.mlp_bias)
+        rules.append(_split(gate_up, f"{mlp}.gate_up_proj.weight", [cfg.d_ff] * 2, 0, False))
+        _linear(rules, f"{o}.mlp.down_proj", f"{mlp}.down_proj", cfg.mlp_bias)
     else:
         for p in ("gate_proj", "up_proj", "down_proj"):
-            _linear(rules, f"{o}.mlp.{p}", f"{h}.mlp.{p}", cfg.mlp_bias)
+            _linear(rules, f"{o}.mlp.{p}", f"{mlp}.{p}", cfg.mlp_bias)
 
 
 def _mla_rules(cfg: Config, rules: list[Rule], o: str, h: str) -> None:
@@ -236,19 +240,30 @@ def _moe_rules(cfg: Config, family: Family, rules: list[Rule], o: str, h: str) -
             rules.append(_interleaved_gate_up(pair, f"{gate_up}_bias", False))
             rules.append(_rename(f"{x}.down_proj_bias", f"{h}.experts.down_proj_bias"))
         return
-    rules.append(
-        _split(
-            (f"{o}.experts.gate_proj", f"{o}.experts.up_proj"),
-            f"{h}.experts.gate_up_proj",
-            [f, f],
-            1,
-            False,
-        )
-    )
-    rules.append(_rename(f"{o}.experts.down_proj", f"{h}.experts.down_proj"))
+    gate_up = (f"{o}.experts.gate_proj", f"{o}.experts.up_proj")
+    split = _split(gate_up, f"{h}.experts.gate_up_proj", [f, f], 1, False)
+    down = (f"{o}.experts.down_proj", f"{h}.experts.down_proj")
+    if family.hf_experts_in_out:  # [E, d, 2f], [E, f, d]: ours is each expert's transpose
+        rules += [_expert_transposed(split), _transposed_experts(*down)]
+    else:
+        rules += [split, _rename(*down)]
     if cfg.n_shared_experts:
         for p in ("gate_proj", "up_proj", "down_proj"):
-            _linear(rules, f"{o}.shared.{p}", f"{h}.shared_experts.{p}", False)
+            _linear(rules, f"{o}.shared.{p}", f"{h}.{family.hf_shared}.{p}", False)
+
+
+def _expert_transposed(rule: Rule) -> Rule:
+    """`rule` applied to HF tensors whose last two dims are swapped ([E, in, out])."""
+
+    def swap(t: Tensors) -> Tensors:
+        return [x.transpose(1, 2).contiguous() for x in t]
+
+    return Rule(
+        rule.ours,
+        rule.hf,
+        lambda t: rule.to_ours(swap(t)),
+        lambda t: swap(rule.to_hf(t)),
+    )
 
 
 def _transposed_experts(ours: str, hf: str) -> Rule:

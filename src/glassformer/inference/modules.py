@@ -302,6 +302,8 @@ class FusedAttention(nn.Module):
         self.qk_norm_scope = attn.qk_norm_scope
         self.scale, self.softcap, self.window = attn.scale, attn.softcap, attn.window
         self.interleaved = attn.interleaved
+        # Llama 4's chunk, unweighted q/k norm and NoPE query temperature (mix_heads reads them)
+        self.chunk, self.l2_eps, self.temperature = attn.chunk, attn.l2_eps, attn.temperature
         self.impl = attn.impl
         # Single-query attention over the cache: "eager" (two small matmuls, grouped so that KV
         # heads are never copied) or "sdpa". Chosen by measurement: see docs/inference.md.
@@ -329,6 +331,8 @@ class FusedAttention(nn.Module):
             and key_valid is None
             and self.softcap is None
             and self.q_norm is None
+            and self.l2_eps is None
+            and self.temperature is None
             and self.impl != "eager"
             and self.head_dim % 8 == 0  # the attention kernel reads 8 floats at a time
             and cache.keys.dtype in native.CACHE_DTYPES
@@ -341,6 +345,8 @@ class FusedAttention(nn.Module):
             and not cache.ring  # not a ring: the window (if any) is at least the cache length
             and key_valid is None
             and self.softcap is None
+            and self.l2_eps is None
+            and self.temperature is None
             and self.impl != "eager"
         )
         if not direct:

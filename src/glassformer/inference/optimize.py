@@ -228,7 +228,7 @@ def fast_path_notes(model: Transformer) -> list[str]:
     # A cache just long enough to turn sliding-window layers into rings, as a long generation
     # would (one of the full context would cost its size in memory, only to be asked).
     cfg = model.config
-    windows = [cfg.window(i) or 0 for i in range(cfg.n_layers)]
+    windows = [cfg.kv_span(i) or 0 for i in range(cfg.n_layers)]
     reason = why_not(model, model.new_cache(1, min(cfg.max_seq_len, max(windows) + 1)))
     if reason is not None:
         notes.append(f"decode steps run module by module, not as one native program: {reason}")

@@ -74,6 +74,8 @@ def why_not(model: nn.Module, cache: KVCache) -> str | None:
             return f"layer {i}: attention or MLP not fused"
         if attn.q_norm is not None or attn.softcap is not None or attn.head_dim % 8:
             return f"layer {i}: QK-norm, soft-capping or head_dim not a multiple of 8"
+        if attn.l2_eps is not None or attn.temperature is not None:
+            return f"layer {i}: Llama 4's unweighted q/k norm or query temperature"
         if layer_cache.ring or layer_cache.keys.dtype not in native.CACHE_DTYPES:
             return f"layer {i}: sliding-window ring cache, or a cache neither float32 nor float16"
         if mlp.act is not F.silu:
@@ -132,7 +134,8 @@ class DecodePlan:
             out = self._buffer(batch, h * hd)
             gu = self._buffer(batch, 2 * mlp.d_ff)
             act = self._buffer(batch, mlp.d_ff)
-            cos, sin = rope.get(cfg.layer_type(i), (None, None))
+            kind = cfg.layer_type(i) if cfg.uses_rope(i) else None  # NoPE: no rotation
+            cos, sin = rope.get(kind, (None, None))
             half = cos.shape[-1] if cos is not None else 0
             keys, values = self._pin(lc.keys), self._pin(lc.values)
             f16 = native.cache_f16(lc.keys)
