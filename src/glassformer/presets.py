@@ -80,6 +80,18 @@ _GPT_OSS = dict(
     sliding_window=128, n_experts_per_token=4, qkv_bias=True, attn_out_bias=True,
     glu_alpha=1.702, glu_limit=7.0, eos_token_id=200002,
 )
+# Llama 4 text models: the sizes of HF's Llama4TextConfig defaults (its documented checkpoint is
+# Scout); Maverick has 128 experts on every second layer and no q/k norm (HF's modeling notes).
+# Every 4th layer NoPE and global, the others chunked (8192 positions) with RoPE. The context
+# length, RoPE scaling and token ids are HF's defaults, not values read from the published files.
+_LLAMA4 = dict(
+    family="llama4_text", vocab_size=202048, d_model=5120, n_layers=48, n_heads=40,
+    n_kv_heads=8, head_dim=128, d_ff=16384, moe_d_ff=8192, n_experts_per_token=1,
+    max_seq_len=131072, rope_theta=500000.0, norm_eps=1e-5, attention_chunk_size=8192,
+    nope_layers=tuple(range(3, 48, 4)),
+    layer_types=tuple("full" if (i + 1) % 4 == 0 else "chunked" for i in range(48)),
+    attn_temperature_floor=8192, attn_temperature_scale=0.1, bos_token_id=1, eos_token_id=2,
+)
 _TINY = dict(
     family="llama", vocab_size=2048, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384,
     max_seq_len=512, tie_embeddings=True,
@@ -182,6 +194,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "glm-4.5-air": dict(
         _GLM45, d_model=4096, n_layers=46, d_ff=10944, moe_d_ff=1408, n_experts=128,
         first_k_dense=1, routed_scaling=1.0,
+    ),
+    # --- Llama 4 (Meta 2025; text model) and SmolLM3 (Hugging Face 2025) ----------------------
+    "llama-4-scout-17b-16e": dict(_LLAMA4, n_experts=16, qk_l2_norm=True),
+    "llama-4-maverick-17b-128e": dict(_LLAMA4, n_experts=128, moe_layer_step=2),
+    # HF's SmolLM3Config defaults (its documented checkpoint is SmolLM3-3B): every 4th layer NoPE
+    "smollm3-3b": dict(
+        family="smollm3", vocab_size=128256, d_model=2048, n_layers=36, n_heads=16, n_kv_heads=4,
+        d_ff=11008, max_seq_len=32768, rope_theta=2000000.0, norm_eps=1e-6, tie_embeddings=True,
+        nope_layers=tuple(range(3, 36, 4)), bos_token_id=128000, eos_token_id=128001,
     ),
     # --- tiny variants (tests, smoke runs) ------------------------------------------------------
     "tiny": dict(_TINY),

@@ -23,6 +23,9 @@ PUBLISHED = {
     "phi-3-mini-4k": 3_821_079_552,
     "gpt-oss-20b": 20_914_757_184,
     "gpt-oss-120b": 116_829_156_672,
+    "llama-4-scout-17b-16e": 107_769_861_120,  # the text model
+    "llama-4-maverick-17b-128e": 400_711_848_960,  # the text model
+    "smollm3-3b": 3_075_098_624,
 }
 
 
