@@ -520,6 +520,26 @@ GLM4_MOE = like(
 # attention and expert projections and the router, a clamped SwiGLU (swiglu_alpha, swiglu_limit;
 # hidden_act is never read by HF's experts), sliding (128) and full layers alternating, and YaRN
 # RoPE without truncation by default.
+def _read_gpt_oss_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    # llama.cpp fixes these for gpt-oss: sliding layers every other one from the first, the
+    # clamped SwiGLU's alpha and limit; the GGUF stores YaRN's factor and original context
+    # (llama.cpp's betas default to 32 and 1), and HF's gpt-oss does not truncate YaRN's
+    # correction range.
+    scaling = fields["rope_scaling"]
+    if scaling is not None:
+        scaling = dataclasses.replace(
+            scaling, beta_fast=scaling.beta_fast or 32.0, beta_slow=scaling.beta_slow or 1.0,
+            truncate=False,
+        )  # fmt: skip
+    return dict(
+        sliding_window=meta.int("attention.sliding_window"),
+        layer_types=GPT_OSS.layer_types(fields["n_layers"]),
+        glu_alpha=1.702,
+        glu_limit=7.0,
+        rope_scaling=scaling,
+    )
+
+
 GPT_OSS = like(
     MIXTRAL, "gpt_oss",
     traits=dict(attn_sinks=True, router_logit_bias=True, mlp_bias=True, activation="silu",
@@ -544,6 +564,9 @@ GPT_OSS = like(
                          truncate=False, original_max_position_embeddings=4096),
     hf_router="router",
     hf_experts_interleaved=True,
+    gguf_arch="gpt-oss",
+    gguf_rope_permuted=False,
+    read_gguf=_read_gpt_oss_gguf,
 )  # fmt: skip
 
 

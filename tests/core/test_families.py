@@ -54,6 +54,7 @@ def test_gguf_architectures_name_their_family() -> None:
         "qwen2": "qwen2",
         "qwen3": "qwen3",
         "gemma3": "gemma3_text",
+        "gpt-oss": "gpt_oss",
     }
 
 

@@ -43,6 +43,39 @@ def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     )
 
 
+def gpt_oss_tensors(name: str, w: np.ndarray) -> dict[str, np.ndarray] | None:
+    """convert_hf_to_gguf.py's GptOssModel for the tensors it renames or splits: sinks get a
+    `.weight`, the interleaved [E, d, 2f] gate_up_proj becomes [E, f, d] gate and up, down_proj
+    is transposed, `*_proj_bias` become `.bias`, the router is ffn_gate_inp, and the pre-MLP
+    norm keeps HF's name (post_attention_norm). None: a tensor named as for llama."""
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
+    if m is None:
+        return None
+    blk, part = f"blk.{m.group(1)}", m.group(2)
+    if part == "self_attn.sinks":
+        return {f"{blk}.attn_sinks.weight": w}
+    if part.startswith("mlp.router."):
+        return {f"{blk}.ffn_gate_inp.{part.rsplit('.', 1)[1]}": w}
+    if part == "post_attention_layernorm.weight":
+        return {f"{blk}.post_attention_norm.weight": w}
+    if part == "mlp.experts.gate_up_proj":
+        w = w.swapaxes(-1, -2)
+        return {
+            f"{blk}.ffn_gate_exps.weight": w[:, ::2].copy(),
+            f"{blk}.ffn_up_exps.weight": w[:, 1::2].copy(),
+        }
+    if part == "mlp.experts.gate_up_proj_bias":
+        return {
+            f"{blk}.ffn_gate_exps.bias": w[:, ::2].copy(),
+            f"{blk}.ffn_up_exps.bias": w[:, 1::2].copy(),
+        }
+    if part == "mlp.experts.down_proj":
+        return {f"{blk}.ffn_down_exps.weight": w.swapaxes(-1, -2).copy()}
+    if part == "mlp.experts.down_proj_bias":
+        return {f"{blk}.ffn_down_exps.bias": w}
+    return None
+
+
 def hf_to_gguf(
     arch: str, hf_config: Any, hf_state: dict[str, torch.Tensor]
 ) -> dict[str, np.ndarray]:
@@ -50,6 +83,9 @@ def hf_to_gguf(
     gemma = arch == "gemma3"
     for name, t in hf_state.items():
         w = t.detach().float().numpy().copy()
+        if arch == "gpt-oss" and (split := gpt_oss_tensors(name, w)) is not None:
+            out.update(split)
+            continue
         if name == "model.embed_tokens.weight":
             key = "token_embd.weight"
         elif name == "model.norm.weight":
@@ -103,6 +139,8 @@ def write_gguf(
             w.add_array(full, value)
     for name, arr in tensors.items():
         qtype = (qtypes or {}).get(name, default_qtype if arr.ndim == 2 else None)
+        if qtype is None and arr.ndim == 3:  # stacked experts: as the 2-D weights
+            qtype = default_qtype
         if qtype is None or qtype == GGMLQuantizationType.F32:
             w.add_tensor(name, arr.astype(np.float32))
         elif qtype == GGMLQuantizationType.F16:
@@ -137,6 +175,14 @@ def base_kv(hf_config: Any, arch: str) -> dict[str, Any]:
         kv["attention.sliding_window"] = int(c.sliding_window)
     else:
         kv["rope.freq_base"] = float(rope["rope_theta"])
+    if arch == "gpt-oss":  # GptOssModel.set_gguf_parameters
+        kv["expert_count"] = int(c.num_local_experts)
+        kv["expert_used_count"] = int(c.num_experts_per_tok)
+        kv["expert_feed_forward_length"] = int(c.intermediate_size)
+        kv["attention.sliding_window"] = int(c.sliding_window)
+        kv["rope.scaling.type"] = "yarn"
+        kv["rope.scaling.factor"] = float(rope["factor"])
+        kv["rope.scaling.original_context_length"] = int(rope["original_max_position_embeddings"])
     if arch == "llama":
         kv["rope.dimension_count"] = int(head_dim)
     else:

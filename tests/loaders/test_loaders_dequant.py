@@ -22,7 +22,9 @@ from glassformer.loaders.dequant import (
 from glassformer.loaders.gguf import read_header
 
 TYPES = sorted(SUPPORTED_TYPES)
-QUANTISABLE = [GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0]
+QUANTISABLE = [
+    GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0, GGMLType.MXFP4
+]  # fmt: skip
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:

@@ -48,6 +48,14 @@ fraction of the bytes.
                   128h + 32k + l at shift 2k.  q = (low4 | high2 << 4) - 32
                   x = (d * scale_s) * q
 
+Microscaling (OCP MX v1.0; gpt-oss's expert weights):
+
+    MXFP4 (17 B)  e:u8 | qs:u8[16]                   (nibbles as Q4_0)
+                  e8m0 scale 2^(e - 127), stored halved as ggml does (2^(e - 128), the
+                  subnormal pattern for e < 2), times doubled E2M1 codes
+                  k = (0, 1, 2, 3, 4, 6, 8, 12, -0, -1, -2, -3, -4, -6, -8, -12)
+                  x = half_scale(e) * k[q]
+
 Plain formats: F32 (4 B), F16 (2 B, IEEE half), BF16 (2 B: the top 16 bits of an f32, so
 x = bits << 16 reinterpreted as f32).
 
@@ -312,6 +320,17 @@ def _q6_k(blocks: np.ndarray, out: np.ndarray) -> None:
     np.multiply(ds, q, out=out.reshape(n, 16, 16))
 
 
+_E2M1_DOUBLED = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.float32)
+
+
+def _mxfp4(blocks: np.ndarray, out: np.ndarray) -> None:
+    e = blocks[:, 0:1].astype(np.uint32)
+    # ggml_e8m0_to_fp32_half: 2^(e - 128) as float32 bits (subnormal for e < 2)
+    bits = np.where(e < 2, np.uint32(0x00200000) << e, (e - np.uint32(1)) << np.uint32(23))
+    d = bits.astype(np.uint32).view(np.float32)
+    np.multiply(d, _E2M1_DOUBLED[_nibbles(blocks[:, 1:17])], out=out)
+
+
 _BLOCK_DEQUANT: dict[GGMLType, Callable[[np.ndarray, np.ndarray], None]] = {
     GGMLType.Q4_0: _q4_0,
     GGMLType.Q4_1: _q4_1,
@@ -323,6 +342,7 @@ _BLOCK_DEQUANT: dict[GGMLType, Callable[[np.ndarray, np.ndarray], None]] = {
     GGMLType.Q4_K: _q4_k,
     GGMLType.Q5_K: _q5_k,
     GGMLType.Q6_K: _q6_k,
+    GGMLType.MXFP4: _mxfp4,
 }
 
 SUPPORTED_TYPES: frozenset[GGMLType] = frozenset(

@@ -467,8 +467,9 @@ def config_from_header(header: GGUFHeader) -> Config:
             f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
         )
     family = GGUF_ARCHITECTURES[arch]
-    if meta.get("expert_count", 0, int):
-        raise ValueError(f"{path}: mixture-of-experts GGUFs are not supported yet")
+    n_experts = meta.get("expert_count", 0, int)
+    if n_experts and "n_experts" not in family.hf_keys.values():
+        raise ValueError(f"{path}: mixture-of-experts GGUFs of {arch!r} are not supported yet")
     tensors = header.tensors
     if "token_embd.weight" not in tensors:
         raise ValueError(f"{path}: missing tensor 'token_embd.weight'")
@@ -521,6 +522,14 @@ def config_from_header(header: GGUFHeader) -> Config:
         bos_token_id=bos if isinstance(bos, int) else None,
         eos_token_id=eos if isinstance(eos, int) else None,
     )
+    if n_experts:  # every layer routed (the MoE architectures read so far have no dense ones)
+        common.update(
+            n_experts=n_experts,
+            n_experts_per_token=meta.int("expert_used_count"),
+            moe_d_ff=meta.int("expert_feed_forward_length", common["d_ff"]),
+            router_logit_bias=has("blk.0.ffn_gate_inp.bias"),
+            mlp_bias=has("blk.0.ffn_up_exps.bias"),
+        )
     common.update(family.traits)  # what llama.cpp fixes per architecture, as HF does
     if family.read_gguf is not None:
         common.update(family.read_gguf(meta, common))
@@ -563,15 +572,34 @@ _PER_LAYER = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+# Tensors whose name does not follow `<ours>.weight|bias`: the attention sinks (one vector per
+# layer) and the stacked experts, whose biases are parameters of their own.
+_PER_LAYER_EXACT = {
+    ("attn_sinks", "weight"): "attn.sinks",
+    ("ffn_gate_inp", "weight"): "mlp.router.weight",
+    ("ffn_gate_inp", "bias"): "mlp.router.bias",
+    **{
+        (f"ffn_{p}_exps", kind): f"mlp.experts.{p}_proj{'_bias' if kind == 'bias' else ''}"
+        for p in ("gate", "up", "down")
+        for kind in ("weight", "bias")
+    },
+}
 _LAYER_RE = re.compile(r"blk\.(\d+)\.([a-z_]+)\.(weight|bias)")
 _IGNORED = {"rope_freqs.weight"}  # folded into Config.rope_scaling
 
 
-def gguf_to_ours(name: str) -> str | None:
-    """Our parameter name for a GGUF tensor name (None: not a parameter of ours)."""
+def gguf_to_ours(name: str, sandwich: bool = True) -> str | None:
+    """Our parameter name for a GGUF tensor name (None: not a parameter of ours).
+
+    `post_attention_norm` is the sandwich norm after the attention (Gemma) or, in a pre-norm
+    model (gpt-oss, where llama.cpp keeps HF's name), the norm before the MLP."""
     if name in _TOP_LEVEL:
         return _TOP_LEVEL[name]
     m = _LAYER_RE.fullmatch(name)
+    if m and (m.group(2), m.group(3)) in _PER_LAYER_EXACT:
+        return f"layers.{m.group(1)}.{_PER_LAYER_EXACT[m.group(2), m.group(3)]}"
+    if m and m.group(2) == "post_attention_norm" and not sandwich:
+        return f"layers.{m.group(1)}.mlp_norm.{m.group(3)}"
     if m and m.group(2) in _PER_LAYER:
         return f"layers.{m.group(1)}.{_PER_LAYER[m.group(2)]}.{m.group(3)}"
     return None
@@ -606,8 +634,8 @@ def check_block_count(header: GGUFHeader, n_layers: int) -> None:
 
 
 def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
-    """Our parameter names and shapes for a dense, standard-attention config (what a GGUF can
-    hold), in the model's order."""
+    """Our parameter names and shapes for a standard-attention config, dense or with routed
+    experts in every layer (what a GGUF can hold), in the model's order."""
     assert cfg.head_dim is not None and cfg.n_kv_heads is not None
     d, hd, ff = cfg.d_model, cfg.head_dim, cfg.d_ff
     q_out, kv_out = cfg.n_heads * hd, cfg.n_kv_heads * hd
@@ -625,17 +653,36 @@ def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
         if cfg.qk_norm:
             out[p + "attn.q_norm.weight"] = (hd,)
             out[p + "attn.k_norm.weight"] = (hd,)
+        if cfg.attn_sinks:
+            out[p + "attn.sinks"] = (cfg.n_heads,)
         if cfg.norm_placement == "sandwich":
             out[p + "post_attn_norm.weight"] = (d,)
         out[p + "mlp_norm.weight"] = (d,)
-        out[p + "mlp.gate_proj.weight"] = (ff, d)
-        out[p + "mlp.up_proj.weight"] = (ff, d)
-        out[p + "mlp.down_proj.weight"] = (d, ff)
+        if cfg.is_moe_layer(i):
+            out.update(_expert_shapes(cfg, p + "mlp."))
+        else:
+            out[p + "mlp.gate_proj.weight"] = (ff, d)
+            out[p + "mlp.up_proj.weight"] = (ff, d)
+            out[p + "mlp.down_proj.weight"] = (d, ff)
         if cfg.norm_placement == "sandwich":
             out[p + "post_mlp_norm.weight"] = (d,)
     out["final_norm.weight"] = (d,)
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = (cfg.vocab_size, d)
+    return out
+
+
+def _expert_shapes(cfg: Config, p: str) -> dict[str, tuple[int, ...]]:
+    """The router and stacked experts of one MoE layer (no shared experts)."""
+    d, e, f = cfg.d_model, cfg.n_experts, cfg.moe_d_ff
+    out: dict[str, tuple[int, ...]] = {p + "router.weight": (e, d)}
+    if cfg.router_logit_bias:
+        out[p + "router.bias"] = (e,)
+    out.update({p + "experts.gate_proj": (e, f, d), p + "experts.up_proj": (e, f, d)})
+    out[p + "experts.down_proj"] = (e, d, f)
+    if cfg.mlp_bias:
+        out.update({p + "experts.gate_proj_bias": (e, f), p + "experts.up_proj_bias": (e, f)})
+        out[p + "experts.down_proj_bias"] = (e, d)
     return out
 
 
@@ -647,8 +694,9 @@ def check_tensors(header: GGUFHeader, cfg: Config) -> dict[str, TensorInfo]:
     expected = expected_shapes(cfg)
     found: dict[str, TensorInfo] = {}
     unknown = []
+    sandwich = cfg.norm_placement == "sandwich"
     for name, info in header.tensors.items():
-        ours = gguf_to_ours(name)
+        ours = gguf_to_ours(name, sandwich)
         if ours is None or ours not in expected:
             if name not in _IGNORED:
                 unknown.append(name)
@@ -671,11 +719,13 @@ def check_tensors(header: GGUFHeader, cfg: Config) -> dict[str, TensorInfo]:
             f"{path}: {len(missing)} tensor(s) missing: {', '.join(missing[:5])}"
             f"{' ...' if len(missing) > 5 else ''}"
         )
-    unsupported = sorted(
-        {i.type_name for i in found.values() if i.ggml_type not in SUPPORTED_TYPES}
-    )
-    if unsupported:
-        raise ValueError(f"{path}: tensor types {unsupported} cannot be dequantised yet")
+    bad = [i for i in found.values() if i.ggml_type not in SUPPORTED_TYPES]
+    if bad:
+        unsupported = sorted({i.type_name for i in bad})
+        raise ValueError(
+            f"{path}: tensor types {unsupported} cannot be dequantised yet (tensor "
+            f"{bad[0].name!r} is {bad[0].type_name})"
+        )
     return {ours: found[ours] for ours in expected}
 
 
