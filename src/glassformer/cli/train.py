@@ -221,6 +221,17 @@ def register(app: typer.Typer) -> None:
     # --- train ------------------------------------------------------------------------------------
     @app.command("train")
     def train_cmd(
+        ctx: typer.Context,
+        task: str = typer.Option(
+            "lm",
+            help="lm (pretraining) | sft | classify | dpo | ipo | simpo | orpo: the others "
+            "fine-tune --model as `glassformer finetune` does.",
+        ),
+        model: str = typer.Option(
+            None, help="Fine-tuning tasks: the model (smollm2-135m-instruct, GGUF, HF dir)."
+        ),
+        lora_rank: int = typer.Option(8, help="Fine-tuning tasks: LoRA rank (0: full)."),
+        beta: float = typer.Option(None, help="Preference tasks: beta (see finetune)."),
         preset: str = typer.Option("tiny", help="Architecture preset (see `presets`)."),
         config: str = typer.Option(None, help="Model Config JSON (or HF config.json)."),
         set_: Annotated[
@@ -284,8 +295,27 @@ def register(app: typer.Typer) -> None:
         plot: bool = typer.Option(True, "--plot/--no-plot", help="Draw OUT/curves.png at the end."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
-        """Pretrain a model from scratch (single process, or DDP/FSDP2 under torchrun)."""
+        """Pretrain a model from scratch (single process, or DDP/FSDP2 under torchrun), or
+        fine-tune one with --task and --model (e.g. --task dpo --data pairs.jsonl)."""
         from glassformer.training.trainer import TrainConfig, train
+
+        if task != "lm":
+            if not model or not data:
+                raise typer.BadParameter(f"--task {task} needs --model and --data")
+            def given(name: str, fallback: Any) -> Any:
+                source = ctx.get_parameter_source(name)  # typer's own click, or click's
+                typed = getattr(source, "name", "") == "COMMANDLINE"
+                return ctx.params[name] if typed else fallback
+
+            # finetune's defaults, unless given here (pretraining's suit training from scratch)
+            _finetune(
+                model, Path(data), task, given("out", f"runs/{task}"), lora_rank, 16.0, 0.0,
+                "q_proj,v_proj", True, given("max_steps", 20), given("batch_size", 4),
+                micro_batch_size, given("seq_len", 256), given("lr", 2e-4), warmup_steps,
+                schedule, given("eval_every", 0), 0, given("checkpoint_every", 0), 0.15, seed,
+                dtype, resume, force, progress, as_json, beta,
+            )  # fmt: skip
+            return
 
         with _errors():
             n_threads = _threads(threads)
@@ -350,8 +380,16 @@ def register(app: typer.Typer) -> None:
         data: Annotated[
             Path, typer.Option(help="JSONL: {'messages': [...]} or {'text': ..., 'label': ...}.")
         ],
-        task: str = typer.Option("sft", help="sft (chat, assistant-only loss) | classify."),
+        task: str = typer.Option(
+            "sft",
+            help="sft (chat, assistant-only loss) | classify | dpo | ipo | simpo | orpo "
+            "(preference pairs: JSONL {'prompt', 'chosen', 'rejected'}).",
+        ),
         out: str = typer.Option("runs/finetune", help="Run directory."),
+        beta: float = typer.Option(
+            None, help="Preference tasks: beta (default dpo/ipo/orpo 0.1, simpo 2.0)."
+        ),
+        simpo_gamma: float = typer.Option(0.5, help="SimPO: target reward margin gamma."),
         lora_rank: int = typer.Option(8, help="LoRA rank (0: full fine-tuning)."),
         lora_alpha: float = typer.Option(16.0, help="LoRA alpha (update scale alpha/rank)."),
         lora_dropout: float = typer.Option(0.0, help="Dropout on the LoRA input."),
@@ -379,12 +417,32 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
-        """Fine-tune a pretrained model: chat SFT or classification, LoRA or full."""
+        """Fine-tune a pretrained model: chat SFT, classification or preference tuning
+        (DPO, IPO, SimPO, ORPO), LoRA or full."""
+        _finetune(
+            model, data, task, out, lora_rank, lora_alpha, lora_dropout, lora_targets, merge,
+            max_steps, batch_size, micro_batch_size, max_len, lr, warmup_steps, schedule,
+            eval_every, sample_tokens, checkpoint_every, val_fraction, seed, dtype, resume,
+            force, progress, as_json, beta, simpo_gamma,
+        )  # fmt: skip
+
+    def _finetune(
+        model: str, data: Path, task: str, out: str, lora_rank: int, lora_alpha: float,
+        lora_dropout: float, lora_targets: str, merge: bool, max_steps: int, batch_size: int,
+        micro_batch_size: int | None, max_len: int, lr: float, warmup_steps: int | None,
+        schedule: str, eval_every: int, sample_tokens: int, checkpoint_every: int,
+        val_fraction: float, seed: int, dtype: str, resume: bool, force: bool, progress: bool,
+        as_json: bool, beta: float | None = None, simpo_gamma: float = 0.5,
+    ) -> None:  # fmt: skip
         import torch
 
         from glassformer.generation import load
+        from glassformer.training.preference_losses import LOSSES
         from glassformer.training.trainer import TrainConfig
 
+        known = ("sft", "classify", *LOSSES)
+        if task not in known:
+            raise typer.BadParameter(f"--task: expected one of {', '.join(known)}, got {task!r}")
         torch.manual_seed(seed)
         with _errors():
             net, tok = load(model)
@@ -413,14 +471,21 @@ def register(app: typer.Typer) -> None:
             force=force,
             progress=progress,
             export=False,
-            extra={"task": task, "model": model, "lora_rank": lora_rank},
+            extra={"task": task, "model": model, "lora_rank": lora_rank, "beta": beta},
         )
         with _errors():
             summary = run_finetune(
                 tc, net, tok, task, data, lora_rank, lora_alpha, lora_dropout, lora_targets,
-                max_len, val_fraction, merge,
+                max_len, val_fraction, merge, beta, simpo_gamma, model,
             )  # fmt: skip
         if _is_main():
+            if task in LOSSES and summary.get("steps"):
+                from glassformer.training.preference_plot import render_preference_curves
+
+                try:
+                    summary["plot"] = str(render_preference_curves(out))
+                except (OSError, ValueError) as err:
+                    typer.echo(f"note: no plot ({err})", err=True)
             _emit(summary, as_json)
         if summary["status"] != "completed":
             raise typer.Exit(3)
@@ -466,14 +531,37 @@ def run_finetune(
     max_len: int,
     val_fraction: float,
     merge: bool,
+    beta: float | None = None,
+    simpo_gamma: float = 0.5,
+    model_name: str = "",
 ) -> dict[str, Any]:
     """Build the task and (LoRA) model, train, then export adapter and/or merged weights."""
     from glassformer.loaders.safetensors_io import save_hf_dir
     from glassformer.training.lora import apply_lora, merge_lora, save_adapter
+    from glassformer.training.preference_losses import LOSSES
     from glassformer.training.trainer import Trainer
 
     model: Any = net
-    if task == "sft":
+    data_stats: dict[str, int] | None = None
+    if task in LOSSES:
+        from glassformer.training.preference import (
+            PreferenceTask,
+            SequenceLogProbs,
+            load_preference_jsonl,
+        )
+
+        pairs, data_stats = load_preference_jsonl(data)
+        limit = min(max_len, net.config.max_seq_len)
+        job = PreferenceTask(tok, pairs, task, beta, simpo_gamma, limit, val_fraction, tc.seed)
+        data_stats = {**data_stats, **job.stats}
+        model = SequenceLogProbs(net)
+        # The frozen reference: the model before any update (and before LoRA), scored once.
+        job.compute_reference(
+            model, batch_pairs=tc.micro_batch_size or tc.batch_size,
+            cache=Path(tc.out) / "reference_logps.pt", key=model_name,
+            progress=_reference_progress(tc.progress and _is_main()),
+        )  # fmt: skip
+    elif task == "sft":
         from glassformer.training.sft import SFTTask, load_chat_jsonl
 
         job: Any = SFTTask(tok, load_chat_jsonl(data), max_len, val_fraction, tc.seed)
@@ -488,7 +576,7 @@ def run_finetune(
         job = ClassificationTask(tok, rows, max_len, val_fraction, tc.seed)
         model = SequenceClassifier(net, job.n_classes)
     else:
-        raise typer.BadParameter(f"--task: expected sft or classify, got {task!r}")
+        raise typer.BadParameter(f"--task: expected sft, classify or {'/'.join(LOSSES)}")
     if lora_rank > 0:
         apply_lora(net, lora_rank, lora_alpha, lora_dropout, lora_targets)
         if task == "classify":
@@ -502,6 +590,8 @@ def run_finetune(
         trainable_only_checkpoints=lora_rank > 0,
     )
     summary = trainer.train()
+    if data_stats is not None:
+        summary["data"] = data_stats
     out = Path(tc.out)
     if summary["status"] == "completed" and trainer.is_main:
         if lora_rank > 0:
@@ -520,3 +610,21 @@ def run_finetune(
             summary["merged"] = str(out / "merged")
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
+
+
+def _reference_progress(shown: bool) -> Any:
+    """A progress callback (done, total) for scoring the reference model, or None."""
+    if not shown:
+        return None
+    from tqdm import tqdm
+
+    bar: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, desc="reference log-probs", unit="pair", leave=False))
+        bar[0].update(done - bar[0].n)
+        if done >= total:
+            bar[0].close()
+
+    return update

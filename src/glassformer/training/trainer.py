@@ -243,6 +243,7 @@ class Trainer:
         single = tc.max_steps - start_step == 1
         self.model.train()
         self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self.step_extras: dict[str, float] = {}
         try:
             if tc.eval_at_start and c.step == 0:
                 self._validate_at_start(ui)
@@ -258,6 +259,7 @@ class Trainer:
                         "step": c.step, "loss": run.loss, "lr": lr, "grad_norm": grad_norm,
                         "tokens": c.tokens_seen, "tokens_per_s": tok_s,
                         "mfu": meter.mfu_of(tok_s), "step_time": dt, "items": items,
+                        **self.step_extras,
                     })  # fmt: skip
                 run_tok_s = meter.tokens_per_s or tok_s  # the run's rate once it has one
                 ui.stepped(run.loss, run_tok_s, meter.mfu_of(run_tok_s))
@@ -296,9 +298,12 @@ class Trainer:
         counts = torch.tensor([float(sum(self.task.count(x) for x in batches))], device=self.device)
         n_items = float(all_reduce_sum(counts, info)[0])
         loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
+        extras: dict[str, torch.Tensor] = {}
         for m, batch in enumerate(batches):
             with no_sync(self.forward_model, skip=m < accum - 1), self._autocast():
-                loss_sum, _ = self.task.loss(self.forward_model, batch)
+                loss_sum, extra = self.task.loss(self.forward_model, batch)
+            for k, v in extra.items():  # a task's own sums (preference reward margins)
+                extras[k] = extras.get(k, 0.0) + v.detach().double()
             # sum/N per micro-batch; x world because DDP and FSDP average over ranks.
             objective = loss_sum * (world / max(n_items, 1.0))
             if self.balance is not None:  # identical on every rank: no x world
@@ -307,6 +312,10 @@ class Trainer:
             loss_total += loss_sum.detach().double()
         all_reduce_sum(loss_total, info)
         loss = float(loss_total) / max(n_items, 1.0)
+        self.step_extras = {
+            k: float(all_reduce_sum(v.reshape(1), info)[0]) / max(n_items, 1.0)
+            for k, v in sorted(extras.items())
+        }
         if not math.isfinite(loss):
             raise TrainingDiverged(f"non-finite loss {loss} at step {c.step}")
         params = self._params
