@@ -177,6 +177,18 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
             high_freq_factor=4.0, original_max_position_embeddings=16,
         ),
     ),
+    # LongRoPE: the sequences cross the original context (16), so the long factors apply
+    "phi3-longrope": dict(
+        model_type="phi3", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, sliding_window=9,
+        max_position_embeddings=64, original_max_position_embeddings=16, eos_token_id=2,
+        pad_token_id=None,
+        rope_parameters=dict(
+            rope_type="longrope", rope_theta=10000.0,
+            short_factor=[1.0, 1.1, 1.3, 1.7, 2.3, 3.0, 3.9, 5.0],
+            long_factor=[1.0, 1.4, 2.2, 3.5, 5.6, 8.0, 11.0, 16.0],
+        ),
+    ),
 }
 # fmt: on
 

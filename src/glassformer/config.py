@@ -38,7 +38,7 @@ RouterScore = Literal["softmax", "sigmoid"]
 LayerType = Literal["full", "sliding", "linear", "chunked"]
 QKNormScope = Literal["head", "all"]
 
-ROPE_SCALING_TYPES = ("linear", "llama3", "yarn")
+ROPE_SCALING_TYPES = ("linear", "llama3", "yarn", "longrope")
 
 
 def _positive_int(value: object) -> bool:
@@ -119,6 +119,9 @@ class RopeScaling:
       (Llama 3.1 report).
     - yarn: NTK-by-parts ramp between interpolation and extrapolation plus an attention
       temperature (Peng et al. 2023, "YaRN").
+    - longrope: one searched factor per rotated frequency, a short set for sequences up to
+      `original_max_seq_len` and a long set beyond, plus a scale on cos and sin (Ding et al.
+      2024, "LongRoPE"; Phi-3's 128k models).
     """
 
     type: str
@@ -132,9 +135,15 @@ class RopeScaling:
     mscale_all_dim: float | None = None  # yarn (DeepSeek)
     attention_factor: float | None = None  # yarn
     truncate: bool = True  # yarn
+    short_factor: tuple[float, ...] | None = None  # longrope: one per rotated frequency
+    long_factor: tuple[float, ...] | None = None  # longrope
 
     def __post_init__(self) -> None:
         check_field_types(self, "rope_scaling.")
+        for name in ("short_factor", "long_factor"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))  # frozen: normalise once here
         if self.type not in ROPE_SCALING_TYPES:
             raise ValueError(
                 f"rope_scaling.type: unknown rope type {self.type!r}; "
@@ -142,10 +151,17 @@ class RopeScaling:
             )
         if not self.factor > 0:
             raise ValueError(f"rope_scaling.factor: must be > 0, got {self.factor}")
-        if self.type in ("llama3", "yarn") and not self.original_max_seq_len:
+        if self.type in ("llama3", "yarn", "longrope") and not self.original_max_seq_len:
             raise ValueError(
                 f"rope_scaling.original_max_seq_len: required for rope type {self.type!r}"
             )
+        if self.type == "longrope":
+            for name in ("short_factor", "long_factor"):
+                factors = getattr(self, name)
+                if factors is None:
+                    raise ValueError(f"rope_scaling.{name}: required for rope type 'longrope'")
+                if not all(f > 0 for f in factors):
+                    raise ValueError(f"rope_scaling.{name}: every factor must be > 0")
         if self.type == "llama3":
             for name in ("low_freq_factor", "high_freq_factor"):
                 if getattr(self, name) is None:
@@ -350,6 +366,17 @@ class Config:
             )
         if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
             raise ValueError("rope_scaling: expected a RopeScaling or a dict")
+        rs = self.rope_scaling
+        if rs is not None and rs.type == "longrope":
+            if self.attention == "mla":
+                raise ValueError("rope_scaling.type: 'longrope' is not implemented for MLA")
+            for name in ("short_factor", "long_factor"):
+                n = len(getattr(rs, name))
+                if n != self.rope_dim // 2:
+                    raise ValueError(
+                        f"rope_scaling.{name}: has {n} factors, expected one per rotated "
+                        f"frequency, rope_dim/2={self.rope_dim // 2}"
+                    )
         for name in ("attn_logit_softcap", "final_logit_softcap", "query_pre_attn_scalar"):
             value = getattr(self, name)
             if value is not None and not value > 0:

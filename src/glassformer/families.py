@@ -340,24 +340,27 @@ DEEPSEEK_V3 = like(
 
 
 # Phi-3 (Abdin et al. 2024): Llama's math with q/k/v and gate/up each stored as one matrix, a
-# window on every layer, partial rotary allowed. LongRoPE (the 128k models) is not implemented:
-# HF reads the legacy names 'su' and 'yarn' as 'longrope' for this family, and all three are
-# refused.
+# window on every layer, partial rotary allowed, LongRoPE for the 128k models (HF reads the
+# legacy names 'su' and 'yarn' as 'longrope' for this family; the original context is the
+# top-level original_max_position_embeddings).
 def _write_phi3(cfg: Any, out: dict[str, Any]) -> None:
     # HF's default pad id (32000) must index the embedding; which id pads changes no logits
     if cfg.vocab_size <= 32000:
         out["pad_token_id"] = None
+    if cfg.rope_scaling is not None and cfg.rope_scaling.type == "longrope":
+        out["original_max_position_embeddings"] = cfg.rope_scaling.original_max_seq_len
 
 
 PHI3 = like(
     LLAMA, "phi3",
     hf_defaults=dict(max_position_embeddings=4096, rms_norm_eps=1e-5, bos_token_id=1,
-                     eos_token_id=32000, sliding_window=None),
+                     eos_token_id=32000, sliding_window=None,
+                     original_max_position_embeddings=4096),
     # HF's Phi-3 has no biases whatever these say; the original context only feeds LongRoPE
     hf_no_math={"attention_bias", "mlp_bias", "original_max_position_embeddings"},
     drop_keys=("attention_bias", "mlp_bias"),
     sliding="all",
-    hf_rope_types=("default",),
+    hf_rope_types=("default", "longrope"),
     hf_rope_aliases={"su": "longrope", "yarn": "longrope"},
     write_hf=_write_phi3,
     fused_qkv=True,

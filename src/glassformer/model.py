@@ -63,6 +63,10 @@ class Transformer(nn.Module):
             kinds = {self.config.layer_type(i) for i in range(self.config.n_layers)} | {"full"}
             for kind in sorted(kinds):
                 self.rotary[kind] = rotary_for_layer(self.config, local=kind == "sliding")
+        # LongRoPE: the sequence length past which every frequency changes (None: no switch)
+        self.rope_switch_at = next(
+            (r.switch_at for r in self.rotary.values() if r.switch_at is not None), None
+        )
 
     # --- initialisation ------------------------------------------------------------------------
     @torch.no_grad()
@@ -194,6 +198,10 @@ class Transformer(nn.Module):
         positions = torch.arange(start, start + t, device=input_ids.device)
         if cache is not None:
             key_valid = cache.record_padding(attention_mask)
+            if self.rope_switch_at is not None:
+                if 0 < start <= self.rope_switch_at < start + t:
+                    return self._rerun_past_rope_switch(input_ids, cache, key_valid)
+                cache.record_ids(input_ids)
         else:
             key_valid = attention_mask.bool() if attention_mask is not None else None
         x = self.embed_tokens(input_ids)
@@ -209,6 +217,23 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += t
         return x, positions, rope
+
+    def _rerun_past_rope_switch(
+        self, input_ids: torch.Tensor, cache: KVCache, key_valid: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """The first cached call whose sequence grows past LongRoPE's original context: every
+        frequency switches to the long factors, so the cache (keys rotated with the short ones,
+        and all later layers' keys computed from them) is refilled by re-running the whole
+        sequence from its recorded ids, as HF's Phi-3 generation drops its cache there. Returns
+        what `hidden_states` returns for the new tokens only."""
+        start, end = cache.length, cache.length + input_ids.shape[1]
+        assert cache.token_ids is not None
+        ids = torch.cat((cache.token_ids[:, :start], input_ids), dim=1)
+        mask = None if key_valid is None else key_valid[:, :end].clone()
+        cache.reset()
+        hidden, positions, rope = self.hidden_states(ids, cache, mask)
+        rope = {kind: (cos[start:], sin[start:]) for kind, (cos, sin) in rope.items()}
+        return hidden[:, start:], positions[start:], rope
 
     @staticmethod
     def _row_positions(positions: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:

@@ -92,6 +92,32 @@ _LLAMA4 = dict(
     layer_types=tuple("full" if (i + 1) % 4 == 0 else "chunked" for i in range(48)),
     attn_temperature_floor=8192, attn_temperature_scale=0.1, bos_token_id=1, eos_token_id=2,
 )
+_PHI3_MINI = dict(
+    family="phi3", vocab_size=32064, d_model=3072, n_layers=32, n_heads=32, d_ff=8192,
+    max_seq_len=4096, sliding_window=2047, norm_eps=1e-5, bos_token_id=1, eos_token_id=32000,
+)
+# LongRoPE factors of the Phi-3 128k files (one per rotated frequency, head_dim 96 -> 48)
+_PHI3_128K_SHORT = (
+    1.05, 1.05, 1.05, 1.1, 1.1, 1.1, 1.2500000000000002, 1.2500000000000002, 1.4000000000000004,
+    1.4500000000000004, 1.5500000000000005, 1.8500000000000008, 1.9000000000000008,
+    *[2.000000000000001] * 19, 2.1000000000000005, 2.1000000000000005, 2.2,
+    *[2.3499999999999996] * 4, 2.3999999999999995, 2.3999999999999995, 2.6499999999999986,
+    2.6999999999999984, 2.8999999999999977, 2.9499999999999975, *[3.049999999999997] * 3,
+)
+_PHI3_128K_LONG = (
+    1.0299999713897705, 1.0499999523162842, 1.0499999523162842, 1.0799999237060547,
+    1.2299998998641968, 1.2299998998641968, 1.2999999523162842, 1.4499999284744263,
+    1.5999999046325684, 1.6499998569488525, 1.8999998569488525, 2.859999895095825,
+    3.68999981880188, 5.419999599456787, 5.489999771118164, 5.489999771118164,
+    9.09000015258789, 11.579999923706055, 15.65999984741211, 15.769999504089355,
+    15.789999961853027, 18.360000610351562, 21.989999771118164, 23.079999923706055,
+    30.009998321533203, 32.35000228881836, 32.590003967285156, 35.56000518798828,
+    39.95000457763672, 53.840003967285156, 56.20000457763672, 57.95000457763672,
+    59.29000473022461, 59.77000427246094, 59.920005798339844, 61.190006256103516,
+    61.96000671386719, 62.50000762939453, 63.3700065612793, 63.48000717163086,
+    63.48000717163086, 63.66000747680664, 63.850006103515625, 64.08000946044922,
+    64.760009765625, 64.80001068115234, 64.81001281738281, 64.81001281738281,
+)
 _TINY = dict(
     family="llama", vocab_size=2048, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384,
     max_seq_len=512, tie_embeddings=True,
@@ -176,10 +202,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt-oss-20b": dict(_GPT_OSS, n_layers=24, n_experts=32),
     "gpt-oss-120b": dict(_GPT_OSS, n_layers=36, n_experts=128),
     # --- Phi-3 ------------------------------------------------------------------------------------
-    "phi-3-mini-4k": dict(
-        family="phi3", vocab_size=32064, d_model=3072, n_layers=32, n_heads=32, d_ff=8192,
-        max_seq_len=4096, sliding_window=2047, norm_eps=1e-5, bos_token_id=1,
+    "phi-3-mini-4k": dict(_PHI3_MINI),
+    "phi-3-mini-128k": dict(
+        _PHI3_MINI, max_seq_len=131072, sliding_window=262144,
+        rope_scaling=dict(type="longrope", factor=32.0, original_max_seq_len=4096,
+                          short_factor=_PHI3_128K_SHORT, long_factor=_PHI3_128K_LONG),
+    ),
+    "phi-3-medium-4k": dict(
+        family="phi3", vocab_size=32064, d_model=5120, n_layers=40, n_heads=40, n_kv_heads=10,
+        d_ff=17920, max_seq_len=4096, sliding_window=2047, norm_eps=1e-5, bos_token_id=1,
         eos_token_id=32000,
+    ),
+    "phi-4": dict(
+        family="phi3", vocab_size=100352, d_model=5120, n_layers=40, n_heads=40, n_kv_heads=10,
+        d_ff=17920, max_seq_len=16384, rope_theta=250000.0, norm_eps=1e-5,
+        bos_token_id=100257, eos_token_id=100265,
     ),
     # --- OLMo 2 / OLMo 3 (Ai2; output norms, whole-projection QK-norm) --------------------------
     "olmo-2-7b": dict(_OLMO2, d_model=4096, n_layers=32, n_heads=32, d_ff=11008),

@@ -97,6 +97,16 @@ PHI3_MINI_4K: dict[str, Any] = {
 }  # fmt: skip
 
 
+# microsoft/Phi-3-mini-128k-instruct: the 4k file's keys with LongRoPE (the preset's factors)
+PHI3_MINI_128K: dict[str, Any] = {
+    **PHI3_MINI_4K, "_name_or_path": "Phi-3-mini-128k-instruct",
+    "max_position_embeddings": 131072, "sliding_window": 262144,
+    "rope_scaling": {"long_factor": list(get_preset("phi-3-mini-128k").rope_scaling.long_factor),
+                     "short_factor": list(get_preset("phi-3-mini-128k").rope_scaling.short_factor),
+                     "type": "longrope"},
+}  # fmt: skip
+
+
 def _architecture(cfg: gf.Config) -> gf.Config:
     """The config without its labels and token ids (published files differ there)."""
     return cfg.replace(name="x", eos_token_id=None, bos_token_id=None)
@@ -131,13 +141,61 @@ def test_duplicate_keys_must_agree() -> None:
 
 
 @pytest.mark.parametrize("spelling", ["longrope", "su", "yarn"])
-def test_phi3_longrope_is_refused_by_name(spelling: str) -> None:
-    """Phi-3's 128k models use LongRoPE (per-frequency factors chosen by sequence length),
-    which glassformer does not implement; HF reads 'su' and 'yarn' as 'longrope' for Phi-3."""
-    scaling = {"type": spelling, "long_factor": [1.0] * 48, "short_factor": [1.0] * 48}
-    config = {**PHI3_MINI_4K, "max_position_embeddings": 131072, "rope_scaling": scaling}
-    with pytest.raises(ValueError, match=r"'longrope' is not supported for phi3 \(default\)"):
-        gf.Config.from_hf(config)
+def test_phi3_longrope_frequencies_are_hfs(spelling: str) -> None:
+    """Phi-3's 128k files: LongRoPE, also spelled 'su' or 'yarn' (HF reads both as
+    'longrope' for Phi-3). Both factor sets and the cos/sin scale equal HF's own."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from glassformer.components.rope import RotaryEmbedding
+
+    config = {**PHI3_MINI_128K, "rope_scaling": {**PHI3_MINI_128K["rope_scaling"],
+                                                 "type": spelling}}  # fmt: skip
+    cfg = gf.Config.from_hf(config)
+    assert cfg.rope_scaling is not None and cfg.rope_scaling.type == "longrope"
+    assert _architecture(cfg) == _architecture(get_preset("phi-3-mini-128k"))
+    hf_config = transformers.AutoConfig.for_model(
+        "phi3", **{k: v for k, v in config.items() if k != "model_type"}
+    )
+    ours = RotaryEmbedding(cfg.rope_dim, cfg.rope_theta, cfg.rope_scaling)
+    short, scale = ROPE_INIT_FUNCTIONS["longrope"](hf_config, None)
+    long, _ = ROPE_INIT_FUNCTIONS["longrope"](hf_config, None, seq_len=4097)
+    assert torch.equal(ours.inv_freq, short) and torch.equal(ours.long_inv_freq, long)
+    assert ours.attention_factor == scale == pytest.approx(1.1902380714238083)
+    assert ours.switch_at == 4096
+
+
+def test_phi3_longrope_refuses_what_hf_would_misread() -> None:
+    scaling = PHI3_MINI_128K["rope_scaling"]
+    with pytest.raises(ValueError, match=r"short_factor: has 47 factors.*rope_dim/2=48"):
+        gf.Config.from_hf(
+            {**PHI3_MINI_128K, "rope_scaling": {**scaling, "short_factor": [1.0] * 47}}
+        )
+    with pytest.raises(ValueError, match=r"'rope_parameters.long_factor' must be a list"):
+        gf.Config.from_hf({**PHI3_MINI_128K, "rope_scaling": {**scaling, "long_factor": "x"}})
+    with pytest.raises(ValueError, match=r"original_max_position_embeddings'=16.*disagrees"):
+        gf.Config.from_hf(
+            {**PHI3_MINI_128K, "rope_scaling": {**scaling, "original_max_position_embeddings": 16}}
+        )
+
+
+def test_phi3_longrope_decoding_is_hfs_generation() -> None:
+    """Up to the original context (16 here) the short factors, past it the long ones: each
+    cached step's logits equal HF's forward over the sequence so far, which is what HF's
+    generate computes (it drops its cache where the factors switch)."""
+    from tests.families import build_hf
+
+    hf = build_hf("phi3-longrope")
+    ours = gf.from_hf(hf).eval()
+    ids = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        cache = ours.new_cache(2, 24)
+        got = [ours(ids[:, :10], cache)]
+        got += [ours(ids[:, t : t + 1], cache) for t in range(10, 24)]
+        for t in range(10, 24):
+            want = hf(ids[:, : t + 1]).logits[:, -1]
+            err = (got[t - 9][:, -1] - want).abs().max().item()
+            assert err <= TOLERANCE, f"position {t}: {err:.3g}"
+        assert (got[0] - hf(ids[:, :10]).logits).abs().max() <= TOLERANCE
 
 
 # Tiny versions of the published files: same keys, small sizes, windows shorter than SEQ.
@@ -157,6 +215,14 @@ TINY_PUBLISHED = {
                            "intermediate_size": 112, "num_hidden_layers": 2,
                            "num_attention_heads": 4, "num_key_value_heads": 4,
                            "sliding_window": 9, "pad_token_id": None, "eos_token_id": 2},
+    "phi3-mini-128k-style": {**PHI3_MINI_128K, "vocab_size": VOCAB, "hidden_size": 64,
+                             "intermediate_size": 112, "num_hidden_layers": 2,
+                             "num_attention_heads": 4, "num_key_value_heads": 4,
+                             "max_position_embeddings": 64,
+                             "original_max_position_embeddings": 16, "sliding_window": 9,
+                             "pad_token_id": None, "eos_token_id": 2,
+                             "rope_scaling": {"type": "su", "short_factor": [1.1] * 8,
+                                              "long_factor": [1.0, 2, 3, 4, 6, 8, 12, 16]}},
     "gpt2-legacy-flags": {**GPT2, "vocab_size": VOCAB, "n_embd": 48, "n_layer": 2,
                           "n_head": 4, "n_positions": 64, "n_ctx": 64},
 }  # fmt: skip

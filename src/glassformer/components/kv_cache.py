@@ -83,6 +83,8 @@ class KVCache:
         self.length = 0
         # Padded batches only: which positions of each row hold real tokens.
         self.key_valid: torch.Tensor | None = None  # [B, max_seq_len] bool
+        # LongRoPE models only: the tokens so far, to re-run them when the frequencies switch.
+        self.token_ids: torch.Tensor | None = None  # [B, max_seq_len] int64
 
     def reset(self) -> None:
         self.length = 0
@@ -103,6 +105,14 @@ class KVCache:
         t = attention_mask.shape[1]
         self.key_valid[:, self.length : self.length + t] = attention_mask.bool()
         return self.key_valid
+
+    def record_ids(self, input_ids: torch.Tensor) -> None:
+        """Keep the next tokens' ids (LongRoPE: see `Transformer.hidden_states`)."""
+        if self.token_ids is None:
+            self.token_ids = torch.zeros(
+                input_ids.shape[0], self.max_seq_len, dtype=torch.long, device=input_ids.device
+            )
+        self.token_ids[:, self.length : self.length + input_ids.shape[1]] = input_ids
 
     def nbytes(self) -> int:
         return sum(

@@ -14,6 +14,14 @@ Context-extension schemes change the frequencies w_i:
 - yarn (Peng et al. 2023): per-dimension ramp between interpolation (w_i / factor) and
   extrapolation (w_i) over the dims that complete between beta_slow and beta_fast turns within the
   original context, plus a temperature 0.1 ln(factor) + 1 applied to cos and sin.
+- longrope (Ding et al. 2024, "LongRoPE"; Phi-3): w_i / lambda_i with one searched factor
+  lambda_i per frequency, from the short set while the sequence fits the original context L0
+  and from the long set once it is longer, and cos and sin scaled by sqrt(1 + ln s / ln L0)
+  (s = factor, the context-extension ratio). As in HF, one set serves a whole forward call,
+  chosen by its last position: a call whose sequence ends past L0 uses the long set for every
+  position. Keys cached earlier with the short set would then disagree with the new ones, so
+  the model re-runs the sequence once when it first grows past L0, as HF's Phi-3 generation
+  does by dropping its cache (`Transformer.hidden_states`).
 """
 
 from __future__ import annotations
@@ -36,7 +44,24 @@ def inverse_frequencies(
         return inv_freq / scaling.factor, 1.0
     if scaling.type == "llama3":
         return _llama3(inv_freq, scaling), 1.0
+    if scaling.type == "longrope":
+        return longrope(dim, theta, scaling, long=False)
     return _yarn(dim, theta, scaling)
+
+
+def longrope(dim: int, theta: float, s: RopeScaling, long: bool) -> tuple[torch.Tensor, float]:
+    """LongRoPE's w_i / lambda_i from the short or the long factors, and the cos/sin scale."""
+    assert s.original_max_seq_len and s.short_factor and s.long_factor
+    factors = torch.tensor(s.long_factor if long else s.short_factor, dtype=torch.float32)
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+    inv_freq = 1.0 / (factors * theta**exponents)  # HF's order of operations, bit for bit
+    if s.attention_factor is not None:
+        attention_factor = s.attention_factor
+    elif s.factor <= 1.0:
+        attention_factor = 1.0
+    else:
+        attention_factor = math.sqrt(1 + math.log(s.factor) / math.log(s.original_max_seq_len))
+    return inv_freq, attention_factor
 
 
 def _llama3(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
@@ -96,10 +121,19 @@ class RotaryEmbedding(torch.nn.Module):
         super().__init__()
         inv_freq, self.attention_factor = inverse_frequencies(dim, theta, scaling)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        # LongRoPE: a second set of frequencies for sequences longer than switch_at
+        self.switch_at: int | None = None
+        if scaling is not None and scaling.type == "longrope":
+            self.switch_at = scaling.original_max_seq_len
+            self.register_buffer("long_inv_freq", longrope(dim, theta, scaling, True)[0], False)
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """positions [T] -> cos, sin [T, dim/2] in `dtype`."""
-        angles = positions.float()[:, None] * self.inv_freq.float()[None, :]
+        inv_freq = self.inv_freq
+        past_switch = self.switch_at is not None and positions.numel() > 0
+        if past_switch and int(positions.max()) + 1 > self.switch_at:  # type: ignore[operator]
+            inv_freq = self.long_inv_freq
+        angles = positions.float()[:, None] * inv_freq.float()[None, :]
         cos = angles.cos() * self.attention_factor
         sin = angles.sin() * self.attention_factor
         return cos.to(dtype), sin.to(dtype)

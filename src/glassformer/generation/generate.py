@@ -244,4 +244,7 @@ def grow_cache(model: Transformer, cache: KVCache, capacity: int) -> KVCache:
     if cache.key_valid is not None:
         new.key_valid = torch.ones(batch, capacity, dtype=torch.bool, device=layer0.keys.device)
         new.key_valid[:, : cache.max_seq_len] = cache.key_valid
+    if cache.token_ids is not None:
+        new.token_ids = cache.token_ids.new_zeros(batch, capacity)
+        new.token_ids[:, : cache.max_seq_len] = cache.token_ids
     return new

@@ -397,7 +397,16 @@ def _rope_scaling(r: _Reader, params: dict[str, Any]) -> RopeScaling | None:
         )
     factor = params.get("factor")
     original = params.get("original_max_position_embeddings")
-    if factor is None and kind == "yarn" and original:
+    if kind == "longrope" and "original_max_position_embeddings" in r.family.hf_defaults:
+        # Phi-3: HF takes the top-level key (its class default when absent) over the rope dict's
+        top = r.get("original_max_position_embeddings")
+        if original is not None and original != top:
+            raise ValueError(
+                f"{r.model_type} config: field 'rope_parameters.original_max_position_embeddings'"
+                f"={original!r} disagrees with 'original_max_position_embeddings'={top!r}"
+            )
+        original = top
+    if factor is None and kind in ("yarn", "longrope") and original:
         factor = r.require("max_position_embeddings") / original
     if factor is None:
         raise ValueError(f"{r.model_type} config: field 'rope_parameters.factor' is missing")
@@ -413,7 +422,23 @@ def _rope_scaling(r: _Reader, params: dict[str, Any]) -> RopeScaling | None:
         mscale_all_dim=params.get("mscale_all_dim"),
         attention_factor=params.get("attention_factor"),
         truncate=params.get("truncate", True),
+        short_factor=_factors(r, params, "short_factor", kind),
+        long_factor=_factors(r, params, "long_factor", kind),
     )
+
+
+def _factors(r: _Reader, params: dict[str, Any], key: str, kind: str) -> tuple[float, ...] | None:
+    """LongRoPE's per-frequency factors: a list of positive numbers (only for that type)."""
+    value = params.get(key)
+    if value is None or kind != "longrope":
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    ):
+        raise ValueError(
+            f"{r.model_type} config: field 'rope_parameters.{key}' must be a list of numbers"
+        )
+    return tuple(float(v) for v in value)
 
 
 def _read_rope(r: _Reader, family: Family) -> dict[str, Any]:
@@ -580,9 +605,11 @@ def _rope_to_hf(theta: float, s: RopeScaling | None, fraction: float) -> dict[st
             ("mscale", s.mscale),
             ("mscale_all_dim", s.mscale_all_dim),
             ("attention_factor", s.attention_factor),
+            ("short_factor", s.short_factor),
+            ("long_factor", s.long_factor),
         ):
             if value is not None:
-                out[key] = value
+                out[key] = list(value) if isinstance(value, tuple) else value
         if s.type == "yarn" and not s.truncate:
             out["truncate"] = False
     return out

@@ -118,7 +118,8 @@ class InferenceTransformer(Transformer):
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         # hidden_states always passes arange(start, start + t): slice a table of positions
         # 0 .. L-1 computed by the same RotaryEmbedding (so the same values), grown by doubling.
-        if not len(self.rotary) or positions.numel() == 0:
+        if not len(self.rotary) or positions.numel() == 0 or self.rope_switch_at is not None:
+            # (LongRoPE's tables depend on where the sequence ends, not on the position alone)
             return super().rope_tables(positions, dtype)
         start = int(positions[0])
         end = start + positions.numel()

@@ -66,6 +66,8 @@ def why_not(model: nn.Module, cache: KVCache) -> str | None:
         return "embedding scaling or final soft-capping"
     if cache.key_valid is not None:
         return "padded batch"
+    if getattr(model, "rope_switch_at", None) is not None:
+        return "LongRoPE switches its frequencies with the sequence length"
     if model.embed.weight.dtype != torch.float32 or model.embed.weight.device.type != "cpu":  # type: ignore[union-attr]
         return "float32 CPU models only"
     for i, block in enumerate(model.layers):  # type: ignore[attr-defined]
