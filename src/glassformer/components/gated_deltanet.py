@@ -29,9 +29,10 @@ Two forms compute the recurrence:
   are folded into matrix products with the WY/UT representation (Yang et al. 2024, "Parallelizing
   Linear Transformers with the Delta Rule over Sequence Length"); only the state crosses chunk
   boundaries. Used for prefill and training. See its docstring for the equations.
-One token goes through the recurrent form, anything longer through the chunked one, both
-starting from the state when one is given. The state (`LinearAttentionState`) is the conv window
-(the last K-1 inputs) and M per value head: its size does not depend on the sequence length.
+One token outside autograd (a decoding step) goes through the recurrent form, anything else
+through the chunked one, both starting from the state when one is given. The state
+(`LinearAttentionState`) is the conv window (the last K-1 inputs) and M per value head: its size
+does not depend on the sequence length.
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ class GatedRMSNorm(nn.Module):
         return (self.weight * x32.type_as(x) * F.silu(z.float())).type_as(x)
 
 
-def l2norm(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + L2NORM_EPS)
+def l2norm(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """scale * x / sqrt(|x|^2 + eps) over the last dim."""
+    return x * (torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + L2NORM_EPS) * scale)
 
 
 def chunk_gated_delta_rule(
@@ -100,20 +102,22 @@ def chunk_gated_delta_rule(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The recurrence over T tokens, C = `chunk` at a time. All inputs float32:
     q, k [B, T, Hk, dk] (normalised, q scaled), v [B, T, H, dv], g, beta [B, T, H],
-    state M_0 [B, H, dk, dv] or None (zeros). Returns o [B, T, H, dv] and the final state.
+    state M_0 [B, H, dk, dv] or None (zeros). Returns o [B, T, H, dv] and the final state (a new
+    tensor; `state` is not modified).
 
     Within a chunk (positions i, j = 1..C, decay log-sums gamma_i = g_1 + ... + g_i and
     D_ij = exp(gamma_i - gamma_j) for j <= i, 0 above), unrolling the step gives
 
         A  = I + strictly_lower(diag(beta) K K^T * D)            (unit lower triangular)
-        U  = A^-1 diag(beta) V ,   W = A^-1 diag(beta exp(gamma)) K        (the UT transform)
+        T  = A^-1 diag(beta)
+        U  = T V ,   W = T diag(exp(gamma)) K                    (the UT transform)
         V' = U - W M_0                    the corrections the delta rule writes
         O  = (Q * exp(gamma)) M_0 + ((Q K^T) * D) V'
         M_C = exp(gamma_C) M_0 + (K * exp(gamma_C - gamma))^T V'
 
-    A, U and W for every chunk come from batched products and one triangular solve; only the
-    two products with M (V' and M_C) run chunk after chunk, and the output's products with M_0
-    and V' are batched again after the scan.
+    A, T, U and W for every chunk come from batched products and one triangular solve; only
+    the products with M run chunk after chunk. With more value than key heads, the key-side
+    products (K K^T, Q K^T, and W's product with K) run once per key head.
     """
     b, t, hk, dk = k.shape
     h, dv = v.shape[-2:]
@@ -124,15 +128,10 @@ def chunk_gated_delta_rule(
     def chunked(x: torch.Tensor) -> torch.Tensor:
         """[B, T, heads, ...] -> chunk-major [n, B, heads, C, ...], padded with zeros (a zero key
         writes nothing, a zero log-decay keeps the state)."""
-        x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
+        if pad:
+            x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
         x = x.view(b, n, chunk, *x.shape[2:])
         return x.permute(1, 0, 3, 2, *range(4, x.dim())).contiguous()
-
-    qc, kc, vc = chunked(q), chunked(k), chunked(v)  # [n, B, Hk|H, C, d]
-    gamma = chunked(g).cumsum(-1)  # [n, B, H, C]
-    betac = chunked(beta)
-    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-    decay = (gamma[..., :, None] - gamma[..., None, :]).masked_fill(~causal, -math.inf).exp()
 
     # Key head i serves value heads i*r .. i*r + r - 1 (r = H / Hk), HF's repeat_interleave
     # order: key-head tensors get a broadcast axis, value-head ones are split [Hk, r].
@@ -145,48 +144,53 @@ def chunk_gated_delta_rule(
         return x.view(n, b, hk, r, *x.shape[3:])
 
     def merged(x: torch.Tensor) -> torch.Tensor:
-        """[n, B, Hk, r, ...] -> [n, B, H, ...]."""
-        return x.reshape(n, b, h, *x.shape[4:])
+        """[n, B, Hk, r, ...] -> [n * B * H, ...]: one batch of matrices for bmm."""
+        return x.reshape(n * b * h, *x.shape[4:])
 
-    # key-head products once, then per value head its decays and betas
-    kk = per_v(kc @ kc.transpose(-1, -2))
-    qk = per_v(qc @ kc.transpose(-1, -2))
+    qc, kc, vc = chunked(q), chunked(k), chunked(v)  # [n, B, Hk|H, C, d]
+    gamma = chunked(g).cumsum(-1)  # [n, B, H, C]
+    betac = chunked(beta)
     eg = gamma.exp()
-    a_mat = merged(kk * heads(decay * betac[..., :, None]))
-    scores = merged(qk * heads(decay))  # (Q K^T) * D
-    k_read = merged(per_v(kc) * heads((betac * eg)[..., None]))  # diag(beta exp(gamma)) K
-    solved = torch.linalg.solve_triangular(
-        a_mat, torch.cat((vc * betac[..., None], k_read), -1), upper=False, unitriangular=True
-    )
-    u, w = solved.split((dv, dk), -1)
-    q_in = merged(per_v(qc) * heads(eg[..., None]))  # Q * exp(gamma)
-    k_out = merged(per_v(kc) * heads((gamma[..., -1:] - gamma).exp()[..., None]))
-    chunk_decay = eg[..., -1, None, None].reshape(n, b * h, 1, 1)
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
+    decay = (gamma[..., :, None] - gamma[..., None, :]).masked_fill(~causal, -math.inf).exp()
 
-    def flat(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(n, b * h, *x.shape[-2:])
+    kk = per_v(kc @ kc.transpose(-1, -2))  # [n, B, Hk, 1, C, C]
+    scores = merged(per_v(qc @ kc.transpose(-1, -2)) * heads(decay))  # (Q K^T) * D
+    a_mat = merged(kk * heads(decay * betac[..., :, None]))  # its strict lower part is L
+    eye = torch.eye(chunk, dtype=q.dtype, device=q.device)
+    # A^-1 as the transpose of (A^T)^-1: LAPACK returns column-major results, so this one
+    # comes back row-major, the layout the products below read without a copy
+    a_inv = torch.linalg.solve_triangular(a_mat.mT, eye, upper=True, unitriangular=True).mT
+    t_mat = a_inv * betac.reshape(-1, 1, chunk)  # T = A^-1 diag(beta)
+    u = torch.bmm(t_mat, vc.view(-1, chunk, dv))
+    # W: the r value heads of a key head stacked as one [r C, C] matrix against its K
+    w_left = (t_mat * eg.reshape(-1, 1, chunk)).view(n * b * hk, r * chunk, chunk)
+    w = torch.bmm(w_left, kc.view(-1, chunk, dk)).view(n * b * h, chunk, dk)
+    chunk_decay = eg[..., -1].reshape(n, b * h, 1, 1)
+    to_end = (gamma[..., -1:] - gamma).exp()  # decay from each position to the chunk's end
 
-    u, w, k_out_t = flat(u), flat(w), flat(k_out).transpose(-1, -2)
+    def by_chunk(x: torch.Tensor) -> torch.Tensor:
+        return x.view(n, b * h, *x.shape[1:])
+
+    def per_v_chunk(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Key-head rows [B, Hk, C, d] scaled per value head by [B, H, C] -> [B*H, C, d]."""
+        return (x.unsqueeze(2) * scale.view(b, hk, r, chunk, 1)).view(b * h, chunk, -1)
+
+    u, w, scores = by_chunk(u), by_chunk(w), by_chunk(scores)
     m = (
         torch.zeros(b * h, dk, dv, dtype=q.dtype, device=q.device)
         if state is None
         else state.reshape(b * h, dk, dv).to(q.dtype)
     )
-    starts, corrections = [], []
+    out = q.new_empty(b, n, chunk, h, dv)
     for c in range(n):
-        starts.append(m)
+        q_in = per_v_chunk(qc[c], eg[c])  # Q * exp(gamma)
+        k_out = per_v_chunk(kc[c], to_end[c])  # K * exp(gamma_C - gamma)
         v_new = torch.baddbmm(u[c], w[c], m, alpha=-1)  # V' = U - W M
-        corrections.append(v_new)
-        m = torch.baddbmm(m * chunk_decay[c], k_out_t[c], v_new)
-    m_start = torch.stack(starts).view(n * b * h, dk, dv)
-    v_new_all = torch.stack(corrections).view(n * b * h, chunk, dv)
-    o = torch.baddbmm(
-        flat(scores).reshape(n * b * h, chunk, chunk) @ v_new_all,
-        flat(q_in).reshape(n * b * h, chunk, dk),
-        m_start,
-    )
-    o = o.view(n, b, h, chunk, dv).permute(1, 0, 3, 2, 4).reshape(b, n * chunk, h, dv)
-    return o[:, :t], m.view(b, h, dk, dv)
+        o = torch.bmm(scores[c], v_new).baddbmm_(q_in, m)  # O = P V' + (Q e^gamma) M
+        out[:, c] = o.view(b, h, chunk, dv).transpose(1, 2)
+        m = (m * chunk_decay[c]).baddbmm_(k_out.transpose(1, 2), v_new)
+    return out.view(b, n * chunk, h, dv)[:, :t], m.view(b, h, dk, dv)
 
 
 def recurrent_gated_delta_rule(
@@ -195,23 +199,23 @@ def recurrent_gated_delta_rule(
     v: torch.Tensor,
     g: torch.Tensor,
     beta: torch.Tensor,
-    state: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The step, token by token (same arguments and results as `chunk_gated_delta_rule`):
+    state: torch.Tensor,
+) -> torch.Tensor:
+    """The step, token by token, updating `state` (M, [B, H, dk, dv] float32) in place; other
+    arguments as `chunk_gated_delta_rule`. Returns o [B, T, H, dv].
 
-    r_k = M^T k ,  r_q = M^T q                (one read of the old state for both)
-    delta = beta (v - alpha r_k)
-    o = alpha r_q + (q . k) delta              (= M_new^T q, without a second read)
-    M_new = alpha M + k delta^T
+        r_k = M^T k ,  r_q = M^T q                (one read of the old state for both)
+        delta = beta (v - alpha r_k)
+        o = alpha r_q + (q . k) delta              (= M_new^T q, without a second read)
+        M <- alpha M + k delta^T
+
+    In place, because decoding streams the whole state per token and a copy would double that;
+    so autograd cannot differentiate through it (training runs the chunked form).
     """
     b, t, hk, dk = k.shape
     h, dv = v.shape[-2:]
     r = h // hk
-    m = (
-        torch.zeros(b * h, dk, dv, dtype=q.dtype, device=q.device)
-        if state is None
-        else state.reshape(b * h, dk, dv).to(q.dtype)
-    )
+    m = state.view(b * h, dk, dv)
 
     def per_v(x: torch.Tensor) -> torch.Tensor:  # [B, Hk, d] -> [B*H, d]
         return x[:, :, None].expand(b, hk, r, dk).reshape(b * h, dk)
@@ -224,8 +228,8 @@ def recurrent_gated_delta_rule(
         delta = beta[:, i].reshape(b * h, 1) * (v[:, i].reshape(b * h, dv) - alpha * reads[:, 0])
         o = alpha * reads[:, 1] + (qi * ki).sum(-1, keepdim=True) * delta
         outs.append(o.view(b, h, dv))
-        m = torch.baddbmm(m * alpha[..., None], ki[:, :, None], delta[:, None, :])
-    return torch.stack(outs, 1), m.view(b, h, dk, dv)
+        m.mul_(alpha[..., None]).baddbmm_(ki[:, :, None], delta[:, None, :])
+    return torch.stack(outs, 1)
 
 
 class GatedDeltaNet(nn.Module):
@@ -278,11 +282,11 @@ class GatedDeltaNet(nn.Module):
     ) -> LinearAttentionState:
         return LinearAttentionState(
             conv=torch.zeros(batch, self.conv_dim, self.kernel - 1, dtype=dtype, device=device),
-            recurrent=torch.zeros(
-                batch, self.n_v_heads, self.k_head_dim, self.v_head_dim,
-                dtype=torch.float32, device=device,
-            ),
-        )  # fmt: skip
+            recurrent=torch.zeros(self._state_shape(batch), dtype=torch.float32, device=device),
+        )
+
+    def _state_shape(self, batch: int) -> tuple[int, int, int, int]:
+        return (batch, self.n_v_heads, self.k_head_dim, self.v_head_dim)
 
     def forward(
         self,
@@ -301,17 +305,20 @@ class GatedDeltaNet(nn.Module):
         qkv = self._conv(self.in_proj_qkv(x).transpose(1, 2), state).transpose(1, 2)
         key_dim = self.n_k_heads * self.k_head_dim
         q, k, v = qkv.split((key_dim, key_dim, self.n_v_heads * self.v_head_dim), -1)
-        q = l2norm(q.reshape(b, t, self.n_k_heads, self.k_head_dim).float())
-        q = q * self.k_head_dim**-0.5
+        q = l2norm(q.reshape(b, t, self.n_k_heads, self.k_head_dim).float(), self.k_head_dim**-0.5)
         k = l2norm(k.reshape(b, t, self.n_k_heads, self.k_head_dim).float())
         v = v.reshape(b, t, self.n_v_heads, self.v_head_dim).float()
         beta = self.in_proj_b(x).sigmoid().float()
         g = -self.A_log.float().exp() * F.softplus(self.in_proj_a(x).float() + self.dt_bias)
-        initial = state.recurrent if state is not None else None
-        rule = recurrent_gated_delta_rule if t == 1 else chunk_gated_delta_rule
-        o, final = rule(q, k, v, g, beta, initial)
-        if state is not None:
-            state.recurrent.copy_(final)
+        if t == 1 and not torch.is_grad_enabled():  # decoding: the step, in place
+            memory = state.recurrent if state is not None else q.new_zeros(self._state_shape(b))
+            o = recurrent_gated_delta_rule(q, k, v, g, beta, memory)
+        else:
+            o, final = chunk_gated_delta_rule(
+                q, k, v, g, beta, state.recurrent if state is not None else None
+            )
+            if state is not None:
+                state.recurrent.copy_(final)
         z = self.in_proj_z(x).view(b, t, self.n_v_heads, self.v_head_dim)
         o = self.norm(o.to(x.dtype), z)
         return self.out_proj(o.reshape(b, t, -1))
