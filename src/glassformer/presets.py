@@ -233,6 +233,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         router_norm_topk=True, router_n_groups=8, router_topk_groups=4, routed_scaling=2.5,
         first_k_dense=3, n_mtp_modules=1, bos_token_id=0, eos_token_id=1,
     ),
+    # Kimi K2 (Moonshot AI 2025): DeepSeek-V3's architecture (HF model_type kimi_k2 runs
+    # DeepseekV3ForCausalLM) with 384 experts, 64 heads, one dense layer, no MTP layer
+    "kimi-k2": dict(
+        family="deepseek_v3", vocab_size=163840, d_model=7168, n_layers=61, n_heads=64,
+        n_kv_heads=64, d_ff=18432, max_seq_len=131072, norm_eps=1e-6, rope_theta=50000.0,
+        q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
+        v_head_dim=128, rope_interleaved=True,
+        rope_scaling=dict(
+            type="yarn", factor=32.0, original_max_seq_len=4096, beta_fast=1.0, beta_slow=1.0,
+            mscale=1.0, mscale_all_dim=1.0,
+        ),
+        n_experts=384, n_experts_per_token=8, n_shared_experts=1, moe_d_ff=2048,
+        router_norm_topk=True, router_n_groups=1, router_topk_groups=1, routed_scaling=2.827,
+        first_k_dense=1, n_mtp_modules=0, bos_token_id=163584, eos_token_id=163585,
+    ),
     # --- gpt-oss (OpenAI 2025) -------------------------------------------------------------------
     "gpt-oss-20b": dict(_GPT_OSS, n_layers=24, n_experts=32),
     "gpt-oss-120b": dict(_GPT_OSS, n_layers=36, n_experts=128),
