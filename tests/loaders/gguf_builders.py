@@ -31,7 +31,16 @@ HF_TO_GGUF = {
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
+    # Llama 4's feed-forward: dense layers, the router and the shared expert
+    "feed_forward.gate_proj": "ffn_gate",
+    "feed_forward.up_proj": "ffn_up",
+    "feed_forward.down_proj": "ffn_down",
+    "feed_forward.router": "ffn_gate_inp",
+    "feed_forward.shared_expert.gate_proj": "ffn_gate_shexp",
+    "feed_forward.shared_expert.up_proj": "ffn_up_shexp",
+    "feed_forward.shared_expert.down_proj": "ffn_down_shexp",
 }
+PERMUTED = ("llama", "smollm3")  # converters that permute Q/K rows (llama4's does not)
 
 
 def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -94,6 +103,18 @@ def hf_to_gguf(
             if hf_config.tie_word_embeddings:
                 continue
             key = "output.weight"
+        elif name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+            # Llama 4's stacked experts [E, in, out]: the converter transposes to [E, out, in]
+            # and splits gate | up
+            blk = re.fullmatch(r"model\.layers\.(\d+)\..*", name).group(1)  # type: ignore[union-attr]
+            w = np.ascontiguousarray(w.swapaxes(-1, -2))
+            if name.endswith("down_proj"):
+                out[f"blk.{blk}.ffn_down_exps.weight"] = w
+            else:
+                half = w.shape[1] // 2
+                out[f"blk.{blk}.ffn_gate_exps.weight"] = np.ascontiguousarray(w[:, :half])
+                out[f"blk.{blk}.ffn_up_exps.weight"] = np.ascontiguousarray(w[:, half:])
+            continue
         else:
             m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)", name)
             assert m, name
@@ -103,9 +124,9 @@ def hf_to_gguf(
             else:
                 sub = HF_TO_GGUF[part]
             key = f"blk.{m.group(1)}.{sub}.{m.group(3)}"
-        if arch == "llama" and re.search(r"\.attn_q\.", key):
+        if arch in PERMUTED and re.search(r"\.attn_q\.", key):
             w = llama_cpp_permute(w, hf_config.num_attention_heads)
-        if arch == "llama" and re.search(r"\.attn_k\.", key):
+        if arch in PERMUTED and re.search(r"\.attn_k\.", key):
             w = llama_cpp_permute(w, hf_config.num_key_value_heads)
         if gemma and key.endswith("norm.weight"):
             w = w + np.float32(1.0)
@@ -183,7 +204,13 @@ def base_kv(hf_config: Any, arch: str) -> dict[str, Any]:
         kv["rope.scaling.type"] = "yarn"
         kv["rope.scaling.factor"] = float(rope["factor"])
         kv["rope.scaling.original_context_length"] = int(rope["original_max_position_embeddings"])
-    if arch == "llama":
+    if arch == "llama4":  # as Llama4Model in convert_hf_to_gguf.py writes them
+        kv["feed_forward_length"] = int(c.intermediate_size_mlp)
+        kv["expert_feed_forward_length"] = int(c.intermediate_size)
+        kv["expert_count"] = int(c.num_local_experts)
+        kv["expert_used_count"] = int(c.num_experts_per_tok)
+        kv["interleave_moe_layer_step"] = int(c.interleave_moe_layer_step)
+    if arch in ("llama", "smollm3", "llama4"):
         kv["rope.dimension_count"] = int(head_dim)
     else:
         kv["attention.key_length"] = int(head_dim)

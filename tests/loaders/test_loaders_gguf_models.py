@@ -1,7 +1,8 @@
 """Tiny HF models written as GGUF the way llama.cpp converts them, loaded back by us.
 
 Covers each supported architecture (llama's Q/K permutation, Gemma 3's norm offset, sandwich
-norms, sliding window and QK-norm, Qwen2's biases, Qwen3's QK-norm) in well under a second each,
+norms, sliding window and QK-norm, Qwen2's biases, Qwen3's QK-norm, SmolLM3's NoPE layers,
+Llama 4's interleaved MoE with stacked experts and unpermuted Q/K) in well under a second each,
 without the big files.
 """
 
@@ -55,6 +56,29 @@ def tiny_hf(arch: str):
             tie_word_embeddings=False,
         )
         model = transformers.Qwen2ForCausalLM(config)
+    elif arch == "smollm3":  # llama.cpp: every 4th layer NoPE, Q/K rows permuted
+        config = transformers.SmolLM3Config(
+            **SMALL,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            pad_token_id=None,
+        )
+        model = transformers.SmolLM3ForCausalLM(config)
+    elif arch == "llama4":  # llama.cpp's fixed chunk, NoPE step and temperature (HF's defaults)
+        config = transformers.Llama4TextConfig(
+            **{**SMALL, "intermediate_size": 48},
+            intermediate_size_mlp=96,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            num_local_experts=4,
+            num_experts_per_tok=1,
+            interleave_moe_layer_step=2,
+        )
+        model = transformers.Llama4ForCausalLM(config)
     else:
         config = transformers.Qwen3Config(
             **SMALL,
@@ -72,7 +96,7 @@ def tiny_hf(arch: str):
     return model.eval()
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen2", "qwen3"])
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen2", "qwen3", "smollm3", "llama4"])
 def test_f32_gguf_matches_the_hf_model(tmp_path: Path, arch: str) -> None:
     hf = tiny_hf(arch)
     path = write_gguf(
@@ -177,3 +201,23 @@ def test_llama3_rope_scaling_from_rope_freqs(tmp_path: Path) -> None:
     bad = write_gguf(tmp_path / "bad.gguf", "llama", base_kv(hf.config, "llama"), tensors)
     with pytest.raises(ValueError, match="match no known setting"):
         load_gguf(bad)
+
+
+@pytest.mark.parametrize(
+    ("kv", "message"),
+    [
+        (dict(expert_count=0), "without experts"),
+        ({"attention.sliding_window": 0}, "sliding_window = 0"),
+        ({"attention.chunk_size": 4096}, "attention.chunk_size = 4096"),
+    ],
+)
+def test_llama4_settings_llama_cpp_does_not_read_are_refused(
+    tmp_path: Path, kv: dict, message: str
+) -> None:
+    hf = tiny_hf("llama4")
+    tensors = hf_to_gguf("llama4", hf.config, hf.state_dict())
+    path = write_gguf(
+        tmp_path / "l4.gguf", "llama4", {**base_kv(hf.config, "llama4"), **kv}, tensors
+    )
+    with pytest.raises(ValueError, match=message):
+        load_gguf(path)

@@ -522,7 +522,7 @@ def config_from_header(header: GGUFHeader) -> Config:
         bos_token_id=bos if isinstance(bos, int) else None,
         eos_token_id=eos if isinstance(eos, int) else None,
     )
-    if n_experts:  # every layer routed (the MoE architectures read so far have no dense ones)
+    if n_experts:  # every layer routed, unless the family's read_gguf interleaves dense ones
         common.update(
             n_experts=n_experts,
             n_experts_per_token=meta.int("expert_used_count"),
@@ -571,6 +571,9 @@ _PER_LAYER = {
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
+    "ffn_gate_shexp": "mlp.shared.gate_proj",
+    "ffn_up_shexp": "mlp.shared.up_proj",
+    "ffn_down_shexp": "mlp.shared.down_proj",
 }
 # Tensors whose name does not follow `<ours>.weight|bias`: the attention sinks (one vector per
 # layer) and the stacked experts, whose biases are parameters of their own.
@@ -635,7 +638,8 @@ def check_block_count(header: GGUFHeader, n_layers: int) -> None:
 
 def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     """Our parameter names and shapes for a standard-attention config, dense or with routed
-    experts in every layer (what a GGUF can hold), in the model's order."""
+    experts (and shared experts) in its MoE layers (what a GGUF can hold), in the model's
+    order."""
     assert cfg.head_dim is not None and cfg.n_kv_heads is not None
     d, hd, ff = cfg.d_model, cfg.head_dim, cfg.d_ff
     q_out, kv_out = cfg.n_heads * hd, cfg.n_kv_heads * hd
@@ -660,6 +664,11 @@ def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
         out[p + "mlp_norm.weight"] = (d,)
         if cfg.is_moe_layer(i):
             out.update(_expert_shapes(cfg, p + "mlp."))
+            if cfg.n_shared_experts:
+                fs = cfg.moe_d_ff * cfg.n_shared_experts
+                out[p + "mlp.shared.gate_proj.weight"] = (fs, d)
+                out[p + "mlp.shared.up_proj.weight"] = (fs, d)
+                out[p + "mlp.shared.down_proj.weight"] = (d, fs)
         else:
             out[p + "mlp.gate_proj.weight"] = (ff, d)
             out[p + "mlp.up_proj.weight"] = (ff, d)
