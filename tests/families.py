@@ -189,6 +189,35 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
             long_factor=[1.0, 1.4, 2.2, 3.5, 5.6, 8.0, 11.0, 16.0],
         ),
     ),
+    # Hybrids: Gated DeltaNet ("linear_attention") and gated full attention, more value than
+    # key heads in the linear layers, (1 + w) norms, partial rotary.
+    "qwen3_next": dict(
+        model_type="qwen3_next", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        layer_types=["linear_attention", "full_attention", "linear_attention"],
+        linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+        linear_value_head_dim=12, linear_conv_kernel_dim=3, num_experts=6, num_experts_per_tok=3,
+        moe_intermediate_size=24, shared_expert_intermediate_size=40, mlp_only_layers=[0],
+        norm_topk_prob=False,
+        rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.25),
+    ),
+    "qwen3_5_text": dict(
+        model_type="qwen3_5_text", vocab_size=VOCAB, hidden_size=64, intermediate_size=112,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+        full_attention_interval=2, linear_num_key_heads=2, linear_num_value_heads=6,
+        linear_key_head_dim=16, linear_value_head_dim=8, tie_word_embeddings=True,
+        rope_parameters=dict(rope_type="default", rope_theta=100000.0, partial_rotary_factor=0.5,
+                             mrope_section=[1, 1, 2], mrope_interleaved=True),
+    ),
+    "qwen3_5_moe_text": dict(
+        model_type="qwen3_5_moe_text", vocab_size=VOCAB, hidden_size=64, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        layer_types=["linear_attention", "linear_attention", "full_attention",
+                     "linear_attention"],
+        linear_num_key_heads=1, linear_num_value_heads=2, linear_key_head_dim=12,
+        linear_value_head_dim=16, num_experts=5, num_experts_per_tok=2,
+        moe_intermediate_size=24, shared_expert_intermediate_size=32,
+    ),
 }
 # fmt: on
 

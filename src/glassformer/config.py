@@ -278,6 +278,13 @@ class Config:
     moe_layer_step: int = 1  # MoE on the layers i with (i + 1) % step == 0 (Llama 4)
     router_scales_input: bool = False  # the routing weight multiplies the expert's input
 
+    # --- Qwen3-Next / Qwen3.5: gated attention output, gated shared expert ---------------------
+    # q_proj also yields a per-head gate g; the attention output is o * sigmoid(g) before o_proj
+    attn_output_gate: bool = False
+    # the shared expert's output is scaled by sigmoid(x w_g) (one learned scalar per token)
+    shared_expert_gate: bool = False
+    shared_expert_d_ff: int = 0  # width of the shared expert MLP (0: moe_d_ff * n_shared_experts)
+
     # --- embeddings and head -----------------------------------------------------------------
     tie_embeddings: bool = False
     embed_scale: bool = False  # multiply embeddings by sqrt(d_model) (Gemma)
@@ -440,6 +447,14 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: must be an integer >= 0, got {value!r}")
+        if self.shared_expert_d_ff < 0 or isinstance(self.shared_expert_d_ff, bool):
+            raise ValueError(
+                f"shared_expert_d_ff: must be an integer >= 0, got {self.shared_expert_d_ff!r}"
+            )
+        if self.shared_expert_gate and not self.n_shared_experts:
+            raise ValueError("shared_expert_gate: the config has n_shared_experts=0")
+        if self.attn_output_gate and self.attention != "mha":
+            raise ValueError(f"attn_output_gate: needs attention='mha', got {self.attention!r}")
         if self.first_k_dense > self.n_layers:
             raise ValueError(f"first_k_dense: exceeds n_layers={self.n_layers}")
         if self.build_mtp and not self.n_mtp_modules:
@@ -589,6 +604,13 @@ class Config:
 
     def uses_rope(self, layer: int) -> bool:
         return self.position == "rope" and layer not in self.nope_layers
+
+    @property
+    def shared_d_ff(self) -> int:
+        """Width of the shared-expert MLP of an MoE layer (0: none)."""
+        if not self.n_shared_experts:
+            return 0
+        return self.shared_expert_d_ff or self.moe_d_ff * self.n_shared_experts
 
     def is_moe_layer(self, layer: int) -> bool:
         return (

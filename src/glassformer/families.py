@@ -83,6 +83,9 @@ class Family:
     hf_mlp: str = "mlp"
     hf_shared: str = "shared_experts"
     hf_experts_in_out: bool = False
+    # Gated DeltaNet projections stored as `in_proj_qkvz` and `in_proj_ba`, grouped by key head
+    # (Qwen3-Next); else as HF's Qwen3.5 names them (in_proj_qkv, in_proj_z, in_proj_b, in_proj_a)
+    fused_linear_attn: bool = False
     # --- GGUF (llama.cpp) -----------------------------------------------------------------------
     gguf_arch: str | None = None  # `general.architecture`; keys are `{gguf_arch}.*`
     gguf_rope_permuted: bool = False  # the converter permutes Q/K rows for interleaved RoPE
@@ -698,19 +701,176 @@ LLAMA4_TEXT = like(
     read_gguf=_read_llama4_gguf,
 )  # fmt: skip
 
+
+# Qwen3-Next and Qwen3.5 (Qwen team 2025-26): hybrids of Gated DeltaNet layers ("linear") and
+# gated full attention ("full"), zero-centred (1 + w) RMSNorms, partial rotary, an MoE whose one
+# shared expert is scaled by a sigmoid gate. HF names the layers in `layer_types`
+# (linear_attention | full_attention) or, when absent, makes every `full_attention_interval`-th
+# layer full.
+_HYBRID_NAMES = {"linear_attention": "linear", "full_attention": "full"}
+
+
+def _read_hybrid_layers(r: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    n_layers = fields["n_layers"]
+    interval = r.get("full_attention_interval")
+    if interval is not None and not (
+        isinstance(interval, int) and not isinstance(interval, bool) and interval > 0
+    ):
+        raise ValueError(
+            f"{r.model_type} config: field 'full_attention_interval' must be a positive "
+            f"integer, got {interval!r}"
+        )
+    if n_layers > MAX_PATTERN_LAYERS:  # spelled out per layer: bound it before building
+        raise ValueError(
+            f"{r.model_type} config: field 'num_hidden_layers'={n_layers} exceeds the "
+            f"{MAX_PATTERN_LAYERS} layers glassformer spells a layer pattern out for"
+        )
+    kinds = r.get("layer_types")
+    if kinds is None:
+        period = interval or 4  # HF's default
+        kinds = ["full_attention" if (i + 1) % period == 0 else "linear_attention"
+                 for i in range(n_layers)]  # fmt: skip
+    if not isinstance(kinds, list):
+        raise ValueError(f"{r.model_type} config: field 'layer_types' must be a list")
+    bad = sorted({repr(k) for k in kinds if k not in _HYBRID_NAMES})
+    if bad:
+        raise ValueError(
+            f"{r.model_type} config: field 'layer_types' has unsupported layer type(s) "
+            f"{', '.join(bad)}; expected linear_attention or full_attention"
+        )
+    if len(kinds) != n_layers:
+        raise ValueError(
+            f"{r.model_type} config: field 'layer_types' has {len(kinds)} entries for "
+            f"num_hidden_layers={n_layers}"
+        )
+    _check_mrope(r)
+    types = tuple(_HYBRID_NAMES[k] for k in kinds)
+    return dict(layer_types=None if "linear" not in types else types)
+
+
+def _check_mrope(r: Any) -> None:
+    """Qwen3.5's multimodal RoPE splits the rotary frequencies among three position rows (time,
+    height, width of an image patch); a text token has the same position in all three, so for
+    text the split changes nothing. Only its form is checked."""
+    params = r.get("rope_parameters") or {}
+    section = params.get("mrope_section") if isinstance(params, dict) else None
+    if section is not None and not (
+        isinstance(section, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in section)
+    ):
+        raise ValueError(
+            f"{r.model_type} config: field 'rope_parameters.mrope_section' must be a list of "
+            f"integers >= 0, got {section!r}"
+        )
+    interleaved = params.get("mrope_interleaved") if isinstance(params, dict) else None
+    if interleaved is not None and not isinstance(interleaved, bool):
+        raise ValueError(
+            f"{r.model_type} config: field 'rope_parameters.mrope_interleaved' must be true or "
+            f"false, got {interleaved!r}"
+        )
+
+
+def _write_hybrid_layers(cfg: Any, out: dict[str, Any]) -> None:
+    names = {"linear": "linear_attention", "full": "full_attention"}
+    out["layer_types"] = [names.get(cfg.layer_type(i), cfg.layer_type(i))
+                          for i in range(cfg.n_layers)]  # fmt: skip
+
+
+def _read_qwen3_next(r: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    return {**_read_dense_prefix(r, fields), **_read_hybrid_layers(r, fields)}
+
+
+def _write_qwen3_next(cfg: Any, out: dict[str, Any]) -> None:
+    _write_dense_prefix(cfg, out)
+    _write_hybrid_layers(cfg, out)
+
+
+_LINEAR_KEYS = {
+    "linear_num_key_heads": "linear_n_k_heads", "linear_num_value_heads": "linear_n_v_heads",
+    "linear_key_head_dim": "linear_k_head_dim", "linear_value_head_dim": "linear_v_head_dim",
+    "linear_conv_kernel_dim": "linear_conv_kernel",
+}  # fmt: skip
+_LINEAR_DEFAULTS = dict(
+    linear_num_key_heads=16, linear_num_value_heads=32, linear_key_head_dim=128,
+    linear_value_head_dim=128, linear_conv_kernel_dim=4,
+)  # fmt: skip
+# keys of published Qwen3.5 files that HF's text model does not read: the multi-token-prediction
+# layers (HF skips the `mtp.*` weights), the state dtype of the delta rule in other engines
+_QWEN3_5_NO_MATH = {"mtp_num_hidden_layers", "mtp_use_dedicated_embeddings", "mamba_ssm_dtype",
+                    "use_sliding_window"}  # fmt: skip
+
+QWEN3_5_TEXT = like(
+    QWEN3, "qwen3_5_text",
+    traits=dict(norm_unit_offset=True, attn_output_gate=True),
+    hf_keys=_LINEAR_KEYS,
+    hf_defaults=dict(
+        vocab_size=248320, hidden_size=4096, intermediate_size=12288, num_hidden_layers=32,
+        num_attention_heads=16, num_key_value_heads=4, head_dim=256, rms_norm_eps=1e-6,
+        max_position_embeddings=32768, partial_rotary_factor=0.25, **_LINEAR_DEFAULTS,
+    ),
+    # HF's Qwen3.5 always gates the attention output (published files say so)
+    hf_fixed={"attn_output_gate": ((True,), "attention without the output gate")},
+    hf_no_math=_QWEN3_5_NO_MATH,
+    hf_rope_types=("default",),
+    sliding="none",
+    drop_keys=("use_sliding_window", "sliding_window", "max_window_layers"),
+    read_hf=_read_hybrid_layers,
+    write_hf=_write_hybrid_layers,
+    gguf_arch=None,
+)  # fmt: skip
+
+_MOE_TRAITS = dict(router_score="softmax", n_shared_experts=1, shared_expert_gate=True)
+_MOE_KEYS = {
+    "num_experts": "n_experts", "num_experts_per_tok": "n_experts_per_token",
+    "moe_intermediate_size": "moe_d_ff", "shared_expert_intermediate_size": "shared_expert_d_ff",
+}  # fmt: skip
+
+QWEN3_5_MOE_TEXT = like(
+    QWEN3_5_TEXT, "qwen3_5_moe_text",
+    traits=dict(_MOE_TRAITS, router_norm_topk=True),
+    hf_keys=_MOE_KEYS,
+    hf_shared="shared_expert",
+    hf_defaults=dict(
+        vocab_size=248320, hidden_size=2048, num_hidden_layers=40, num_key_value_heads=2,
+        num_experts=256, num_experts_per_tok=8, moe_intermediate_size=512,
+        shared_expert_intermediate_size=512,
+    ),
+    # every layer is MoE and the top-k weights are always renormalised, whatever these say
+    hf_no_math={"intermediate_size", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers"},
+    drop_keys=("intermediate_size",),
+)  # fmt: skip
+
+QWEN3_NEXT = like(
+    QWEN3_5_TEXT, "qwen3_next",
+    traits=_MOE_TRAITS,
+    hf_keys={**_MOE_KEYS, "norm_topk_prob": "router_norm_topk"},
+    hf_shared="shared_expert",
+    hf_defaults=dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=5632, num_hidden_layers=48,
+        num_key_value_heads=2, num_experts=512, num_experts_per_tok=10,
+        moe_intermediate_size=512, shared_expert_intermediate_size=512, norm_topk_prob=True,
+    ),
+    hf_fixed={"decoder_sparse_step": ((1,), "MoE only every n-th layer")},
+    read_hf=_read_qwen3_next,
+    write_hf=_write_qwen3_next,
+    fused_linear_attn=True,
+)  # fmt: skip
+
 # Table order is the preference of `infer_model_type` for a config without hf_model_type: the
 # first family that can express it.
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (GPT2, LLAMA, QWEN2, QWEN3, MISTRAL, MIXTRAL, QWEN3_MOE, GEMMA2, GEMMA3_TEXT,
               DEEPSEEK_V3, PHI3, OLMO2, OLMO3, GLM4_MOE, GPT_OSS,
-              SMOLLM3, LLAMA4_TEXT)
+              SMOLLM3, LLAMA4_TEXT, QWEN3_5_TEXT, QWEN3_5_MOE_TEXT, QWEN3_NEXT)
 }  # fmt: skip
 
 # HF model types whose config wraps the text model: (wrapper, key of the text part, its type)
 HF_WRAPPERS = {
     "gemma3": ("text_config", "gemma3_text"),
     "llama4": ("text_config", "llama4_text"),
+    "qwen3_5": ("text_config", "qwen3_5_text"),
+    "qwen3_5_moe": ("text_config", "qwen3_5_moe_text"),
 }
 
 GGUF_ARCHITECTURES: dict[str, Family] = {f.gguf_arch: f for f in FAMILIES.values() if f.gguf_arch}

@@ -11,6 +11,7 @@ the `Config`; the blocks are built from the components in `glassformer.component
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from torch import nn
 
 from glassformer.components.attention import Attention
 from glassformer.components.block import Block
+from glassformer.components.gated_deltanet import GatedDeltaNet, GatedRMSNorm
 from glassformer.components.head_loss import IGNORE, head_weight, linear_cross_entropy
 from glassformer.components.kv_cache import KVCache
 from glassformer.components.moe import Experts, Router
@@ -61,6 +63,7 @@ class Transformer(nn.Module):
         self.rotary = nn.ModuleDict()
         if self.config.position == "rope":
             kinds = {self.config.layer_type(i) for i in range(self.config.n_layers)} | {"full"}
+            kinds.discard("linear")  # linear attention has no positions
             for kind in sorted(kinds):
                 self.rotary[kind] = rotary_for_layer(self.config, local=kind == "sliding")
         # LongRoPE: the sequence length past which every frequency changes (None: no switch)
@@ -92,8 +95,10 @@ class Transformer(nn.Module):
                         nn.init.normal_(p, 0.0, residual_std if pname == "down_proj" else std)
             elif isinstance(module, Attention) and module.sinks is not None:
                 nn.init.zeros_(module.sinks)  # one unit of softmax mass on nothing at the start
-            elif isinstance(module, RotaryEmbedding):
-                continue
+            elif isinstance(module, GatedDeltaNet):
+                module.reset_parameters(std)  # its own scheme (decay rates, convolution)
+            elif isinstance(module, RotaryEmbedding | nn.Conv1d | GatedRMSNorm):
+                continue  # no weights, or set by their GatedDeltaNet above
             elif hasattr(module, "weight") and isinstance(module.weight, nn.Parameter):
                 # norms: identity scale (Gemma's (1 + w) form stores zeros)
                 if getattr(module, "unit_offset", False):
@@ -127,8 +132,11 @@ class Transformer(nn.Module):
         weight = self.embed.weight
         dtype = dtype or self.kv_dtype or weight.dtype
         device = device or weight.device
-        shapes = []
+        shapes: list[Any] = []
         for i in range(cfg.n_layers):
+            if cfg.layer_type(i) == "linear":  # a fixed-size state instead of keys and values
+                shapes.append(self.layers[i].attn.new_state(batch_size, dtype, device))
+                continue
             window = cfg.kv_span(i)
             ring = window is not None and window < max_seq_len
             capacity = window if ring and window is not None else max_seq_len

@@ -118,6 +118,20 @@ _PHI3_128K_LONG = (
     63.48000717163086, 63.66000747680664, 63.850006103515625, 64.08000946044922,
     64.760009765625, 64.80001068115234, 64.81001281738281, 64.81001281738281,
 )
+
+
+def _hybrid(n_layers: int, period: int = 4) -> tuple[str, ...]:
+    """Qwen3-Next / Qwen3.5 layout: every `period`-th layer full attention, the rest linear."""
+    return tuple("full" if (i + 1) % period == 0 else "linear" for i in range(n_layers))
+
+
+# Qwen3-Next and Qwen3.5: Gated DeltaNet layers with 128-wide heads and a 4-tap convolution,
+# gated attention with 256-wide heads (a quarter of them rotated), 256k context.
+_QWEN_HYBRID = dict(
+    head_dim=256, rope_fraction=0.25, norm_eps=1e-6, max_seq_len=262144, linear_n_k_heads=16,
+    linear_k_head_dim=128, linear_v_head_dim=128, linear_conv_kernel=4,
+)
+_QWEN35 = dict(_QWEN_HYBRID, vocab_size=248320, rope_theta=10000000.0)
 _TINY = dict(
     family="llama", vocab_size=2048, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384,
     max_seq_len=512, tie_embeddings=True,
@@ -174,6 +188,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         _QWEN3, family="qwen3_moe", d_model=2048, n_layers=48, n_heads=32, n_kv_heads=4,
         d_ff=6144, n_experts=128, n_experts_per_token=8, moe_d_ff=768, router_norm_topk=True,
     ),
+    "qwen3-next-80b-a3b": dict(
+        _QWEN_HYBRID, family="qwen3_next", vocab_size=151936, d_model=2048, n_layers=48,
+        layer_types=_hybrid(48), n_heads=16, n_kv_heads=2, d_ff=5120, rope_theta=5000000.0,
+        linear_n_v_heads=32, n_experts=512, n_experts_per_token=10, moe_d_ff=512,
+        shared_expert_d_ff=512, router_norm_topk=True, bos_token_id=151643,
+        eos_token_id=151645,
+    ),
+    "qwen3.5-27b": dict(
+        _QWEN35, family="qwen3_5_text", d_model=5120, n_layers=64, layer_types=_hybrid(64),
+        n_heads=24, n_kv_heads=4, d_ff=17408, linear_n_v_heads=48,
+    ),
+    "qwen3.5-35b-a3b": dict(
+        _QWEN35, family="qwen3_5_moe_text", d_model=2048, n_layers=40, layer_types=_hybrid(40),
+        n_heads=16, n_kv_heads=2, linear_n_v_heads=32, n_experts=256, n_experts_per_token=8,
+        moe_d_ff=512, shared_expert_d_ff=512,
+    ),
+    "qwen3.5-397b-a17b": dict(
+        _QWEN35, family="qwen3_5_moe_text", d_model=4096, n_layers=60, layer_types=_hybrid(60),
+        n_heads=32, n_kv_heads=2, linear_n_v_heads=64, n_experts=512, n_experts_per_token=10,
+        moe_d_ff=1024, shared_expert_d_ff=1024,
+    ),
     # --- Gemma (layer_types: the family's pattern, Gemma 2 alternating, Gemma 3 5 local : 1) ----
     "gemma-2-2b": dict(_GEMMA2, d_model=2304, n_layers=26, n_heads=8, n_kv_heads=4, d_ff=9216),
     "gemma-2-9b": dict(_GEMMA2, d_model=3584, n_layers=42, n_heads=16, n_kv_heads=8, d_ff=14336),
@@ -197,6 +232,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         n_experts=256, n_experts_per_token=8, n_shared_experts=1, moe_d_ff=2048,
         router_norm_topk=True, router_n_groups=8, router_topk_groups=4, routed_scaling=2.5,
         first_k_dense=3, n_mtp_modules=1, bos_token_id=0, eos_token_id=1,
+    ),
+    # Kimi K2 (Moonshot AI 2025): DeepSeek-V3's architecture (HF model_type kimi_k2 runs
+    # DeepseekV3ForCausalLM) with 384 experts, 64 heads, one dense layer, no MTP layer
+    "kimi-k2": dict(
+        family="deepseek_v3", vocab_size=163840, d_model=7168, n_layers=61, n_heads=64,
+        n_kv_heads=64, d_ff=18432, max_seq_len=131072, norm_eps=1e-6, rope_theta=50000.0,
+        q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
+        v_head_dim=128, rope_interleaved=True,
+        rope_scaling=dict(
+            type="yarn", factor=32.0, original_max_seq_len=4096, beta_fast=1.0, beta_slow=1.0,
+            mscale=1.0, mscale_all_dim=1.0,
+        ),
+        n_experts=384, n_experts_per_token=8, n_shared_experts=1, moe_d_ff=2048,
+        router_norm_topk=True, router_n_groups=1, router_topk_groups=1, routed_scaling=2.827,
+        first_k_dense=1, n_mtp_modules=0, bos_token_id=163584, eos_token_id=163585,
     ),
     # --- gpt-oss (OpenAI 2025) -------------------------------------------------------------------
     "gpt-oss-20b": dict(_GPT_OSS, n_layers=24, n_experts=32),

@@ -116,6 +116,10 @@ def test_each_layer_window_is_hfs(name: str) -> None:
     cfg = gf.Config.from_hf({"model_type": model_type, **spec})
     assert cfg == gf.Config.from_hf(hf_config.to_dict())
     for i, layer in enumerate(layers):
+        if hasattr(layer, "linear_attn"):  # a linear-attention layer: no keys, no window
+            assert cfg.layer_type(i) == "linear" and cfg.window(i) is None, (name, i)
+            continue
+        assert cfg.layer_type(i) != "linear", (name, i)
         attn = layer.attn if model_type == "gpt2" else layer.self_attn
         # per-layer modules hold their window; the others pass the config's to every layer
         hf_window = getattr(attn, "sliding_window", getattr(attn.config, "sliding_window", None))

@@ -83,3 +83,33 @@ def test_greedy_continuation_equals_hf_generate_on_smollm2() -> None:
         )[0, ids.shape[1] :].tolist()
         ref = [t for t in ref if t not in tok.eos_ids][: len(ours.tokens)]
         assert ours.tokens == ref, prompt
+
+
+def test_hybrid_linear_attention_generation_carries_its_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Qwen3.5-style hybrid (Gated DeltaNet + full attention): the linear layers' fixed-size
+    states ride along as the KV cache grows, padded rows decode as they would alone, and the
+    greedy tokens are those of full forward passes without any cache."""
+    import sys
+
+    from tests.families import our_config
+
+    # a small first cache, so that it grows while decoding (the package's `generate` attribute
+    # is the function; the module is its own entry)
+    monkeypatch.setattr(sys.modules["glassformer.generation.generate"], "INITIAL_NEW", 4)
+    torch.manual_seed(0)
+    # weights large enough that every layer sways the argmax
+    cfg = our_config("qwen3_5_text").replace(vocab_size=257, max_seq_len=96, init_std=0.3)
+    model = gf.Transformer(cfg).eval()
+    tok = ByteTokenizer()
+    prompts = ["a hybrid", "and a longer prompt"]
+    gen = GenerationConfig(max_new_tokens=12, ignore_eos=True)
+    batched = generate(model, tok, prompts, gen)
+    for prompt, result in zip(prompts, batched, strict=True):
+        assert result.tokens == generate(model, tok, prompt, gen).tokens
+        ids = torch.tensor([tok.encode(prompt)])
+        with torch.no_grad():
+            for _ in range(len(result.tokens)):
+                ids = torch.cat((ids, model(ids)[:, -1].argmax(-1, keepdim=True)), 1)
+        assert result.tokens == ids[0, -len(result.tokens) :].tolist()

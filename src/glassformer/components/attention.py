@@ -11,7 +11,10 @@ Qwen3 and Gemma 3; or over the whole projection, all heads of a token together, 
 does: Team OLMo 2024, "2 OLMo 2 Furious"), and a sliding window (Beltagy et al. 2020; Mistral,
 Gemma) that hides keys more than `window - 1` positions back. Llama 4 adds chunked layers (a
 query sees only the keys of its own chunk of positions), NoPE layers with a query temperature,
-and unweighted q/k normalisation on its RoPE layers (`components/temperature.py`).
+and unweighted q/k normalisation on its RoPE layers (`components/temperature.py`). Gated
+attention (Qiu et al. 2025, "Gated Attention for Large Language Models"; Qwen3-Next, Qwen3.5):
+q_proj also yields a gate g per head and dim, stored after each head's query ([q_h, g_h] per
+head), and y = (o * sigmoid(g)) W_o.
 
 Attention sinks (Xiao et al. 2023, "Efficient Streaming Language Models with Attention Sinks";
 gpt-oss, OpenAI 2025) give each query head h a learned logit sink_h that joins every softmax row
@@ -46,7 +49,9 @@ class Attention(nn.Module):
             config.head_dim,
         )
         d, hd = config.d_model, config.head_dim
-        self.q_proj = nn.Linear(d, config.n_heads * hd, bias=config.qkv_bias)
+        self.gated = config.attn_output_gate
+        q_width = config.n_heads * hd * (2 if self.gated else 1)
+        self.q_proj = nn.Linear(d, q_width, bias=config.qkv_bias)
         self.k_proj = nn.Linear(d, config.n_kv_heads * hd, bias=config.qkv_bias)
         self.v_proj = nn.Linear(d, config.n_kv_heads * hd, bias=config.qkv_bias)
         self.o_proj = nn.Linear(config.n_heads * hd, d, bias=config.attn_out_bias)
@@ -87,10 +92,18 @@ class Attention(nn.Module):
         key_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x)
+        gate = None
+        if self.gated:
+            q, gate = q.view(b, t, self.n_heads, 2 * self.head_dim).chunk(2, dim=-1)
+            gate = gate.reshape(b, t, -1)
+        q = q.reshape(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        return self.o_proj(self.mix_heads(q, k, v, rope, positions, cache, key_valid))
+        out = self.mix_heads(q, k, v, rope, positions, cache, key_valid)
+        if gate is not None:
+            out = out * torch.sigmoid(gate)
+        return self.o_proj(out)
 
     def mix_heads(
         self,

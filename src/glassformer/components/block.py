@@ -6,17 +6,20 @@
     output-norm (OLMo 2; Team OLMo 2024):         h = x + N1'(Attn(x));  y = h + N2'(FFN(h))
 Output-norm keeps the residual stream unnormalised, like pre-norm, but normalises what each
 sublayer adds to it instead of what it reads ("2 OLMo 2 Furious", for training stability).
-The attention is standard (MHA/GQA/MQA) or MLA, the feed-forward dense or MoE, as the config
-says for this layer.
+The token mixer ("Attn") is standard attention (MHA/GQA/MQA), MLA, or, on a layer of type
+"linear", Gated DeltaNet linear attention; the feed-forward dense or MoE, as the config says for
+this layer.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from glassformer.components.attention import Attention
-from glassformer.components.kv_cache import LayerCache
+from glassformer.components.gated_deltanet import GatedDeltaNet
 from glassformer.components.mla import MultiHeadLatentAttention
 from glassformer.components.mlp import MLP
 from glassformer.components.moe import MoE
@@ -31,8 +34,11 @@ class Block(nn.Module):
         # output-norm has no norm on the sublayer inputs
         pre = config.norm_placement != "output"
         self.attn_norm = make_norm(config) if pre else None
+        self.linear = config.layer_type(layer) == "linear"
         self.attn: nn.Module = (
-            MultiHeadLatentAttention(config, layer)
+            GatedDeltaNet(config, layer)
+            if self.linear
+            else MultiHeadLatentAttention(config, layer)
             if config.attention == "mla"
             else Attention(config, layer)
         )
@@ -47,13 +53,13 @@ class Block(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         positions: torch.Tensor,
-        cache: LayerCache | None = None,
+        cache: Any = None,
         key_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.placement == "post":
-            x = self.attn_norm(x + self.attn(x, rope, positions, cache, key_valid))
+            x = self.attn_norm(x + self.mix(x, rope, positions, cache, key_valid))
             return self.mlp_norm(x + self.mlp(x))
-        h = self.attn(_maybe(self.attn_norm, x), rope, positions, cache, key_valid)
+        h = self.mix(_maybe(self.attn_norm, x), rope, positions, cache, key_valid)
         if self.post_attn_norm is not None:
             h = self.post_attn_norm(h)
         x = x + h
@@ -61,6 +67,20 @@ class Block(nn.Module):
         if self.post_mlp_norm is not None:
             h = self.post_mlp_norm(h)
         return x + h
+
+    def mix(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        positions: torch.Tensor,
+        cache: Any,
+        key_valid: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The token mixer. A linear layer needs no positions: its cache entry is its state, and
+        of the padding it needs only the new tokens' (key_valid is indexed by position)."""
+        if self.linear:
+            return self.attn(x, cache, None if key_valid is None else key_valid[:, positions])
+        return self.attn(x, rope, positions, cache, key_valid)
 
 
 def _maybe(norm: nn.Module | None, x: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,15 @@ again, so they are overwritten. Chunked layers (Llama 4) use the same ring with 
 a query sees only keys of its own chunk, all within the last `chunk` positions. Each slot
 remembers the position it holds (-1 when empty); the attention mask is computed from those
 positions, which makes the ring order irrelevant.
+A linear-attention layer (Gated DeltaNet) keeps no keys at all: its entry in `KVCache.layers` is
+the layer's fixed-size state (`components.gated_deltanet.LinearAttentionState`, with `nbytes`
+and `reset`), carried from one call to the next.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -75,9 +79,11 @@ class LayerCache:
 
 
 class KVCache:
-    """All layers' caches plus the number of tokens already processed."""
+    """All layers' caches plus the number of tokens already processed. An entry of `layers` is a
+    `LayerCache` (attention) or a fixed-size state object with `nbytes()` and `reset()` (linear
+    attention)."""
 
-    def __init__(self, layers: list[LayerCache], max_seq_len: int) -> None:
+    def __init__(self, layers: list[Any], max_seq_len: int) -> None:
         self.layers = layers
         self.max_seq_len = max_seq_len
         self.length = 0
@@ -90,7 +96,10 @@ class KVCache:
         self.length = 0
         self.key_valid = None
         for layer in self.layers:
-            layer.positions.fill_(-1)
+            if isinstance(layer, LayerCache):
+                layer.positions.fill_(-1)
+            else:
+                layer.reset()
 
     def record_padding(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         """Note which of the next tokens are real; returns key validity by position, or None
@@ -98,9 +107,11 @@ class KVCache:
         if attention_mask is None:
             return self.key_valid  # new tokens are real; slots were initialised to True
         if self.key_valid is None:
-            batch = self.layers[0].keys.shape[0]
             self.key_valid = torch.ones(
-                batch, self.max_seq_len, dtype=torch.bool, device=attention_mask.device
+                attention_mask.shape[0],
+                self.max_seq_len,
+                dtype=torch.bool,
+                device=attention_mask.device,
             )
         t = attention_mask.shape[1]
         self.key_valid[:, self.length : self.length + t] = attention_mask.bool()
@@ -118,27 +129,34 @@ class KVCache:
         return sum(
             layer.keys.numel() * layer.keys.element_size()
             + layer.values.numel() * layer.values.element_size()
+            if isinstance(layer, LayerCache)
+            else layer.nbytes()
             for layer in self.layers
         )
 
     @staticmethod
     def allocate(
-        shapes: list[tuple[tuple[int, ...], tuple[int, ...], int, bool, int]],
+        shapes: list[Any],
         dtype: torch.dtype,
         device: torch.device | str | None,
         max_seq_len: int,
     ) -> KVCache:
-        """shapes: per layer (keys shape, values shape, capacity, ring, seq_dim)."""
-        layers = [
-            LayerCache(
+        """shapes: per layer (keys shape, values shape, capacity, ring, seq_dim), or a state
+        object already allocated (linear layers), kept as it is."""
+
+        def build(shape: Any) -> Any:
+            if not isinstance(shape, tuple):
+                return shape
+            k_shape, v_shape, capacity, ring, seq_dim = shape
+            return LayerCache(
                 keys=torch.zeros(k_shape, dtype=dtype, device=device),
                 values=torch.zeros(v_shape, dtype=dtype, device=device),
                 positions=torch.full((capacity,), -1, dtype=torch.long, device=device),
                 ring=ring,
                 seq_dim=seq_dim,
             )
-            for k_shape, v_shape, capacity, ring, seq_dim in shapes
-        ]
+
+        layers = [build(shape) for shape in shapes]
         return KVCache(layers, max_seq_len)
 
 

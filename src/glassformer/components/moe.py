@@ -8,6 +8,7 @@ A router scores each token against E experts and sends it to the top k of them:
     y = sum_{e in chosen} w_e GLU_e(x)  +  sum_shared GLU_shared(x)
     (Llama 4, top-1 sigmoid: y = sum_{e in chosen} GLU_e(w_e x) + GLU_shared(x); the weight
     scales the expert's input, which differs from scaling its output since GLU is not linear)
+    (Qwen2-MoE, Qwen3-Next, Qwen3.5: one shared expert scaled by sigmoid(x w_g), a per-token gate)
 Grouped routing (DeepSeek-V3): experts are split into n_groups; each group is scored by the sum
 of its two best (biased) scores, only the best topk_groups groups stay eligible, which bounds how
 many devices a token's experts live on. Shared experts (DeepSeek-MoE, Dai et al. 2024) see every
@@ -127,10 +128,9 @@ class MoE(nn.Module):
         super().__init__()
         self.router = Router(config)
         self.experts = Experts(config)
-        self.shared = (
-            MLP(config, d_ff=config.moe_d_ff * config.n_shared_experts)
-            if config.n_shared_experts
-            else None
+        self.shared = MLP(config, d_ff=config.shared_d_ff) if config.n_shared_experts else None
+        self.shared_gate = (
+            nn.Linear(config.d_model, 1, bias=False) if config.shared_expert_gate else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,5 +139,8 @@ class MoE(nn.Module):
         weights, ids, _ = self.router(flat)
         out = self.experts(flat, ids, weights).view(shape)
         if self.shared is not None:
-            out = out + self.shared(x)
+            shared = self.shared(x)
+            if self.shared_gate is not None:
+                shared = torch.sigmoid(self.shared_gate(x)) * shared
+            out = out + shared
         return out

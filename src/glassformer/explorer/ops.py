@@ -426,9 +426,15 @@ def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op
     ops.append(expert_linear("mlp.experts.down_proj", "mlp.experts.act", f, d))
     combine_inputs = [Edge("mlp.experts.down_proj", (rows, d)), Edge("mlp.router_topk", (*lead, k))]
     if cfg.n_shared_experts:
-        shared = mlp_ops(cfg, "mlp.shared", first_src, n, lead, f * cfg.n_shared_experts)
+        shared = mlp_ops(cfg, "mlp.shared", first_src, n, lead, cfg.shared_d_ff)
         ops.extend(shared)
         combine_inputs.append(Edge("mlp.shared.down_proj", (*lead, d)))
+    if cfg.shared_expert_gate:
+        gate = linear("mlp.shared_gate", src, n, lead, d, 1, False)
+        gate.note = "sigmoid(x w_g) scales the shared expert"
+        gate.flops_other = ACT_FLOPS["silu"] * n + n * d  # the sigmoid and the scaling
+        ops.append(gate)
+        combine_inputs.append(Edge("mlp.shared_gate", (*lead, 1)))
     ops.append(
         Op(
             "mlp.combine",
@@ -452,8 +458,9 @@ def mha_ops(cfg: Config, layer: int, src: str, g: Geometry, cache: bool) -> list
     tok = g.tokens
     n = B * tok
     lead = (B, tok)
+    gated = cfg.attn_output_gate  # q_proj also yields the output gate, h * hd more rows
     ops = [
-        linear("attn.q_proj", src, n, lead, d, h * hd, cfg.qkv_bias),
+        linear("attn.q_proj", src, n, lead, d, h * hd * (2 if gated else 1), cfg.qkv_bias),
         linear("attn.k_proj", src, n, lead, d, hkv * hd, cfg.qkv_bias),
         linear("attn.v_proj", src, n, lead, d, hkv * hd, cfg.qkv_bias),
     ]
@@ -515,7 +522,27 @@ def mha_ops(cfg: Config, layer: int, src: str, g: Geometry, cache: bool) -> list
             )
         )
     ops.extend(_attention_core(cfg, g, q_src, k_src, v_src, h, hkv, hd, hd, cache))
-    ops.append(linear("attn.o_proj", "attn.value", n, lead, h * hd, d, cfg.attn_out_bias))
+    out_src = "attn.value"
+    if gated:
+        ops.append(
+            Op(
+                "attn.output_gate",
+                "elementwise",
+                [Edge("attn.value", (B, h, tok, hd)), Edge("attn.q_proj", (*lead, h * hd))],
+                (*lead, h * hd),
+                flops_other=(ACT_FLOPS["silu"] + 1) * n * h * hd,
+                a_read=2 * n * h * hd,
+                a_write=n * h * hd,
+                saved=2 * n * h * hd,
+                fuse_into="attn.o_proj",
+                # the o_proj prologue scales its input: neither o * sigmoid(g) is written nor
+                # read back
+                fused_saved=2 * n * h * hd,
+                note="o * sigmoid(g), the gate from q_proj",
+            )
+        )
+        out_src = "attn.output_gate"
+    ops.append(linear("attn.o_proj", out_src, n, lead, h * hd, d, cfg.attn_out_bias))
     return ops
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from glassformer.components.kv_cache import KVCache
+from glassformer.components.kv_cache import KVCache, LayerCache
 from glassformer.generation.sampling import SamplingConfig, sample
 from glassformer.model import Transformer
 
@@ -229,11 +229,22 @@ def grow_cache(model: Transformer, cache: KVCache, capacity: int) -> KVCache:
 
     Entries move by the position they hold: a full layer's slot is its position, a ring's is
     the position modulo the window (a layer becomes a ring once the capacity exceeds its
-    window)."""
-    layer0 = cache.layers[0]
+    window). A linear-attention layer's fixed-size state moves over as it is."""
+    kv = [layer for layer in cache.layers if isinstance(layer, LayerCache)]
+    if not kv:  # only fixed-size states: nothing grows but the position limit
+        cache.max_seq_len = capacity
+        if cache.key_valid is not None:
+            grown = cache.key_valid.new_ones(cache.key_valid.shape[0], capacity)
+            grown[:, : cache.key_valid.shape[1]] = cache.key_valid
+            cache.key_valid = grown
+        return cache
+    layer0 = kv[0]
     batch = layer0.keys.shape[0]
     new = model.new_cache(batch, capacity, dtype=layer0.keys.dtype, device=layer0.keys.device)
-    for old, layer in zip(cache.layers, new.layers, strict=True):
+    for i, (old, layer) in enumerate(zip(cache.layers, new.layers, strict=True)):
+        if not isinstance(old, LayerCache):
+            new.layers[i] = old
+            continue
         src = (old.positions >= 0).nonzero().flatten()
         held = old.positions[src]
         dst = held % layer.capacity if layer.ring else held

@@ -173,6 +173,13 @@ _POSITIVE_INT_KEYS = frozenset(
         "floor_scale",
         "interleave_moe_layer_step",
         "intermediate_size_mlp",
+        "linear_num_key_heads",
+        "linear_num_value_heads",
+        "linear_key_head_dim",
+        "linear_value_head_dim",
+        "linear_conv_kernel_dim",
+        "shared_expert_intermediate_size",
+        "full_attention_interval",
     ]
 )
 _COUNT_KEYS = frozenset(["n_shared_experts", "first_k_dense_replace", "num_nextn_predict_layers"])
@@ -191,6 +198,7 @@ _BOOL_KEYS = frozenset(
         "truncate",
         "use_qk_norm",
         "attn_temperature_tuning",
+        "attn_output_gate",
     ]
 )
 _NUMBER_KEYS = frozenset(

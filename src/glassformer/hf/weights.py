@@ -16,6 +16,10 @@ Most tensors only change name. Some change layout, as the family table says
   Checkpoints on disk (and `save_pretrained`) keep one tensor per expert instead, named
   `experts.{j}.{gate,up,down}_proj` (Mixtral: `block_sparse_moe.experts.{j}.w1/w3/w2`);
   `unify_expert_layout` stacks those first.
+- Gated DeltaNet (linear) layers live under `linear_attn` in HF. Qwen3-Next stores q, k, v and
+  the output gate z as one `in_proj_qkvz`, and b, a as one `in_proj_ba`, both grouped by key
+  head ([q_i, k_i, v_i, z_i] for key head i with its n_v / n_k value heads); we keep Qwen3.5's
+  separate [q; k; v], z, b and a projections.
 - Tied embeddings: HF lists `lm_head.weight` even when it is the embedding; we keep one tensor.
 The mapping is a list of `Rule`s built from the config, so one function serves both directions
 and every tensor on either side must be claimed by exactly one rule.
@@ -158,7 +162,9 @@ def _block_rules(
             attn_norm,
             _rename(f"{o}.mlp_norm.weight", f"{h}.post_attention_layernorm.weight"),
         ]
-    if cfg.attention == "mla":
+    if cfg.layer_type(layer) == "linear":
+        _linear_attn_rules(cfg, family, rules, f"{o}.attn", f"{h}.linear_attn")
+    elif cfg.attention == "mla":
         _mla_rules(cfg, rules, f"{o}.attn", f"{h}.self_attn")
     elif family.fused_qkv:
         assert cfg.head_dim is not None and cfg.n_kv_heads is not None
@@ -192,6 +198,46 @@ def _block_rules(
     else:
         for p in ("gate_proj", "up_proj", "down_proj"):
             _linear(rules, f"{o}.mlp.{p}", f"{mlp}.{p}", cfg.mlp_bias)
+
+
+def _linear_attn_rules(cfg: Config, family: Family, rules: list[Rule], o: str, h: str) -> None:
+    for name in ("conv1d.weight", "dt_bias", "A_log", "norm.weight", "out_proj.weight"):
+        rules.append(_rename(f"{o}.{name}", f"{h}.{name}"))
+    if not family.fused_linear_attn:
+        for p in ("qkv", "z", "b", "a"):
+            rules.append(_rename(f"{o}.in_proj_{p}.weight", f"{h}.in_proj_{p}.weight"))
+        return
+    assert cfg.linear_n_k_heads and cfg.linear_n_v_heads
+    assert cfg.linear_k_head_dim and cfg.linear_v_head_dim
+    hk, dk = cfg.linear_n_k_heads, cfg.linear_k_head_dim
+    r = cfg.linear_n_v_heads // hk  # value heads per key head
+    rdv = r * cfg.linear_v_head_dim
+
+    def qkvz_to_ours(t: Tensors) -> Tensors:
+        d = t[0].shape[-1]
+        q, k, v, z = t[0].view(hk, 2 * dk + 2 * rdv, d).split([dk, dk, rdv, rdv], 1)
+        parts = (q, k, v)
+        return [torch.cat([x.reshape(-1, d) for x in parts]), z.reshape(-1, d)]
+
+    def qkvz_to_hf(t: Tensors) -> Tensors:
+        qkv, z = t
+        d = qkv.shape[-1]
+        q, k, v = qkv.split([hk * dk, hk * dk, hk * rdv])
+        grouped = (q.view(hk, dk, d), k.view(hk, dk, d), v.view(hk, rdv, d), z.view(hk, rdv, d))
+        return [torch.cat(grouped, 1).reshape(-1, d)]
+
+    def ba_to_ours(t: Tensors) -> Tensors:
+        d = t[0].shape[-1]
+        return [x.reshape(-1, d) for x in t[0].view(hk, 2 * r, d).split([r, r], 1)]
+
+    def ba_to_hf(t: Tensors) -> Tensors:
+        d = t[0].shape[-1]
+        return [torch.cat([x.view(hk, r, d) for x in t], 1).reshape(-1, d)]
+
+    ours = (f"{o}.in_proj_qkv.weight", f"{o}.in_proj_z.weight")
+    rules.append(Rule(ours, (f"{h}.in_proj_qkvz.weight",), qkvz_to_ours, qkvz_to_hf))
+    ours = (f"{o}.in_proj_b.weight", f"{o}.in_proj_a.weight")
+    rules.append(Rule(ours, (f"{h}.in_proj_ba.weight",), ba_to_ours, ba_to_hf))
 
 
 def _mla_rules(cfg: Config, rules: list[Rule], o: str, h: str) -> None:
@@ -250,6 +296,8 @@ def _moe_rules(cfg: Config, family: Family, rules: list[Rule], o: str, h: str) -
     if cfg.n_shared_experts:
         for p in ("gate_proj", "up_proj", "down_proj"):
             _linear(rules, f"{o}.shared.{p}", f"{h}.{family.hf_shared}.{p}", False)
+        if cfg.shared_expert_gate:
+            rules.append(_rename(f"{o}.shared_gate.weight", f"{h}.shared_expert_gate.weight"))
 
 
 def _expert_transposed(rule: Rule) -> Rule:
