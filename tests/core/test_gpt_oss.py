@@ -150,3 +150,18 @@ def test_router_softmax_over_the_chosen_logits_is_hfs() -> None:
         weights, ids, _ = ours.layers[0].mlp.router(x)
     assert torch.equal(ids, hf_ids)
     assert torch.allclose(weights, hf_scores, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "total", "active"),
+    [("gpt-oss-20b", 20.91e9, 3.61e9), ("gpt-oss-120b", 116.83e9, 5.13e9)],
+)
+def test_model_card_parameter_counts(name: str, total: float, active: float) -> None:
+    """The gpt-oss model card's totals and per-token active counts (which leave out the
+    input embedding), to the 4 significant digits it gives; the exact totals against HF's
+    model are in tests/core/test_presets.py."""
+    from glassformer.explorer import analyze
+
+    a = analyze(get_preset(name))
+    assert abs(a["params_total"] - total) <= 0.005e9
+    assert abs(a["params_active"] - a["params_embedding"] - active) <= 0.005e9
