@@ -187,9 +187,9 @@ def chunk_gated_delta_rule(
         q_in = per_v_chunk(qc[c], eg[c])  # Q * exp(gamma)
         k_out = per_v_chunk(kc[c], to_end[c])  # K * exp(gamma_C - gamma)
         v_new = torch.baddbmm(u[c], w[c], m, alpha=-1)  # V' = U - W M
-        o = torch.bmm(scores[c], v_new).baddbmm_(q_in, m)  # O = P V' + (Q e^gamma) M
+        o = torch.bmm(q_in, m).add_(torch.bmm(scores[c], v_new))  # O = (Q e^gamma) M + P V'
         out[:, c] = o.view(b, h, chunk, dv).transpose(1, 2)
-        m = (m * chunk_decay[c]).baddbmm_(k_out.transpose(1, 2), v_new)
+        m = torch.bmm(k_out.transpose(1, 2), v_new).addcmul_(m, chunk_decay[c])
     return out.view(b, n * chunk, h, dv)[:, :t], m.view(b, h, dk, dv)
 
 
@@ -228,7 +228,7 @@ def recurrent_gated_delta_rule(
         delta = beta[:, i].reshape(b * h, 1) * (v[:, i].reshape(b * h, dv) - alpha * reads[:, 0])
         o = alpha * reads[:, 1] + (qi * ki).sum(-1, keepdim=True) * delta
         outs.append(o.view(b, h, dv))
-        m.mul_(alpha[..., None]).baddbmm_(ki[:, :, None], delta[:, None, :])
+        m.mul_(alpha[..., None]).addcmul_(ki[:, :, None], delta[:, None, :])
     return torch.stack(outs, 1)
 
 
