@@ -8,16 +8,14 @@ the bytes of the cache tensors the model allocates, and the parameter counts mus
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from glassformer.config import Config
 from glassformer.explorer import analyze
 from glassformer.model import Transformer
+from tests.explorer.flop_counting import counted  # FlopCounterMode, grouped convs corrected
 from tests.families import TINY_HF_CONFIGS as FAMILIES
 from tests.families import our_config
 
@@ -32,10 +30,6 @@ def build(cfg: Config) -> Transformer:
     return model
 
 
-def counted(fn: Callable[[], object]) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def rel(a: float, b: float) -> float:

@@ -127,6 +127,8 @@ def evaluate_op(
     w_r, w_w = ev(op.w_read) * dt.weight_bytes, ev(op.w_write) * dt.weight_bytes
     a_r, a_w = ev(op.a_read) * dt.act_bytes, ev(op.a_write) * dt.act_bytes
     k_r, k_w = ev(op.kv_read) * dt.kv_bytes, ev(op.kv_write) * dt.kv_bytes
+    k_r += ev(op.state_f32_read) * 4  # a linear-attention state is float32
+    k_w += ev(op.state_f32_write) * 4
     f_r = evaluate(op.f32_read, env_m) * 4
     f_w = evaluate(op.f32_write, env_m) * 4
     read, written = w_r + a_r + k_r + f_r, w_w + a_w + k_w + f_w
@@ -153,7 +155,7 @@ def evaluate_op(
         "time_memory_s": t_memory,
         "time_s": max(t_compute, t_memory),
         "bound": "compute" if t_compute >= t_memory else "memory",
-        "cache_bytes": ev(op.cache_elems) * dt.kv_bytes,
+        "cache_bytes": ev(op.cache_elems) * dt.kv_bytes + ev(op.state_f32_elems) * 4,
         "saved_bytes": ev(op.saved) * dt.act_bytes,
         "fuse_into": op.fuse_into,
         "fused_saved_bytes": ev(op.fused_saved) * dt.act_bytes,

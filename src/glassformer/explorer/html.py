@@ -41,6 +41,9 @@ _FIELDS = (
     "f32_read",
     "f32_write",
     "cache_elems",
+    "state_f32_read",
+    "state_f32_write",
+    "state_f32_elems",
     "saved",
     "fused_saved",
 )

@@ -11,6 +11,9 @@ Each `Op` carries symbolic formulas (see `expr.py`: variables B, T, S and `eager
     a_read/a_write   activation elements read / written (HBM traffic of the unfused op)
     kv_read/kv_write KV-cache elements read / written
     cache_elems      KV-cache elements this op's layer allocates
+    state_f32_*      the linear-attention state (Gated DeltaNet), float32 whatever the cache
+                     dtype: elements read / written / allocated
+    train_extra_mm   matrix FLOPs of a training step beyond 3x the forward's
     saved            activation elements a training step keeps for the backward pass
     fuse_into        GEMM-epilogue view: the GEMM whose epilogue (or prologue) absorbs this op
     fused_saved      activation elements of traffic that fusing it removes
@@ -116,6 +119,12 @@ class Op:
     f32_read: Value = 0
     f32_write: Value = 0
     cache_elems: Value = 0
+    # the linear-attention state held in float32 whatever the cache dtype: its traffic, its size
+    state_f32_read: Value = 0
+    state_f32_write: Value = 0
+    state_f32_elems: Value = 0
+    # matrix FLOPs a training step adds beyond 3x the forward's (see `_to_train`)
+    train_extra_mm: Value = 0
     saved: Value = 0
     fuse_into: str | None = None
     fused_saved: Value = 0
@@ -787,6 +796,214 @@ def mla_ops(
     return ops
 
 
+# --- linear attention (Gated DeltaNet) ---------------------------------------------------------
+LINEAR_CHUNK = 64  # tokens per chunk of the chunked form (components/gated_deltanet.py's CHUNK)
+GATE_FLOPS = 10  # per token and value head: softplus, exp(A_log) scaling, exp (decay), sigmoid
+
+
+def linear_attention_ops(cfg: Config, src: str, g: Geometry, cache: bool) -> list[Op]:
+    """A Gated DeltaNet layer (components/gated_deltanet.py), op by op as the module runs them.
+
+    Prefill and training run the chunked form over ceil(T / C) chunks of C tokens (the last one
+    padded): per chunk and key head the products Q K^T and K K^T, per value head one triangular
+    solve for A^-1 and the products U = T V and W = T K, then, chunk after chunk, the state reads
+    (W M, Q M), the intra-chunk attention (P V') and the state update (K^T V'). Decoding runs
+    the recurrent step: one read of M for k and q, a rank-1 update. The state in place of a KV
+    cache: the conv window [B, conv_dim, K-1] (cache dtype) and M [B, H, d_k, d_v] (float32),
+    the same at every sequence length.
+    """
+    hk, h = cfg.linear_n_k_heads, cfg.linear_n_v_heads
+    dk, dv, kernel = cfg.linear_k_head_dim, cfg.linear_v_head_dim, cfg.linear_conv_kernel
+    assert hk is not None and h is not None and dk is not None and dv is not None
+    d = cfg.d_model
+    key_dim, value_dim = hk * dk, h * dv
+    conv_dim = 2 * key_dim + value_dim
+    tok = g.tokens
+    n = B * tok
+    lead = (B, tok)
+    state = B * h * dk * dv  # M, float32
+    window = B * conv_dim * (kernel - 1)
+    ops = [
+        linear("attn.in_proj_qkv", src, n, lead, d, conv_dim, False),
+        linear("attn.in_proj_z", src, n, lead, d, value_dim, False),
+        linear("attn.in_proj_b", src, n, lead, d, h, False),
+        linear("attn.in_proj_a", src, n, lead, d, h, False),
+    ]
+    ops.append(
+        Op(
+            "attn.conv1d",
+            "conv",
+            [Edge("attn.in_proj_qkv", (*lead, conv_dim))],
+            (*lead, conv_dim),
+            params=conv_dim * kernel,
+            flops_mm=2 * n * conv_dim * kernel,
+            flops_other=ACT_FLOPS["silu"] * n * conv_dim,
+            w_read=conv_dim * kernel,
+            a_read=n * conv_dim,
+            a_write=n * conv_dim,
+            kv_read=window if cache else 0,
+            kv_write=window if cache else 0,
+            cache_elems=window if cache else 0,
+            saved=n * conv_dim,
+            note=f"causal depthwise, {kernel} taps, SiLU"
+            + ("; keeps the last K-1 inputs" if cache else ""),
+        )
+    )
+    ops.append(
+        Op(
+            "attn.qk_l2norm",
+            "norm",
+            [Edge("attn.conv1d", (*lead, 2 * key_dim))],
+            (*lead, 2 * key_dim),
+            flops_other=NORM_FLOPS["rmsnorm"] * n * 2 * key_dim,
+            a_read=n * 2 * key_dim,
+            a_write=n * 2 * key_dim,
+            saved=n * 2 * key_dim,
+            note="q, k L2-normalised per head (q * d_k^-1/2)",
+        )
+    )
+    ops.append(
+        Op(
+            "attn.gates",
+            "elementwise",
+            [Edge("attn.in_proj_a", (*lead, h)), Edge("attn.in_proj_b", (*lead, h))],
+            (*lead, h),
+            params=2 * h,
+            flops_other=GATE_FLOPS * n * h,
+            w_read=2 * h,
+            a_read=2 * n * h,
+            a_write=2 * n * h,
+            saved=2 * n * h,
+            note="g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b)",
+        )
+    )
+    qkv = [Edge("attn.qk_l2norm", (*lead, 2 * key_dim)), Edge("attn.conv1d", (*lead, value_dim))]
+    if g.decode:
+        read = Op(
+            "attn.state_read",
+            "attention",
+            [*qkv, Edge("cache" if cache else "attn.gates", (B, h, dk, dv))],
+            (B, h, 2, dv),
+            flops_mm=2 * B * h * 2 * dk * dv,
+            flops_other=6 * B * h * dv,  # delta and the output from the two reads
+            a_read=n * (2 * key_dim + value_dim),
+            a_write=n * value_dim,
+            state_f32_read=state,
+            note="M^T k and M^T q in one read; o = alpha M^T q + (q.k) delta",
+        )
+        update = Op(
+            "attn.state_update",
+            "elementwise",
+            [Edge("attn.state_read", (B, h, 2, dv))],
+            (B, h, dk, dv),
+            flops_other=3 * state,
+            a_read=n * (key_dim + value_dim),
+            state_f32_read=2 * state,
+            state_f32_write=2 * state,
+            state_f32_elems=state if cache else 0,
+            note="M <- alpha M + k delta^T, in place (float32 state)",
+        )
+        core = [read, update]
+        out_src = "attn.state_read"
+    else:
+        c = LINEAR_CHUNK
+        chunks = floordiv(tok + (c - 1), c)
+        padded = B * chunks * c  # token rows of every chunk, padding included
+        rows_k, rows_v = padded * hk, padded * h  # (token, head) rows
+        scores = Op(
+            "attn.chunk_scores",
+            "attention",
+            qkv[:1],
+            (B, h, tok, c),
+            flops_mm=2 * 2 * rows_k * c * dk,
+            flops_other=6 * rows_v * c,  # decays exp(gamma_i - gamma_j), masks, beta
+            a_read=2 * rows_k * dk,
+            a_write=2 * rows_v * c,
+            saved=2 * rows_k * dk + 2 * rows_v * c,
+            note=f"per chunk of {c}: Q K^T and K K^T per key head, decays per value head",
+        )
+        ut = Op(
+            "attn.chunk_solve",
+            "attention",
+            [Edge("attn.chunk_scores", (B, h, tok, c)), qkv[1]],
+            (B, h, tok, dk + dv),
+            flops_mm=2 * rows_v * c * (dk + dv),
+            flops_other=rows_v * c * c,  # the unit-triangular inverse, C^3 per chunk and head
+            train_extra_mm=2 * rows_v * c * c,  # its backward's product
+            a_read=rows_v * c + rows_k * dk + rows_v * dv,
+            a_write=rows_v * (c + dk + dv),
+            saved=rows_v * (c + dk + dv),
+            note="A^-1 (a triangular solve), U = A^-1 diag(beta) V, W = A^-1 diag(beta e^g) K",
+        )
+        state_reads = Op(
+            "attn.chunk_state_read",
+            "attention",
+            [Edge("attn.chunk_solve", (B, h, tok, dk + dv)), qkv[0]],
+            (B, h, tok, 2 * dv),
+            flops_mm=2 * 2 * rows_v * dk * dv,
+            # the first chunk starts from zeros: no gradient flows to its state
+            train_extra_mm=-2 * 2 * B * h * c * dk * dv,
+            flops_other=2 * rows_v * dk,  # Q e^gamma per value head
+            a_read=rows_v * 2 * dk,
+            a_write=rows_v * 2 * dv,
+            state_f32_read=2 * B * chunks * h * dk * dv,
+            saved=rows_v * 2 * dk + B * chunks * h * dk * dv,
+            note="per chunk: V' = U - W M, Q M (the state entering the chunk)",
+        )
+        intra = Op(
+            "attn.chunk_intra",
+            "attention",
+            [
+                Edge("attn.chunk_scores", (B, h, tok, c)),
+                Edge("attn.chunk_state_read", (B, h, tok, dv)),
+            ],
+            (B, h, tok, dv),
+            flops_mm=2 * rows_v * c * dv,
+            flops_other=rows_v * dv,  # added to the state's contribution
+            a_read=rows_v * (c + 2 * dv),
+            a_write=rows_v * dv,
+            saved=rows_v * (c + dv),
+            note="((Q K^T) * D) V' within each chunk",
+        )
+        update = Op(
+            "attn.chunk_state_update",
+            "attention",
+            [Edge("attn.chunk_state_read", (B, h, tok, dv))],
+            (B, h, dk, dv),
+            flops_mm=2 * rows_v * dk * dv,
+            # training keeps no state: the last chunk's update reaches no output, no gradient
+            train_extra_mm=-2 * 2 * B * h * c * dk * dv,
+            flops_other=rows_v * dk + 2 * B * chunks * h * dk * dv,
+            a_read=rows_v * (dk + dv),
+            state_f32_read=B * chunks * h * dk * dv,
+            state_f32_write=B * chunks * h * dk * dv,
+            state_f32_elems=state if cache else 0,
+            saved=rows_v * (dk + dv),
+            note="M <- e^gamma_C M + (K e^(gamma_C - gamma))^T V', chunk after chunk",
+        )
+        core = [scores, ut, state_reads, intra, update]
+        out_src = "attn.chunk_intra"
+    ops.extend(core)
+    norm_op = Op(
+        "attn.norm",
+        "norm",
+        [Edge(out_src, (*lead, value_dim)), Edge("attn.in_proj_z", (*lead, value_dim))],
+        (*lead, value_dim),
+        params=dv,
+        flops_other=(NORM_FLOPS["rmsnorm"] + ACT_FLOPS["silu"] + 1) * n * value_dim,
+        w_read=dv,
+        a_read=2 * n * value_dim,
+        a_write=n * value_dim,
+        saved=2 * n * value_dim,
+        fuse_into="attn.out_proj",
+        fused_saved=2 * n * value_dim,
+        note="RMSNorm(o) * SiLU(z) per value head",
+    )
+    ops.append(norm_op)
+    ops.append(linear("attn.out_proj", "attn.norm", n, lead, value_dim, d, False))
+    return ops
+
+
 # --- block -------------------------------------------------------------------------------------
 def block_ops(
     cfg: Config,
@@ -806,6 +1023,8 @@ def block_ops(
     output = cfg.norm_placement == "output"  # norms on the branch outputs only (OLMo 2)
 
     def attention(src: str) -> list[Op]:
+        if cfg.layer_type(layer) == "linear":
+            return linear_attention_ops(cfg, src, g, cache)
         if cfg.attention == "mla":
             return mla_ops(cfg, layer, src, g, cache, mla_order)
         return mha_ops(cfg, layer, src, g, cache)
@@ -815,20 +1034,22 @@ def block_ops(
 
     if post:
         attn = attention("x")
+        attn_out = attn[-1].name  # the output projection
         ops.extend(attn)
-        ops.append(residual("attn_residual", "attn.o_proj", n, lead, d, "attn.o_proj"))
-        ops.append(norm(cfg, "attn_norm", "attn_residual", n, lead, d, "attn.o_proj"))
+        ops.append(residual("attn_residual", attn_out, n, lead, d, attn_out))
+        ops.append(norm(cfg, "attn_norm", "attn_residual", n, lead, d, attn_out))
         mlp_src = "attn_norm"
     else:
         attn = attention("x" if output else "attn_norm")
+        attn_out = attn[-1].name
         if not output:
             ops.append(norm(cfg, "attn_norm", "x", n, lead, d, first_gemm(attn)))
         ops.extend(attn)
-        branch = "attn.o_proj"
+        branch = attn_out
         if sandwich or output:
-            ops.append(norm(cfg, "post_attn_norm", branch, n, lead, d, "attn.o_proj"))
+            ops.append(norm(cfg, "post_attn_norm", branch, n, lead, d, attn_out))
             branch = "post_attn_norm"
-        ops.append(residual("attn_residual", branch, n, lead, d, "attn.o_proj"))
+        ops.append(residual("attn_residual", branch, n, lead, d, attn_out))
         mlp_src = "attn_residual" if output else "mlp_norm"
     moe = cfg.is_moe_layer(layer)
     ffn = moe_ops(cfg, mlp_src, n, lead) if moe else mlp_ops(cfg, "mlp", mlp_src, n, lead, cfg.d_ff)
@@ -1020,6 +1241,8 @@ def build_sections(
     for (ltype, moe, rope), layers in layer_kinds(cfg).items():
         window, chunk = cfg.window(layers.first), cfg.chunk(layers.first)
         span = f", sliding {window}" if window else (f", chunked {chunk}" if chunk else ", full")
+        if ltype == "linear":
+            span = ", linear attention"
         nope = not rope and cfg.position == "rope"
         desc = ("MoE" if moe else "dense") + span + (", NoPE" if nope else "")
         key = f"block.{ltype}.{'moe' if moe else 'dense'}" + (".nope" if nope else "")
@@ -1059,8 +1282,8 @@ def _to_train(section: Section) -> Section:
         ops.append(
             replace(
                 op,
-                flops_mm=3 * op.flops_mm,
-                flops_mm_causal=3 * op.flops_mm_causal,  # type: ignore[operator]
+                flops_mm=3 * op.flops_mm + op.train_extra_mm,
+                flops_mm_causal=3 * op.flops_mm_causal + op.train_extra_mm,  # type: ignore[operator]
                 flops_other=3 * op.flops_other,
                 w_read=2 * op.w_read,
                 w_write=op.w_read,
