@@ -126,3 +126,25 @@ def test_smollm3_sliding_layers_need_use_sliding_window() -> None:
 def test_config_refusals_name_the_field(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         gf.Config.preset("tiny", **change)
+
+
+@pytest.mark.parametrize("name", ["smollm3-nowindow", "llama4_text"])
+def test_optimized_model_decodes_as_the_plain_one(name: str) -> None:
+    """The fused inference modules (and, for SmolLM3 without a window, the native decode plan)
+    keep NoPE layers unrotated and Llama 4's chunks, q/k norm and temperature."""
+    from glassformer.inference.optimize import optimize
+
+    spec = dict(SMOLLM3, use_sliding_window=False) if name.startswith("smollm3") else LLAMA4
+    TINY_HF_CONFIGS[name] = spec
+    try:
+        hf = build_hf(name)
+    finally:
+        TINY_HF_CONFIGS.pop(name)
+    plain = gf.from_hf(hf).eval()
+    fast = optimize(gf.from_hf(hf).eval())
+    ids = _ids(1, 30, 6)
+    with torch.no_grad():
+        expected = plain(ids)
+        cache = fast.new_cache(1, 40)
+        steps = [fast(ids[:, :9], cache)] + [fast(ids[:, t : t + 1], cache) for t in range(9, 30)]
+    assert (torch.cat(steps, 1) - expected).abs().max() <= 1e-4

@@ -304,6 +304,7 @@ class FusedAttention(nn.Module):
         self.interleaved = attn.interleaved
         # Llama 4's chunk, unweighted q/k norm and NoPE query temperature (mix_heads reads them)
         self.chunk, self.l2_eps, self.temperature = attn.chunk, attn.l2_eps, attn.temperature
+        self.sinks = attn.sinks  # None: `optimize` fuses only attention without sinks
         self.impl = attn.impl
         # Single-query attention over the cache: "eager" (two small matmuls, grouped so that KV
         # heads are never copied) or "sdpa". Chosen by measurement: see docs/inference.md.
