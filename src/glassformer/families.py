@@ -86,6 +86,9 @@ class Family:
     # Gated DeltaNet projections stored as `in_proj_qkvz` and `in_proj_ba`, grouped by key head
     # (Qwen3-Next); else as HF's Qwen3.5 names them (in_proj_qkv, in_proj_z, in_proj_b, in_proj_a)
     fused_linear_attn: bool = False
+    # Checkpoint tensors HF's causal LM of this family skips (Qwen3-Next's and Qwen3.5's
+    # multi-token-prediction layers `mtp.*`, Qwen3.5's vision tower)
+    hf_unused_prefixes: tuple[str, ...] = ()
     # --- GGUF (llama.cpp) -----------------------------------------------------------------------
     gguf_arch: str | None = None  # `general.architecture`; keys are `{gguf_arch}.*`
     gguf_rope_permuted: bool = False  # the converter permutes Q/K rows for interleaved RoPE
@@ -811,7 +814,7 @@ QWEN3_5_TEXT = like(
     # HF's Qwen3.5 always gates the attention output (published files say so)
     hf_fixed={"attn_output_gate": ((True,), "attention without the output gate")},
     hf_no_math=_QWEN3_5_NO_MATH,
-    hf_rope_types=("default",),
+    hf_unused_prefixes=("mtp.", "model.visual."),
     sliding="none",
     drop_keys=("use_sliding_window", "sliding_window", "max_window_layers"),
     read_hf=_read_hybrid_layers,

@@ -107,6 +107,54 @@ PHI3_MINI_128K: dict[str, Any] = {
 }  # fmt: skip
 
 
+# Qwen/Qwen3-Next-80B-A3B-Instruct (keys as transcribed from the release in public code; the
+# layer list is HF's default for full_attention_interval 4, which this file leaves it to).
+QWEN3_NEXT_80B: dict[str, Any] = {
+    "architectures": ["Qwen3NextForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 151643, "decoder_sparse_step": 1, "eos_token_id": 151645,
+    "full_attention_interval": 4, "head_dim": 256, "hidden_act": "silu", "hidden_size": 2048,
+    "initializer_range": 0.02, "intermediate_size": 5120, "linear_conv_kernel_dim": 4,
+    "linear_key_head_dim": 128, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+    "linear_value_head_dim": 128, "max_position_embeddings": 262144, "mlp_only_layers": [],
+    "model_type": "qwen3_next", "moe_intermediate_size": 512, "norm_topk_prob": True,
+    "num_attention_heads": 16, "num_experts": 512, "num_experts_per_tok": 10,
+    "num_hidden_layers": 48, "num_key_value_heads": 2, "output_router_logits": False,
+    "partial_rotary_factor": 0.25, "rms_norm_eps": 1e-06, "rope_scaling": None,
+    "rope_theta": 5000000, "router_aux_loss_coef": 0.001, "shared_expert_intermediate_size": 512,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.57.0.dev0",
+    "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+}  # fmt: skip
+# Qwen/Qwen3.5-35B-A3B: the multimodal wrapper; the text model under text_config with its
+# multimodal RoPE sections (no effect on text), the MTP layer count and the output-gate flag.
+QWEN3_5_35B: dict[str, Any] = {
+    "architectures": ["Qwen3_5MoeForConditionalGeneration"], "model_type": "qwen3_5_moe",
+    "image_token_id": 248056, "video_token_id": 248057, "vision_start_token_id": 248053,
+    "vision_end_token_id": 248054, "tie_word_embeddings": False,
+    "transformers_version": "4.57.0.dev0",
+    "text_config": {
+        "attention_bias": False, "attention_dropout": 0.0, "attn_output_gate": True,
+        "dtype": "bfloat16", "eos_token_id": 248044, "full_attention_interval": 4,
+        "head_dim": 256, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
+        "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+        "linear_conv_kernel_dim": 4, "linear_key_head_dim": 128, "linear_num_key_heads": 16,
+        "linear_num_value_heads": 32, "linear_value_head_dim": 128,
+        "max_position_embeddings": 262144, "model_type": "qwen3_5_moe_text",
+        "moe_intermediate_size": 512, "mtp_num_hidden_layers": 1,
+        "mtp_use_dedicated_embeddings": False, "num_attention_heads": 16, "num_experts": 256,
+        "num_experts_per_tok": 8, "num_hidden_layers": 40, "num_key_value_heads": 2,
+        "output_router_logits": False, "partial_rotary_factor": 0.25, "rms_norm_eps": 1e-06,
+        "rope_parameters": {"mrope_interleaved": True, "mrope_section": [11, 11, 10],
+                            "rope_type": "default", "rope_theta": 10000000,
+                            "partial_rotary_factor": 0.25},
+        "router_aux_loss_coef": 0.001, "shared_expert_intermediate_size": 512,
+        "use_cache": True, "vocab_size": 248320,
+    },
+    "vision_config": {"depth": 27, "hidden_size": 1152, "model_type": "qwen3_5_moe",
+                      "out_hidden_size": 2048, "patch_size": 16},
+}  # fmt: skip
+QWEN3_5_35B["text_config"]["layer_types"] *= 10
+
+
 def _architecture(cfg: gf.Config) -> gf.Config:
     """The config without its labels and token ids (published files differ there)."""
     return cfg.replace(name="x", eos_token_id=None, bos_token_id=None)
@@ -115,7 +163,8 @@ def _architecture(cfg: gf.Config) -> gf.Config:
 @pytest.mark.parametrize(
     "published, preset",
     [(GEMMA2_2B, "gemma-2-2b"), (GEMMA2_9B, "gemma-2-9b"), (GEMMA3_1B, "gemma-3-1b"),
-     (GEMMA3_4B, "gemma-3-4b"), (GPT2, "gpt2"), (PHI3_MINI_4K, "phi-3-mini-4k")],
+     (GEMMA3_4B, "gemma-3-4b"), (GPT2, "gpt2"), (PHI3_MINI_4K, "phi-3-mini-4k"),
+     (QWEN3_NEXT_80B, "qwen3-next-80b-a3b"), (QWEN3_5_35B, "qwen3.5-35b-a3b")],
 )  # fmt: skip
 def test_published_config_is_the_preset(tmp_path: Path, published: dict, preset: str) -> None:
     (tmp_path / "config.json").write_text(json.dumps(published))
@@ -223,6 +272,21 @@ TINY_PUBLISHED = {
                              "pad_token_id": None, "eos_token_id": 2,
                              "rope_scaling": {"type": "su", "short_factor": [1.1] * 8,
                                               "long_factor": [1.0, 2, 3, 4, 6, 8, 12, 16]}},
+    "qwen3-next-80b-style": {**QWEN3_NEXT_80B, "vocab_size": VOCAB, "hidden_size": 64,
+                             "intermediate_size": 112, "num_hidden_layers": 4,
+                             "num_attention_heads": 4, "head_dim": 16, "linear_key_head_dim": 8,
+                             "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+                             "linear_value_head_dim": 12, "num_experts": 6,
+                             "num_experts_per_tok": 3, "moe_intermediate_size": 24,
+                             "shared_expert_intermediate_size": 40, "bos_token_id": 1,
+                             "eos_token_id": 2},
+    "qwen3.5-35b-style": {**QWEN3_5_35B, "text_config": {
+        **QWEN3_5_35B["text_config"], "vocab_size": VOCAB, "hidden_size": 64,
+        "num_hidden_layers": 4, "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+        "num_attention_heads": 4, "head_dim": 16, "linear_key_head_dim": 8,
+        "linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_value_head_dim": 12,
+        "num_experts": 6, "num_experts_per_tok": 3, "moe_intermediate_size": 24,
+        "shared_expert_intermediate_size": 40, "eos_token_id": 2}},
     "gpt2-legacy-flags": {**GPT2, "vocab_size": VOCAB, "n_embd": 48, "n_layer": 2,
                           "n_head": 4, "n_positions": 64, "n_ctx": 64},
 }  # fmt: skip

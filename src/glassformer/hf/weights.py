@@ -366,8 +366,18 @@ def unify_expert_layout(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
+# Multimodal checkpoints (Qwen3.5's) keep the text model under this prefix.
+_TEXT_PREFIX = "model.language_model."
+
+
 def hf_to_ours(config: Config, hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     rules = weight_rules(config)
+    unused = family_of(config).hf_unused_prefixes
+    hf_state = {
+        "model." + k.removeprefix(_TEXT_PREFIX) if k.startswith(_TEXT_PREFIX) else k: v
+        for k, v in hf_state.items()
+        if not (unused and k.startswith(unused))
+    }
     hf_state = unify_expert_layout(hf_state)
     hf_state = {k: v for k, v in hf_state.items() if not k.endswith(_HF_IGNORABLE_SUFFIXES)}
     hf_state = _drop_mtp_extras(config, hf_state)
