@@ -128,7 +128,7 @@ def test_config_refusals_name_the_field(change: dict, message: str) -> None:
         gf.Config.preset("tiny", **change)
 
 
-@pytest.mark.parametrize("name", ["smollm3-nowindow", "llama4_text"])
+@pytest.mark.parametrize("name", ["smollm3-nowindow", "llama4_text-optimized"])
 def test_optimized_model_decodes_as_the_plain_one(name: str) -> None:
     """The fused inference modules (and, for SmolLM3 without a window, the native decode plan)
     keep NoPE layers unrotated and Llama 4's chunks, q/k norm and temperature."""
