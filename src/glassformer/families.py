@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from glassformer.config import RopeScaling
+
 Sliding = Literal["none", "all", "gated", "optional", "pattern"]
 
 # HF key -> Config field(s). A tuple: one HF key sets several fields, which must agree on export.
@@ -357,6 +359,28 @@ def _write_phi3(cfg: Any, out: dict[str, Any]) -> None:
         out["original_max_position_embeddings"] = cfg.rope_scaling.original_max_seq_len
 
 
+def _read_phi3_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """Phi-3's window (0: none, as Phi-4 files say) and LongRoPE's two factor sets, which the
+    converter stores as tensors with the cos/sin scale and the original context as keys."""
+    from glassformer.loaders.gguf import read_f32_vector  # the loader is calling us
+
+    out: dict[str, Any] = dict(sliding_window=meta.get("attention.sliding_window", 0, int) or None)
+    header = meta.header
+    if "rope_factors_long.weight" not in header.tensors:
+        return out
+    n = int(fields["head_dim"] * fields["rope_fraction"]) // 2
+    original = meta.int("rope.scaling.original_context_length")
+    out["rope_scaling"] = RopeScaling(
+        "longrope",
+        fields["max_seq_len"] / original,
+        original_max_seq_len=original,
+        attention_factor=meta.float("rope.scaling.attn_factor"),
+        short_factor=tuple(read_f32_vector(header, "rope_factors_short.weight", n).tolist()),
+        long_factor=tuple(read_f32_vector(header, "rope_factors_long.weight", n).tolist()),
+    )
+    return out
+
+
 PHI3 = like(
     LLAMA, "phi3",
     hf_defaults=dict(max_position_embeddings=4096, rms_norm_eps=1e-5, bos_token_id=1,
@@ -371,9 +395,20 @@ PHI3 = like(
     write_hf=_write_phi3,
     fused_qkv=True,
     fused_gate_up=True,
-    gguf_arch=None,
+    gguf_arch="phi3",  # llama.cpp: NeoX rotary; attn_qkv and ffn_up = [gate; up] fused
     gguf_rope_permuted=False,
+    read_gguf=_read_phi3_gguf,
 )  # fmt: skip
+
+def _read_olmo2_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    if meta.get("attention.sliding_window", 0, int):
+        raise ValueError(
+            f"{meta.path}: an olmo2 GGUF with a sliding window is OLMo 3, whose per-layer rope "
+            "(YaRN on the full layers only) glassformer does not read from GGUF yet; load its "
+            "HF checkpoint instead"
+        )
+    return {}
+
 
 # OLMo 2 (Team OLMo 2024, "2 OLMo 2 Furious"): Llama's sizes with the norms moved onto the
 # sublayer outputs and QK-norm over the whole q and k projections. OLMo 3 adds Gemma-style
@@ -384,8 +419,9 @@ OLMO2 = like(
     hf_defaults=dict(vocab_size=50304, rms_norm_eps=1e-5, bos_token_id=None,
                      eos_token_id=50279),
     drop_keys=("mlp_bias", "pretraining_tp"),
-    gguf_arch=None,
+    gguf_arch="olmo2",  # llama.cpp: NeoX rotary, so no Q/K permutation
     gguf_rope_permuted=False,
+    read_gguf=_read_olmo2_gguf,
 )  # fmt: skip
 
 
@@ -498,7 +534,31 @@ OLMO3 = like(
     sliding="pattern",
     layer_period=4,
     rope="per_layer_type",
+    gguf_arch=None,  # llama.cpp files OLMo 3 as olmo2 with a window: refused there
+    read_gguf=None,
 )  # fmt: skip
+
+def _read_glm4moe_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp's MoE settings for GLM-4.5 (the converter writes them from config.json)."""
+    gating = meta.get("expert_gating_func", 2, int)
+    if gating != 2:  # gguf.ExpertGatingFuncType.SIGMOID
+        raise ValueError(
+            f"{meta.path}: metadata {meta.arch}.expert_gating_func={gating} is not supported "
+            "(GLM-4.5 routes with a sigmoid, 2)"
+        )
+    norm = meta.raw("expert_weights_norm")
+    if norm is not None and not isinstance(norm, bool):
+        raise ValueError(f"{meta.path}: metadata {meta.arch}.expert_weights_norm must be a bool")
+    return dict(
+        n_shared_experts=meta.get("expert_shared_count", 0, int),
+        first_k_dense=meta.get("leading_dense_block_count", 0, int),
+        routed_scaling=meta.float("expert_weights_scale", 1.0),
+        router_norm_topk=bool(norm),
+        router_n_groups=meta.get("expert_group_count", 1, int),
+        router_topk_groups=meta.get("expert_group_used_count", 1, int),
+        n_mtp_modules=meta.get("nextn_predict_layers", 0, int),
+    )
+
 
 # GLM-4.5 (Zeng et al. 2025, "GLM-4.5: Agentic, Reasoning, and Coding (ARC) Foundation
 # Models"): GQA with q/k/v biases (none on the output), optional per-head QK-norm, half-split
@@ -528,8 +588,9 @@ GLM4_MOE = like(
     ),
     hf_aliases={"num_mtp_layers": "num_nextn_predict_layers"},
     drop_keys=("mlp_bias", "pretraining_tp"),
-    gguf_arch=None,
+    gguf_arch="glm4moe",  # llama.cpp: NeoX rotary, so no Q/K permutation
     gguf_rope_permuted=False,
+    read_gguf=_read_glm4moe_gguf,
 )  # fmt: skip
 
 # gpt-oss (OpenAI 2025): Mixtral-like MoE in every layer, with attention sinks, biases on the

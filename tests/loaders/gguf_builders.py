@@ -8,6 +8,7 @@ files produced by the reference writer.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,42 @@ def gpt_oss_tensors(name: str, w: np.ndarray) -> dict[str, np.ndarray] | None:
     return None
 
 
+def glm4moe_tensors(name: str, w: np.ndarray) -> dict[str, np.ndarray] | None:
+    """convert_hf_to_gguf.py's Glm4MoeModel for the MoE tensors: the router and its balancing
+    bias, stacked experts (HF's in-memory [E, 2f, d] gate_up split into gate and up) and the
+    shared expert. None: a tensor named as for llama."""
+    m = re.fullmatch(r"model\.layers\.(\d+)\.mlp\.(.+)", name)
+    if m is None:
+        return None
+    blk, part = f"blk.{m.group(1)}", m.group(2)
+    if part == "gate.weight":
+        return {f"{blk}.ffn_gate_inp.weight": w}
+    if part == "gate.e_score_correction_bias":
+        return {f"{blk}.exp_probs_b.bias": w}
+    if part == "experts.gate_up_proj":
+        f = w.shape[1] // 2
+        return {
+            f"{blk}.ffn_gate_exps.weight": w[:, :f].copy(),
+            f"{blk}.ffn_up_exps.weight": w[:, f:].copy(),
+        }
+    if part == "experts.down_proj":
+        return {f"{blk}.ffn_down_exps.weight": w}
+    if part.startswith("shared_experts."):
+        proj = part.split(".")[1].removesuffix("_proj")
+        return {f"{blk}.ffn_{proj}_shexp.weight": w}
+    return None
+
+
+# Per-architecture names that differ from HF_TO_GGUF: OLMo 2's and GLM-4.5's
+# post_attention_layernorm keep HF's name (llama.cpp's post_attention_norm), Phi-3's fused
+# projections are stored as they are.
+ARCH_NAMES = {
+    "olmo2": {"post_attention_layernorm": "post_attention_norm"},
+    "glm4moe": {"post_attention_layernorm": "post_attention_norm"},
+    "phi3": {"self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"},
+}
+
+
 def hf_to_gguf(
     arch: str, hf_config: Any, hf_state: dict[str, torch.Tensor]
 ) -> dict[str, np.ndarray]:
@@ -93,6 +130,9 @@ def hf_to_gguf(
     for name, t in hf_state.items():
         w = t.detach().float().numpy().copy()
         if arch == "gpt-oss" and (split := gpt_oss_tensors(name, w)) is not None:
+            out.update(split)
+            continue
+        if arch == "glm4moe" and (split := glm4moe_tensors(name, w)) is not None:
             out.update(split)
             continue
         if name == "model.embed_tokens.weight":
@@ -122,7 +162,7 @@ def hf_to_gguf(
             if gemma and part == "post_attention_layernorm":
                 sub = "post_attention_norm"  # Gemma's post-attention (sandwich) norm
             else:
-                sub = HF_TO_GGUF[part]
+                sub = ARCH_NAMES.get(arch, {}).get(part) or HF_TO_GGUF[part]
             key = f"blk.{m.group(1)}.{sub}.{m.group(3)}"
         if arch in PERMUTED and re.search(r"\.attn_q\.", key):
             w = llama_cpp_permute(w, hf_config.num_attention_heads)
@@ -131,6 +171,10 @@ def hf_to_gguf(
         if gemma and key.endswith("norm.weight"):
             w = w + np.float32(1.0)
         out[key] = w
+    rope = getattr(hf_config, "rope_parameters", None) or {}
+    if arch == "phi3" and rope.get("rope_type") == "longrope":  # Phi3MiniModel: F32 tensors
+        out["rope_factors_long.weight"] = np.asarray(rope["long_factor"], dtype=np.float32)
+        out["rope_factors_short.weight"] = np.asarray(rope["short_factor"], dtype=np.float32)
     return out
 
 
@@ -210,6 +254,26 @@ def base_kv(hf_config: Any, arch: str) -> dict[str, Any]:
         kv["expert_count"] = int(c.num_local_experts)
         kv["expert_used_count"] = int(c.num_experts_per_tok)
         kv["interleave_moe_layer_step"] = int(c.interleave_moe_layer_step)
+    if arch == "phi3":  # Phi3MiniModel.set_gguf_parameters
+        kv["attention.sliding_window"] = int(c.sliding_window or 0)
+        kv["rope.dimension_count"] = int(head_dim * rope.get("partial_rotary_factor", 1.0))
+        if rope.get("rope_type") == "longrope":
+            orig = int(rope["original_max_position_embeddings"])
+            scale = c.max_position_embeddings / orig
+            kv["rope.scaling.original_context_length"] = orig
+            kv["rope.scaling.attn_factor"] = (
+                math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1.0 else 1.0
+            )
+    if arch == "glm4moe":  # Glm4MoeModel.set_gguf_parameters
+        kv["rope.dimension_count"] = int(head_dim * rope.get("partial_rotary_factor", 0.5))
+        kv["expert_count"] = int(c.n_routed_experts)
+        kv["expert_used_count"] = int(c.num_experts_per_tok)
+        kv["expert_feed_forward_length"] = int(c.moe_intermediate_size)
+        kv["expert_shared_count"] = int(c.n_shared_experts)
+        kv["leading_dense_block_count"] = int(c.first_k_dense_replace)
+        kv["expert_gating_func"] = 2  # sigmoid
+        kv["expert_weights_scale"] = float(c.routed_scaling_factor)
+        kv["expert_weights_norm"] = bool(c.norm_topk_prob)
     if arch in ("llama", "smollm3", "llama4"):
         kv["rope.dimension_count"] = int(head_dim)
     else:

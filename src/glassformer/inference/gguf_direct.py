@@ -42,6 +42,7 @@ from glassformer.loaders.gguf import (
     check_tensors,  # validation of names, shapes and types before any decoding
     config_from_header,
     read_header,
+    split_fused,  # Phi-3's attn_qkv and ffn_up, into our projections
     tensor_transform,  # llama's Q/K un-permutation and Gemma's norm offset, on float tensors
 )
 from glassformer.model import Transformer
@@ -155,6 +156,16 @@ def load_gguf_quantized(
     direct = 0
     for ours, info in infos.items():
         raw = data[info.offset : info.offset + info.nbytes]
+        if ".qkv_proj." in ours or ".gate_up_proj." in ours:  # Phi-3's fused: decode, split
+            w = transform(ours, dequantize(raw, info.ggml_type, info.shape))
+            for name, part in split_fused(cfg, ours, w).items():
+                t = torch.from_numpy(np.ascontiguousarray(part))
+                picked = pick_group(t.shape[-1], quant, group_size)
+                if picked is None:
+                    floats[name] = t
+                else:
+                    quantised[name] = quantize(t, quant, picked)
+            continue
         if ours.endswith(_LINEAR_SUFFIXES):
             target, group = quant, group_size
             if mixed and quant == "int4" and info.ggml_type not in _FOUR_BITS_OR_LESS:

@@ -29,6 +29,9 @@ Two conversions that llama.cpp's converter applies must be undone here:
 - Gemma stores RMSNorm weights around zero and multiplies by (1 + w); the converter adds the 1,
   so we subtract it again (glassformer's `norm_unit_offset=True` adds it at run time).
 
+and Phi-3's fused tensors split: `attn_qkv` holds [q; k; v] rows and `ffn_up` [gate; up], as
+HF's `qkv_proj` and `gate_up_proj` do (`split_fused`).
+
 This module parses the header itself instead of using `gguf.GGUFReader`: the reader walks every
 element of every metadata array in Python (seconds for a 262k-entry vocabulary such as Gemma 3's;
 `benchmarks/loading.py` measures both), whereas we only need the lengths to skip it. Every read
@@ -485,8 +488,11 @@ def config_from_header(header: GGUFHeader) -> Config:
     if value_dim != head_dim:
         raise ValueError(f"{path}: key_length {head_dim} != value_length {value_dim}")
     rope_dim = meta.int("rope.dimension_count", head_dim)
-    n_layers = meta.int("block_count")
-    check_block_count(header, n_layers)  # before anything per layer is built
+    # GLM-4.5's converter counts its next-token-prediction block(s) in block_count, after the
+    # model's own; HF's model does not build them, and neither do we
+    n_extra = meta.get("nextn_predict_layers", 0, int)
+    n_layers = meta.int("block_count") - n_extra
+    check_block_count(header, n_layers, n_extra)  # before anything per layer is built
     # The vocabulary size is the embedding's row count; the metadata key is optional.
     vocab_size = meta.int("vocab_size", tensors["token_embd.weight"].shape[0])
     eps = meta.float("attention.layer_norm_rms_epsilon")
@@ -580,6 +586,7 @@ _PER_LAYER = {
 _PER_LAYER_EXACT = {
     ("attn_sinks", "weight"): "attn.sinks",
     ("ffn_gate_inp", "weight"): "mlp.router.weight",
+    ("exp_probs_b", "bias"): "mlp.router.score_bias",  # the balancing bias (DeepSeek, GLM)
     ("ffn_gate_inp", "bias"): "mlp.router.bias",
     **{
         (f"ffn_{p}_exps", kind): f"mlp.experts.{p}_proj{'_bias' if kind == 'bias' else ''}"
@@ -588,17 +595,27 @@ _PER_LAYER_EXACT = {
     },
 }
 _LAYER_RE = re.compile(r"blk\.(\d+)\.([a-z_]+)\.(weight|bias)")
-_IGNORED = {"rope_freqs.weight"}  # folded into Config.rope_scaling
+_BLOCK_RE = re.compile(r"blk\.(\d+)\.")
+# folded into Config.rope_scaling (llama3's divisors, LongRoPE's factor sets)
+_IGNORED = {"rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"}
+# Fused GGUF tensors (Phi-3) -> the pseudo-names they are read under -> our parameters
+_FUSED_NAMES = {"attn_qkv": "attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}
 
 
-def gguf_to_ours(name: str, sandwich: bool = True) -> str | None:
+def gguf_to_ours(
+    name: str, sandwich: bool = True, fused: frozenset[str] = frozenset()
+) -> str | None:
     """Our parameter name for a GGUF tensor name (None: not a parameter of ours).
 
-    `post_attention_norm` is the sandwich norm after the attention (Gemma) or, in a pre-norm
-    model (gpt-oss, where llama.cpp keeps HF's name), the norm before the MLP."""
+    `post_attention_norm` is the norm after the attention (Gemma's sandwich, OLMo 2's output
+    norm) or, in a pre-norm model (gpt-oss, GLM-4.5, where llama.cpp keeps HF's name), the norm
+    before the MLP. Tensors named in `fused` are read whole under a pseudo-name
+    (`_FUSED_NAMES`) and split by `split_fused`."""
     if name in _TOP_LEVEL:
         return _TOP_LEVEL[name]
     m = _LAYER_RE.fullmatch(name)
+    if m and m.group(2) in fused:
+        return f"layers.{m.group(1)}.{_FUSED_NAMES[m.group(2)]}.{m.group(3)}"
     if m and (m.group(2), m.group(3)) in _PER_LAYER_EXACT:
         return f"layers.{m.group(1)}.{_PER_LAYER_EXACT[m.group(2), m.group(3)]}"
     if m and m.group(2) == "post_attention_norm" and not sandwich:
@@ -608,11 +625,14 @@ def gguf_to_ours(name: str, sandwich: bool = True) -> str | None:
     return None
 
 
-def check_block_count(header: GGUFHeader, n_layers: int) -> None:
+def check_block_count(header: GGUFHeader, n_layers: int, n_extra: int = 0) -> None:
     """`block_count` must name exactly the blocks the file holds tensors for (blk.0 ..
-    blk.{n-1}). Checked before anything per layer is built: a 1 KB file claiming 2**32 - 1
-    blocks is refused at once instead of building a name table of billions of entries."""
+    blk.{n-1}, plus `n_extra` next-token-prediction blocks after them). Checked before anything
+    per layer is built: a 1 KB file claiming 2**32 - 1 blocks is refused at once instead of
+    building a name table of billions of entries."""
     path, arch = header.path, header.metadata.get("general.architecture")
+    if n_extra < 0:
+        raise ValueError(f"{path}: metadata {arch}.nextn_predict_layers must be >= 0")
     if n_layers <= 0:
         raise ValueError(f"{path}: metadata {arch}.block_count must be positive, got {n_layers}")
     # every block holds at least one tensor record: a cheap bound before the exact check
@@ -623,9 +643,10 @@ def check_block_count(header: GGUFHeader, n_layers: int) -> None:
         )
     blocks = set()
     for name in header.tensors:
-        m = _LAYER_RE.fullmatch(name)
+        m = _BLOCK_RE.match(name)
         if m:
             blocks.add(int(m.group(1)))
+    blocks -= set(range(n_layers, n_layers + n_extra))
     if blocks != set(range(n_layers)):
         beyond = sorted(b for b in blocks if b >= n_layers)
         missing = n_layers - len(blocks - set(beyond))
@@ -636,32 +657,43 @@ def check_block_count(header: GGUFHeader, n_layers: int) -> None:
         )
 
 
-def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+def expected_shapes(
+    cfg: Config, fused: frozenset[str] = frozenset()
+) -> dict[str, tuple[int, ...]]:
     """Our parameter names and shapes for a standard-attention config, dense or with routed
-    experts (and shared experts) in its MoE layers (what a GGUF can hold), in the model's
-    order."""
+    experts (and shared experts) in its MoE layers after `first_k_dense` dense layers, in the
+    model's order. Fused tensors (`fused`: GGUF names, see `gguf_to_ours`) appear under their
+    pseudo-names."""
     assert cfg.head_dim is not None and cfg.n_kv_heads is not None
     d, hd, ff = cfg.d_model, cfg.head_dim, cfg.d_ff
     q_out, kv_out = cfg.n_heads * hd, cfg.n_kv_heads * hd
+    pre = cfg.norm_placement != "output"  # OLMo 2 normalises the sublayer outputs only
+    post = cfg.norm_placement in ("sandwich", "output")
     out: dict[str, tuple[int, ...]] = {"embed.weight": (cfg.vocab_size, d)}
     for i in range(cfg.n_layers):
         p = f"layers.{i}."
-        out[p + "attn_norm.weight"] = (d,)
+        if pre:
+            out[p + "attn_norm.weight"] = (d,)
+        if "attn_qkv" in fused:
+            out[p + "attn.qkv_proj.weight"] = (q_out + 2 * kv_out, d)
         for proj, n in (("q_proj", q_out), ("k_proj", kv_out), ("v_proj", kv_out)):
-            out[p + f"attn.{proj}.weight"] = (n, d)
+            if "attn_qkv" not in fused:
+                out[p + f"attn.{proj}.weight"] = (n, d)
             if cfg.qkv_bias:
                 out[p + f"attn.{proj}.bias"] = (n,)
         out[p + "attn.o_proj.weight"] = (d, q_out)
         if cfg.attn_out_bias:
             out[p + "attn.o_proj.bias"] = (d,)
         if cfg.qk_norm:
-            out[p + "attn.q_norm.weight"] = (hd,)
-            out[p + "attn.k_norm.weight"] = (hd,)
+            whole = cfg.qk_norm_scope == "all"  # OLMo 2: over the whole projection
+            out[p + "attn.q_norm.weight"] = (q_out if whole else hd,)
+            out[p + "attn.k_norm.weight"] = (kv_out if whole else hd,)
         if cfg.attn_sinks:
             out[p + "attn.sinks"] = (cfg.n_heads,)
-        if cfg.norm_placement == "sandwich":
+        if post:
             out[p + "post_attn_norm.weight"] = (d,)
-        out[p + "mlp_norm.weight"] = (d,)
+        if pre:
+            out[p + "mlp_norm.weight"] = (d,)
         if cfg.is_moe_layer(i):
             out.update(_expert_shapes(cfg, p + "mlp."))
             if cfg.n_shared_experts:
@@ -669,11 +701,14 @@ def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
                 out[p + "mlp.shared.gate_proj.weight"] = (fs, d)
                 out[p + "mlp.shared.up_proj.weight"] = (fs, d)
                 out[p + "mlp.shared.down_proj.weight"] = (d, fs)
+        elif "ffn_up" in fused:
+            out[p + "mlp.gate_up_proj.weight"] = (2 * ff, d)
+            out[p + "mlp.down_proj.weight"] = (d, ff)
         else:
             out[p + "mlp.gate_proj.weight"] = (ff, d)
             out[p + "mlp.up_proj.weight"] = (ff, d)
             out[p + "mlp.down_proj.weight"] = (d, ff)
-        if cfg.norm_placement == "sandwich":
+        if post:
             out[p + "post_mlp_norm.weight"] = (d,)
     out["final_norm.weight"] = (d,)
     if not cfg.tie_embeddings:
@@ -682,11 +717,13 @@ def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
 
 
 def _expert_shapes(cfg: Config, p: str) -> dict[str, tuple[int, ...]]:
-    """The router and stacked experts of one MoE layer (no shared experts)."""
+    """The router (with its biases) and stacked experts of one MoE layer."""
     d, e, f = cfg.d_model, cfg.n_experts, cfg.moe_d_ff
     out: dict[str, tuple[int, ...]] = {p + "router.weight": (e, d)}
     if cfg.router_logit_bias:
         out[p + "router.bias"] = (e,)
+    if cfg.router_bias:
+        out[p + "router.score_bias"] = (e,)
     out.update({p + "experts.gate_proj": (e, f, d), p + "experts.up_proj": (e, f, d)})
     out[p + "experts.down_proj"] = (e, d, f)
     if cfg.mlp_bias:
@@ -695,17 +732,48 @@ def _expert_shapes(cfg: Config, p: str) -> dict[str, tuple[int, ...]]:
     return out
 
 
+def fused_tensors(header: GGUFHeader) -> frozenset[str]:
+    """Which per-layer tensors this file stores fused (llama.cpp's Phi-3: attn_qkv, and ffn_up
+    holding gate and up when there is no ffn_gate)."""
+    has = header.tensors.__contains__
+    fused = set()
+    if has("blk.0.attn_qkv.weight"):
+        fused.add("attn_qkv")
+    if header.architecture == "phi3" and not has("blk.0.ffn_gate.weight"):
+        fused.add("ffn_up")
+    return frozenset(fused)
+
+
+def split_fused(cfg: Config, ours: str, w: np.ndarray) -> dict[str, np.ndarray]:
+    """A fused tensor read under its pseudo-name -> our parameters ({ours: w} otherwise)."""
+    assert cfg.head_dim is not None and cfg.n_kv_heads is not None
+    prefix, _, rest = ours.partition(".attn.qkv_proj.")
+    if rest:
+        q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        parts = np.split(w, [q, q + kv])
+        return {f"{prefix}.attn.{p}_proj.{rest}": x for p, x in zip("qkv", parts, strict=True)}
+    prefix, _, rest = ours.partition(".mlp.gate_up_proj.")
+    if rest:
+        gate, up = np.split(w, [cfg.d_ff])
+        return {f"{prefix}.mlp.gate_proj.{rest}": gate, f"{prefix}.mlp.up_proj.{rest}": up}
+    return {ours: w}
+
+
 def check_tensors(header: GGUFHeader, cfg: Config) -> dict[str, TensorInfo]:
     """Map every tensor to our name and check its shape and type against the config, before
     anything is decoded; returns ours -> info, in our order."""
     path = header.path
-    check_block_count(header, cfg.n_layers)
-    expected = expected_shapes(cfg)
+    check_block_count(header, cfg.n_layers, cfg.n_mtp_modules)
+    fused = fused_tensors(header)
+    expected = expected_shapes(cfg, fused)
     found: dict[str, TensorInfo] = {}
     unknown = []
-    sandwich = cfg.norm_placement == "sandwich"
+    sandwich = cfg.norm_placement in ("sandwich", "output")
     for name, info in header.tensors.items():
-        ours = gguf_to_ours(name, sandwich)
+        m = _BLOCK_RE.match(name)
+        if m and int(m.group(1)) >= cfg.n_layers:
+            continue  # a next-token-prediction block (check_block_count bounds them)
+        ours = gguf_to_ours(name, sandwich, fused)
         if ours is None or ours not in expected:
             if name not in _IGNORED:
                 unknown.append(name)
@@ -739,6 +807,14 @@ def check_tensors(header: GGUFHeader, cfg: Config) -> dict[str, TensorInfo]:
 
 
 # --- tensor data ----------------------------------------------------------------------------------
+
+
+def read_f32_vector(header: GGUFHeader, name: str, length: int) -> np.ndarray:
+    """A small F32 tensor of the file (LongRoPE's factor sets), checked for type and length."""
+    info = header.tensors.get(name)
+    if info is None or info.ggml_type != GGMLType.F32 or info.shape != (length,):
+        raise ValueError(f"{header.path}: {name} should be an F32 tensor of {length} values")
+    return _read_raw(header, info).view("<f4").astype(np.float64)
 
 
 def _read_raw(header: GGUFHeader, info: TensorInfo) -> np.ndarray:
@@ -820,6 +896,7 @@ def load_gguf(
                 f"{header.path}: tensor {info.name!r} ({info.type_name}) decodes to "
                 "inf/NaN values: the file is corrupt"
             )
-        t = torch.from_numpy(np.ascontiguousarray(w))
-        state[ours] = t if dtype == torch.float32 else t.to(dtype)
+        for name, part in split_fused(cfg, ours, w).items():
+            t = torch.from_numpy(np.ascontiguousarray(part))
+            state[name] = t if dtype == torch.float32 else t.to(dtype)
     return cfg, state
