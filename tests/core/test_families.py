@@ -57,6 +57,9 @@ def test_gguf_architectures_name_their_family() -> None:
         "gpt-oss": "gpt_oss",
         "smollm3": "smollm3",
         "llama4": "llama4_text",
+        "olmo2": "olmo2",
+        "glm4moe": "glm4_moe",
+        "phi3": "phi3",
     }
 
 
