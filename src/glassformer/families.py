@@ -597,6 +597,19 @@ GLM4_MOE = like(
 # attention and expert projections and the router, a clamped SwiGLU (swiglu_alpha, swiglu_limit;
 # hidden_act is never read by HF's experts), sliding (128) and full layers alternating, and YaRN
 # RoPE without truncation by default.
+def _read_gpt_oss(r: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    # The published checkpoints store the experts as MXFP4 blocks and scales, which the weight
+    # map decodes (hf/weights.py `dequantize_mxfp4`); no other quantization is read.
+    quant = r.get("quantization_config")
+    method = quant.get("quant_method") if isinstance(quant, dict) else quant
+    if quant is not None and method != "mxfp4":
+        raise ValueError(
+            f"gpt_oss config: field 'quantization_config' with quant_method {method!r} is not "
+            "supported (only the published checkpoints' 'mxfp4')"
+        )
+    return {}
+
+
 def _read_gpt_oss_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
     # llama.cpp fixes these for gpt-oss: sliding layers every other one from the first, the
     # clamped SwiGLU's alpha and limit; the GGUF stores YaRN's factor and original context
@@ -641,6 +654,7 @@ GPT_OSS = like(
                          truncate=False, original_max_position_embeddings=4096),
     hf_router="router",
     hf_experts_interleaved=True,
+    read_hf=_read_gpt_oss,
     gguf_arch="gpt-oss",
     gguf_rope_permuted=False,
     read_gguf=_read_gpt_oss_gguf,

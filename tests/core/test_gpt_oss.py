@@ -23,8 +23,8 @@ from tests.families import SEQ, VOCAB, build_hf, our_config, perturb
 
 transformers = pytest.importorskip("transformers")
 
-# The keys of openai/gpt-oss-20b's config.json (copied by hand, without its
-# quantization_config, which test_mxfp4_checkpoint_config_is_refused adds back).
+# The keys of openai/gpt-oss-20b's config.json (copied by hand; its quantization_config, which
+# says the experts are stored as MXFP4, is added back by the MXFP4 tests).
 GPT_OSS_20B: dict[str, Any] = {
     "architectures": ["GptOssForCausalLM"], "attention_bias": True, "attention_dropout": 0.0,
     "eos_token_id": 200002, "experts_per_token": 4, "head_dim": 64, "hidden_act": "silu",
@@ -75,12 +75,63 @@ def test_published_style_directory_matches_hf(tmp_path: Path) -> None:
     assert err <= 1e-4
 
 
-def test_mxfp4_checkpoint_config_is_refused() -> None:
-    """The published checkpoint stores its experts as MXFP4 blocks and scales, which the HF
-    weight map does not read: its quantization_config is named, not ignored."""
-    published = {**GPT_OSS_20B, "quantization_config": {"quant_method": "mxfp4"}}
-    with pytest.raises(ValueError, match="quantization_config"):
-        Config.from_hf(published)
+MXFP4 = {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+         "model.embed_tokens", "lm_head"], "quant_method": "mxfp4"}  # fmt: skip
+
+
+def test_quantization_configs_other_than_mxfp4_are_refused() -> None:
+    assert Config.from_hf({**GPT_OSS_20B, "quantization_config": MXFP4}) == get_preset(
+        "gpt-oss-20b"
+    )
+    bnb = {**GPT_OSS_20B, "quantization_config": {"quant_method": "bitsandbytes"}}
+    with pytest.raises(ValueError, match="quantization_config' with quant_method 'bitsandbytes"):
+        Config.from_hf(bnb)
+
+
+def test_mxfp4_checkpoint_matches_hf(tmp_path: Path) -> None:
+    """A checkpoint laid out as the published ones (experts as MXFP4 `*_blocks` and `*_scales`,
+    quantization_config mxfp4) against HF's model holding what transformers' own MXFP4 decoder
+    (`convert_moe_packed_tensors`) makes of the same bytes."""
+    from safetensors.torch import save_file
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    # inputs of every expert matrix in whole blocks of 32: d = 64, f = 32
+    cfg = transformers.GptOssConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4,
+        num_experts_per_tok=2, sliding_window=7, swiglu_limit=0.5, pad_token_id=None,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(cfg).float().eval()
+    perturb(hf)
+    hf.set_attn_implementation("eager")
+    gen = torch.Generator().manual_seed(0)
+    state = {k: v.clone() for k, v in hf.state_dict().items()}
+    for i in range(cfg.num_hidden_layers):
+        for name, n_in, n_out in (
+            ("gate_up_proj", cfg.hidden_size, 2 * cfg.intermediate_size),
+            ("down_proj", cfg.intermediate_size, cfg.hidden_size),
+        ):
+            key = f"model.layers.{i}.mlp.experts.{name}"
+            shape = (cfg.num_local_experts, n_out, n_in // 32)
+            blocks = torch.randint(0, 256, (*shape, 16), dtype=torch.uint8, generator=gen)
+            scales = torch.randint(119, 124, shape, dtype=torch.uint8, generator=gen)
+            weight = convert_moe_packed_tensors(blocks, scales, dtype=torch.float32)
+            assert weight.shape == state.pop(key).shape
+            state[f"{key}_blocks"], state[f"{key}_scales"] = blocks, scales
+            with torch.no_grad():
+                getattr(hf.model.layers[i].mlp.experts, name).copy_(weight)
+    save_file(state, tmp_path / "model.safetensors")
+    config = {**cfg.to_dict(), "quantization_config": MXFP4}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    ours = gf.from_hf(tmp_path).eval()
+    expected = gf.from_hf(hf).state_dict()
+    for name, tensor in ours.state_dict().items():  # the decoded experts bit for bit
+        assert torch.equal(tensor, expected[name]), name
+    ids = torch.randint(0, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        err = (ours(ids) - hf(ids).logits).abs().max().item()
+    assert err <= 1e-4
 
 
 @pytest.mark.parametrize(

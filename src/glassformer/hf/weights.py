@@ -9,7 +9,8 @@ Most tensors only change name. Some change layout, as the family table says
 - HF MoE layers fuse each expert's gate and up projections into `gate_up_proj` [E, 2f, d]
   (gate first); we keep them as two stacked tensors. gpt-oss stores them [E, d, 2f] with gate
   and up in alternate columns, `down_proj` [E, f, d], and biases alongside
-  (`hf_experts_interleaved`); its router is `mlp.router` (`hf_router`) with a bias.
+  (`hf_experts_interleaved`); its router is `mlp.router` (`hf_router`) with a bias. Its
+  published checkpoints store the experts as MXFP4 blocks and scales (`dequantize_mxfp4`).
   Llama 4 stores its experts [E, d, 2f] with gate columns before up columns and `down_proj`
   [E, f, d] (`hf_experts_in_out`), and names its feed-forward `feed_forward`, its router
   `router` and its shared expert `shared_expert`.
@@ -370,6 +371,50 @@ def unify_expert_layout(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Te
 _TEXT_PREFIX = "model.language_model."
 
 
+# E2M1 (4-bit float: sign, 2 exponent bits, 1 mantissa bit) code -> value (OCP MX v1.0)
+_E2M1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+
+
+def dequantize_mxfp4(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MXFP4 checkpoint tensors (gpt-oss's experts, `quant_method: mxfp4`) -> the float tensors
+    HF's model holds.
+
+    An expert matrix W [E, in, out] is stored as `<name>_blocks` uint8 [E, out, in/32, 16]: 32
+    consecutive inputs of one output per block, two E2M1 codes per byte, the low nibble first;
+    and `<name>_scales` uint8 [E, out, in/32], one E8M0 exponent per block:
+        W[e, 32 g + j, o] = E2M1[code j of block (e, o, g)] * 2^(scale[e, o, g] - 127)
+    (what transformers' `convert_moe_packed_tensors` computes). The values are exact in the
+    dtype of the layer's float tensors (`<name>_bias`), which they are decoded to."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in hf_state.items():
+        if name.endswith("_scales") and name[: -len("_scales")] + "_blocks" in hf_state:
+            continue
+        if not name.endswith("_blocks"):
+            out[name] = tensor
+            continue
+        base = name[: -len("_blocks")]
+        scales = hf_state.get(base + "_scales")
+        if scales is None or tensor.dtype != torch.uint8 or scales.dtype != torch.uint8:
+            raise ValueError(f"{name}: MXFP4 blocks need uint8 {base}_scales beside them")
+        if tensor.dim() != 4 or tensor.shape[-1] != 16 or tensor.shape[:-1] != scales.shape:
+            raise ValueError(
+                f"{name}: MXFP4 blocks {list(tensor.shape)} do not match {base}_scales "
+                f"{list(scales.shape)} (expected [E, out, in/32, 16] and [E, out, in/32])"
+            )
+        bias = hf_state.get(base + "_bias")
+        dtype = bias.dtype if bias is not None and bias.is_floating_point() else torch.float32
+        e, n_out, groups, _ = tensor.shape
+        w = torch.empty(e, groups * 32, n_out, dtype=dtype)  # [E, in, out]
+        table = torch.tensor(_E2M1, dtype=torch.float32)
+        for j in range(e):  # one expert at a time bounds the temporaries
+            codes = torch.stack((tensor[j] & 0x0F, tensor[j] >> 4), dim=-1).flatten(-2)
+            exponents = (scales[j].to(torch.int32) - 127).unsqueeze(-1).float()
+            values = torch.ldexp(table[codes.long()], exponents)  # [out, in/32, 32]
+            w[j] = values.flatten(-2).T
+        out[base] = w
+    return out
+
+
 def hf_to_ours(config: Config, hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     rules = weight_rules(config)
     unused = family_of(config).hf_unused_prefixes
@@ -378,6 +423,7 @@ def hf_to_ours(config: Config, hf_state: dict[str, torch.Tensor]) -> dict[str, t
         for k, v in hf_state.items()
         if not (unused and k.startswith(unused))
     }
+    hf_state = dequantize_mxfp4(hf_state)
     hf_state = unify_expert_layout(hf_state)
     hf_state = {k: v for k, v in hf_state.items() if not k.endswith(_HF_IGNORABLE_SUFFIXES)}
     hf_state = _drop_mtp_extras(config, hf_state)
