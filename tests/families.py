@@ -219,6 +219,36 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
         linear_value_head_dim=16, num_experts=5, num_experts_per_tok=2,
         moe_intermediate_size=24, shared_expert_intermediate_size=32,
     ),
+    # Gemma 4: per-layer embeddings, keys-equal-values and their own head_dim / KV heads on
+    # the full layers (proportional RoPE), the last 3 layers sharing KV, double-wide MLPs there
+    "gemma4_text": dict(
+        model_type="gemma4_text", vocab_size=VOCAB, hidden_size=64, intermediate_size=48,
+        num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        global_head_dim=32, num_global_key_value_heads=1, attention_k_eq_v=True,
+        sliding_window=6, hidden_size_per_layer_input=8, vocab_size_per_layer_input=VOCAB,
+        num_kv_shared_layers=3, use_double_wide_mlp=True, final_logit_softcapping=3.0,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention",
+                     "sliding_attention", "full_attention", "full_attention"],
+        rope_parameters=dict(
+            sliding_attention=dict(rope_type="default", rope_theta=10000.0),
+            full_attention=dict(rope_type="proportional", partial_rotary_factor=0.25,
+                                rope_theta=1000000.0),
+        ),
+    ),
+    # Gemma 4 MoE (26B-A4B's layout): experts beside every dense MLP, no per-layer
+    # embeddings or KV sharing, separate v on full layers with their own head_dim
+    "gemma4_text-moe": dict(
+        model_type="gemma4_text", vocab_size=VOCAB, hidden_size=64, intermediate_size=48,
+        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        global_head_dim=24, sliding_window=5, hidden_size_per_layer_input=0,
+        enable_moe_block=True, num_experts=6, top_k_experts=2, moe_intermediate_size=20,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        rope_parameters=dict(
+            sliding_attention=dict(rope_type="default", rope_theta=10000.0),
+            full_attention=dict(rope_type="proportional", partial_rotary_factor=0.5,
+                                rope_theta=1000000.0, factor=2.0),
+        ),
+    ),
 }
 # fmt: on
 
@@ -264,5 +294,5 @@ def perturb(model: torch.nn.Module, seed: int = 0) -> None:
         scale = 0.1 if p.dim() == 1 else 0.05
         p.add_(torch.randn(p.shape, generator=gen) * scale)
     for name, b in model.named_buffers():
-        if name.endswith("e_score_correction_bias"):
+        if name.endswith(("e_score_correction_bias", "layer_scalar")):
             b.add_(torch.randn(b.shape, generator=gen) * 0.1)

@@ -38,7 +38,7 @@ RouterScore = Literal["softmax", "sigmoid"]
 LayerType = Literal["full", "sliding", "linear", "chunked"]
 QKNormScope = Literal["head", "all"]
 
-ROPE_SCALING_TYPES = ("linear", "llama3", "yarn", "longrope")
+ROPE_SCALING_TYPES = ("linear", "llama3", "yarn", "longrope", "proportional")
 
 
 def _positive_int(value: object) -> bool:
@@ -122,6 +122,9 @@ class RopeScaling:
     - longrope: one searched factor per rotated frequency, a short set for sequences up to
       `original_max_seq_len` and a long set beyond, plus a scale on cos and sin (Ding et al.
       2024, "LongRoPE"; Phi-3's 128k models).
+    - proportional (Gemma 4): the frequencies of a full-width rotary over head_dim, of which
+      only the first `proportion` are kept; the remaining pairs get frequency 0 (no rotation),
+      all divided by `factor`.
     """
 
     type: str
@@ -137,6 +140,7 @@ class RopeScaling:
     truncate: bool = True  # yarn
     short_factor: tuple[float, ...] | None = None  # longrope: one per rotated frequency
     long_factor: tuple[float, ...] | None = None  # longrope
+    proportion: float | None = None  # proportional: share of the frequencies kept
 
     def __post_init__(self) -> None:
         check_field_types(self, "rope_scaling.")
@@ -171,6 +175,13 @@ class RopeScaling:
                 raise ValueError(
                     "rope_scaling.high_freq_factor: must be greater than low_freq_factor"
                 )
+        if self.type == "proportional" and not (
+            self.proportion is not None and 0 <= self.proportion <= 1
+        ):
+            raise ValueError(
+                f"rope_scaling.proportion: must be in [0, 1] for rope type 'proportional', "
+                f"got {self.proportion}"
+            )
 
 
 @dataclass(frozen=True)
@@ -294,6 +305,19 @@ class Config:
     n_mtp_modules: int = 0  # how many MTP depths the published model has
     # Build them (only training needs them). A build choice, so equality ignores it.
     build_mtp: bool = field(default=False, compare=False)
+
+    # --- Gemma 4 (Gemma Team 2026; per-layer embeddings and KV sharing as in Gemma 3n) --------
+    global_head_dim: int | None = None  # head_dim of the full-attention layers (None: head_dim)
+    global_n_kv_heads: int | None = None  # KV heads of the full-attention layers (None: n_kv_heads)
+    global_k_eq_v: bool = False  # full-attention layers project keys only and use them as values
+    v_norm: bool = False  # RMS-normalise each value head (no learned scale) before attention
+    n_kv_shared_layers: int = 0  # the last n layers reuse the keys and values of the last
+    # earlier layer of their type (no projections, no cache of their own)
+    per_layer_dim: int = 0  # width of the per-layer input embeddings (0: none)
+    per_layer_vocab_size: int = 0  # rows of the per-layer embedding table
+    double_wide_mlp: bool = False  # the KV-shared layers' MLP is 2 * d_ff wide
+    moe_beside_mlp: bool = False  # the MoE block runs next to the dense MLP (both summed)
+    layer_scalar: bool = False  # each block's output times a stored per-layer scalar
 
     # --- bookkeeping -------------------------------------------------------------------------
     init_std: float = 0.02
@@ -460,6 +484,7 @@ class Config:
         if self.build_mtp and not self.n_mtp_modules:
             raise ValueError("build_mtp: the config has n_mtp_modules=0")
         self._validate_gpt_oss_fields()
+        self._validate_gemma4()
 
     def _validate_gpt_oss_fields(self) -> None:
         if self.attn_sinks and self.attention != "mha":
@@ -478,6 +503,71 @@ class Config:
                     f"{name}: {value} applies to the SiLU GLU only (mlp='glu', "
                     f"activation='silu'), got mlp={self.mlp!r}, activation={self.activation!r}"
                 )
+
+    def _validate_gemma4(self) -> None:
+        for name in ("global_head_dim", "global_n_kv_heads"):
+            value = getattr(self, name)
+            if value is not None and not _positive_int(value):
+                raise ValueError(f"{name}: must be a positive integer or None, got {value!r}")
+        gkv = self.layer_n_kv_heads_of("full")
+        if self.n_heads % gkv:
+            raise ValueError(f"global_n_kv_heads: {gkv} does not divide n_heads={self.n_heads}")
+        if self.attention == "mla" and (
+            self.global_head_dim or self.global_n_kv_heads or self.global_k_eq_v or self.v_norm
+        ):
+            raise ValueError(
+                "attention: MLA does not take global_head_dim, global_n_kv_heads, "
+                "global_k_eq_v or v_norm"
+            )
+        for name in ("n_kv_shared_layers", "per_layer_dim", "per_layer_vocab_size"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"{name}: must be an integer >= 0, got {value!r}")
+        if self.per_layer_dim and not self.per_layer_vocab_size:
+            raise ValueError("per_layer_vocab_size: must be > 0 when per_layer_dim is set")
+        shared = self.n_kv_shared_layers
+        if shared:
+            if shared >= self.n_layers:
+                raise ValueError(
+                    f"n_kv_shared_layers: {shared} leaves no layer of n_layers={self.n_layers} "
+                    "to compute the keys and values they share"
+                )
+            if self.attention == "mla":
+                raise ValueError("n_kv_shared_layers: not implemented for MLA")
+            first = self.n_layers - shared
+            kinds = {self.layer_type(i) for i in range(self.n_layers)}
+            own = {self.layer_type(i) for i in range(first)}
+            if kinds - own:
+                raise ValueError(
+                    f"n_kv_shared_layers: {shared} leaves no earlier {sorted(kinds - own)[0]} "
+                    "layer whose keys and values the shared layers of that type could reuse"
+                )
+        if self.double_wide_mlp and not shared:
+            raise ValueError("double_wide_mlp: widens the KV-shared layers; n_kv_shared_layers=0")
+        gemma4_block = self.moe_beside_mlp or self.per_layer_dim or self.layer_scalar
+        if gemma4_block and self.norm_placement == "post":
+            raise ValueError(
+                "norm_placement: 'post' does not take experts beside the MLP, per-layer "
+                "inputs or layer scalars; use 'pre' or 'sandwich'"
+            )
+        if self.moe_beside_mlp and not self.n_experts:
+            raise ValueError("moe_beside_mlp: the config has n_experts=0")
+        if self.moe_beside_mlp and (
+            self.n_shared_experts or self.router_n_groups > 1 or self.router_bias
+        ):
+            raise ValueError(
+                "moe_beside_mlp: Gemma 4's router takes no shared experts, groups or bias"
+            )
+        if self.position == "rope" and self.attention == "mha" and self.rope_dim_of("full") % 2:
+            raise ValueError(
+                f"global_head_dim: rotated dims {self.rope_dim_of('full')} must be even"
+            )
+        rs = self.rope_scaling
+        if isinstance(rs, RopeScaling) and rs.type == "proportional" and self.rope_fraction != 1:
+            raise ValueError(
+                f"rope_fraction: {self.rope_fraction} with rope_scaling 'proportional' (which "
+                "carries its own proportion); use 1.0"
+            )
 
     def _validate_linear_attention(self) -> None:
         """Linear (Gated DeltaNet) layers need their four sizes; the value heads are shared out
@@ -618,6 +708,50 @@ class Config:
             and layer >= self.first_k_dense
             and (layer + 1) % self.moe_layer_step == 0
         )
+
+    # --- per-layer shapes (Gemma 4's full-attention layers differ from its sliding ones) ---------
+    def layer_head_dim_of(self, kind: LayerType) -> int:
+        assert self.head_dim is not None
+        return (self.global_head_dim or self.head_dim) if kind == "full" else self.head_dim
+
+    def layer_n_kv_heads_of(self, kind: LayerType) -> int:
+        assert self.n_kv_heads is not None
+        return (self.global_n_kv_heads or self.n_kv_heads) if kind == "full" else self.n_kv_heads
+
+    def layer_head_dim(self, layer: int) -> int:
+        return self.layer_head_dim_of(self.layer_type(layer))
+
+    def layer_n_kv_heads(self, layer: int) -> int:
+        return self.layer_n_kv_heads_of(self.layer_type(layer))
+
+    def rope_dim_of(self, kind: LayerType) -> int:
+        """Rotated dims of a head in layers of this kind (proportional RoPE: the whole head,
+        its non-rotating pairs at frequency 0)."""
+        if self.attention == "mla":
+            return self.qk_rope_head_dim
+        return int(self.layer_head_dim_of(kind) * self.rope_fraction)
+
+    def layer_attention_scale(self, layer: int) -> float:
+        if self.query_pre_attn_scalar is None and self.attention == "mha":
+            return self.layer_head_dim(layer) ** -0.5
+        return self.attention_scale
+
+    def layer_k_eq_v(self, layer: int) -> bool:
+        return self.global_k_eq_v and self.layer_type(layer) == "full"
+
+    def kv_source(self, layer: int) -> int | None:
+        """The layer whose keys and values this one reuses (None: it computes its own): the last
+        layer of the same type before the shared ones."""
+        first = self.n_layers - self.n_kv_shared_layers
+        if layer < first:
+            return None
+        kind = self.layer_type(layer)
+        return max(i for i in range(first) if self.layer_type(i) == kind)
+
+    def layer_d_ff(self, layer: int) -> int:
+        """Width of the dense MLP of a layer (Gemma 4 doubles it on its KV-shared layers)."""
+        wide = self.double_wide_mlp and self.kv_source(layer) is not None
+        return 2 * self.d_ff if wide else self.d_ff
 
     @property
     def n_kv_groups(self) -> int:

@@ -317,6 +317,212 @@ GEMMA3_TEXT = like(
     read_gguf=_read_gemma3_gguf,
 )  # fmt: skip
 
+# Gemma 4 (Gemma Team 2026): Gemma 3's layout with plain-scale norms (y = x_hat * w), unit
+# attention scale (q and k are RMS-normalised), unscaled value norms and a stored scalar per
+# layer; per-layer input embeddings, KV sharing over the last layers, keys-equal-values and
+# their own head_dim / KV heads on the full-attention layers, and routed experts beside the
+# dense MLP (enable_moe_block). HF derives every full layer's head_dim and KV heads from
+# global_head_dim / num_global_key_value_heads (the latter only with attention_k_eq_v), and
+# saves them as `per_layer_config`; the last layer is always full.
+def _read_gemma4(r: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    kinds = fields.get("layer_types")
+    if kinds is not None and kinds[-1] != "full":
+        out["layer_types"] = (*kinds[:-1], "full")  # HF forces it (with a warning)
+    n_layers = fields["n_layers"]
+    kinds = out.get("layer_types", kinds) or ("full",) * n_layers
+    k_eq_v = fields.get("global_k_eq_v", False)
+    head_dim, kv_heads = r.get("global_head_dim", 512), r.get("num_global_key_value_heads")
+    per_layer = r.get("per_layer_config")
+    if per_layer is not None:
+        want = {str(i) for i, kind in enumerate(kinds) if kind == "full"}
+        overrides = {str(k): v for k, v in per_layer.items()}
+        shapes = {tuple(sorted(v.items())) for v in overrides.values()}
+        if set(overrides) != want or len(shapes) != 1 or not set(dict(*shapes)) <= {
+            "head_dim", "num_key_value_heads"
+        }:
+            raise ValueError(
+                f"{r.model_type} config: field 'per_layer_config'={per_layer!r} is not "
+                "supported: expected the same head_dim (and num_key_value_heads) on every "
+                "full-attention layer and nothing else"
+            )
+        shape = dict(*shapes)
+        head_dim, kv_heads = shape.get("head_dim", fields.get("head_dim")), shape.get(
+            "num_key_value_heads"
+        )
+    elif not k_eq_v:
+        kv_heads = None  # HF reads num_global_key_value_heads only with attention_k_eq_v
+    out.update(global_head_dim=head_dim, global_n_kv_heads=kv_heads)
+    if r.get("enable_moe_block", False):
+        out.update(
+            moe_beside_mlp=True,
+            n_experts=r.require("num_experts"),
+            n_experts_per_token=r.require("top_k_experts"),
+            moe_d_ff=r.require("moe_intermediate_size"),
+        )
+    else:
+        for key in ("num_experts", "top_k_experts", "moe_intermediate_size"):
+            r.get(key)  # unused without the MoE block
+    return out
+
+
+def _write_gemma4(cfg: Any, out: dict[str, Any]) -> None:
+    out["global_head_dim"] = cfg.global_head_dim
+    if cfg.global_k_eq_v or cfg.global_n_kv_heads is None:
+        out["num_global_key_value_heads"] = cfg.global_n_kv_heads
+    else:  # HF applies the global KV heads without keys-equal-values only this way
+        override = {"head_dim": cfg.global_head_dim, "num_key_value_heads": cfg.global_n_kv_heads}
+        out["per_layer_config"] = {
+            str(i): dict(override) for i in range(cfg.n_layers) if cfg.layer_type(i) == "full"
+        }
+    out["enable_moe_block"] = cfg.moe_beside_mlp
+    if cfg.moe_beside_mlp:
+        out.update(
+            num_experts=cfg.n_experts,
+            top_k_experts=cfg.n_experts_per_token,
+            moe_intermediate_size=cfg.moe_d_ff,
+        )
+
+
+def _per_type(meta: Any, key: str, kinds: tuple[str, ...], default: int) -> dict[str, int]:
+    """A per-layer integer key (or one integer for all) -> its value for each layer type, which
+    must be the same on every layer of that type."""
+    raw = meta.raw(key)
+    if raw is None:
+        raw = default
+    values = [int(v) for v in raw] if isinstance(raw, list | tuple) or hasattr(raw, "shape") else (
+        [raw] * len(kinds)
+    )
+    if len(values) != len(kinds):
+        raise ValueError(
+            f"{meta.path}: {meta.arch}.{key} has {len(values)} entries for {len(kinds)} layers"
+        )
+    out: dict[str, set[int]] = {}
+    for kind, value in zip(kinds, values, strict=True):
+        out.setdefault(kind, set()).add(value)
+    for kind, seen in out.items():
+        if len(seen) > 1:
+            raise ValueError(
+                f"{meta.path}: {meta.arch}.{key} differs between {kind} layers {sorted(seen)}; "
+                "glassformer builds one value per layer type"
+            )
+    return {kind: seen.pop() for kind, seen in out.items()}
+
+
+def _read_gemma4_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp's gemma4 metadata (key names from gguf.constants): key_length(_swa) and
+    rope.dimension_count(_swa) are the full and sliding layers' head_dim, head_count_kv and
+    feed_forward_length may be per-layer arrays, sliding_window_pattern is one bool per layer
+    (true: sliding). Keys-equal-values shows as full layers without attn_v."""
+    from glassformer.loaders.gguf import proportional_rope
+
+    n_layers, tensors = fields["n_layers"], meta.header.tensors
+    pattern = meta.raw("attention.sliding_window_pattern")
+    if not (isinstance(pattern, list | tuple) or hasattr(pattern, "shape")):
+        raise ValueError(
+            f"{meta.path}: {meta.arch}.attention.sliding_window_pattern should be one bool per "
+            f"layer, got {pattern!r}"
+        )
+    if len(pattern) != n_layers:
+        raise ValueError(
+            f"{meta.path}: {meta.arch}.attention.sliding_window_pattern has {len(pattern)} "
+            f"entries for {n_layers} layers"
+        )
+    kinds = tuple("sliding" if bool(p) else "full" for p in pattern)
+    head_dim, global_head_dim = meta.int("attention.key_length_swa"), meta.int(
+        "attention.key_length"
+    )
+    for key, want in (
+        ("attention.value_length_swa", head_dim),
+        ("attention.value_length", global_head_dim),
+        ("rope.dimension_count_swa", head_dim),
+        ("rope.dimension_count", global_head_dim),
+    ):
+        if meta.int(key, want) != want:
+            raise ValueError(
+                f"{meta.path}: {meta.arch}.{key}={meta.int(key)} differs from the head size "
+                f"{want}; only whole-head rotary (and keys as wide as values) is supported"
+            )
+    kv = _per_type(meta, "attention.head_count_kv", kinds, fields["n_heads"])
+    shared = meta.int("attention.shared_kv_layers", 0)
+    ff = _per_type(
+        meta, "feed_forward_length", tuple(
+            k + ("+shared" if i >= n_layers - shared else "") for i, k in enumerate(kinds)
+        ), fields["d_ff"],
+    )  # fmt: skip
+    own_ff = {v for k, v in ff.items() if not k.endswith("+shared")}
+    shared_ff = {v for k, v in ff.items() if k.endswith("+shared")}
+    if len(own_ff) != 1 or not shared_ff <= {*own_ff, 2 * min(own_ff)} or len(shared_ff) > 1:
+        raise ValueError(
+            f"{meta.path}: {meta.arch}.feed_forward_length {ff} is not one width (doubled on "
+            "the KV-sharing layers at most)"
+        )
+    d_ff = own_ff.pop()
+    full_own = [i for i, k in enumerate(kinds) if k == "full" and i < n_layers - shared]
+    with_v = {f"blk.{i}.attn_v.weight" in tensors for i in full_own}
+    if len(with_v) > 1:
+        raise ValueError(f"{meta.path}: some full-attention layers have attn_v, others not")
+    ple = meta.int("embedding_length_per_layer_input", 0)
+    ple_table = tensors.get("per_layer_token_embd.weight")
+    return dict(
+        activation="gelu_tanh",
+        layer_types=kinds,
+        sliding_window=meta.int("attention.sliding_window"),
+        head_dim=head_dim,
+        global_head_dim=global_head_dim,
+        n_kv_heads=kv.get("sliding", kv.get("full")),
+        global_n_kv_heads=kv.get("full"),
+        global_k_eq_v=with_v == {False},
+        n_kv_shared_layers=shared,
+        d_ff=d_ff,
+        double_wide_mlp=bool(shared_ff) and shared_ff != {d_ff},
+        per_layer_dim=ple,
+        per_layer_vocab_size=ple_table.shape[0] if ple and ple_table else 0,
+        rope_fraction=1.0,
+        rope_theta_local=meta.float("rope.freq_base_swa", 10000.0),
+        rope_scaling=proportional_rope(meta.header, global_head_dim),
+        final_logit_softcap=meta.float("final_logit_softcapping"),
+    )
+
+
+GEMMA4_TEXT = like(
+    GEMMA3_TEXT, "gemma4_text",
+    traits=dict(norm_unit_offset=False, qk_norm=True, v_norm=True, layer_scalar=True,
+                query_pre_attn_scalar=1.0),
+    hf_keys={
+        "hidden_size_per_layer_input": "per_layer_dim",
+        "vocab_size_per_layer_input": "per_layer_vocab_size",
+        "attention_k_eq_v": "global_k_eq_v", "num_kv_shared_layers": "n_kv_shared_layers",
+        "use_double_wide_mlp": "double_wide_mlp",
+    },
+    hf_defaults=dict(
+        vocab_size=262_144, hidden_size=2304, intermediate_size=9216, num_hidden_layers=30,
+        num_attention_heads=8, num_key_value_heads=4, head_dim=256, sliding_window=512,
+        max_position_embeddings=131_072, final_logit_softcapping=None,
+        vocab_size_per_layer_input=262_144, hidden_size_per_layer_input=256,
+        attention_k_eq_v=False, num_kv_shared_layers=0, use_double_wide_mlp=False,
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                               "rope_theta": 1_000_000.0},
+        },
+    ),
+    hf_fixed={"use_bidirectional_attention": ((None, "vision"), "bidirectional attention "
+                                              "over all tokens")},
+    hf_no_math={"sliding_window_pattern"},  # HF's Gemma 4 fixes the default period at 6
+    drop_keys=("query_pre_attn_scalar", "attn_logit_softcapping", "rope_theta",
+               "rope_local_base_freq"),
+    hf_rope_types=("default", "linear", "llama3", "yarn", "proportional"),
+    hf_period_key=None,
+    read_hf=_read_gemma4,
+    write_hf=_write_gemma4,
+    # llama.cpp's converter stores Gemma 4's norm weights as they are: unlike Gemma 3's
+    # (1 + w), HF's Gemma 4 norms already multiply by w
+    gguf_arch="gemma4",
+    gguf_norm_offset=False,
+    read_gguf=_read_gemma4_gguf,
+)  # fmt: skip
+
 DEEPSEEK_V3 = like(
     LLAMA, "deepseek_v3",
     traits=dict(attention="mla", router_score="sigmoid", router_bias=True),
@@ -940,7 +1146,7 @@ FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (GPT2, LLAMA, QWEN2, QWEN3, MISTRAL, MIXTRAL, QWEN3_MOE, GEMMA2, GEMMA3_TEXT,
               DEEPSEEK_V3, PHI3, OLMO2, OLMO3, GLM4_MOE, GPT_OSS,
-              SMOLLM3, LLAMA4_TEXT, QWEN3_5_TEXT, QWEN3_5_MOE_TEXT, QWEN3_NEXT)
+              SMOLLM3, LLAMA4_TEXT, QWEN3_5_TEXT, QWEN3_5_MOE_TEXT, QWEN3_NEXT, GEMMA4_TEXT)
 }  # fmt: skip
 
 # HF model types whose config wraps the text model: (wrapper, key of the text part, its type)
@@ -949,6 +1155,7 @@ HF_WRAPPERS = {
     "llama4": ("text_config", "llama4_text"),
     "qwen3_5": ("text_config", "qwen3_5_text"),
     "qwen3_5_moe": ("text_config", "qwen3_5_moe_text"),
+    "gemma4": ("text_config", "gemma4_text"),
 }
 
 GGUF_ARCHITECTURES: dict[str, Family] = {f.gguf_arch: f for f in FAMILIES.values() if f.gguf_arch}

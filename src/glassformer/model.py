@@ -2,6 +2,8 @@
 
     x_0 = Emb(t) (* sqrt(d) for Gemma) (+ P(pos) for learned absolute positions, GPT-2)
     x_l = Block_l(x_{l-1})                                  l = 1 .. n_layers
+          (Gemma 4: Block_l also reads its per-layer input e_l(t, x_0), and its KV-sharing
+          layers the keys and values of an earlier layer)
     logits = W_head Norm(x_L)    (W_head = Emb^T when tied; c * tanh(logits / c) when capped)
 
 Everything that differs between GPT-2, Llama, Qwen, Gemma, Mixtral and DeepSeek-V3 is read from
@@ -23,8 +25,10 @@ from glassformer.components.gated_deltanet import GatedDeltaNet, GatedRMSNorm
 from glassformer.components.head_loss import IGNORE, head_weight, linear_cross_entropy
 from glassformer.components.kv_cache import KVCache
 from glassformer.components.moe import Experts, Router
+from glassformer.components.moe_beside_mlp import ScaledRouter
 from glassformer.components.mtp import MTPModule
 from glassformer.components.norms import make_norm
+from glassformer.components.per_layer_embeddings import PerLayerEmbeddings
 from glassformer.components.rope import RotaryEmbedding, rotary_for_layer
 from glassformer.config import Config
 
@@ -43,6 +47,7 @@ class Transformer(nn.Module):
             if config.position == "learned"
             else None
         )
+        self.per_layer_embed = PerLayerEmbeddings(config) if config.per_layer_dim else None
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.final_norm = make_norm(config)
         self.lm_head = (
@@ -87,6 +92,10 @@ class Transformer(nn.Module):
                 nn.init.normal_(module.weight, 0.0, std)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, ScaledRouter):
+                nn.init.normal_(module.weight, 0.0, std)
+                nn.init.ones_(module.scale)
+                nn.init.ones_(module.expert_scale)
             elif isinstance(module, Experts):
                 for pname, p in module.named_parameters():
                     if pname.endswith("_bias"):
@@ -137,6 +146,9 @@ class Transformer(nn.Module):
             if cfg.layer_type(i) == "linear":  # a fixed-size state instead of keys and values
                 shapes.append(self.layers[i].attn.new_state(batch_size, dtype, device))
                 continue
+            if cfg.kv_source(i) is not None:  # KV sharing: attends to another layer's cache
+                shapes.append(None)
+                continue
             window = cfg.kv_span(i)
             ring = window is not None and window < max_seq_len
             capacity = window if ring and window is not None else max_seq_len
@@ -151,8 +163,7 @@ class Transformer(nn.Module):
                     )
                 )
             else:
-                assert cfg.n_kv_heads is not None and cfg.head_dim is not None
-                shape = (batch_size, cfg.n_kv_heads, capacity, cfg.head_dim)
+                shape = (batch_size, cfg.layer_n_kv_heads(i), capacity, cfg.layer_head_dim(i))
                 shapes.append((shape, shape, capacity, ring, 2))
         return KVCache.allocate(shapes, dtype, device, max_seq_len)
 
@@ -215,13 +226,24 @@ class Transformer(nn.Module):
         x = self.embed_tokens(input_ids)
         if self.pos_embed is not None:
             x = x + self.pos_embed(self._row_positions(positions, key_valid))
+        per_layer = (
+            self.per_layer_embed(input_ids, x) if self.per_layer_embed is not None else None
+        )
+        # KV sharing: the keys and values each source layer attended to, for the later layers
+        shared_kv: dict | None = {} if self.config.n_kv_shared_layers else None
         # RoPE needs no per-row offsets for left padding: q.k depends only on p_i - p_j.
         rope = self.rope_tables(positions, x.dtype)
         for i, block in enumerate(self.layers):
             use_rope = rope and self.config.uses_rope(i)
             layer_rope = rope.get(self.config.layer_type(i)) if use_rope else None
             layer_cache = cache.layers[i] if cache is not None else None
-            x = block(x, layer_rope, positions, layer_cache, key_valid)
+            if per_layer is None and shared_kv is None:
+                x = block(x, layer_rope, positions, layer_cache, key_valid)
+            else:
+                layer_input = per_layer[:, :, i] if per_layer is not None else None
+                x = block(
+                    x, layer_rope, positions, layer_cache, key_valid, layer_input, shared_kv
+                )
         if cache is not None:
             cache.length += t
         return x, positions, rope

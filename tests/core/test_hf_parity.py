@@ -67,6 +67,9 @@ def test_sliding_layers_keep_only_their_window(pair: tuple) -> None:
         if ours.config.layer_type(i) == "linear":  # a fixed-size state, whatever the length
             assert 0 < layer.nbytes() == longer.layers[i].nbytes(), f"{name} layer {i}"
             continue
+        if ours.config.kv_source(i) is not None:  # KV sharing: attends to another layer's cache
+            assert layer is None, f"{name} layer {i} shares KV but has a cache"
+            continue
         window = ours.config.kv_span(i)  # a window, or an attention chunk
         expected = min(window, SEQ) if window is not None else SEQ
         assert layer.capacity == expected, f"{name} layer {i}"

@@ -42,6 +42,17 @@ HF_TO_GGUF = {
     "feed_forward.shared_expert.down_proj": "ffn_down_shexp",
 }
 PERMUTED = ("llama", "smollm3")  # converters that permute Q/K rows (llama4's does not)
+# Gemma 4 (names from gguf.constants' MODEL_TENSORS[GEMMA4])
+GEMMA4_TOP = {
+    "model.embed_tokens_per_layer.weight": "per_layer_token_embd.weight",
+    "model.per_layer_model_projection.weight": "per_layer_model_proj.weight",
+    "model.per_layer_projection_norm.weight": "per_layer_proj_norm.weight",
+}
+GEMMA4_LAYER = {
+    "per_layer_input_gate": "inp_gate",
+    "per_layer_projection": "proj",
+    "post_per_layer_input_norm": "post_norm",
+}
 
 
 def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -126,9 +137,16 @@ def hf_to_gguf(
     arch: str, hf_config: Any, hf_state: dict[str, torch.Tensor]
 ) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    gemma = arch == "gemma3"
+    gemma = arch in ("gemma3", "gemma4")
     for name, t in hf_state.items():
         w = t.detach().float().numpy().copy()
+        scalar = re.fullmatch(r"model\.layers\.(\d+)\.layer_scalar", name)
+        if scalar:  # Gemma 4's stored per-layer scalar (a buffer)
+            out[f"blk.{scalar.group(1)}.layer_output_scale.weight"] = w
+            continue
+        if name in GEMMA4_TOP:
+            out[GEMMA4_TOP[name]] = w
+            continue
         if arch == "gpt-oss" and (split := gpt_oss_tensors(name, w)) is not None:
             out.update(split)
             continue
@@ -161,6 +179,8 @@ def hf_to_gguf(
             part = m.group(2)
             if gemma and part == "post_attention_layernorm":
                 sub = "post_attention_norm"  # Gemma's post-attention (sandwich) norm
+            elif part in GEMMA4_LAYER:
+                sub = GEMMA4_LAYER[part]
             else:
                 sub = ARCH_NAMES.get(arch, {}).get(part) or HF_TO_GGUF[part]
             key = f"blk.{m.group(1)}.{sub}.{m.group(3)}"
@@ -168,7 +188,7 @@ def hf_to_gguf(
             w = llama_cpp_permute(w, hf_config.num_attention_heads)
         if arch in PERMUTED and re.search(r"\.attn_k\.", key):
             w = llama_cpp_permute(w, hf_config.num_key_value_heads)
-        if gemma and key.endswith("norm.weight"):
+        if arch == "gemma3" and key.endswith("norm.weight"):
             w = w + np.float32(1.0)
         out[key] = w
     rope = getattr(hf_config, "rope_parameters", None) or {}
@@ -280,3 +300,59 @@ def base_kv(hf_config: Any, arch: str) -> dict[str, Any]:
         kv["attention.key_length"] = int(head_dim)
         kv["attention.value_length"] = int(head_dim)
     return kv
+
+
+def gemma4_kv(c: Any) -> dict[str, Any]:
+    """llama.cpp's gemma4 metadata for an HF Gemma4TextConfig (no MoE), per-layer arrays where
+    layers differ."""
+    full = [t == "full_attention" for t in c.layer_types]
+    global_head_dim, _ = _full_layer_shape(c)
+    head_dim = int(c.per_layer_config[full.index(False)].head_dim)
+    first_shared = c.num_hidden_layers - c.num_kv_shared_layers
+    ff = [
+        c.intermediate_size * (2 if c.use_double_wide_mlp and i >= first_shared else 1)
+        for i in range(c.num_hidden_layers)
+    ]
+    return {
+        "context_length": int(c.max_position_embeddings),
+        "embedding_length": int(c.hidden_size),
+        "block_count": int(c.num_hidden_layers),
+        "feed_forward_length": ff,
+        "attention.head_count": int(c.num_attention_heads),
+        "attention.head_count_kv": [
+            int(c.per_layer_config[i].num_key_value_heads) for i in range(c.num_hidden_layers)
+        ],
+        "attention.key_length": global_head_dim,
+        "attention.value_length": global_head_dim,
+        "attention.key_length_swa": head_dim,
+        "attention.value_length_swa": head_dim,
+        "attention.layer_norm_rms_epsilon": float(c.rms_norm_eps),
+        "attention.sliding_window": int(c.sliding_window),
+        "attention.sliding_window_pattern": [not f for f in full],
+        "attention.shared_kv_layers": int(c.num_kv_shared_layers),
+        "embedding_length_per_layer_input": int(c.hidden_size_per_layer_input),
+        "rope.dimension_count": global_head_dim,
+        "rope.dimension_count_swa": head_dim,
+        "rope.freq_base": float(c.rope_parameters["full_attention"]["rope_theta"]),
+        "rope.freq_base_swa": float(c.rope_parameters["sliding_attention"]["rope_theta"]),
+        "final_logit_softcapping": float(c.final_logit_softcapping),
+        "vocab_size": int(c.vocab_size),
+    }
+
+
+def gemma4_rope_freqs(c: Any) -> np.ndarray:
+    """Proportional RoPE as llama.cpp frequency divisors: 1 (or the factor) on the kept
+    frequencies, a divisor no position can turn on the rest."""
+    rope = c.rope_parameters["full_attention"]
+    head_dim, _ = _full_layer_shape(c)
+    half = head_dim // 2
+    kept = int(rope.get("partial_rotary_factor", 1.0) * head_dim // 2)
+    out = np.full(half, 1e30, dtype=np.float32)
+    out[:kept] = rope.get("factor", 1.0)
+    return out
+
+
+def _full_layer_shape(c: Any) -> tuple[int, int]:
+    """(head_dim, KV heads) of HF's full-attention layers (its per-layer config)."""
+    layer = c.per_layer_config[c.layer_types.index("full_attention")]
+    return int(layer.head_dim), int(layer.num_key_value_heads)

@@ -221,3 +221,42 @@ def test_llama4_settings_llama_cpp_does_not_read_are_refused(
     )
     with pytest.raises(ValueError, match=message):
         load_gguf(path)
+
+
+def _gemma4_gguf(tmp_path: Path, **kv_changes: object) -> tuple[object, Path]:
+    from tests.families import build_hf
+    from tests.loaders.gguf_builders import gemma4_kv, gemma4_rope_freqs
+
+    hf = build_hf("gemma4_text")  # per-layer inputs, k=v, shared KV, double-wide MLPs
+    tensors = hf_to_gguf("gemma4", hf.config, hf.state_dict())
+    tensors["rope_freqs.weight"] = gemma4_rope_freqs(hf.config)  # proportional RoPE
+    kv = {**gemma4_kv(hf.config), **kv_changes}
+    return hf, write_gguf(tmp_path / "gemma4.gguf", "gemma4", kv, tensors)
+
+
+def test_gemma4_gguf_matches_the_hf_model(tmp_path: Path) -> None:
+    from tests.families import SEQ, VOCAB
+
+    hf, path = _gemma4_gguf(tmp_path)
+    cfg, state = load_gguf(path)
+    assert cfg.global_k_eq_v and cfg.n_kv_shared_layers == 3 and cfg.double_wide_mlp
+    assert cfg.rope_scaling is not None and cfg.rope_scaling.proportion == 0.25
+    assert "layers.5.attn.k_proj.weight" not in state  # a KV-sharing layer
+    model = load_model(path)
+    ids = torch.randint(0, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (model(ids) - hf(ids).logits).abs().max().item()  # type: ignore[operator]
+    assert diff <= 1e-4, diff
+
+
+def test_gemma4_moe_gguf_is_refused(tmp_path: Path) -> None:
+    # the router's scale and per-expert scale have no GGUF tensor names in gguf.constants
+    _, path = _gemma4_gguf(tmp_path, expert_count=4, expert_used_count=2)
+    with pytest.raises(ValueError, match="mixture-of-experts"):
+        load_gguf(path)
+
+
+def test_gemma4_gguf_with_differing_kv_heads_per_type_is_refused(tmp_path: Path) -> None:
+    _, path = _gemma4_gguf(tmp_path, **{"attention.head_count_kv": [2, 1, 2, 4, 1, 1]})
+    with pytest.raises(ValueError, match="head_count_kv differs between sliding layers"):
+        load_gguf(path)

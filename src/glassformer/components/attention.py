@@ -22,6 +22,13 @@ and is then dropped:
     a_ij = exp(s_ij) / (exp(sink_h) + sum_j' exp(s_ij'))
 so a row's weights sum to less than one and a head can attend to nothing in particular.
 
+Gemma 4 (Gemma Team 2026) varies the shapes per layer, as the config says: its full-attention
+layers have their own head_dim and KV heads and may project keys only, using them as values
+too (v = x W_k, before the key's norm and RoPE); values may be RMS-normalised per head without
+a learned scale; and its last `n_kv_shared_layers` layers project queries only and attend to
+the keys and values of the last earlier layer of their type (KV sharing, from Gemma 3n), so
+they hold no cache of their own.
+
 The softmax(q k^T) v step is one call, `attention` (`glassformer.kernels.dispatch`, where the
 choice between glassformer's causal kernel, PyTorch's SDPA and the spelled-out scores lives).
 """
@@ -32,7 +39,7 @@ import torch
 from torch import nn
 
 from glassformer.components.kv_cache import LayerCache, attention_mask
-from glassformer.components.norms import RMSNorm
+from glassformer.components.norms import RMSNorm, UnscaledRMSNorm
 from glassformer.components.rope import apply_rotary
 from glassformer.components.temperature import attention_temperature, unit_rms_norm
 from glassformer.config import Config
@@ -42,34 +49,36 @@ from glassformer.kernels.dispatch import attention
 class Attention(nn.Module):
     def __init__(self, config: Config, layer: int) -> None:
         super().__init__()
-        assert config.head_dim is not None and config.n_kv_heads is not None
-        self.n_heads, self.n_kv_heads, self.head_dim = (
-            config.n_heads,
-            config.n_kv_heads,
-            config.head_dim,
-        )
-        d, hd = config.d_model, config.head_dim
+        self.n_heads = config.n_heads
+        self.n_kv_heads = hk = config.layer_n_kv_heads(layer)
+        self.head_dim = hd = config.layer_head_dim(layer)
+        d = config.d_model
+        # KV sharing: the layer whose keys and values this one attends to (None: its own), and
+        # whether a later layer attends to this one's
+        self.layer, self.kv_source = layer, config.kv_source(layer)
+        self.hands_on_kv = any(config.kv_source(j) == layer for j in range(config.n_layers))
+        own_kv = self.kv_source is None
         self.gated = config.attn_output_gate
         q_width = config.n_heads * hd * (2 if self.gated else 1)
         self.q_proj = nn.Linear(d, q_width, bias=config.qkv_bias)
-        self.k_proj = nn.Linear(d, config.n_kv_heads * hd, bias=config.qkv_bias)
-        self.v_proj = nn.Linear(d, config.n_kv_heads * hd, bias=config.qkv_bias)
+        self.k_proj = nn.Linear(d, hk * hd, bias=config.qkv_bias) if own_kv else None
+        separate_v = own_kv and not config.layer_k_eq_v(layer)
+        self.v_proj = nn.Linear(d, hk * hd, bias=config.qkv_bias) if separate_v else None
         self.o_proj = nn.Linear(config.n_heads * hd, d, bias=config.attn_out_bias)
         self.qk_norm_scope = config.qk_norm_scope
+        self.q_norm = self.k_norm = None
         if config.qk_norm:
             # one statistic per head, or over the whole projection (all heads of a token)
             q_dim, k_dim = (
-                (hd, hd)
-                if config.qk_norm_scope == "head"
-                else (config.n_heads * hd, config.n_kv_heads * hd)
+                (hd, hd) if config.qk_norm_scope == "head" else (config.n_heads * hd, hk * hd)
             )
             self.q_norm = RMSNorm(q_dim, config.norm_eps, config.norm_unit_offset)
-            self.k_norm = RMSNorm(k_dim, config.norm_eps, config.norm_unit_offset)
-        else:
-            self.q_norm = self.k_norm = None
+            if own_kv:
+                self.k_norm = RMSNorm(k_dim, config.norm_eps, config.norm_unit_offset)
+        self.v_norm = UnscaledRMSNorm(config.norm_eps) if config.v_norm and own_kv else None
         # one logit per query head (initialised by Transformer.reset_parameters)
         self.sinks = nn.Parameter(torch.empty(config.n_heads)) if config.attn_sinks else None
-        self.scale = config.attention_scale
+        self.scale = config.layer_attention_scale(layer)
         self.softcap = config.attn_logit_softcap
         self.window = config.window(layer)
         self.chunk = config.chunk(layer)
@@ -90,7 +99,10 @@ class Attention(nn.Module):
         positions: torch.Tensor,
         cache: LayerCache | None = None,
         key_valid: torch.Tensor | None = None,
+        shared_kv: dict[int, tuple] | None = None,
     ) -> torch.Tensor:
+        """`shared_kv` (KV sharing only): layer -> the keys and values it attended to in this
+        forward pass, filled by the layers that hand them on, read by the ones that share."""
         b, t, _ = x.shape
         q = self.q_proj(x)
         gate = None
@@ -98,9 +110,17 @@ class Attention(nn.Module):
             q, gate = q.view(b, t, self.n_heads, 2 * self.head_dim).chunk(2, dim=-1)
             gate = gate.reshape(b, t, -1)
         q = q.reshape(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        out = self.mix_heads(q, k, v, rope, positions, cache, key_valid)
+        if self.k_proj is None:
+            assert shared_kv is not None, "a KV-sharing layer needs its source layer's keys"
+            out = self._attend_shared(q, rope, positions, shared_kv[self.kv_source], key_valid)
+        else:
+            k = self.k_proj(x)
+            v = k if self.v_proj is None else self.v_proj(x)  # keys-equal-values: k before norm
+            k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            if self.v_norm is not None:
+                v = self.v_norm(v)
+            out = self.mix_heads(q, k, v, rope, positions, cache, key_valid, shared_kv)
         if gate is not None:
             out = out * torch.sigmoid(gate)
         return self.o_proj(out)
@@ -114,6 +134,7 @@ class Attention(nn.Module):
         positions: torch.Tensor,
         cache: LayerCache | None,
         key_valid: torch.Tensor | None,
+        shared_kv: dict[int, tuple] | None = None,
     ) -> torch.Tensor:
         """Everything between the projections: projected heads q [b, h, t, d], k, v [b, hk, t, d]
         -> softmax(scale q k^T + mask) v as [b, t, h d], the output projection's input."""
@@ -126,6 +147,8 @@ class Attention(nn.Module):
             tau = attention_temperature(positions, *self.temperature)
             q = (q * tau[:, None]).to(q.dtype)
         k, v, key_positions = self._append_to_cache(k, v, positions, cache, q.dtype)
+        if shared_kv is not None and self.hands_on_kv:
+            shared_kv[self.layer] = (k, v, key_positions, cache is not None)
         mask = attention_mask(
             positions, key_positions, self.window, key_valid, cache is not None, self.chunk
         )
@@ -133,6 +156,38 @@ class Attention(nn.Module):
             q, k, v, mask, scale=self.scale, softcap=self.softcap, sinks=self.sinks, impl=self.impl
         )
         return out.transpose(1, 2).reshape(b, t, -1)
+
+    def _attend_shared(
+        self,
+        q: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        positions: torch.Tensor,
+        source: tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool],
+        key_valid: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """KV sharing: the new queries attend to the keys and values (already normalised,
+        rotated and cached) that the source layer attended to."""
+        b, _, t, _ = q.shape
+        k, v, key_positions, cached = source
+        if self.q_norm is not None:
+            q = self.q_norm(q) if self.qk_norm_scope == "head" else _across_heads(self.q_norm, q)
+        if rope is not None:
+            q = apply_rotary(q, *rope, interleaved=self.interleaved)
+        if self.l2_eps is not None:
+            q = unit_rms_norm(q, self.l2_eps)
+        if self.temperature is not None:
+            tau = attention_temperature(positions, *self.temperature)
+            q = (q * tau[:, None]).to(q.dtype)
+        mask = attention_mask(positions, key_positions, self.window, key_valid, cached, self.chunk)
+        out = attention(
+            q, k, v, mask, scale=self.scale, softcap=self.softcap, sinks=self.sinks, impl=self.impl
+        )
+        return out.transpose(1, 2).reshape(b, t, -1)
+
+    @property
+    def fusable(self) -> bool:
+        """Whether q, k and v are three plain projections of x (what `inference` fuses)."""
+        return self.k_proj is not None and self.v_proj is not None and self.v_norm is None
 
     def _qk_norm(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """QK-norm, if configured: each query and key head RMS-normalised (Qwen3), or each

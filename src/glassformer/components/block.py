@@ -8,7 +8,9 @@ Output-norm keeps the residual stream unnormalised, like pre-norm, but normalise
 sublayer adds to it instead of what it reads ("2 OLMo 2 Furious", for training stability).
 The token mixer ("Attn") is standard attention (MHA/GQA/MQA), MLA, or, on a layer of type
 "linear", Gated DeltaNet linear attention; the feed-forward dense or MoE, as the config says for
-this layer.
+this layer. Gemma 4 adds three steps after the feed-forward layer, each set by the config:
+routed experts beside the dense MLP (`moe_beside_mlp.py`), the layer's per-layer input
+embedding (`per_layer_embeddings.py`), and a stored scalar that multiplies the block's output.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from glassformer.components.gated_deltanet import GatedDeltaNet
 from glassformer.components.mla import MultiHeadLatentAttention
 from glassformer.components.mlp import MLP
 from glassformer.components.moe import MoE
+from glassformer.components.moe_beside_mlp import MoEBesideMLP
 from glassformer.components.norms import make_norm
+from glassformer.components.per_layer_embeddings import PerLayerInput
 from glassformer.config import Config
 
 
@@ -43,10 +47,20 @@ class Block(nn.Module):
             else Attention(config, layer)
         )
         self.mlp_norm = make_norm(config) if pre else None
-        self.mlp: nn.Module = MoE(config) if config.is_moe_layer(layer) else MLP(config)
+        beside = config.moe_beside_mlp and config.is_moe_layer(layer)
+        if config.is_moe_layer(layer) and not beside:
+            self.mlp: nn.Module = MoE(config)
+        else:
+            self.mlp = MLP(config, d_ff=config.layer_d_ff(layer))
+        self.moe = MoEBesideMLP(config) if beside else None
         post = config.norm_placement in ("sandwich", "output")
         self.post_attn_norm = make_norm(config) if post else None
         self.post_mlp_norm = make_norm(config) if post else None
+        self.per_layer_input = PerLayerInput(config) if config.per_layer_dim else None
+        if config.layer_scalar:
+            self.register_buffer("layer_scalar", torch.ones(1))
+        else:
+            self.layer_scalar = None
 
     def forward(
         self,
@@ -55,18 +69,30 @@ class Block(nn.Module):
         positions: torch.Tensor,
         cache: Any = None,
         key_valid: torch.Tensor | None = None,
+        per_layer_input: torch.Tensor | None = None,
+        shared_kv: dict | None = None,
     ) -> torch.Tensor:
+        """`per_layer_input`: this layer's per-layer embedding; `shared_kv`: keys and values
+        that KV-sharing layers hand on (see `Attention.forward`)."""
         if self.placement == "post":
             x = self.attn_norm(x + self.mix(x, rope, positions, cache, key_valid))
             return self.mlp_norm(x + self.mlp(x))
-        h = self.mix(_maybe(self.attn_norm, x), rope, positions, cache, key_valid)
+        h = self.mix(_maybe(self.attn_norm, x), rope, positions, cache, key_valid, shared_kv)
         if self.post_attn_norm is not None:
             h = self.post_attn_norm(h)
         x = x + h
         h = self.mlp(_maybe(self.mlp_norm, x))
+        if self.moe is not None:
+            h = self.moe(x, h)
         if self.post_mlp_norm is not None:
             h = self.post_mlp_norm(h)
-        return x + h
+        x = x + h
+        if self.per_layer_input is not None:
+            assert per_layer_input is not None
+            x = self.per_layer_input(x, per_layer_input)
+        if self.layer_scalar is not None:
+            x = x * self.layer_scalar
+        return x
 
     def mix(
         self,
@@ -75,11 +101,14 @@ class Block(nn.Module):
         positions: torch.Tensor,
         cache: Any,
         key_valid: torch.Tensor | None,
+        shared_kv: dict | None = None,
     ) -> torch.Tensor:
         """The token mixer. A linear layer needs no positions: its cache entry is its state, and
         of the padding it needs only the new tokens' (key_valid is indexed by position)."""
         if self.linear:
             return self.attn(x, cache, None if key_valid is None else key_valid[:, positions])
+        if shared_kv is not None:  # KV sharing (Gemma 4)
+            return self.attn(x, rope, positions, cache, key_valid, shared_kv)
         return self.attn(x, rope, positions, cache, key_valid)
 
 

@@ -80,8 +80,9 @@ class LayerCache:
 
 class KVCache:
     """All layers' caches plus the number of tokens already processed. An entry of `layers` is a
-    `LayerCache` (attention) or a fixed-size state object with `nbytes()` and `reset()` (linear
-    attention)."""
+    `LayerCache` (attention), a fixed-size state object with `nbytes()` and `reset()` (linear
+    attention), or None (a layer that attends to another layer's cache: Gemma 4's KV
+    sharing)."""
 
     def __init__(self, layers: list[Any], max_seq_len: int) -> None:
         self.layers = layers
@@ -98,7 +99,7 @@ class KVCache:
         for layer in self.layers:
             if isinstance(layer, LayerCache):
                 layer.positions.fill_(-1)
-            else:
+            elif layer is not None:
                 layer.reset()
 
     def record_padding(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -132,6 +133,7 @@ class KVCache:
             if isinstance(layer, LayerCache)
             else layer.nbytes()
             for layer in self.layers
+            if layer is not None
         )
 
     @staticmethod
@@ -142,7 +144,7 @@ class KVCache:
         max_seq_len: int,
     ) -> KVCache:
         """shapes: per layer (keys shape, values shape, capacity, ring, seq_dim), or a state
-        object already allocated (linear layers), kept as it is."""
+        object already allocated (linear layers) or None (no cache), kept as it is."""
 
         def build(shape: Any) -> Any:
             if not isinstance(shape, tuple):

@@ -22,6 +22,10 @@ Context-extension schemes change the frequencies w_i:
   position. Keys cached earlier with the short set would then disagree with the new ones, so
   the model re-runs the sequence once when it first grows past L0, as HF's Phi-3 generation
   does by dropping its cache (`Transformer.hidden_states`).
+- proportional (Gemma 4's global layers): the w_i of a rotary over the whole head, of which
+  only the first floor(proportion * d / 2) are kept and the rest set to 0 (those pairs are not
+  rotated), all divided by `factor`. Unlike partial rotary, the kept frequencies are spaced as
+  for the full width and the rotated pairs span the two halves of the whole head.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ def inverse_frequencies(
         return _llama3(inv_freq, scaling), 1.0
     if scaling.type == "longrope":
         return longrope(dim, theta, scaling, long=False)
+    if scaling.type == "proportional":
+        return _proportional(dim, theta, scaling), 1.0
     return _yarn(dim, theta, scaling)
 
 
@@ -62,6 +68,14 @@ def longrope(dim: int, theta: float, s: RopeScaling, long: bool) -> tuple[torch.
     else:
         attention_factor = math.sqrt(1 + math.log(s.factor) / math.log(s.original_max_seq_len))
     return inv_freq, attention_factor
+
+
+def _proportional(dim: int, theta: float, s: RopeScaling) -> torch.Tensor:
+    assert s.proportion is not None
+    kept = int(s.proportion * dim // 2)
+    exponents = torch.arange(0, 2 * kept, 2, dtype=torch.int64).float() / dim
+    inv_freq = torch.cat((1.0 / (theta**exponents), torch.zeros(dim // 2 - kept)))
+    return inv_freq / s.factor
 
 
 def _llama3(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
@@ -140,10 +154,12 @@ class RotaryEmbedding(torch.nn.Module):
 
 
 def rotary_for_layer(config: Config, local: bool) -> RotaryEmbedding:
-    """Global layers use rope_theta (+ scaling); sliding layers may use their own theta."""
+    """Global layers use rope_theta (+ scaling); sliding layers may use their own theta (and,
+    in Gemma 4, their own head_dim)."""
     if local and config.rope_theta_local is not None:
-        return RotaryEmbedding(config.rope_dim, config.rope_theta_local, None)
-    return RotaryEmbedding(config.rope_dim, config.rope_theta, config.rope_scaling)
+        return RotaryEmbedding(config.rope_dim_of("sliding"), config.rope_theta_local, None)
+    dim = config.rope_dim_of("sliding" if local else "full")
+    return RotaryEmbedding(dim, config.rope_theta, config.rope_scaling)
 
 
 def apply_rotary(

@@ -498,6 +498,16 @@ def sliding_summary(cfg: Config, mode: str, seq: int, batch: int, dt: DType) -> 
     window = cfg.sliding_window or seq
     cache = (n_sliding * min(seq, window) + n_full * seq) * batch * per_token * dt.kv_bytes
     full = cfg.n_layers * seq * batch * per_token * dt.kv_bytes
+    if cfg.layer_types is not None and cfg.attention == "mha":
+        # per layer (a list exists): Gemma 4's shapes differ by type, KV-sharing layers hold none
+        per_layer = [
+            (cfg.window(i), 2 * cfg.layer_n_kv_heads(i) * cfg.layer_head_dim(i))
+            for i in range(cfg.n_layers)
+            if cfg.kv_source(i) is None
+        ]
+        slots = sum(min(seq, w or seq) * elems for w, elems in per_layer)
+        cache = slots * batch * dt.kv_bytes
+        full = sum(seq * elems for _, elems in per_layer) * batch * dt.kv_bytes
     return {
         "sliding_layers": n_sliding,
         "full_layers": n_full,

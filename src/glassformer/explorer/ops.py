@@ -166,7 +166,7 @@ class LayerSpans:
 class Section:
     key: str
     title: str
-    kind: str  # embed | block | head | mtp | optimizer
+    kind: str  # embed | per_layer | block | head | mtp | optimizer
     layers: LayerSpans = field(default_factory=LayerSpans)
     ops: list[Op] = field(default_factory=list)
 
@@ -462,21 +462,25 @@ def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op
 
 # --- attention ---------------------------------------------------------------------------------
 def mha_ops(cfg: Config, layer: int, src: str, g: Geometry, cache: bool) -> list[Op]:
-    assert cfg.head_dim is not None and cfg.n_kv_heads is not None
-    d, h, hkv, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    # Gemma 4's layers differ: their own head_dim and KV heads on full layers, keys reused as
+    # values (no v_proj), and KV-sharing layers that project queries only
+    d, h = cfg.d_model, cfg.n_heads
+    hkv, hd = cfg.layer_n_kv_heads(layer), cfg.layer_head_dim(layer)
+    own_kv = cfg.kv_source(layer) is None
     tok = g.tokens
     n = B * tok
     lead = (B, tok)
     gated = cfg.attn_output_gate  # q_proj also yields the output gate, h * hd more rows
-    ops = [
-        linear("attn.q_proj", src, n, lead, d, h * hd * (2 if gated else 1), cfg.qkv_bias),
-        linear("attn.k_proj", src, n, lead, d, hkv * hd, cfg.qkv_bias),
-        linear("attn.v_proj", src, n, lead, d, hkv * hd, cfg.qkv_bias),
-    ]
-    q_src, k_src = "attn.q_proj", "attn.k_proj"
+    ops = [linear("attn.q_proj", src, n, lead, d, h * hd * (2 if gated else 1), cfg.qkv_bias)]
+    if own_kv:
+        ops.append(linear("attn.k_proj", src, n, lead, d, hkv * hd, cfg.qkv_bias))
+    if own_kv and not cfg.layer_k_eq_v(layer):
+        ops.append(linear("attn.v_proj", src, n, lead, d, hkv * hd, cfg.qkv_bias))
+    q_src, k_src = "attn.q_proj", "attn.k_proj" if own_kv else "kv_source"
     q_shape, k_shape = (B, h, tok, hd), (B, hkv, tok, hd)
     if cfg.qk_norm:
-        for which, shape, heads, host in (("q", q_shape, h, q_src), ("k", k_shape, hkv, k_src)):
+        normed = (("q", q_shape, h, q_src), ("k", k_shape, hkv, k_src))[: 2 if own_kv else 1]
+        for which, shape, heads, host in normed:
             if cfg.qk_norm_scope == "head":
                 op = norm(cfg, f"attn.{which}_norm", host, n * heads, shape[:-1], hd, host, True)
                 op.note = "per-head RMSNorm (QK-norm)"
@@ -484,20 +488,24 @@ def mha_ops(cfg: Config, layer: int, src: str, g: Geometry, cache: bool) -> list
                 op = norm(cfg, f"attn.{which}_norm", host, n, lead, heads * hd, host, rms=True)
                 op.note = "RMSNorm over all heads of the projection (QK-norm)"
             ops.append(op)
-        q_src, k_src = "attn.q_norm", "attn.k_norm"
+        q_src, k_src = "attn.q_norm", "attn.k_norm" if own_kv else k_src
     rope = cfg.uses_rope(layer)
     if rope:
-        ops.append(rope_op("attn.rope_q", q_src, q_shape, n * h, cfg.rope_dim, "attn.q_proj"))
-        ops.append(rope_op("attn.rope_k", k_src, k_shape, n * hkv, cfg.rope_dim, "attn.k_proj"))
-        q_src, k_src = "attn.rope_q", "attn.rope_k"
+        rot = cfg.rope_dim_of(cfg.layer_type(layer))
+        ops.append(rope_op("attn.rope_q", q_src, q_shape, n * h, rot, "attn.q_proj"))
+        if own_kv:
+            ops.append(rope_op("attn.rope_k", k_src, k_shape, n * hkv, rot, "attn.k_proj"))
+            k_src = "attn.rope_k"
+        q_src = "attn.rope_q"
     if cfg.qk_l2_norm and rope:
-        for which, shape, heads, host in (("q", q_shape, h, q_src), ("k", k_shape, hkv, k_src)):
+        pairs = (("q", q_shape, h, q_src), ("k", k_shape, hkv, k_src))[: 2 if own_kv else 1]
+        for which, shape, heads, host in pairs:
             op = norm(cfg, f"attn.{which}_l2norm", host, n * heads, shape[:-1], hd, host, rms=True)
             op.params, op.w_read = 0, 0
             op.flops_other = (NORM_FLOPS["rmsnorm"] - 1) * n * heads * hd  # no weight
             op.note = "per-head RMS norm without a weight (Llama 4's L2 norm)"
             ops.append(op)
-        q_src, k_src = "attn.q_l2norm", "attn.k_l2norm"
+        q_src, k_src = "attn.q_l2norm", "attn.k_l2norm" if own_kv else k_src
     if cfg.attn_temperature_floor is not None and not rope:
         ops.append(
             Op(
@@ -515,9 +523,14 @@ def mha_ops(cfg: Config, layer: int, src: str, g: Geometry, cache: bool) -> list
             )
         )
         q_src = "attn.q_temperature"
-    v_src = "attn.v_proj"
+    v_src = "attn.v_proj" if own_kv and not cfg.layer_k_eq_v(layer) else "attn.k_proj"
+    if not own_kv:
+        v_src = "kv_source"
+    elif cfg.v_norm:
+        ops.append(unscaled_norm("attn.v_norm", v_src, n * hkv, k_shape[:-1], hd, v_src))
+        v_src = "attn.v_norm"
     per_token_kv = 2 * hkv * hd
-    if cache:
+    if cache and own_kv:
         ops.append(
             Op(
                 "attn.kv_cache_write",
@@ -1051,9 +1064,14 @@ def block_ops(
             branch = "post_attn_norm"
         ops.append(residual("attn_residual", branch, n, lead, d, attn_out))
         mlp_src = "attn_residual" if output else "mlp_norm"
-    moe = cfg.is_moe_layer(layer)
-    ffn = moe_ops(cfg, mlp_src, n, lead) if moe else mlp_ops(cfg, "mlp", mlp_src, n, lead, cfg.d_ff)
+    beside = cfg.moe_beside_mlp and cfg.is_moe_layer(layer)
+    moe = cfg.is_moe_layer(layer) and not beside
+    d_ff = cfg.layer_d_ff(layer)
+    ffn = moe_ops(cfg, mlp_src, n, lead) if moe else mlp_ops(cfg, "mlp", mlp_src, n, lead, d_ff)
     out_name = "mlp.combine" if moe else "mlp.down_proj"
+    if beside:
+        ffn += moe_beside_mlp_ops(cfg, "attn_residual", n, lead)
+        out_name = "moe.sum"
     if post:
         ops.extend(ffn)
         ops.append(residual("mlp_residual", out_name, n, lead, d, out_name))
@@ -1071,6 +1089,10 @@ def block_ops(
     for op in ops:
         if op.name == "mlp_residual":
             op.inputs[1] = Edge("attn_norm" if post else "attn_residual", op.inputs[1].shape)
+    if cfg.per_layer_dim:
+        ops += per_layer_input_ops(cfg, "mlp_residual", n, lead)
+    if cfg.layer_scalar:
+        ops.append(layer_scalar_op(ops[-1].name, n, lead, d))
     return ops
 
 
@@ -1190,6 +1212,7 @@ def layer_kinds(cfg: Config) -> dict[tuple[str, bool, bool], LayerSpans]:
     costs one step per layer."""
     n = cfg.n_layers
     uniform = cfg.layer_types is None and cfg.moe_layer_step == 1 and not cfg.nope_layers
+    uniform = uniform and not cfg.n_kv_shared_layers
     if uniform:
         dense = min(cfg.first_k_dense, n) if cfg.n_experts else n
         ltype, rope = cfg.layer_type(0), cfg.position == "rope"
@@ -1197,7 +1220,9 @@ def layer_kinds(cfg: Config) -> dict[tuple[str, bool, bool], LayerSpans]:
     else:
 
         def kind(i: int) -> tuple[str, bool, bool]:
-            return cfg.layer_type(i), cfg.is_moe_layer(i), cfg.uses_rope(i)
+            # KV-sharing layers (Gemma 4) form kinds of their own: "<type>_shared"
+            shared = "_shared" if cfg.kv_source(i) is not None else ""
+            return cfg.layer_type(i) + shared, cfg.is_moe_layer(i), cfg.uses_rope(i)
 
         parts, start = [], 0
         for i in range(1, n + 1):  # runs of equal (type, moe, rope)
@@ -1238,6 +1263,9 @@ def build_sections(
     fwd_mode = "prefill" if train else mode
     tokens: Value = 1 if mode == "decode" else T
     sections = [Section("embed", "embedding", "embed", LayerSpans(), embed_ops(cfg, tokens))]
+    if cfg.per_layer_dim:
+        ple = per_layer_embed_ops(cfg, tokens)
+        sections.append(Section("per_layer_embed", "per-layer inputs", "per_layer", ops=ple))
     for (ltype, moe, rope), layers in layer_kinds(cfg).items():
         window, chunk = cfg.window(layers.first), cfg.chunk(layers.first)
         span = f", sliding {window}" if window else (f", chunked {chunk}" if chunk else ", full")
@@ -1245,6 +1273,8 @@ def build_sections(
             span = ", linear attention"
         nope = not rope and cfg.position == "rope"
         desc = ("MoE" if moe else "dense") + span + (", NoPE" if nope else "")
+        if cfg.kv_source(layers.first) is not None:
+            desc += f", keys and values of layer {cfg.kv_source(layers.first)}"
         key = f"block.{ltype}.{'moe' if moe else 'dense'}" + (".nope" if nope else "")
         title = f"{layers.describe()} ({desc})"
         ops = block_ops(cfg, layers.first, fwd_mode, tokens, cache, order)
@@ -1317,3 +1347,136 @@ def expert_params(cfg: Config) -> int:
     gated = cfg.mlp == "glu"
     biases = ((2 if gated else 1) * cfg.moe_d_ff + cfg.d_model) if cfg.mlp_bias else 0
     return (3 if gated else 2) * cfg.d_model * cfg.moe_d_ff + biases
+
+
+# --- Gemma 4: per-layer inputs, experts beside the MLP, layer scalars, value norms -------------
+def unscaled_norm(
+    name: str, src: str, n: Value, lead: tuple[Value, ...], dim: int, host: str
+) -> Op:
+    """RMSNorm without a learned scale (Gemma 4's value heads)."""
+    return Op(
+        name,
+        "norm",
+        [Edge(src, (*lead, dim))],
+        (*lead, dim),
+        flops_other=NORM_FLOPS["rmsnorm"] * n * dim,
+        a_read=n * dim,
+        a_write=n * dim,
+        saved=n * dim,
+        fuse_into=host,
+        fused_saved=2 * n * dim,
+        note="RMSNorm without scale",
+    )
+
+
+def per_layer_embed_ops(cfg: Config, tokens: Value) -> list[Op]:
+    """e_l = (RMSNorm((x_0 W_proj)_l / sqrt(d)) + E_ple[t]_l sqrt(p)) / sqrt(2), all L layers."""
+    d, p, layers = cfg.d_model, cfg.per_layer_dim, cfg.n_layers
+    n, width = B * tokens, cfg.n_layers * cfg.per_layer_dim
+    lead = (B, tokens)
+    table = Op(
+        "per_layer_embed.embed",
+        "embedding",
+        [Edge("ids", lead)],
+        (*lead, layers, p),
+        params=cfg.per_layer_vocab_size * width,
+        flops_other=n * width,  # * sqrt(p)
+        w_read=emin(n, cfg.per_layer_vocab_size) * width,
+        a_write=n * width,
+        note=f"row gather of {layers} x {p} per token, * sqrt(p)",
+    )
+    projection = linear("per_layer_embed.projection", "embed", n, lead, d, width, False)
+    pnorm = norm(
+        cfg, "per_layer_embed.norm", "per_layer_embed.projection", n * layers, (*lead, layers), p,
+        "per_layer_embed.projection",
+    )  # fmt: skip
+    combine = Op(
+        "per_layer_embed.combine",
+        "elementwise",
+        [Edge("per_layer_embed.norm", (*lead, layers, p)), Edge(table.name, (*lead, layers, p))],
+        (*lead, layers, p),
+        flops_other=3 * n * width,  # 1/sqrt(d) on the projection, the sum, 1/sqrt(2)
+        a_read=2 * n * width,
+        a_write=n * width,
+        saved=n * width,
+        fuse_into="per_layer_embed.projection",
+        fused_saved=2 * n * width,
+    )
+    return [table, projection, pnorm, combine]
+
+
+def per_layer_input_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op]:
+    """x + RMSNorm(W_up(act(x W_gate) * e_l)): the block's per-layer input."""
+    d, p = cfg.d_model, cfg.per_layer_dim
+    gate = linear("per_layer_input.gate", src, n, lead, d, p, False)
+    act = Op(
+        "per_layer_input.act",
+        "elementwise",
+        [Edge(gate.name, (*lead, p)), Edge("per_layer_embed.combine", (*lead, p))],
+        (*lead, p),
+        flops_other=(ACT_FLOPS[cfg.activation] + 1) * n * p,
+        a_read=2 * n * p,
+        a_write=n * p,
+        saved=2 * n * p,
+        fuse_into=gate.name,
+        fused_saved=2 * n * p,
+    )
+    up = linear("per_layer_input.projection", act.name, n, lead, p, d, False)
+    post = norm(cfg, "per_layer_input.norm", up.name, n, lead, d, up.name)
+    res = residual("per_layer_residual", post.name, n, lead, d, up.name)
+    res.inputs[1] = Edge(src, (*lead, d))
+    return [gate, act, up, post, res]
+
+
+def layer_scalar_op(src: str, n: Value, lead: tuple[Value, ...], d: int) -> Op:
+    return Op(
+        "layer_scalar",
+        "elementwise",
+        [Edge(src, (*lead, d))],
+        (*lead, d),
+        flops_other=n * d,
+        a_read=n * d,
+        a_write=n * d,
+        fuse_into=src,
+        fused_saved=2 * n * d,
+        note="block output * stored scalar",
+    )
+
+
+def moe_beside_mlp_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op]:
+    """Gemma 4's routed experts beside the dense MLP (whose ops precede these): the router
+    reads RMS(x) * s / sqrt(d), the experts N_2(x); y = N_1'(dense) + N_2'(experts)."""
+    d, e = cfg.d_model, cfg.n_experts
+    pre = norm(cfg, "moe.pre_norm", src, n, lead, d, "moe.experts.gate_proj")
+    router_norm = unscaled_norm("moe.router_norm", src, n, lead, d, "moe.router")
+    router_norm.params, router_norm.w_read = d, d  # the per-channel scale s
+    router_norm.flops_other = (NORM_FLOPS["rmsnorm"] + 2) * n * d  # * s * 1/sqrt(d)
+    router_norm.note = "RMSNorm without scale, * s / sqrt(d)"
+    ops = [pre, router_norm]
+    for op in moe_ops(cfg, pre.name, n, lead):
+        op.name = "moe." + op.name.removeprefix("mlp.")
+        op.inputs = [Edge(_moe_name(e_.src), e_.shape) for e_ in op.inputs]
+        op.fuse_into = _moe_name(op.fuse_into) if op.fuse_into else None
+        ops.append(op)
+    router = next(op for op in ops if op.name == "moe.router")
+    router.inputs = [Edge(router_norm.name, (*lead, d))]
+    topk = next(op for op in ops if op.name == "moe.router_topk")
+    topk.params, topk.w_read = e, e  # the per-expert scale c
+    topk.note += ", renormalised, * per-expert scale"
+    dense_norm = norm(cfg, "moe.post_dense_norm", "mlp.down_proj", n, lead, d, "mlp.down_proj")
+    post = norm(cfg, "moe.post_norm", "moe.combine", n, lead, d, "moe.combine")
+    total = Op(
+        "moe.sum",
+        "elementwise",
+        [Edge(dense_norm.name, (*lead, d)), Edge(post.name, (*lead, d))],
+        (*lead, d),
+        flops_other=n * d,
+        a_read=2 * n * d,
+        a_write=n * d,
+        note="dense MLP + experts",
+    )
+    return [*ops, dense_norm, post, total]
+
+
+def _moe_name(name: str) -> str:
+    return "moe." + name.removeprefix("mlp.") if name.startswith("mlp.") else name

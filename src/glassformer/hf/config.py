@@ -180,9 +180,22 @@ _POSITIVE_INT_KEYS = frozenset(
         "linear_conv_kernel_dim",
         "shared_expert_intermediate_size",
         "full_attention_interval",
+        # Gemma 4
+        "top_k_experts",
+        "global_head_dim",
+        "num_global_key_value_heads",
+        "vocab_size_per_layer_input",
     ]
 )
-_COUNT_KEYS = frozenset(["n_shared_experts", "first_k_dense_replace", "num_nextn_predict_layers"])
+_COUNT_KEYS = frozenset(
+    [
+        "n_shared_experts",
+        "first_k_dense_replace",
+        "num_nextn_predict_layers",
+        "hidden_size_per_layer_input",  # Gemma 4
+        "num_kv_shared_layers",  # Gemma 4
+    ]
+)
 _BOOL_KEYS = frozenset(
     [
         "tie_word_embeddings",
@@ -199,6 +212,9 @@ _BOOL_KEYS = frozenset(
         "use_qk_norm",
         "attn_temperature_tuning",
         "attn_output_gate",
+        "attention_k_eq_v",  # Gemma 4
+        "enable_moe_block",  # Gemma 4
+        "use_double_wide_mlp",  # Gemma 4
     ]
 )
 _NUMBER_KEYS = frozenset(
@@ -229,7 +245,7 @@ _NUMBER_KEYS = frozenset(
 _STR_KEYS = frozenset(
     ["hidden_act", "hidden_activation", "activation_function", "rope_type", "type"]
 )
-_OBJECT_KEYS = frozenset({"rope_parameters", "rope_scaling"})
+_OBJECT_KEYS = frozenset({"rope_parameters", "rope_scaling", "per_layer_config"})
 _LIST_KEYS = frozenset({"layer_types", "mlp_only_layers", "no_rope_layers", "moe_layers"})
 
 
@@ -404,6 +420,8 @@ def _rope_scaling(r: _Reader, params: dict[str, Any]) -> RopeScaling | None:
             f"supported for {r.model_type} ({', '.join(r.family.hf_rope_types)})"
         )
     factor = params.get("factor")
+    if factor is None and kind == "proportional":
+        factor = 1.0  # HF's default for this type
     original = params.get("original_max_position_embeddings")
     if kind == "longrope" and "original_max_position_embeddings" in r.family.hf_defaults:
         # Phi-3: HF takes the top-level key (its class default when absent) over the rope dict's
@@ -432,6 +450,7 @@ def _rope_scaling(r: _Reader, params: dict[str, Any]) -> RopeScaling | None:
         truncate=params.get("truncate", True),
         short_factor=_factors(r, params, "short_factor", kind),
         long_factor=_factors(r, params, "long_factor", kind),
+        proportion=params.get("partial_rotary_factor", 1.0) if kind == "proportional" else None,
     )
 
 
@@ -452,6 +471,8 @@ def _factors(r: _Reader, params: dict[str, Any], key: str, kind: str) -> tuple[f
 def _read_rope(r: _Reader, family: Family) -> dict[str, Any]:
     global_rope = _rope_dict(r, "full_attention")
     fraction = global_rope.get("partial_rotary_factor", r.get("partial_rotary_factor", 1.0))
+    if global_rope.get("rope_type") == "proportional":
+        fraction = 1.0  # the rope scaling carries it (RopeScaling.proportion)
     fields: dict[str, Any] = dict(
         rope_theta=float(global_rope["rope_theta"]),
         rope_scaling=_rope_scaling(r, global_rope),
@@ -602,8 +623,11 @@ def _rope_to_hf(theta: float, s: RopeScaling | None, fraction: float) -> dict[st
     out: dict[str, Any] = {"rope_type": "default" if s is None else s.type, "rope_theta": theta}
     if fraction != 1.0:
         out["partial_rotary_factor"] = fraction
+    if s is not None and s.proportion is not None:
+        out["partial_rotary_factor"] = s.proportion
     if s is not None:
-        out["factor"] = s.factor
+        if s.type != "proportional" or s.factor != 1.0:  # HF's default for proportional
+            out["factor"] = s.factor
         for key, value in (
             ("original_max_position_embeddings", s.original_max_seq_len),
             ("low_freq_factor", s.low_freq_factor),

@@ -21,6 +21,8 @@ Most tensors only change name. Some change layout, as the family table says
   the output gate z as one `in_proj_qkvz`, and b, a as one `in_proj_ba`, both grouped by key
   head ([q_i, k_i, v_i, z_i] for key head i with its n_v / n_k value heads); we keep Qwen3.5's
   separate [q; k; v], z, b and a projections.
+- Gemma 4 fuses each expert's gate and up like the other MoE families, and its layers without
+  their own keys and values (KV sharing; keys-equal-values) have no k/v projections to map.
 - Tied embeddings: HF lists `lm_head.weight` even when it is the embedding; we keep one tensor.
 The mapping is a list of `Rule`s built from the config, so one function serves both directions
 and every tensor on either side must be claimed by exactly one rule.
@@ -123,6 +125,12 @@ def _llama_like_rules(cfg: Config, family: Family) -> list[Rule]:
         _rename("embed.weight", "model.embed_tokens.weight"),
         _rename("final_norm.weight", "model.norm.weight"),
     ]
+    if cfg.per_layer_dim:
+        rules += [
+            _rename("per_layer_embed.embed.weight", "model.embed_tokens_per_layer.weight"),
+            _rename("per_layer_embed.projection.weight", "model.per_layer_model_projection.weight"),
+            _rename("per_layer_embed.norm.weight", "model.per_layer_projection_norm.weight"),
+        ]
     for i in range(cfg.n_layers):
         _block_rules(cfg, family, rules, f"layers.{i}", f"model.layers.{i}", i)
     if cfg.build_mtp:
@@ -181,16 +189,20 @@ def _block_rules(
             )
         _linear(rules, f"{o}.attn.o_proj", f"{h}.self_attn.o_proj", cfg.attn_out_bias)
     else:
-        for p in "qkv":
+        own_kv = cfg.kv_source(layer) is None  # KV sharing: no k/v projections or k norm
+        projections = "qkv" if own_kv and not cfg.layer_k_eq_v(layer) else "qk" if own_kv else "q"
+        for p in projections:
             _linear(rules, f"{o}.attn.{p}_proj", f"{h}.self_attn.{p}_proj", cfg.qkv_bias)
         _linear(rules, f"{o}.attn.o_proj", f"{h}.self_attn.o_proj", cfg.attn_out_bias)
         if cfg.attn_sinks:
             rules.append(_rename(f"{o}.attn.sinks", f"{h}.self_attn.sinks"))
         if cfg.qk_norm:
-            for p in "qk":
+            for p in "qk" if own_kv else "q":
                 rules.append(_rename(f"{o}.attn.{p}_norm.weight", f"{h}.self_attn.{p}_norm.weight"))
     mlp = f"{h}.{family.hf_mlp}"
-    if cfg.is_moe_layer(layer):
+    if cfg.moe_beside_mlp:
+        _gemma4_rules(cfg, rules, o, h, layer)
+    elif cfg.is_moe_layer(layer):
         _moe_rules(cfg, family, rules, f"{o}.mlp", mlp)
     elif family.fused_gate_up:
         gate_up = (f"{o}.mlp.gate_proj.weight", f"{o}.mlp.up_proj.weight")
@@ -199,6 +211,39 @@ def _block_rules(
     else:
         for p in ("gate_proj", "up_proj", "down_proj"):
             _linear(rules, f"{o}.mlp.{p}", f"{mlp}.{p}", cfg.mlp_bias)
+    if cfg.per_layer_dim:
+        rules += [
+            _rename(f"{o}.per_layer_input.gate.weight", f"{h}.per_layer_input_gate.weight"),
+            _rename(f"{o}.per_layer_input.projection.weight", f"{h}.per_layer_projection.weight"),
+            _rename(f"{o}.per_layer_input.norm.weight", f"{h}.post_per_layer_input_norm.weight"),
+        ]
+    if cfg.layer_scalar:
+        rules.append(_rename(f"{o}.layer_scalar", f"{h}.layer_scalar"))
+
+
+def _gemma4_rules(cfg: Config, rules: list[Rule], o: str, h: str, layer: int) -> None:
+    """The dense MLP and, beside it, the router, experts and their three norms."""
+    for p in ("gate_proj", "up_proj", "down_proj"):
+        _linear(rules, f"{o}.mlp.{p}", f"{h}.mlp.{p}", cfg.mlp_bias)
+    if not cfg.is_moe_layer(layer):
+        return
+    m, f = f"{o}.moe", cfg.moe_d_ff
+    rules += [
+        _rename(f"{m}.router.weight", f"{h}.router.proj.weight"),
+        _rename(f"{m}.router.scale", f"{h}.router.scale"),
+        _rename(f"{m}.router.expert_scale", f"{h}.router.per_expert_scale"),
+        _split(
+            (f"{m}.experts.gate_proj", f"{m}.experts.up_proj"),
+            f"{h}.experts.gate_up_proj",
+            [f, f],
+            1,
+            False,
+        ),
+        _rename(f"{m}.experts.down_proj", f"{h}.experts.down_proj"),
+        _rename(f"{m}.pre_norm.weight", f"{h}.pre_feedforward_layernorm_2.weight"),
+        _rename(f"{m}.post_norm.weight", f"{h}.post_feedforward_layernorm_2.weight"),
+        _rename(f"{m}.post_dense_norm.weight", f"{h}.post_feedforward_layernorm_1.weight"),
+    ]
 
 
 def _linear_attn_rules(cfg: Config, family: Family, rules: list[Rule], o: str, h: str) -> None:

@@ -246,6 +246,7 @@ def _fuse(model: Transformer) -> None:
             type(attn) is Attention
             and attn.sinks is None
             and not attn.gated  # the output gate rides in q_proj's rows
+            and attn.fusable
             and can_concat([attn.q_proj, attn.k_proj, attn.v_proj])
         ):
             block.attn = FusedAttention.from_attention(attn)

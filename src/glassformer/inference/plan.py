@@ -64,6 +64,8 @@ def why_not(model: nn.Module, cache: KVCache) -> str | None:
         return "only pre-norm models with rotary positions"
     if cfg.embed_scale or cfg.final_logit_softcap is not None:
         return "embedding scaling or final soft-capping"
+    if cfg.per_layer_dim or cfg.moe_beside_mlp or cfg.layer_scalar:
+        return "per-layer inputs, experts beside the MLP or layer scalars (Gemma 4)"
     if cache.key_valid is not None:
         return "padded batch"
     if getattr(model, "rope_switch_at", None) is not None:
@@ -72,6 +74,8 @@ def why_not(model: nn.Module, cache: KVCache) -> str | None:
         return "float32 CPU models only"
     for i, block in enumerate(model.layers):  # type: ignore[attr-defined]
         attn, mlp, layer_cache = block.attn, block.mlp, cache.layers[i]
+        if layer_cache is None:
+            return f"layer {i}: shares another layer's keys and values"
         if not isinstance(attn, FusedAttention) or not isinstance(mlp, FusedMLP):
             return f"layer {i}: attention or MLP not fused"
         if attn.q_norm is not None or attn.softcap is not None or attn.head_dim % 8:

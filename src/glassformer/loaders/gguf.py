@@ -459,6 +459,43 @@ def _llama3_scaling(header: GGUFHeader, cfg: Config) -> RopeScaling:
     )
 
 
+def _first_entry(meta: _Meta, key: str, default: int | None = None) -> int:
+    """An integer key, or the first entry of a per-layer array of them."""
+    value = meta.raw(key)
+    if isinstance(value, list | tuple) or hasattr(value, "shape"):
+        if not len(value):
+            raise ValueError(f"{meta.path}: metadata {meta.arch}.{key} is an empty array")
+        value = value[0]
+        if not isinstance(value, int) and hasattr(value, "item"):
+            value = value.item()
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{meta.path}: metadata {meta.arch}.{key} should hold integers")
+        return value
+    return meta.int(key, default)
+
+
+def proportional_rope(header: GGUFHeader, dim: int) -> RopeScaling | None:
+    """Gemma 4's proportional RoPE from `rope_freqs.weight`, llama.cpp's per-frequency divisors
+    (w_i = theta^(-2i/dim) / f_i): a prefix of equal divisors f (kept frequencies, divided by
+    the factor f) and the rest too large for any position to turn (frequency 0). None without
+    the tensor (every frequency kept)."""
+    info = header.tensors.get("rope_freqs.weight")
+    if info is None:
+        return None
+    if info.ggml_type != GGMLType.F32 or info.shape != (dim // 2,):
+        raise ValueError(f"{header.path}: rope_freqs.weight should be F32 [{dim // 2}]")
+    stored = _read_raw(header, info).view("<f4").astype(np.float64)
+    factor = float(stored[0])
+    kept = int(np.argmax(stored != factor)) if (stored != factor).any() else len(stored)
+    if not (factor > 0 and np.all(stored[kept:] >= 1e20)):
+        raise ValueError(
+            f"{header.path}: rope_freqs.weight is not a proportional-RoPE pattern (a prefix of "
+            "equal divisors, then divisors of at least 1e20 for the unrotated pairs)"
+        )
+    # the proportion whose floor(proportion * dim / 2) is `kept`
+    return RopeScaling("proportional", factor, proportion=2 * kept / dim)
+
+
 def config_from_header(header: GGUFHeader) -> Config:
     """The architecture described by a parsed header (see `config_from_gguf`)."""
     meta = _Meta(header)
@@ -478,7 +515,8 @@ def config_from_header(header: GGUFHeader) -> Config:
         raise ValueError(f"{path}: missing tensor 'token_embd.weight'")
     d_model = meta.int("embedding_length")
     n_heads = meta.int("attention.head_count")
-    n_kv_heads = meta.int("attention.head_count_kv", n_heads)
+    # per-layer arrays (Gemma 4): the family's reader checks them; the first entry stands in
+    n_kv_heads = _first_entry(meta, "attention.head_count_kv", n_heads)
     if n_heads <= 0 or d_model <= 0:
         raise ValueError(f"{path}: bad sizes embedding_length={d_model}, head_count={n_heads}")
     head_dim = meta.int("attention.key_length", d_model // n_heads)
@@ -511,7 +549,7 @@ def config_from_header(header: GGUFHeader) -> Config:
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
         head_dim=head_dim,
-        d_ff=meta.int("feed_forward_length"),
+        d_ff=_first_entry(meta, "feed_forward_length"),
         max_seq_len=meta.int("context_length", 2048),
         position="rope",
         rope_theta=meta.float("rope.freq_base", 10000.0),
@@ -537,13 +575,13 @@ def config_from_header(header: GGUFHeader) -> Config:
             mlp_bias=has("blk.0.ffn_up_exps.bias"),
         )
     common.update(family.traits)  # what llama.cpp fixes per architecture, as HF does
-    if family.read_gguf is not None:
-        common.update(family.read_gguf(meta, common))
+    extra = family.read_gguf(meta, common) if family.read_gguf is not None else {}
+    common.update(extra)
     try:
         cfg = Config(**common)
     except ValueError as err:
         raise ValueError(f"{path}: metadata describes an invalid model: {err}") from err
-    if "rope_freqs.weight" in tensors:
+    if "rope_freqs.weight" in tensors and "rope_scaling" not in extra:
         cfg = cfg.replace(rope_scaling=_llama3_scaling(header, cfg))
     return cfg
 
@@ -562,6 +600,10 @@ _TOP_LEVEL = {
     "token_embd.weight": "embed.weight",
     "output_norm.weight": "final_norm.weight",
     "output.weight": "lm_head.weight",
+    # Gemma 4's per-layer input embeddings (names as for Gemma 3n in gguf.constants)
+    "per_layer_token_embd.weight": "per_layer_embed.embed.weight",
+    "per_layer_model_proj.weight": "per_layer_embed.projection.weight",
+    "per_layer_proj_norm.weight": "per_layer_embed.norm.weight",
 }
 _PER_LAYER = {
     "attn_norm": "attn_norm",
@@ -577,6 +619,9 @@ _PER_LAYER = {
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
+    "inp_gate": "per_layer_input.gate",
+    "proj": "per_layer_input.projection",
+    "post_norm": "per_layer_input.norm",
     "ffn_gate_shexp": "mlp.shared.gate_proj",
     "ffn_up_shexp": "mlp.shared.up_proj",
     "ffn_down_shexp": "mlp.shared.down_proj",
@@ -585,6 +630,7 @@ _PER_LAYER = {
 # layer) and the stacked experts, whose biases are parameters of their own.
 _PER_LAYER_EXACT = {
     ("attn_sinks", "weight"): "attn.sinks",
+    ("layer_output_scale", "weight"): "layer_scalar",  # Gemma 4: a stored buffer
     ("ffn_gate_inp", "weight"): "mlp.router.weight",
     ("exp_probs_b", "bias"): "mlp.router.score_bias",  # the balancing bias (DeepSeek, GLM)
     ("ffn_gate_inp", "bias"): "mlp.router.bias",
@@ -663,20 +709,30 @@ def expected_shapes(
     """Our parameter names and shapes for a standard-attention config, dense or with routed
     experts (and shared experts) in its MoE layers after `first_k_dense` dense layers, in the
     model's order. Fused tensors (`fused`: GGUF names, see `gguf_to_ours`) appear under their
-    pseudo-names."""
-    assert cfg.head_dim is not None and cfg.n_kv_heads is not None
-    d, hd, ff = cfg.d_model, cfg.head_dim, cfg.d_ff
-    q_out, kv_out = cfg.n_heads * hd, cfg.n_kv_heads * hd
+    pseudo-names. Shapes are per layer (Gemma 4's full layers have their own head_dim and KV
+    heads; its KV-sharing layers no k/v projections)."""
+    d = cfg.d_model
     pre = cfg.norm_placement != "output"  # OLMo 2 normalises the sublayer outputs only
     post = cfg.norm_placement in ("sandwich", "output")
     out: dict[str, tuple[int, ...]] = {"embed.weight": (cfg.vocab_size, d)}
+    if cfg.per_layer_dim:
+        width = cfg.n_layers * cfg.per_layer_dim
+        out["per_layer_embed.embed.weight"] = (cfg.per_layer_vocab_size, width)
+        out["per_layer_embed.projection.weight"] = (width, d)
+        out["per_layer_embed.norm.weight"] = (cfg.per_layer_dim,)
     for i in range(cfg.n_layers):
         p = f"layers.{i}."
+        hd, ff = cfg.layer_head_dim(i), cfg.layer_d_ff(i)
+        q_out, kv_out = cfg.n_heads * hd, cfg.layer_n_kv_heads(i) * hd
+        own_kv = cfg.kv_source(i) is None
+        projections = [("q_proj", q_out)]
+        projections += [("k_proj", kv_out)] if own_kv else []
+        projections += [("v_proj", kv_out)] if own_kv and not cfg.layer_k_eq_v(i) else []
         if pre:
             out[p + "attn_norm.weight"] = (d,)
         if "attn_qkv" in fused:
             out[p + "attn.qkv_proj.weight"] = (q_out + 2 * kv_out, d)
-        for proj, n in (("q_proj", q_out), ("k_proj", kv_out), ("v_proj", kv_out)):
+        for proj, n in projections:
             if "attn_qkv" not in fused:
                 out[p + f"attn.{proj}.weight"] = (n, d)
             if cfg.qkv_bias:
@@ -687,7 +743,8 @@ def expected_shapes(
         if cfg.qk_norm:
             whole = cfg.qk_norm_scope == "all"  # OLMo 2: over the whole projection
             out[p + "attn.q_norm.weight"] = (q_out if whole else hd,)
-            out[p + "attn.k_norm.weight"] = (kv_out if whole else hd,)
+            if own_kv:
+                out[p + "attn.k_norm.weight"] = (kv_out if whole else hd,)
         if cfg.attn_sinks:
             out[p + "attn.sinks"] = (cfg.n_heads,)
         if post:
@@ -710,6 +767,12 @@ def expected_shapes(
             out[p + "mlp.down_proj.weight"] = (d, ff)
         if post:
             out[p + "post_mlp_norm.weight"] = (d,)
+        if cfg.per_layer_dim:
+            out[p + "per_layer_input.gate.weight"] = (cfg.per_layer_dim, d)
+            out[p + "per_layer_input.projection.weight"] = (d, cfg.per_layer_dim)
+            out[p + "per_layer_input.norm.weight"] = (d,)
+        if cfg.layer_scalar:
+            out[p + "layer_scalar"] = (1,)
     out["final_norm.weight"] = (d,)
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = (cfg.vocab_size, d)
