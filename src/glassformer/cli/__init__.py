@@ -26,6 +26,7 @@ app = typer.Typer(
 # Modules that define `register(app)`; each adds its own commands.
 COMMAND_MODULES = [
     "glassformer.cli.bench",
+    "glassformer.cli.evaluate",
     "glassformer.cli.explore",
     "glassformer.cli.export",
     "glassformer.cli.generate",

@@ -606,7 +606,7 @@ def run_finetune(
             if lora_rank > 0:
                 merge_lora(net)
             state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-            save_hf_dir(out / "merged", net.config, state)
+            _save_merged(out / "merged", net.config, state, model_name, save_hf_dir)
             summary["merged"] = str(out / "merged")
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
@@ -628,3 +628,16 @@ def _reference_progress(shown: bool) -> Any:
             bar[0].close()
 
     return update
+
+
+def _save_merged(directory: Path, config: Any, state: Any, model_name: str, save: Any) -> None:
+    """The fine-tuned weights as an HF directory, with the source model's tokenizer when it
+    can be written (then `glassformer.load(directory)` and the CLI commands take it)."""
+    from glassformer.hf.export import export_hf
+    from glassformer.loaders.resolve import resolve
+
+    try:
+        source = resolve(model_name) if model_name else None
+        export_hf(directory, config, state, source)
+    except (ImportError, ValueError, FileNotFoundError):
+        save(directory, config, state)

@@ -307,6 +307,7 @@ class FusedAttention(nn.Module):
         self.chunk, self.l2_eps, self.temperature = attn.chunk, attn.l2_eps, attn.temperature
         self.sinks = attn.sinks  # None: `optimize` fuses only attention without sinks
         self.impl = attn.impl
+        self.sinks = None  # only attention without sinks is fused (optimize.py); mix_heads reads it
         # Single-query attention over the cache: "eager" (two small matmuls, grouped so that KV
         # heads are never copied) or "sdpa". Chosen by measurement: see docs/inference.md.
         self.decode_impl = "eager"
