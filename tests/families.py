@@ -198,7 +198,7 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
         linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
         linear_value_head_dim=12, linear_conv_kernel_dim=3, num_experts=6, num_experts_per_tok=3,
         moe_intermediate_size=24, shared_expert_intermediate_size=40, mlp_only_layers=[0],
-        norm_topk_prob=False,
+        norm_topk_prob=False, max_position_embeddings=64,
         rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0,
                              original_max_position_embeddings=16, partial_rotary_factor=0.25),
     ),

@@ -38,6 +38,9 @@ def hf_model(config: Any, meta: bool = False) -> Any:
                 return AutoModelForCausalLM.from_config(config)
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config).float().eval()
+    # no parameter needs a gradient here: FlopCounterMode's module tracker would otherwise hook
+    # a parameter that HF's Gated DeltaNet hands to a module as an input (it fails on those)
+    model.requires_grad_(False)
     model.set_attn_implementation("eager")
     if hasattr(model, "set_experts_implementation") and any(
         "experts" in name for name, _ in model.named_modules()
@@ -57,9 +60,36 @@ def test_flops_match_hf_eager(name: str) -> None:
     measured = counter.get_total_flops()
     a = analyze(cfg, "prefill", B, T, attention="eager")
     expected = a["flops_matmul"]
+    if any(cfg.layer_type(i) == "linear" for i in range(cfg.n_layers)):
+        # HF's Gated DeltaNet pads each sequence to a whole chunk of 64 and orders the chunked
+        # delta rule's products differently, and its convolution also computes K - 1 outputs
+        # past the end: the peer covers everything around them (the rule and the convolution
+        # are held to glassformer's module in test_explorer_module_flops)
+        measured -= _hf_delta_rule_flops(counter)
+        expected -= sum(
+            op["flops_matmul"] * op["count"]
+            for op in a["ops"]
+            if op["name"].startswith(("attn.chunk_", "attn.state_", "attn.conv1d"))
+        )
     if name in HF_DENSE_EXPERTS:
         expected += a["moe"]["expert_flops_if_dense"] - a["moe"]["expert_flops_topk"]
     assert abs(expected - measured) / measured <= TOL, (expected, measured)
+
+
+def _hf_delta_rule_flops(counter: FlopCounterMode) -> int:
+    """FLOPs counted in HF's linear-attention modules outside their submodules (projections,
+    norm): the convolution (called as a function) and the delta rule's products."""
+    totals = {name: sum(counts.values()) for name, counts in counter.get_flop_counts().items()}
+    own = 0
+    for name, total in totals.items():
+        if name.endswith(".linear_attn"):
+            children = [
+                n
+                for n in totals
+                if n.startswith(name + ".") and n.count(".") == name.count(".") + 1
+            ]
+            own += total - sum(totals[c] for c in children)
+    return own
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
