@@ -980,6 +980,7 @@ LLAMA4_TEXT = like(
     hf_router="router",
     hf_shared="shared_expert",
     hf_experts_in_out=True,
+    hf_unused_prefixes=("vision_model.", "multi_modal_projector."),  # the multimodal wrapper's
     gguf_arch="llama4",
     gguf_rope_permuted=False,  # HF's Llama 4 already rotates pairs (2i, 2i + 1), as ggml does
     read_gguf=_read_llama4_gguf,

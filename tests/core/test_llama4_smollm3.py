@@ -148,3 +148,25 @@ def test_optimized_model_decodes_as_the_plain_one(name: str) -> None:
         cache = fast.new_cache(1, 40)
         steps = [fast(ids[:, :9], cache)] + [fast(ids[:, t : t + 1], cache) for t in range(9, 30)]
     assert (torch.cat(steps, 1) - expected).abs().max() <= 1e-4
+
+
+def test_a_multimodal_checkpoint_loads_its_text_model(tmp_path) -> None:
+    """Llama4ForConditionalGeneration's directory: config under text_config, weights under
+    language_model.*, the vision tower and projector skipped."""
+    import transformers
+
+    text = {k: v for k, v in LLAMA4.items() if k != "model_type"}
+    vision = dict(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        image_size=28, patch_size=14, vision_output_dim=32, projector_input_dim=32,
+        projector_output_dim=64,
+    )  # fmt: skip
+    config = transformers.Llama4Config(text_config=text, vision_config=vision)
+    torch.manual_seed(0)
+    hf = transformers.Llama4ForConditionalGeneration(config).float().eval()
+    hf.save_pretrained(tmp_path)
+    ours = gf.from_hf(tmp_path).eval()
+    ids = _ids(2, 20, 7)
+    with torch.no_grad():
+        expected = hf(input_ids=ids).logits
+        assert (ours(ids) - expected).abs().max() <= 1e-4

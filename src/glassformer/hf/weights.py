@@ -414,6 +414,8 @@ def unify_expert_layout(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 # Multimodal checkpoints (Qwen3.5's) keep the text model under this prefix.
 _TEXT_PREFIX = "model.language_model."
+# Llama 4's multimodal checkpoints keep the whole causal LM (model.* and lm_head) under this one.
+_LM_PREFIX = "language_model."
 
 
 # E2M1 (4-bit float: sign, 2 exponent bits, 1 mantissa bit) code -> value (OCP MX v1.0)
@@ -468,6 +470,7 @@ def hf_to_ours(config: Config, hf_state: dict[str, torch.Tensor]) -> dict[str, t
         for k, v in hf_state.items()
         if not (unused and k.startswith(unused))
     }
+    hf_state = {k.removeprefix(_LM_PREFIX): v for k, v in hf_state.items()}
     hf_state = dequantize_mxfp4(hf_state)
     hf_state = unify_expert_layout(hf_state)
     hf_state = {k: v for k, v in hf_state.items() if not k.endswith(_HF_IGNORABLE_SUFFIXES)}
