@@ -71,9 +71,13 @@ def attention(
 
     `sinks` [H] (attention sinks, gpt-oss): one more logit per head in every softmax row,
     dropped afterwards, a_ij = exp(s_ij) / (exp(sink_h) + sum_j exp(s_ij)). Eager appends it as
-    a score column; the fused path (also what "native" takes, the causal kernel has no sinks)
-    gives SDPA one more key of zeros with a zero value and the sink as that key's additive mask
-    entry, so the kernel's softmax includes it and its gradients reach the sink.
+    a score column. The fused path (also what "native" takes: the causal kernel has no sinks),
+    on the CPU without gradients, runs PyTorch's CPU flash kernel, which also returns each row's
+    log-sum-exp L = log sum_j exp(s_ij), and rescales its output by
+    sum_j exp(s_ij) / (exp(sink_h) + sum_j exp(s_ij)) = sigmoid(L - sink_h). That kernel's L
+    carries no gradient, so with gradients (or off the CPU) SDPA gets one more key of zeros
+    with a zero value and the sink as that key's additive mask entry: its softmax then
+    includes the sink, gradients and all, at the price of a per-head [T, S + 1] mask.
     """
     if (
         impl == "native"
@@ -108,8 +112,13 @@ def _sdpa_with_sinks(
     scale: float,
     sinks: torch.Tensor,
 ) -> torch.Tensor:
-    """SDPA over the keys plus one zero key whose score is the head's sink: scale q . 0 + sink
-    = sink, and its zero value adds nothing to the output."""
+    """Attention with sinks on the fused kernels (see `attention`): the CPU flash kernel's
+    output rescaled by sigmoid(L - sink) without gradients; otherwise SDPA over the keys plus
+    one zero key whose score is the sink (scale q . 0 + sink) and whose zero value adds
+    nothing to the output."""
+    grads = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, sinks))
+    if q.device.type == "cpu" and not grads:
+        return _cpu_flash_with_sinks(q, k, v, mask, scale, sinks)
     h, t, s = q.shape[1], q.shape[2], k.shape[2]
     k = torch.cat((k, k.new_zeros(*k.shape[:2], 1, k.shape[-1])), dim=-2)
     v = torch.cat((v, v.new_zeros(*v.shape[:2], 1, v.shape[-1])), dim=-2)
@@ -127,6 +136,32 @@ def _sdpa_with_sinks(
         scale=scale,
         enable_gqa=h // k.shape[1] > 1,
     )
+
+
+def _cpu_flash_with_sinks(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    sinks: torch.Tensor,
+) -> torch.Tensor:
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:  # this kernel takes no grouped heads
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    bias = None
+    if mask is not None:  # an additive mask in q's dtype: [T, S] or [B, 1, T, S]
+        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device)
+        bias = bias.masked_fill(~mask, float("-inf"))
+    out, lse = cpu_flash_attention(q, k, v, 0.0, mask is None, attn_mask=bias, scale=scale)
+    # a row with every key hidden has out = 0 (and L = 0): it stays 0, as with the sink column
+    keep = torch.sigmoid(lse.float() - sinks.float().view(1, -1, 1))
+    return out * keep.unsqueeze(-1).to(out.dtype)
+
+
+# PyTorch's CPU flash attention, which returns the rows' log-sum-exp with the output
+cpu_flash_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
 
 def eager_attention(
