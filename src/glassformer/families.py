@@ -887,7 +887,9 @@ def _read_llama4(r: Any, fields: dict[str, Any]) -> dict[str, Any]:
                 "llama4_text config: field 'layer_types' has chunked layers but "
                 "attention_chunk_size is null"
             )
-        out.update(attention_chunk_size=chunk, layer_types=kinds)
+        out["attention_chunk_size"] = chunk
+        if "full" in kinds:  # all chunked: the Config's default for a chunk size alone
+            out["layer_types"] = kinds
     floor = r.get("floor_scale")  # read either way: HF ignores it without tuning
     if r.get("attn_temperature_tuning") and nope:
         out["attn_temperature_floor"] = floor

@@ -70,6 +70,14 @@ def test_a_chunked_layer_caches_one_chunk_and_decodes_across_chunks() -> None:
     assert (torch.cat(steps, 1) - expected).abs().max() <= 1e-4
 
 
+def test_every_layer_chunked_round_trips() -> None:
+    cfg = gf.Config.from_hf({**LLAMA4, "no_rope_layers": [1, 1, 1, 1]})
+    assert cfg.layer_types is None and cfg.layer_type(3) == "chunked" and not cfg.nope_layers
+    assert cfg.attn_temperature_floor is None  # no NoPE layer to tune
+    assert gf.Config.from_hf(cfg.to_hf()) == cfg
+    assert cfg.to_hf()["layer_types"] == ["chunked_attention"] * 4
+
+
 def test_hf_temperature_counts_from_the_padded_start() -> None:
     """Why the padding test holds Llama 4's padded rows to HF's rather than to the row alone:
     HF's NoPE temperature uses arange + cache length, not position_ids."""
