@@ -477,7 +477,8 @@ def _read_gemma4_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
         d_ff=d_ff,
         double_wide_mlp=bool(shared_ff) and shared_ff != {d_ff},
         per_layer_dim=ple,
-        per_layer_vocab_size=ple_table.shape[0] if ple and ple_table else 0,
+        # without per-layer inputs the table size means nothing; the main vocabulary stands in
+        per_layer_vocab_size=ple_table.shape[0] if ple and ple_table else fields["vocab_size"],
         rope_fraction=1.0,
         rope_theta_local=meta.float("rope.freq_base_swa", 10000.0),
         rope_scaling=proportional_rope(meta.header, global_head_dim),
@@ -509,7 +510,10 @@ GEMMA4_TEXT = like(
     ),
     hf_fixed={"use_bidirectional_attention": ((None, "vision"), "bidirectional attention "
                                               "over all tokens")},
-    hf_no_math={"sliding_window_pattern"},  # HF's Gemma 4 fixes the default period at 6
+    # HF's Gemma 4 fixes the default period at 6, scales scores by 1, caps no attention
+    # logits and reads RoPE from rope_parameters only: these keys of older Gemmas change nothing
+    hf_no_math={"sliding_window_pattern", "query_pre_attn_scalar", "attn_logit_softcapping",
+                "rope_theta", "rope_local_base_freq"},
     drop_keys=("query_pre_attn_scalar", "attn_logit_softcapping", "rope_theta",
                "rope_local_base_freq"),
     hf_rope_types=("default", "linear", "llama3", "yarn", "proportional"),

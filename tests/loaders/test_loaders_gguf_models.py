@@ -242,6 +242,7 @@ def test_gemma4_gguf_matches_the_hf_model(tmp_path: Path) -> None:
     assert cfg.global_k_eq_v and cfg.n_kv_shared_layers == 3 and cfg.double_wide_mlp
     assert cfg.rope_scaling is not None and cfg.rope_scaling.proportion == 0.25
     assert "layers.5.attn.k_proj.weight" not in state  # a KV-sharing layer
+    assert type(cfg).from_hf(cfg.to_hf()) == cfg  # HF can express what the file describes
     model = load_model(path)
     ids = torch.randint(0, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
