@@ -178,3 +178,16 @@ def test_a_multimodal_checkpoint_loads_its_text_model(tmp_path) -> None:
     with torch.no_grad():
         expected = hf(input_ids=ids).logits
         assert (ours(ids) - expected).abs().max() <= 1e-4
+
+
+def test_the_explorer_reports_the_chunked_cache() -> None:
+    from glassformer.explorer import analyze
+
+    cfg = gf.Config.from_hf(LLAMA4)
+    model = gf.Transformer(cfg)
+    a = analyze(cfg, "decode", batch=2, seq=40, dtype="fp32")
+    chunked = a["chunked"]
+    assert (chunked["chunked_layers"], chunked["other_layers"], chunked["chunk"]) == (3, 1, 8)
+    assert chunked["kv_cache_bytes"] == a["kv_cache_bytes"] == model.new_cache(2, 40).nbytes()
+    full = gf.Transformer(cfg.replace(layer_types=None, attention_chunk_size=None))
+    assert chunked["kv_cache_bytes_if_all_full"] == full.new_cache(2, 40).nbytes()

@@ -330,6 +330,8 @@ def analyze(
         result["mla"] = mla_summary(cfg, mode, batch, seq, dt, hw, attention)
     if sliding_layer_count(cfg):
         result["sliding"] = sliding_summary(cfg, mode, seq, batch, dt)
+    if cfg.attention_chunk_size is not None:
+        result["chunked"] = chunked_summary(cfg, mode, seq, batch, dt)
     return result
 
 
@@ -515,4 +517,28 @@ def sliding_summary(cfg: Config, mode: str, seq: int, batch: int, dt: DType) -> 
         "kv_cache_bytes": cache if mode != "train" else 0,
         "kv_cache_bytes_if_all_full": full if mode != "train" else 0,
         "note": "sliding layers cache min(S, window) slots and attend to at most window keys",
+    }
+
+
+def chunked_summary(cfg: Config, mode: str, seq: int, batch: int, dt: DType) -> dict[str, Any]:
+    """Llama 4's chunked layers: each caches min(S, chunk) slots (a ring), the others S."""
+    assert cfg.head_dim is not None and cfg.n_kv_heads is not None
+    chunk = cfg.attention_chunk_size
+    n = cfg.n_layers
+    # without a layer_types list every layer is chunked (closed form for any n)
+    n_chunked = n if cfg.layer_types is None else cfg.layer_types.count("chunked")
+    per_token = 2 * cfg.n_kv_heads * cfg.head_dim * batch * dt.kv_bytes
+    if cfg.layer_types is None:
+        slots = n * min(seq, chunk or seq)
+    else:
+        slots = sum(min(seq, cfg.kv_span(i) or seq) for i in range(n))
+    train = mode == "train"
+    return {
+        "chunked_layers": n_chunked,
+        "other_layers": cfg.n_layers - n_chunked,
+        "chunk": chunk,
+        "kv_cache_bytes": 0 if train else slots * per_token,
+        "kv_cache_bytes_if_all_full": 0 if train else cfg.n_layers * seq * per_token,
+        "note": "a chunked layer's query sees only its own chunk of positions, so it caches "
+        "min(S, chunk) slots",
     }

@@ -145,6 +145,13 @@ def render(a: dict[str, Any], per_op: bool = False, console: Console | None = No
             "(all-full would be "
             f"{nbytes(s['kv_cache_bytes_if_all_full'])})"
         )
+    if "chunked" in a:
+        c = a["chunked"]
+        console.print(
+            f"attention chunk {c['chunk']}: {c['chunked_layers']} chunked + "
+            f"{c['other_layers']} other layers; KV cache {nbytes(c['kv_cache_bytes'])} "
+            f"(all-full would be {nbytes(c['kv_cache_bytes_if_all_full'])})"
+        )
     _epilogue(a, console)
     if per_op:
         _ops(a, console)
