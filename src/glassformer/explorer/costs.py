@@ -332,6 +332,10 @@ def analyze(
         result["sliding"] = sliding_summary(cfg, mode, seq, batch, dt)
     if cfg.attention_chunk_size is not None:
         result["chunked"] = chunked_summary(cfg, mode, seq, batch, dt)
+    if cfg.layer_types and "linear" in cfg.layer_types:
+        result["linear_attention"] = linear_attention_summary(
+            cfg, mode, seq, batch, dt, section_out
+        )
     return result
 
 
@@ -541,4 +545,33 @@ def chunked_summary(cfg: Config, mode: str, seq: int, batch: int, dt: DType) -> 
         "kv_cache_bytes_if_all_full": 0 if train else cfg.n_layers * seq * per_token,
         "note": "a chunked layer's query sees only its own chunk of positions, so it caches "
         "min(S, chunk) slots",
+    }
+
+
+def linear_attention_summary(
+    cfg: Config, mode: str, seq: int, batch: int, dt: DType, section_out: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A hybrid's cache split: the linear layers' fixed-size states against the attention
+    layers' keys and values, and what the cache would hold were every layer attention."""
+    assert cfg.layer_types is not None and cfg.head_dim is not None
+    assert cfg.n_kv_heads is not None
+    linear = [s for s in section_out if s["key"].startswith("block.linear.")]
+    state = sum(s["cache_bytes"] * s["count"] for s in linear)
+    kv = sum(s["cache_bytes"] * s["count"] for s in section_out) - state
+    n_linear = cfg.layer_types.count("linear")
+    per_token = (
+        cfg.kv_lora_rank + cfg.qk_rope_head_dim
+        if cfg.attention == "mla"
+        else 2 * cfg.n_kv_heads * cfg.head_dim
+    )
+    all_full = cfg.n_layers * batch * seq * per_token * dt.kv_bytes if mode != "train" else 0
+    return {
+        "linear_layers": n_linear,
+        "attention_layers": cfg.n_layers - n_linear,
+        "state_bytes": state,
+        "state_bytes_per_layer": state / n_linear if n_linear else 0,
+        "attention_kv_bytes": kv,
+        "kv_cache_bytes_if_all_attention": all_full,
+        "note": "a linear layer keeps a fixed-size state (its conv window and an fp32 d_k x d_v "
+        "memory per value head) whatever the context; attention layers keep every position",
     }

@@ -152,6 +152,14 @@ def render(a: dict[str, Any], per_op: bool = False, console: Console | None = No
             f"{c['other_layers']} other layers; KV cache {nbytes(c['kv_cache_bytes'])} "
             f"(all-full would be {nbytes(c['kv_cache_bytes_if_all_full'])})"
         )
+    if "linear_attention" in a:
+        s = a["linear_attention"]
+        console.print(
+            f"linear attention: {s['linear_layers']} Gated DeltaNet + {s['attention_layers']} "
+            f"attention layers; cache {nbytes(s['state_bytes'])} of fixed-size state + "
+            f"{nbytes(s['attention_kv_bytes'])} of keys and values (all-attention would be "
+            f"{nbytes(s['kv_cache_bytes_if_all_attention'])})"
+        )
     _epilogue(a, console)
     if per_op:
         _ops(a, console)
@@ -252,7 +260,7 @@ COMPARE_ROWS: list[tuple[str, Any]] = [
     ("flops_matmul_causal", lambda a: si(a["flops_matmul_causal"], "FLOP")),
     ("flops_other", lambda a: si(a["flops_other"], "FLOP")),
     ("weights", lambda a: nbytes(a["weights_bytes"])),
-    ("KV cache", lambda a: nbytes(a["kv_cache_bytes"])),
+    ("KV cache / state", lambda a: nbytes(a["kv_cache_bytes"])),
     ("HBM traffic", lambda a: nbytes(a["traffic_bytes"])),
     ("intensity (FLOP/B)", lambda a: f"{a['roofline']['intensity'] or 0:.3g}"),
     ("time", lambda a: seconds(a["roofline"]["time_s"])),
