@@ -748,6 +748,15 @@ OLMO3 = like(
     read_gguf=None,
 )  # fmt: skip
 
+def _read_glm4_moe(r: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    if fields.get("n_shared_experts") == 0:
+        raise ValueError(
+            "glm4_moe config: field 'n_shared_experts'=0 is not supported (HF's Glm4Moe then "
+            "builds a zero-width shared expert, which glassformer does not)"
+        )
+    return {}
+
+
 def _read_glm4moe_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
     """llama.cpp's MoE settings for GLM-4.5 (the converter writes them from config.json)."""
     gating = meta.get("expert_gating_func", 2, int)
@@ -798,6 +807,7 @@ GLM4_MOE = like(
     ),
     hf_aliases={"num_mtp_layers": "num_nextn_predict_layers"},
     drop_keys=("mlp_bias", "pretraining_tp"),
+    read_hf=_read_glm4_moe,
     gguf_arch="glm4moe",  # llama.cpp: NeoX rotary, so no Q/K permutation
     gguf_rope_permuted=False,
     read_gguf=_read_glm4moe_gguf,

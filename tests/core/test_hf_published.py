@@ -155,6 +155,48 @@ QWEN3_5_35B: dict[str, Any] = {
 QWEN3_5_35B["text_config"]["layer_types"] *= 10
 
 
+# allenai/OLMo-2-1124-7B, allenai/Olmo-3-1025-7B (legacy rope keys: YaRN reaches the full
+# layers only), zai-org/GLM-4.5 (top-level partial_rotary_factor), typed from the files.
+OLMO2_7B: dict[str, Any] = {
+    "architectures": ["Olmo2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "eos_token_id": 100257, "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 11008, "max_position_embeddings": 4096,
+    "model_type": "olmo2", "num_attention_heads": 32, "num_hidden_layers": 32,
+    "num_key_value_heads": 32, "pad_token_id": 100277, "rms_norm_eps": 1e-06,
+    "rope_scaling": None, "rope_theta": 500000, "tie_word_embeddings": False,
+    "torch_dtype": "float32", "transformers_version": "4.47.0.dev0", "use_cache": True,
+    "vocab_size": 100352,
+}  # fmt: skip
+OLMO3_7B: dict[str, Any] = {
+    "architectures": ["Olmo3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "eos_token_id": 100257, "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 11008,
+    "layer_types": (["sliding_attention"] * 3 + ["full_attention"]) * 8,
+    "max_position_embeddings": 65536, "model_type": "olmo3", "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 32, "pad_token_id": 100277,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": {"attention_factor": 1.2079441541679836, "beta_fast": 32, "beta_slow": 1,
+                     "factor": 8.0, "original_max_position_embeddings": 8192,
+                     "rope_type": "yarn"},
+    "rope_theta": 500000, "sliding_window": 4096, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "use_cache": False, "vocab_size": 100278,
+}  # fmt: skip
+GLM45: dict[str, Any] = {
+    "architectures": ["Glm4MoeForCausalLM"], "attention_bias": True, "attention_dropout": 0.0,
+    "pad_token_id": 151329, "eos_token_id": [151329, 151336, 151338], "head_dim": 128,
+    "hidden_act": "silu", "hidden_size": 5120, "partial_rotary_factor": 0.5,
+    "initializer_range": 0.02, "intermediate_size": 12288, "max_position_embeddings": 131072,
+    "model_type": "glm4_moe", "moe_intermediate_size": 1536, "norm_topk_prob": True,
+    "num_attention_heads": 96, "n_group": 1, "topk_group": 1, "n_routed_experts": 160,
+    "n_shared_experts": 1, "routed_scaling_factor": 2.5, "num_experts_per_tok": 8,
+    "first_k_dense_replace": 3, "num_hidden_layers": 92, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05, "rope_scaling": None, "rope_theta": 1000000,
+    "num_nextn_predict_layers": 1, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.54.0", "use_cache": True, "use_qk_norm": True,
+    "vocab_size": 151552,
+}  # fmt: skip
+
+
 def _architecture(cfg: gf.Config) -> gf.Config:
     """The config without its labels and token ids (published files differ there)."""
     return cfg.replace(name="x", eos_token_id=None, bos_token_id=None)
@@ -164,7 +206,8 @@ def _architecture(cfg: gf.Config) -> gf.Config:
     "published, preset",
     [(GEMMA2_2B, "gemma-2-2b"), (GEMMA2_9B, "gemma-2-9b"), (GEMMA3_1B, "gemma-3-1b"),
      (GEMMA3_4B, "gemma-3-4b"), (GPT2, "gpt2"), (PHI3_MINI_4K, "phi-3-mini-4k"),
-     (QWEN3_NEXT_80B, "qwen3-next-80b-a3b"), (QWEN3_5_35B, "qwen3.5-35b-a3b")],
+     (QWEN3_NEXT_80B, "qwen3-next-80b-a3b"), (QWEN3_5_35B, "qwen3.5-35b-a3b"),
+     (OLMO2_7B, "olmo-2-7b"), (OLMO3_7B, "olmo-3-7b"), (GLM45, "glm-4.5")],
 )  # fmt: skip
 def test_published_config_is_the_preset(tmp_path: Path, published: dict, preset: str) -> None:
     (tmp_path / "config.json").write_text(json.dumps(published))
@@ -178,6 +221,20 @@ def test_gemma3_1b_kv_cache_from_the_published_file(tmp_path: Path) -> None:
     assert a["sliding"]["sliding_layers"] == 22 and a["sliding"]["full_layers"] == 4
     per_key = 2 * 1 * 256 * 2  # K and V, one kv head of 256, bf16
     assert a["kv_cache_bytes"] == per_key * (22 * 512 + 4 * 32768)
+
+
+def test_olmo3_legacy_rope_keys_reach_the_full_layers_only() -> None:
+    """From rope_theta + rope_scaling, HF's Olmo3Config gives YaRN and rope_theta to the full
+    layers and its default theta (500000) to the sliding ones, whatever rope_theta says."""
+    published = {**OLMO3_7B, "rope_theta": 10000}
+    cfg = gf.Config.from_hf(published)
+    assert cfg.rope_theta == 10000 and cfg.rope_theta_local == 500000.0
+    assert cfg.rope_scaling is not None and cfg.rope_scaling.type == "yarn"
+    hf = transformers.AutoConfig.for_model(
+        "olmo3", **{k: v for k, v in published.items() if k != "model_type"}
+    )
+    assert hf.rope_parameters["sliding_attention"]["rope_theta"] == cfg.rope_theta_local
+    assert hf.rope_parameters["full_attention"]["rope_theta"] == cfg.rope_theta
 
 
 def test_duplicate_keys_must_agree() -> None:
@@ -287,6 +344,23 @@ TINY_PUBLISHED = {
         "linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_value_head_dim": 12,
         "num_experts": 6, "num_experts_per_tok": 3, "moe_intermediate_size": 24,
         "shared_expert_intermediate_size": 40, "eos_token_id": 2}},
+    "olmo2-7b-style": {**OLMO2_7B, "vocab_size": VOCAB, "hidden_size": 64,
+                       "intermediate_size": 112, "num_hidden_layers": 2,
+                       "num_attention_heads": 4, "num_key_value_heads": 2,
+                       "pad_token_id": None, "eos_token_id": 2},
+    "olmo3-7b-style": {**OLMO3_7B, "vocab_size": VOCAB, "hidden_size": 64,
+                       "intermediate_size": 112, "num_hidden_layers": 4,
+                       "num_attention_heads": 4, "num_key_value_heads": 4,
+                       "layer_types": OLMO3_7B["layer_types"][:4], "sliding_window": 7,
+                       "rope_theta": 10000, "max_position_embeddings": 256,
+                       "rope_scaling": {**OLMO3_7B["rope_scaling"],
+                                        "original_max_position_embeddings": 32},
+                       "pad_token_id": None, "eos_token_id": 2},
+    "glm45-style": {**GLM45, "vocab_size": VOCAB, "hidden_size": 64, "intermediate_size": 96,
+                    "moe_intermediate_size": 24, "num_hidden_layers": 2, "head_dim": 16,
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "n_routed_experts": 8,
+                    "num_experts_per_tok": 3, "first_k_dense_replace": 1,
+                    "pad_token_id": None, "eos_token_id": 2},
     "gpt2-legacy-flags": {**GPT2, "vocab_size": VOCAB, "n_embd": 48, "n_layer": 2,
                           "n_head": 4, "n_positions": 64, "n_ctx": 64},
 }  # fmt: skip
