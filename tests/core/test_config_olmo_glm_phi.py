@@ -67,3 +67,35 @@ def test_output_norm_config_cannot_become_a_pre_norm_family() -> None:
     olmo2 = gf.Config.from_hf(TINY_HF_CONFIGS["olmo2"])
     with pytest.raises(ValueError, match=r"HF 'llama' cannot express norm_placement='output'"):
         olmo2.replace(hf_model_type="llama").to_hf()
+
+
+def test_longrope_decoding_is_hf_generate() -> None:
+    """Decoding across the switch (prompt 10 tokens, L0 = 16, 20 new tokens): each cached
+    step's logits equal those HF's generate computes (it drops its cache at the switch and
+    re-runs the sequence, as we do), and our greedy loop, whose cache grows on the way, picks
+    HF's tokens."""
+    import torch
+
+    from glassformer.generation.generate import GenerationConfig, generate
+    from tests.families import build_hf
+    from tests.generation.byte_tokenizer import ByteTokenizer
+
+    hf = build_hf("phi3-longrope")
+    ours = gf.from_hf(hf).eval()
+    prompt = torch.randint(1, 97, (1, 10), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = hf.generate(
+            prompt, max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0,
+            output_logits=True, return_dict_in_generate=True,
+        )  # fmt: skip
+        tokens = out.sequences[0, 10:]
+        cache = ours.new_cache(1, 30)
+        got = [ours(prompt, cache)[:, -1]]
+        got += [ours(tokens[None, t : t + 1], cache)[:, -1] for t in range(19)]
+    for t, (mine, theirs) in enumerate(zip(got, out.logits, strict=True)):
+        assert (mine - theirs).abs().max() <= 1e-4, f"step {t}"
+    greedy = generate(
+        ours, ByteTokenizer(), prompt[0].tolist(),
+        GenerationConfig(max_new_tokens=20, ignore_eos=True),
+    )  # fmt: skip
+    assert greedy.tokens == tokens.tolist()
