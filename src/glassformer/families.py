@@ -91,6 +91,10 @@ class Family:
     # Checkpoint tensors HF's causal LM of this family skips (Qwen3-Next's and Qwen3.5's
     # multi-token-prediction layers `mtp.*`, Qwen3.5's vision tower)
     hf_unused_prefixes: tuple[str, ...] = ()
+    # llama.cpp's Qwen3.5 converter reorders the linear layers' value heads from grouped by key
+    # head (HF: [k0: v0 v1, k1: v0 v1]) to tiled ([v0 of k0, k1, v1 of k0, k1]) for ggml's
+    # broadcast; we put them back
+    gguf_v_heads_tiled: bool = False
     # --- GGUF (llama.cpp) -----------------------------------------------------------------------
     gguf_arch: str | None = None  # `general.architecture`; keys are `{gguf_arch}.*`
     gguf_rope_permuted: bool = False  # the converter permutes Q/K rows for interleaved RoPE
@@ -1086,6 +1090,47 @@ def _write_qwen3_next(cfg: Any, out: dict[str, Any]) -> None:
     _write_hybrid_layers(cfg, out)
 
 
+def _read_qwen_hybrid_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp's qwen3next / qwen35 / qwen35moe settings. The linear layers are those with
+    Gated DeltaNet tensors (`ssm_a`); `full_attention_interval`, when present, must agree.
+    Their sizes: ssm.state_size = key head dim, ssm.group_count = key heads,
+    ssm.time_step_rank = value heads, ssm.inner_size = value heads x value head dim."""
+    n = fields["n_layers"]
+    linear = tuple(f"blk.{i}.ssm_a" in meta.header.tensors for i in range(n))
+    interval = meta.get("full_attention_interval", None, int)
+    if interval is not None and (
+        interval <= 0 or linear != tuple((i + 1) % interval != 0 for i in range(n))
+    ):
+        raise ValueError(
+            f"{meta.path}: metadata {meta.arch}.full_attention_interval={interval} does not "
+            "match the layers that hold linear-attention tensors"
+        )
+    n_v, inner = meta.int("ssm.time_step_rank"), meta.int("ssm.inner_size")
+    if n_v <= 0 or inner % n_v:
+        raise ValueError(
+            f"{meta.path}: metadata {meta.arch}.ssm.inner_size={inner} is not a multiple of "
+            f"ssm.time_step_rank={n_v}"
+        )
+    out: dict[str, Any] = dict(
+        layer_types=tuple("linear" if x else "full" for x in linear) if any(linear) else None,
+        linear_n_k_heads=meta.int("ssm.group_count"), linear_n_v_heads=n_v,
+        linear_k_head_dim=meta.int("ssm.state_size"), linear_v_head_dim=inner // n_v,
+        linear_conv_kernel=meta.int("ssm.conv_kernel"),
+    )  # fmt: skip
+    if fields.get("n_experts"):
+        # leading dense layers (Qwen3-Next's mlp_only_layers) hold no router
+        routed = [f"blk.{i}.ffn_gate_inp.weight" in meta.header.tensors for i in range(n)]
+        out["first_k_dense"] = routed.index(True) if True in routed else n
+        out["shared_expert_d_ff"] = meta.int("expert_shared_feed_forward_length")
+        norm = meta.raw("expert_weights_norm")  # llama.cpp renormalises unless told otherwise
+        if norm is not None and not isinstance(norm, bool):
+            raise ValueError(
+                f"{meta.path}: metadata {meta.arch}.expert_weights_norm must be a bool"
+            )
+        out["router_norm_topk"] = True if norm is None else norm
+    return out
+
+
 _LINEAR_KEYS = {
     "linear_num_key_heads": "linear_n_k_heads", "linear_num_value_heads": "linear_n_v_heads",
     "linear_key_head_dim": "linear_k_head_dim", "linear_value_head_dim": "linear_v_head_dim",
@@ -1117,7 +1162,10 @@ QWEN3_5_TEXT = like(
     drop_keys=("use_sliding_window", "sliding_window", "max_window_layers"),
     read_hf=_read_hybrid_layers,
     write_hf=_write_hybrid_layers,
-    gguf_arch=None,
+    gguf_arch="qwen35",  # llama.cpp: NeoX rotary (no Q/K permutation), norms stored as 1 + w
+    gguf_norm_offset=True,
+    gguf_v_heads_tiled=True,
+    read_gguf=_read_qwen_hybrid_gguf,
 )  # fmt: skip
 
 _MOE_TRAITS = dict(router_score="softmax", n_shared_experts=1, shared_expert_gate=True)
@@ -1139,6 +1187,7 @@ QWEN3_5_MOE_TEXT = like(
     # every layer is MoE and the top-k weights are always renormalised, whatever these say
     hf_no_math={"intermediate_size", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers"},
     drop_keys=("intermediate_size",),
+    gguf_arch="qwen35moe",
 )  # fmt: skip
 
 QWEN3_NEXT = like(
@@ -1155,6 +1204,8 @@ QWEN3_NEXT = like(
     read_hf=_read_qwen3_next,
     write_hf=_write_qwen3_next,
     fused_linear_attn=True,
+    gguf_arch="qwen3next",
+    gguf_v_heads_tiled=False,  # its converter keeps HF's order
 )  # fmt: skip
 
 # Table order is the preference of `infer_model_type` for a config without hf_model_type: the

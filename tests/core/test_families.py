@@ -64,6 +64,9 @@ def test_gguf_architectures_name_their_family() -> None:
         "glm4moe": "glm4_moe",
         "phi3": "phi3",
         "gemma4": "gemma4_text",
+        "qwen35": "qwen3_5_text",
+        "qwen35moe": "qwen3_5_moe_text",
+        "qwen3next": "qwen3_next",
     }
 
 

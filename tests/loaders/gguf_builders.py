@@ -356,3 +356,134 @@ def _full_layer_shape(c: Any) -> tuple[int, int]:
     """(head_dim, KV heads) of HF's full-attention layers (its per-layer config)."""
     layer = c.per_layer_config[c.layer_types.index("full_attention")]
     return int(layer.head_dim), int(layer.num_key_value_heads)
+
+
+# --- Qwen3-Next (qwen3next) and Qwen3.5 (qwen35, qwen35moe): llama.cpp's Qwen3NextModel,
+# Qwen2MoeModel and, for Qwen3.5, _LinearAttentionVReorderBase in convert_hf_to_gguf.py
+QWEN_HYBRID_ARCHS = {"qwen3_next": "qwen3next", "qwen3_5_text": "qwen35",
+                     "qwen3_5_moe_text": "qwen35moe"}  # fmt: skip
+
+
+_GDN_NAMES = {
+    "in_proj_qkv.weight": "attn_qkv.weight", "in_proj_z.weight": "attn_gate.weight",
+    "in_proj_b.weight": "ssm_beta.weight", "in_proj_a.weight": "ssm_alpha.weight",
+    "in_proj_ba.weight": "ssm_ba.weight", "conv1d.weight": "ssm_conv1d.weight",
+    "A_log": "ssm_a", "dt_bias": "ssm_dt.bias", "norm.weight": "ssm_norm.weight",
+    "out_proj.weight": "ssm_out.weight",
+}  # fmt: skip
+
+
+def _tile_v(w: np.ndarray, axis: int, n_k: int, r: int, head: int) -> np.ndarray:
+    """The converter's _reorder_v_heads: value heads grouped by key head -> tiled."""
+    shape = list(w.shape)
+    w = w.reshape(*shape[:axis], n_k, r, head, *shape[axis + 1 :])
+    return np.ascontiguousarray(np.swapaxes(w, axis, axis + 1)).reshape(shape)
+
+
+def qwen_hybrid_tensors(arch: str, c: Any, hf_state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """HF tensors -> GGUF tensors as the converter writes them: norms + 1 except the linear
+    layers' gated norm, A_log as -exp(A_log), dt_bias as ssm_dt.bias, the convolution squeezed
+    to [channels, K], Qwen3-Next's in_proj_qkvz split into attn_qkv (q, k, v each over all
+    heads) and attn_gate, and for Qwen3.5 the value heads tiled."""
+    n_k, n_v = c.linear_num_key_heads, c.linear_num_value_heads
+    dk, dv, r = c.linear_key_head_dim, c.linear_value_head_dim, n_v // n_k
+    qk = 2 * n_k * dk
+    tiled = arch != "qwen3next" and r > 1
+    out: dict[str, np.ndarray] = {}
+    for name, t in hf_state.items():
+        w = t.detach().float().numpy().copy()
+        if name.endswith("norm.weight") and not name.endswith("linear_attn.norm.weight"):
+            w = w + np.float32(1.0)
+        top = {"model.embed_tokens.weight": "token_embd.weight",
+               "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+        if name in top:
+            if name != "lm_head.weight" or not c.tie_word_embeddings:
+                out[top[name]] = w
+            continue
+        m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
+        assert m, name
+        blk, part = f"blk.{m.group(1)}", m.group(2)
+        if part.startswith("linear_attn."):
+            sub = part.removeprefix("linear_attn.")
+            if sub == "in_proj_qkvz.weight":  # per key head [q, k, v, z] -> all q, k, v | z
+                q, k, v, z = np.split(w.reshape(n_k, -1, w.shape[1]),
+                                      np.cumsum([dk, dk, r * dv])[:3], axis=1)  # fmt: skip
+                flat = [x.reshape(-1, w.shape[1]) for x in (q, k, v, z)]
+                out[f"{blk}.attn_qkv.weight"] = np.concatenate(flat[:3])
+                out[f"{blk}.attn_gate.weight"] = flat[3]
+                continue
+            if (tiled and sub == "in_proj_qkv.weight") or (tiled and sub == "conv1d.weight"):
+                w = np.concatenate((w[:qk], _tile_v(w[qk:], 0, n_k, r, dv)))
+            elif tiled and sub == "in_proj_z.weight":
+                w = _tile_v(w, 0, n_k, r, dv)
+            elif tiled and sub in ("in_proj_a.weight", "in_proj_b.weight", "A_log", "dt_bias"):
+                w = _tile_v(w, 0, n_k, r, 1)
+            elif tiled and sub == "out_proj.weight":
+                w = _tile_v(w, 1, n_k, r, dv)
+            if sub == "A_log":
+                w = -np.exp(w)
+            if sub == "conv1d.weight":
+                w = np.ascontiguousarray(w.squeeze(1))
+            out[f"{blk}.{_GDN_NAMES[sub]}"] = w
+            continue
+        if part == "mlp.experts.gate_up_proj":
+            f = w.shape[1] // 2
+            out[f"{blk}.ffn_gate_exps.weight"] = np.ascontiguousarray(w[:, :f])
+            out[f"{blk}.ffn_up_exps.weight"] = np.ascontiguousarray(w[:, f:])
+            continue
+        layer = {"mlp.gate.weight": "ffn_gate_inp.weight",
+                 "mlp.experts.down_proj": "ffn_down_exps.weight",
+                 "mlp.shared_expert_gate.weight": "ffn_gate_inp_shexp.weight",
+                 "post_attention_layernorm.weight": "post_attention_norm.weight"}  # fmt: skip
+        if part in layer:
+            out[f"{blk}.{layer[part]}"] = w
+        elif part.startswith("mlp.shared_expert."):
+            proj = part.split(".")[2].removesuffix("_proj")
+            out[f"{blk}.ffn_{proj}_shexp.weight"] = w
+        else:
+            sub, kind = part.rsplit(".", 1)
+            out[f"{blk}.{HF_TO_GGUF[sub]}.{kind}"] = w
+    return out
+
+
+def qwen_hybrid_kv(c: Any, arch: str) -> dict[str, Any]:
+    """Qwen3NextModel.set_gguf_parameters (+ Qwen2MoeModel's expert keys)."""
+    kv: dict[str, Any] = {
+        "context_length": int(c.max_position_embeddings),
+        "embedding_length": int(c.hidden_size),
+        "block_count": int(c.num_hidden_layers),
+        "attention.head_count": int(c.num_attention_heads),
+        "attention.head_count_kv": int(c.num_key_value_heads),
+        "attention.key_length": int(c.head_dim),
+        "attention.value_length": int(c.head_dim),
+        "attention.layer_norm_rms_epsilon": float(c.rms_norm_eps),
+        "rope.freq_base": float(c.rope_parameters["rope_theta"]),
+        "rope.dimension_count": int(c.head_dim * c.rope_parameters["partial_rotary_factor"]),
+        "vocab_size": int(c.vocab_size),
+        "ssm.conv_kernel": int(c.linear_conv_kernel_dim),
+        "ssm.state_size": int(c.linear_key_head_dim),
+        "ssm.group_count": int(c.linear_num_key_heads),
+        "ssm.time_step_rank": int(c.linear_num_value_heads),
+        "ssm.inner_size": int(c.linear_value_head_dim * c.linear_num_value_heads),
+        "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.eos_token_id": 2,
+    }
+    rope = c.rope_parameters
+    if rope.get("rope_type") == "yarn":  # TextModel.set_gguf_parameters
+        kv["rope.scaling.type"] = "yarn"
+        kv["rope.scaling.factor"] = float(rope["factor"])
+        kv["rope.scaling.original_context_length"] = int(rope["original_max_position_embeddings"])
+    if hasattr(c, "intermediate_size"):  # Qwen3.5-MoE has no dense width
+        kv["feed_forward_length"] = int(c.intermediate_size)
+    layers = c.layer_types
+    full = [i for i, t in enumerate(layers) if t == "full_attention"]
+    if full and all((i + 1) % (full[0] + 1) == 0 for i in full) and len(full) == len(
+        layers
+    ) // (full[0] + 1):
+        kv["full_attention_interval"] = full[0] + 1
+    if getattr(c, "num_experts", 0):
+        kv["expert_count"] = int(c.num_experts)
+        kv["expert_used_count"] = int(c.num_experts_per_tok)
+        kv["expert_feed_forward_length"] = int(c.moe_intermediate_size)
+        kv["expert_shared_feed_forward_length"] = int(c.shared_expert_intermediate_size)
+    return kv

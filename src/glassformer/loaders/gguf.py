@@ -27,7 +27,13 @@ Two conversions that llama.cpp's converter applies must be undone here:
   Per head, `convert_hf_to_gguf.py` does `w.reshape(2, d/2, in).swapaxes(0, 1)`; we invert it.
   (Gemma and Qwen GGUFs use ggml's NeoX rotary mode, so their rows are left alone.)
 - Gemma stores RMSNorm weights around zero and multiplies by (1 + w); the converter adds the 1,
-  so we subtract it again (glassformer's `norm_unit_offset=True` adds it at run time).
+  so we subtract it again (glassformer's `norm_unit_offset=True` adds it at run time). Qwen3-Next
+  and Qwen3.5 too, except their linear layers' gated norm (`ssm_norm`).
+- Qwen3-Next / Qwen3.5 Gated DeltaNet layers: the decay rates are stored as A = -exp(A_log)
+  (`ssm_a`, no suffix), dt_bias as `ssm_dt.bias`, the depthwise convolution squeezed to
+  [channels, K]; Qwen3-Next's in_proj_qkvz is split into `attn_qkv` ([q; k; v] over all heads)
+  and `attn_gate` (z), its in_proj_ba kept whole (`ssm_ba`, split here); Qwen3.5's converter
+  reorders the value heads from grouped by key head to tiled, which we undo.
 
 and Phi-3's fused tensors split: `attn_qkv` holds [q; k; v] rows and `ffn_up` [gate; up], as
 HF's `qkv_proj` and `gate_up_proj` do (`split_fused`).
@@ -549,7 +555,8 @@ def config_from_header(header: GGUFHeader) -> Config:
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
         head_dim=head_dim,
-        d_ff=_first_entry(meta, "feed_forward_length"),
+        # an MoE model whose every layer is routed may have no dense width (Qwen3.5-MoE)
+        d_ff=_first_entry(meta, "feed_forward_length", 0 if n_experts else None),
         max_seq_len=meta.int("context_length", 2048),
         position="rope",
         rope_theta=meta.float("rope.freq_base", 10000.0),
@@ -625,6 +632,15 @@ _PER_LAYER = {
     "ffn_gate_shexp": "mlp.shared.gate_proj",
     "ffn_up_shexp": "mlp.shared.up_proj",
     "ffn_down_shexp": "mlp.shared.down_proj",
+    "ffn_gate_inp_shexp": "mlp.shared_gate",  # Qwen's sigmoid gate on the shared expert
+    # Gated DeltaNet (linear) layers, as llama.cpp's qwen3next / qwen35 converters name them
+    "attn_qkv": "attn.in_proj_qkv",  # on linear layers; Phi-3's fused q/k/v: `fused_tensors`
+    "attn_gate": "attn.in_proj_z",
+    "ssm_beta": "attn.in_proj_b",
+    "ssm_alpha": "attn.in_proj_a",
+    "ssm_conv1d": "attn.conv1d",  # [channels, K]: the converter squeezes the middle axis
+    "ssm_norm": "attn.norm",
+    "ssm_out": "attn.out_proj",
 }
 # Tensors whose name does not follow `<ours>.weight|bias`: the attention sinks (one vector per
 # layer) and the stacked experts, whose biases are parameters of their own.
@@ -634,18 +650,25 @@ _PER_LAYER_EXACT = {
     ("ffn_gate_inp", "weight"): "mlp.router.weight",
     ("exp_probs_b", "bias"): "mlp.router.score_bias",  # the balancing bias (DeepSeek, GLM)
     ("ffn_gate_inp", "bias"): "mlp.router.bias",
+    ("ssm_dt", "bias"): "attn.dt_bias",  # the converter renames dt_bias to dt_proj.bias
     **{
         (f"ffn_{p}_exps", kind): f"mlp.experts.{p}_proj{'_bias' if kind == 'bias' else ''}"
         for p in ("gate", "up", "down")
         for kind in ("weight", "bias")
     },
 }
-_LAYER_RE = re.compile(r"blk\.(\d+)\.([a-z_]+)\.(weight|bias)")
+_LAYER_RE = re.compile(r"blk\.(\d+)\.([a-z0-9_]+)\.(weight|bias)")
+# Gated DeltaNet's decay rates: stored as -exp(A_log), under a name without a suffix
+_SSM_A_RE = re.compile(r"blk\.(\d+)\.ssm_a")
 _BLOCK_RE = re.compile(r"blk\.(\d+)\.")
 # folded into Config.rope_scaling (llama3's divisors, LongRoPE's factor sets)
 _IGNORED = {"rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"}
 # Fused GGUF tensors (Phi-3) -> the pseudo-names they are read under -> our parameters
-_FUSED_NAMES = {"attn_qkv": "attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}
+_FUSED_NAMES = {
+    "attn_qkv": "attn.qkv_proj",
+    "ffn_up": "mlp.gate_up_proj",
+    "ssm_ba": "attn.in_proj_ba",  # Qwen3-Next: b and a, grouped by key head
+}
 
 
 def gguf_to_ours(
@@ -659,6 +682,8 @@ def gguf_to_ours(
     (`_FUSED_NAMES`) and split by `split_fused`."""
     if name in _TOP_LEVEL:
         return _TOP_LEVEL[name]
+    if a := _SSM_A_RE.fullmatch(name):
+        return f"layers.{a.group(1)}.attn.A_log"
     m = _LAYER_RE.fullmatch(name)
     if m and m.group(2) in fused:
         return f"layers.{m.group(1)}.{_FUSED_NAMES[m.group(2)]}.{m.group(3)}"
@@ -730,22 +755,28 @@ def expected_shapes(
         projections += [("v_proj", kv_out)] if own_kv and not cfg.layer_k_eq_v(i) else []
         if pre:
             out[p + "attn_norm.weight"] = (d,)
-        if "attn_qkv" in fused:
+        if cfg.layer_type(i) == "linear":
+            out.update(_linear_attn_shapes(cfg, p + "attn.", fused))
+            projections = []  # no attention projections, norms or sinks on this layer
+        elif "attn_qkv" in fused:
             out[p + "attn.qkv_proj.weight"] = (q_out + 2 * kv_out, d)
         for proj, n in projections:
             if "attn_qkv" not in fused:
-                out[p + f"attn.{proj}.weight"] = (n, d)
+                # with an output gate, q_proj holds [q_h, g_h] per head
+                gate = 2 if proj == "q_proj" and cfg.attn_output_gate else 1
+                out[p + f"attn.{proj}.weight"] = (n * gate, d)
             if cfg.qkv_bias:
                 out[p + f"attn.{proj}.bias"] = (n,)
-        out[p + "attn.o_proj.weight"] = (d, q_out)
-        if cfg.attn_out_bias:
+        if projections:
+            out[p + "attn.o_proj.weight"] = (d, q_out)
+        if cfg.attn_out_bias and projections:
             out[p + "attn.o_proj.bias"] = (d,)
-        if cfg.qk_norm:
+        if cfg.qk_norm and projections:
             whole = cfg.qk_norm_scope == "all"  # OLMo 2: over the whole projection
             out[p + "attn.q_norm.weight"] = (q_out if whole else hd,)
             if own_kv:
                 out[p + "attn.k_norm.weight"] = (kv_out if whole else hd,)
-        if cfg.attn_sinks:
+        if cfg.attn_sinks and projections:
             out[p + "attn.sinks"] = (cfg.n_heads,)
         if post:
             out[p + "post_attn_norm.weight"] = (d,)
@@ -754,10 +785,12 @@ def expected_shapes(
         if cfg.is_moe_layer(i):
             out.update(_expert_shapes(cfg, p + "mlp."))
             if cfg.n_shared_experts:
-                fs = cfg.moe_d_ff * cfg.n_shared_experts
+                fs = cfg.shared_d_ff
                 out[p + "mlp.shared.gate_proj.weight"] = (fs, d)
                 out[p + "mlp.shared.up_proj.weight"] = (fs, d)
                 out[p + "mlp.shared.down_proj.weight"] = (d, fs)
+            if cfg.shared_expert_gate:
+                out[p + "mlp.shared_gate.weight"] = (1, d)
         elif "ffn_up" in fused:
             out[p + "mlp.gate_up_proj.weight"] = (2 * ff, d)
             out[p + "mlp.down_proj.weight"] = (d, ff)
@@ -776,6 +809,28 @@ def expected_shapes(
     out["final_norm.weight"] = (d,)
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = (cfg.vocab_size, d)
+    return out
+
+
+def _linear_attn_shapes(cfg: Config, p: str, fused: frozenset[str]) -> dict[str, tuple[int, ...]]:
+    """A Gated DeltaNet layer's tensors as llama.cpp stores them (the convolution [channels,
+    K], b and a fused for Qwen3-Next)."""
+    assert cfg.linear_n_k_heads and cfg.linear_n_v_heads
+    assert cfg.linear_k_head_dim and cfg.linear_v_head_dim
+    d, h = cfg.d_model, cfg.linear_n_v_heads
+    value = h * cfg.linear_v_head_dim
+    conv = 2 * cfg.linear_n_k_heads * cfg.linear_k_head_dim + value
+    out: dict[str, tuple[int, ...]] = {
+        p + "in_proj_qkv.weight": (conv, d),
+        p + "in_proj_z.weight": (value, d),
+    }
+    if "ssm_ba" in fused:
+        out[p + "in_proj_ba.weight"] = (2 * h, d)
+    else:
+        out.update({p + "in_proj_b.weight": (h, d), p + "in_proj_a.weight": (h, d)})
+    out.update({p + "conv1d.weight": (conv, cfg.linear_conv_kernel), p + "A_log": (h,)})
+    out.update({p + "dt_bias": (h,), p + "norm.weight": (cfg.linear_v_head_dim,)})
+    out[p + "out_proj.weight"] = (d, value)
     return out
 
 
@@ -800,8 +855,12 @@ def fused_tensors(header: GGUFHeader) -> frozenset[str]:
     holding gate and up when there is no ffn_gate)."""
     has = header.tensors.__contains__
     fused = set()
-    if has("blk.0.attn_qkv.weight"):
+    # attn_qkv is Phi-3's fused q/k/v, or in a hybrid the linear layers' [q; k; v] as we keep it
+    hybrid = any(_SSM_A_RE.fullmatch(name) for name in header.tensors)
+    if has("blk.0.attn_qkv.weight") and not hybrid:
         fused.add("attn_qkv")
+    if has("blk.0.ssm_ba.weight"):
+        fused.add("ssm_ba")
     if header.architecture == "phi3" and not has("blk.0.ffn_gate.weight"):
         fused.add("ffn_up")
     return frozenset(fused)
@@ -819,6 +878,15 @@ def split_fused(cfg: Config, ours: str, w: np.ndarray) -> dict[str, np.ndarray]:
     if rest:
         gate, up = np.split(w, [cfg.d_ff])
         return {f"{prefix}.mlp.gate_proj.{rest}": gate, f"{prefix}.mlp.up_proj.{rest}": up}
+    prefix, _, rest = ours.partition(".attn.in_proj_ba.")
+    if rest:  # per key head [b of its r value heads, a of them] (HF's in_proj_ba order)
+        assert cfg.linear_n_k_heads and cfg.linear_n_v_heads
+        hk, r = cfg.linear_n_k_heads, cfg.linear_n_v_heads // cfg.linear_n_k_heads
+        b, a = np.split(w.reshape(hk, 2 * r, -1), [r], axis=1)
+        return {
+            f"{prefix}.attn.in_proj_b.{rest}": b.reshape(hk * r, -1),
+            f"{prefix}.attn.in_proj_a.{rest}": a.reshape(hk * r, -1),
+        }
     return {ours: w}
 
 
@@ -913,6 +981,8 @@ def tensor_transform(cfg: Config, arch: str) -> Callable[[str, np.ndarray], np.n
     family = GGUF_ARCHITECTURES[arch]
 
     def apply(ours: str, w: np.ndarray) -> np.ndarray:
+        if ".attn." in ours and cfg.layer_type(int(ours.split(".")[1])) == "linear":
+            return _linear_attn_tensor(cfg, ours, w, family.gguf_v_heads_tiled)
         if family.gguf_rope_permuted:
             if ".attn.q_proj." in ours:
                 return _unpermute_rope(w, cfg.n_heads)
@@ -923,6 +993,40 @@ def tensor_transform(cfg: Config, arch: str) -> Callable[[str, np.ndarray], np.n
         return w
 
     return apply
+
+
+def _linear_attn_tensor(cfg: Config, ours: str, w: np.ndarray, tiled: bool) -> np.ndarray:
+    """A Gated DeltaNet tensor as llama.cpp's converter stored it -> ours: A = -exp(A_log)
+    back to A_log, the convolution's middle axis restored, and (Qwen3.5) the value heads from
+    tiled back to grouped by key head. The gated norm is stored as it is (the converter adds 1
+    to every other norm weight)."""
+    assert cfg.linear_n_k_heads and cfg.linear_n_v_heads
+    assert cfg.linear_k_head_dim and cfg.linear_v_head_dim
+    hk, r = cfg.linear_n_k_heads, cfg.linear_n_v_heads // cfg.linear_n_k_heads
+    dv, qk = cfg.linear_v_head_dim, 2 * cfg.linear_n_k_heads * cfg.linear_k_head_dim
+
+    def grouped(x: np.ndarray, axis: int, head: int) -> np.ndarray:
+        """[v0 of every key head, v1 of every key head, ...] -> [key head 0: v0, v1, ...]."""
+        shape = x.shape
+        x = np.moveaxis(x, axis, 0).reshape(r, hk, head, -1).swapaxes(0, 1)
+        return np.moveaxis(x.reshape(shape[axis], *np.delete(shape, axis)), 0, axis)
+
+    name = ours.rsplit(".attn.", 1)[1]
+    if tiled and r > 1:
+        if name in ("in_proj_qkv.weight", "conv1d.weight"):  # only the value rows
+            w = np.concatenate((w[:qk], grouped(w[qk:], 0, dv)))
+        elif name == "in_proj_z.weight":
+            w = grouped(w, 0, dv)
+        elif name in ("in_proj_b.weight", "in_proj_a.weight", "A_log", "dt_bias"):
+            w = grouped(w, 0, 1)
+        elif name == "out_proj.weight":
+            w = grouped(w, 1, dv)
+    if name == "A_log":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(-w)  # a non-negative A decodes to inf/NaN: refused as corrupt
+    if name == "conv1d.weight":
+        return w[:, None, :]
+    return w
 
 
 def load_gguf(
