@@ -114,8 +114,10 @@ def mlp_factor_pairs(
 
 def _ov_matrix(attn: nn.Module) -> torch.Tensor | None:
     """W_o W_v (d x d), with each KV head shared by its group of query heads (GQA)."""
-    if not hasattr(attn, "v_proj"):
-        return None  # MLA: V comes out of the latent; no plain OV circuit
+    if getattr(attn, "v_proj", None) is None:
+        # MLA: V comes out of the latent; Gemma 4's keys-equal-values and KV-sharing layers
+        # have no v projection of their own: no plain OV circuit
+        return None
     wv = attn.v_proj.weight.detach().to(torch.float64)  # [n_kv * hd, d]
     wo = attn.o_proj.weight.detach().to(torch.float64)  # [d, n_h * hd]
     groups = attn.n_heads // attn.n_kv_heads
