@@ -101,3 +101,20 @@ def test_glm4moe_softmax_gating_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"expert_gating_func=1 is not supported"):
         config_from_gguf(bad)
+
+
+@pytest.mark.parametrize("quant, mixed", [("int8", True), ("int4", False), ("int4", True)])
+def test_phi3_direct_quantised_load_splits_the_fused_tensors(
+    tmp_path: Path, quant: str, mixed: bool
+) -> None:
+    """The direct int4/int8 loader decodes attn_qkv and ffn_up, splits them and quantises the
+    parts as `optimize` quantises the float model's (an F32 file under mixed int4: int8)."""
+    from glassformer.inference.gguf_direct import load_gguf_quantized
+    from glassformer.inference.optimize import optimize
+
+    path, _ = _write(tmp_path, "phi3")
+    direct = load_gguf_quantized(path, quant, mixed=mixed)
+    ref = optimize(load_model(path), "int8" if mixed else quant)
+    ids = torch.randint(0, VOCAB, (1, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(direct(ids), ref(ids))

@@ -157,14 +157,17 @@ def load_gguf_quantized(
     for ours, info in infos.items():
         raw = data[info.offset : info.offset + info.nbytes]
         if ".qkv_proj." in ours or ".gate_up_proj." in ours:  # Phi-3's fused: decode, split
+            target, group = quant, group_size
+            if mixed and quant == "int4" and info.ggml_type not in _FOUR_BITS_OR_LESS:
+                target, group = "int8", None
             w = transform(ours, dequantize(raw, info.ggml_type, info.shape))
             for name, part in split_fused(cfg, ours, w).items():
                 t = torch.from_numpy(np.ascontiguousarray(part))
-                picked = pick_group(t.shape[-1], quant, group_size)
+                picked = pick_group(t.shape[-1], target, group)
                 if picked is None:
                     floats[name] = t
                 else:
-                    quantised[name] = quantize(t, quant, picked)
+                    quantised[name] = quantize(t, target, picked)
             continue
         if ours.endswith(_LINEAR_SUFFIXES):
             target, group = quant, group_size
