@@ -117,7 +117,7 @@ def _sdpa_with_sinks(
     one zero key whose score is the sink (scale q . 0 + sink) and whose zero value adds
     nothing to the output."""
     grads = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, sinks))
-    if q.device.type == "cpu" and not grads:
+    if q.device.type == "cpu" and not grads and cpu_flash_attention is not None:
         return _cpu_flash_with_sinks(q, k, v, mask, scale, sinks)
     h, t, s = q.shape[1], q.shape[2], k.shape[2]
     k = torch.cat((k, k.new_zeros(*k.shape[:2], 1, k.shape[-1])), dim=-2)
@@ -160,8 +160,9 @@ def _cpu_flash_with_sinks(
     return out * keep.unsqueeze(-1).to(out.dtype)
 
 
-# PyTorch's CPU flash attention, which returns the rows' log-sum-exp with the output
-cpu_flash_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+# PyTorch's CPU flash attention, which returns the rows' log-sum-exp with the output (a private
+# op: where a PyTorch build lacks it, the zero-key route serves)
+cpu_flash_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
 def eager_attention(
