@@ -3,13 +3,17 @@ HF transformers' own PyTorch fallbacks on the CPU.
 
 HF's Qwen3.5 layer runs `torch_chunk_gated_delta_rule` (prefill) and
 `torch_recurrent_gated_delta_rule` (a decode step) when no compiled kernel is installed, which is
-what a CPU user gets. Both sides get the same unnormalised q, k, v, g, beta (float32) and
-normalise q and k themselves (HF with use_qk_l2norm_in_kernel=True, glassformer as its layer
-does), so each timing covers the same work. Prefill starts from no state and returns the final
-state; a decode step starts from the state the prefill left (its cost does not depend on the
-length) and is timed over `--steps` consecutive tokens. The sides run in alternation; the table
-gives each side's median time with its spread (min-max over the rounds) and the median of the
-within-round ratios HF / glassformer. Outputs and final states must agree to 1e-4.
+what a CPU user gets. glassformer's layer runs `chunk_gated_delta_rule` (prefill) and
+`kernels.dispatch.gated_delta_step` (a decode step: the C kernel of `kernels/delta.c` where the
+native kernels are built, else the component's PyTorch step). Both sides get the same
+unnormalised q, k, v, g, beta (float32) and normalise q and k themselves (HF with
+use_qk_l2norm_in_kernel=True, glassformer as its layer does), so each timing covers the same
+work. Prefill starts from no state and returns the final state; a decode step starts from the
+state the prefill left (its cost does not depend on the length) and is timed over `--steps`
+consecutive tokens. The sides run in alternation; the table gives each side's median time with
+its spread (min-max over the rounds) and the median of the within-round ratios HF /
+glassformer, in wall time and (in brackets) in this process's CPU time, which a busy machine
+disturbs less. Outputs and final states must agree to 1e-4.
 
 Default shape: one Qwen3.5 linear layer (Qwen3_5TextConfig's defaults: 16 key heads and 32
 value heads of 128 dims), batch 1.
@@ -26,17 +30,20 @@ import statistics
 import time
 from collections.abc import Callable
 
-import torch
-from transformers.models.qwen3_5.modeling_qwen3_5 import (
+from glassformer.threads import limit_spinning
+
+# As glassformer's CLI does, before torch loads its OpenMP runtime: idle threads stop spinning
+# sooner, which keeps 2-thread timings meaningful on a busy machine (both sides alike).
+limit_spinning()
+
+import torch  # noqa: E402
+from transformers.models.qwen3_5.modeling_qwen3_5 import (  # noqa: E402
     torch_chunk_gated_delta_rule,
     torch_recurrent_gated_delta_rule,
 )
 
-from glassformer.components.gated_deltanet import (
-    chunk_gated_delta_rule,
-    l2norm,
-    recurrent_gated_delta_rule,
-)
+from glassformer.components.gated_deltanet import chunk_gated_delta_rule, l2norm  # noqa: E402
+from glassformer.kernels.dispatch import gated_delta_step  # noqa: E402
 
 Tensors = tuple[torch.Tensor, ...]
 
@@ -70,10 +77,11 @@ def hf_recurrent(q, k, v, g, beta, state):  # type: ignore[no-untyped-def]
     )  # fmt: skip
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process)."""
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def compare(
@@ -85,14 +93,16 @@ def compare(
     err = max(float((o_hf - o_us).abs().max()), float((s_hf - s_us).abs().max()))
     if not err <= 1e-4:
         raise SystemExit(f"outputs differ by {err:.2e}")
-    hf_s, us_s = [], []
+    hf_t, us_t = [], []
     for _ in range(rounds):
-        hf_s.append(timed(hf))
-        us_s.append(timed(ours))
+        hf_t.append(timed(hf))
+        us_t.append(timed(ours))
+    hf_s, us_s = [w for w, _ in hf_t], [w for w, _ in us_t]
     return {
         "hf_ms": 1e3 * statistics.median(hf_s), "hf_spread_ms": 1e3 * (max(hf_s) - min(hf_s)),
         "ours_ms": 1e3 * statistics.median(us_s), "ours_spread_ms": 1e3 * (max(us_s) - min(us_s)),
         "ratio": statistics.median(a / b for a, b in zip(hf_s, us_s, strict=True)),
+        "cpu_ratio": statistics.median(a[1] / b[1] for a, b in zip(hf_t, us_t, strict=True)),
         "max_abs_diff": err,
     }  # fmt: skip
 
@@ -108,16 +118,19 @@ def measure(args: argparse.Namespace, t: int) -> dict[str, object]:
     _, state = ours_rule(chunk_gated_delta_rule, q, k, v, g, beta, None)
     steps = make_inputs(*shape[:1], args.steps, *shape[2:], seed=1)
 
-    def decode(step: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Tensors:
-        s, outs = state, []
+    def decode(step: Callable[..., tuple[torch.Tensor, torch.Tensor]], s: torch.Tensor) -> Tensors:
+        outs = []
         for i in range(args.steps):
             o, s = step(*(x[:, i : i + 1] for x in steps), s)
             outs.append(o)
         return torch.cat(outs, 1), s
 
+    def ours_step(*a: torch.Tensor) -> Tensors:
+        return ours_rule(gated_delta_step, *a), a[-1]  # the state advances in place
+
     dec = compare(
-        lambda: decode(hf_recurrent),
-        lambda: decode(lambda *a: ours_rule(recurrent_gated_delta_rule, *a)),
+        lambda: decode(hf_recurrent, state),
+        lambda: decode(ours_step, state.clone()),  # the copy is timed: HF's step makes new ones
         args.rounds,
     )
     for key in ("hf_ms", "hf_spread_ms", "ours_ms", "ours_spread_ms"):
@@ -139,6 +152,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)  # inference, as the layer decodes
     rows = [measure(args, t) for t in args.lengths]
     if args.json:
         print(json.dumps({"config": vars(args), "rows": rows}, indent=2))
@@ -148,17 +162,19 @@ def main() -> None:
         f"{args.v_heads} value heads x {args.v_dim}, {args.threads} threads, "
         f"{args.rounds} rounds; decode per token over {args.steps} steps"
     )
-    print("| T | prefill HF ms | prefill ours ms | HF / ours | decode HF ms | decode ours ms "
-          "| HF / ours | max abs diff |")  # fmt: skip
+    print("| T | prefill HF ms | prefill ours ms | HF / ours (CPU time) | decode HF ms "
+          "| decode ours ms | HF / ours (CPU time) | max abs diff |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         p, d = r["prefill"], r["decode"]
         assert isinstance(p, dict) and isinstance(d, dict)
         print(
             f"| {r['length']} | {p['hf_ms']:.1f} ± {p['hf_spread_ms']:.1f} "
-            f"| {p['ours_ms']:.1f} ± {p['ours_spread_ms']:.1f} | {p['ratio']:.2f}x "
+            f"| {p['ours_ms']:.1f} ± {p['ours_spread_ms']:.1f} "
+            f"| {p['ratio']:.2f}x ({p['cpu_ratio']:.2f}x) "
             f"| {d['hf_ms']:.3f} ± {d['hf_spread_ms']:.3f} "
-            f"| {d['ours_ms']:.3f} ± {d['ours_spread_ms']:.3f} | {d['ratio']:.2f}x "
+            f"| {d['ours_ms']:.3f} ± {d['ours_spread_ms']:.3f} "
+            f"| {d['ratio']:.2f}x ({d['cpu_ratio']:.2f}x) "
             f"| {max(p['max_abs_diff'], d['max_abs_diff']):.1e} |"
         )
 

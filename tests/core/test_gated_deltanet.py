@@ -167,6 +167,38 @@ def test_both_forms_match_float64_recurrence() -> None:
     assert maxdiff(memory.double(), want_state) <= TOL
 
 
+@pytest.mark.parametrize("dv", [DV, 20])  # 20: a tail beyond the 8-wide vectors
+def test_native_decode_step(dv: int) -> None:
+    """The C step (kernels/delta.c) against the component's PyTorch step."""
+    from glassformer import kernels
+    from glassformer.kernels.delta_rule import delta_step
+
+    if not kernels.available():
+        pytest.skip("native kernels unavailable")
+    q, k, v, g, beta, state = random_rule_inputs(1, seed=5)
+    v, state = v[..., :dv].contiguous(), state[..., :dv].contiguous()
+    ours, ref = state.clone(), state.clone()
+    with torch.no_grad():
+        o = delta_step(q, k, v, g, beta, ours)
+        want = recurrent_gated_delta_rule(q, k, v, g, beta, ref)
+    assert maxdiff(o, want) <= 1e-6 and maxdiff(ours, ref) <= 1e-6
+
+
+@torch.no_grad()
+def test_decode_paths_agree(pair: tuple[GatedDeltaNet, torch.nn.Module]) -> None:
+    """Decoding through the native step (the default) and through PyTorch's (impl "eager")."""
+    ours, _ = pair
+    x = inputs(20, seed=6)
+    outs = []
+    for impl in ("native", "eager"):
+        ours.impl = impl
+        state = ours.new_state(2, torch.float32)
+        ours(x[:, :12], state)
+        outs.append(torch.cat([ours(x[:, i : i + 1], state) for i in range(12, 20)], 1))
+    ours.impl = "native"
+    assert maxdiff(*outs) <= 1e-6
+
+
 def test_chunked_form_gradients() -> None:
     """Training runs the chunked form: its gradients equal those of the float64 recurrence."""
     args = [x.requires_grad_() for x in random_rule_inputs(20, seed=4)]

@@ -29,8 +29,9 @@ Two forms compute the recurrence:
   are folded into matrix products with the WY/UT representation (Yang et al. 2024, "Parallelizing
   Linear Transformers with the Delta Rule over Sequence Length"); only the state crosses chunk
   boundaries. Used for prefill and training. See its docstring for the equations.
-One token outside autograd (a decoding step) goes through the recurrent form, anything else
-through the chunked one, both starting from the state when one is given. The state
+One token outside autograd (a decoding step) goes through the recurrent form (through
+`kernels.dispatch.gated_delta_step`, which may run it as one C kernel), anything else through
+the chunked one, both starting from the state when one is given. The state
 (`LinearAttentionState`) is the conv window (the last K-1 inputs) and M per value head: its size
 does not depend on the sequence length.
 """
@@ -46,6 +47,7 @@ from torch import nn
 
 from glassformer.components.mlp import activation_fn
 from glassformer.config import Config
+from glassformer.kernels.dispatch import gated_delta_step
 
 CHUNK = 64  # tokens per chunk of the chunked form (the reference kernels' choice)
 L2NORM_EPS = 1e-6  # x / sqrt(|x|^2 + eps), as the reference (FLA) kernels
@@ -263,6 +265,9 @@ class GatedDeltaNet(nn.Module):
         self.norm = GatedRMSNorm(self.v_head_dim, config.norm_eps)
         self.out_proj = nn.Linear(value_dim, d, bias=False)
         self.act = activation_fn(config.activation)
+        # "native": the decoding step may take the C kernel (`kernels.dispatch`); set with the
+        # attention implementation by `Transformer.set_attention_impl`
+        self.impl = "native"
         self.reset_parameters(config.init_std)
 
     @torch.no_grad()
@@ -312,7 +317,7 @@ class GatedDeltaNet(nn.Module):
         g = -self.A_log.float().exp() * F.softplus(self.in_proj_a(x).float() + self.dt_bias)
         if t == 1 and not torch.is_grad_enabled():  # decoding: the step, in place
             memory = state.recurrent if state is not None else q.new_zeros(self._state_shape(b))
-            o = recurrent_gated_delta_rule(q, k, v, g, beta, memory)
+            o = gated_delta_step(q, k, v, g, beta, memory, impl=self.impl)
         else:
             o, final = chunk_gated_delta_rule(
                 q, k, v, g, beta, state.recurrent if state is not None else None

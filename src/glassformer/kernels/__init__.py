@@ -10,6 +10,7 @@ The C sources sit next to this file, one per subject:
     attention.c    causal self-attention forward and backward, computing the visible half only
     activations.c  GELU (tanh form) forward and backward with one exp instead of a tanh
     xent.c         softmax cross-entropy and its gradient, in place over the LM head's logits
+    delta.c        one decoding step of Gated DeltaNet's gated delta rule, all heads at once
 
 Python wrappers: `glassformer.inference.native` (inference kernels) and
 `glassformer.kernels.autograd` (the differentiable ones); `glassformer.kernels.dispatch` chooses
@@ -44,7 +45,8 @@ import torch
 from glassformer.cache import cache_dir
 
 SOURCE_DIR = Path(__file__).parent
-SOURCES = ("quant.c", "decode.c", "program.c", "attention.c", "activations.c", "xent.c")
+SOURCES = ("quant.c", "decode.c", "program.c", "attention.c", "activations.c", "xent.c",
+           "delta.c")  # fmt: skip
 HEADERS = ("kernels.h",)
 CFLAGS = (
     "-O3", "-fno-math-errno", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp",
@@ -112,6 +114,10 @@ SIGNATURES: dict[str, list[tuple[str, type]]] = {
     # activations.c
     "gelu_tanh": [("x", PTR), ("y", PTR), ("n", LONG), ("nt", INT)],
     "gelu_tanh_backward": [("x", PTR), ("dy", PTR), ("dx", PTR), ("n", LONG), ("nt", INT)],
+    # delta.c: one decoding step of the gated delta rule, the state [B, H, DK, DV] in place
+    "delta_step": [("q", PTR), ("k", PTR), ("v", PTR), ("g", PTR), ("beta", PTR),
+                   ("state", PTR), ("out", PTR), ("B", INT), ("H", INT), ("HK", INT),
+                   ("DK", INT), ("DV", INT), ("nt", INT)],
     # xent.c: softmax cross-entropy over rows of logits cut in nb slices of vs columns
     "xent_rows": [("z", PTR), ("rows", LONG), ("nb", LONG), ("vs", LONG), ("bstride", LONG),
                   ("labels", PTR), ("ignore", INT64), ("grad", INT), ("loss", PTR),

@@ -5,6 +5,7 @@ The components call one function per step and never a kernel:
     attention(q, k, v, mask, scale=..., softcap=..., sinks=..., impl=...)  attention.py, mla.py
     gelu_tanh(x)                                                 components/mlp.py (the activation)
     logits_cross_entropy(h, w, labels, ignore, softcap, grad)    components/head_loss.py
+    gated_delta_step(q, k, v, g, beta, state, impl=...)          components/gated_deltanet.py
 
 Each function here picks glassformer's own C kernel (`glassformer.kernels.autograd`) where it
 applies (float32 tensors on the CPU, the library built, not being traced by `torch.compile`) and
@@ -28,6 +29,10 @@ Why each kernel exists, and the benchmark that measures it against the PyTorch c
   columns faster than one with the whole vocabulary), and softmax, loss and gradient are one
   kernel that keeps each row in cache through its three passes, where PyTorch's amax, sub, exp,
   sum, mul and scatter each stream the chunk through memory. `benchmarks/head.py`.
+- Gated DeltaNet's decoding step (`kernels/delta.c`, wrapper `kernels/delta_rule.py`). Per head
+  the step reads the state once for M^T k and M^T q and rewrites it while it is in cache, one
+  call and one parallel region for all heads where PyTorch's step is a dozen calls, each
+  streaming the state or synchronising the threads. `benchmarks/linear_attention.py`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from glassformer.kernels import autograd as kernels
+from glassformer.kernels import delta_rule
 
 # ---------------------------------------------------------------------------------------------
 # Attention
@@ -194,6 +200,30 @@ def eager_attention(
         return torch.matmul(probs.to(q.dtype), v)
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     return torch.matmul(probs, v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gated DeltaNet: one decoding step of the gated delta rule
+# ---------------------------------------------------------------------------------------------
+
+
+def gated_delta_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    state: torch.Tensor,
+    impl: str = "native",
+) -> torch.Tensor:
+    """One token of the gated delta rule, `state` advanced in place; arguments and result as
+    `components.gated_deltanet.recurrent_gated_delta_rule`. The native kernel for float32 CPU
+    tensors outside autograd when `impl` is "native", that PyTorch step otherwise."""
+    if impl == "native" and delta_rule.delta_step_supported(q, k, v, g, beta, state):
+        return delta_rule.delta_step(q, k, v, g, beta, state)
+    from glassformer.components.gated_deltanet import recurrent_gated_delta_rule  # no cycle
+
+    return recurrent_gated_delta_rule(q, k, v, g, beta, state)
 
 
 # ---------------------------------------------------------------------------------------------

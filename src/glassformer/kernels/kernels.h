@@ -176,6 +176,10 @@ void gf_attn_backward(const float *q, long sqb, long sqh, long sqt, const float 
 /* activations.c */
 void gf_gelu_tanh(const float *x, float *y, long n, int nt);
 void gf_gelu_tanh_backward(const float *x, const float *dy, float *dx, long n, int nt);
+/* delta.c */
+void gf_delta_step(const float *q, const float *k, const float *v, const float *g,
+                   const float *beta, float *state, float *out, int B, int H, int HK, int DK,
+                   int DV, int nt);
 /* xent.c */
 void gf_xent_rows(float *z, long rows, long nb, long vs, long bstride, const int64_t *labels,
                   int64_t ignore, int grad, float *loss, int nt);
