@@ -615,13 +615,23 @@ PHI3 = like(
 )  # fmt: skip
 
 def _read_olmo2_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
-    if meta.get("attention.sliding_window", 0, int):
+    """llama.cpp files OLMo 3 as olmo2 with `attention.sliding_window`: then every 4th layer
+    is full (its pattern of 4), and the sliding layers take plain RoPE (no YaRN) at the same
+    base unless `rope.freq_base_swa` says otherwise, as HF's Olmo3 does."""
+    window = meta.get("attention.sliding_window", 0, int)
+    if not window:
+        return {}
+    if meta.raw("rope.scaling.yarn_attn_factor") is not None:
         raise ValueError(
-            f"{meta.path}: an olmo2 GGUF with a sliding window is OLMo 3, whose per-layer rope "
-            "(YaRN on the full layers only) glassformer does not read from GGUF yet; load its "
-            "HF checkpoint instead"
+            f"{meta.path}: metadata {meta.arch}.rope.scaling.yarn_attn_factor is not read for "
+            "OLMo 3 files (its meaning against HF's attention_factor is unconfirmed)"
         )
-    return {}
+    return dict(
+        hf_model_type="olmo3",
+        sliding_window=window,
+        layer_types=OLMO3.layer_types(fields["n_layers"]),
+        rope_theta_local=meta.float("rope.freq_base_swa", fields["rope_theta"]),
+    )
 
 
 # OLMo 2 (Team OLMo 2024, "2 OLMo 2 Furious"): Llama's sizes with the norms moved onto the
@@ -748,7 +758,7 @@ OLMO3 = like(
     sliding="pattern",
     layer_period=4,
     rope="per_layer_type",
-    gguf_arch=None,  # llama.cpp files OLMo 3 as olmo2 with a window: refused there
+    gguf_arch=None,  # llama.cpp files OLMo 3 as olmo2 with a window (_read_olmo2_gguf)
     read_gguf=None,
 )  # fmt: skip
 

@@ -258,8 +258,8 @@ def base_kv(hf_config: Any, arch: str) -> dict[str, Any]:
     if arch == "gemma3":
         kv["rope.freq_base"] = float(rope["full_attention"]["rope_theta"])
         kv["attention.sliding_window"] = int(c.sliding_window)
-    else:
-        kv["rope.freq_base"] = float(rope["rope_theta"])
+    else:  # (per-layer-type rope parameters: the full layers')
+        kv["rope.freq_base"] = float((rope.get("full_attention") or rope)["rope_theta"])
     if arch == "gpt-oss":  # GptOssModel.set_gguf_parameters
         kv["expert_count"] = int(c.num_local_experts)
         kv["expert_used_count"] = int(c.num_experts_per_tok)
@@ -274,6 +274,17 @@ def base_kv(hf_config: Any, arch: str) -> dict[str, Any]:
         kv["expert_count"] = int(c.num_local_experts)
         kv["expert_used_count"] = int(c.num_experts_per_tok)
         kv["interleave_moe_layer_step"] = int(c.interleave_moe_layer_step)
+    if arch == "olmo2" and getattr(c, "sliding_window", None):  # OLMo 3 (Olmo2Model)
+        kv["attention.sliding_window"] = int(c.sliding_window)
+        full = rope["full_attention"]
+        if full.get("rope_type") == "yarn":
+            kv["rope.scaling.type"] = "yarn"
+            kv["rope.scaling.factor"] = float(full["factor"])
+            kv["rope.scaling.original_context_length"] = int(
+                full["original_max_position_embeddings"]
+            )
+            kv["rope.scaling.yarn_beta_fast"] = float(full.get("beta_fast", 32.0))
+            kv["rope.scaling.yarn_beta_slow"] = float(full.get("beta_slow", 1.0))
     if arch == "phi3":  # Phi3MiniModel.set_gguf_parameters
         kv["attention.sliding_window"] = int(c.sliding_window or 0)
         kv["rope.dimension_count"] = int(head_dim * rope.get("partial_rotary_factor", 1.0))

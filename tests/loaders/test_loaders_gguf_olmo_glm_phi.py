@@ -2,7 +2,8 @@
 converter writes them (`gguf_builders`), loaded by us and compared with HF's logits.
 
 What each exercises: olmo2 the output norms (post_attention_norm / post_ffw_norm only) and
-whole-projection QK-norm weights; glm4moe partial NeoX rotary, q/k/v biases, per-head QK-norm,
+whole-projection QK-norm weights; olmo3 (an olmo2 file with a window) its 3 sliding : 1 full
+layers with YaRN on the full ones only; glm4moe partial NeoX rotary, q/k/v biases, per-head QK-norm,
 the sigmoid router with its balancing bias (exp_probs_b), shared experts, a dense first layer
 and a next-token-prediction block after the model's own (skipped); phi3 the fused attn_qkv and
 ffn_up = [gate; up], and LongRoPE's factor tensors.
@@ -26,6 +27,7 @@ transformers = pytest.importorskip("transformers")
 TOLERANCE = 1e-4
 CASES = {  # test name -> (tiny config, GGUF architecture)
     "olmo2": ("olmo2", "olmo2"),
+    "olmo3": ("olmo3", "olmo2"),  # llama.cpp files OLMo 3 as olmo2 with a window
     "glm4moe": ("glm4moe-ungrouped", "glm4moe"),
     "phi3": ("phi3", "phi3"),
     "phi3-longrope": ("phi3-longrope", "phi3"),
@@ -83,13 +85,27 @@ def test_gguf_config_is_the_hf_config(tmp_path: Path) -> None:
             assert got.attention_factor == pytest.approx(np.sqrt(1 + np.log(4) / np.log(16)))
 
 
-def test_olmo3_gguf_is_refused_by_name(tmp_path: Path) -> None:
-    hf = build_hf("olmo2")
-    kv = {**base_kv(hf.config, "olmo2"), "attention.sliding_window": 7}
+def test_olmo3_gguf_reads_as_hf_olmo3(tmp_path: Path) -> None:
+    import math
+
+    import glassformer as gf
+
+    path, hf = _write(tmp_path, "olmo3")
+    ours, want = config_from_gguf(path), gf.Config.from_hf(hf.config.to_dict())
+    assert ours.hf_model_type == "olmo3" and ours.layer_types == want.layer_types
+    assert ours.window(0) == want.window(0) == 7 and ours.window(3) is None
+    assert ours.rope_theta_local == want.rope_theta_local
+    # HF's file gives YaRN's attention factor; llama.cpp's default is the same 0.1 ln 8 + 1
+    assert want.rope_scaling.attention_factor == 0.1 * math.log(8.0) + 1.0
+
+
+def test_olmo3_gguf_with_a_yarn_attn_factor_is_refused(tmp_path: Path) -> None:
+    hf = build_hf("olmo3")
+    kv = {**base_kv(hf.config, "olmo2"), "rope.scaling.yarn_attn_factor": 1.0}
     path = write_gguf(
         tmp_path / "o3.gguf", "olmo2", kv, hf_to_gguf("olmo2", hf.config, hf.state_dict())
     )
-    with pytest.raises(ValueError, match=r"sliding window is OLMo 3"):
+    with pytest.raises(ValueError, match=r"yarn_attn_factor is not read for OLMo 3"):
         config_from_gguf(path)
 
 
