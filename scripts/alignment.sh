@@ -17,9 +17,9 @@ EVAL_TOKENS=${EVAL_TOKENS:-96}        # answer length at evaluation
 PREF_PROMPTS=${PREF_PROMPTS:-48}      # training prompts (topics disjoint from evaluation)
 SAMPLES=${SAMPLES:-4}                 # answers sampled per training prompt
 PREF_TOKENS=${PREF_TOKENS:-80}
-STEPS=${STEPS:-24}
+STEPS=${STEPS:-12}
 BATCH=${BATCH:-8}
-LR=${LR:-5e-4}
+LR=${LR:-1e-3}
 BETA=${BETA:-0.1}
 LORA_RANK=${LORA_RANK:-16}
 GF="python -m glassformer.cli"
@@ -65,7 +65,7 @@ step "preference pairs" "$OUT/pairs.jsonl" \
 step "DPO (LoRA)" "$OUT/dpo/merged" \
   $GF finetune "$MODEL" --task dpo --data "$OUT/pairs.jsonl" --out "$OUT/dpo" \
   --lora-rank "$LORA_RANK" --lora-alpha $((2 * LORA_RANK)) --lora-targets all-linear \
-  --beta "$BETA" --lr "$LR" --max-steps "$STEPS" --batch-size "$BATCH" --eval-every 6 \
+  --beta "$BETA" --lr "$LR" --max-steps "$STEPS" --batch-size "$BATCH" --eval-every 4 \
   --max-len 384 --no-progress --json
 step "ifeval-lite after" "$OUT/after.json" \
   $GF eval ifeval-lite --model "$OUT/dpo/merged" --limit "$EVAL_PROMPTS" \
