@@ -246,3 +246,67 @@ def test_hostile_strings_stay_text(
     assert browser.execute_script("return window.explorer.result.ops.length") > 5
     assert browser.execute_script("return window.__pwned === undefined")
     assert errors(browser) == []
+
+
+def _layer_types_drawn(driver: Any) -> list[str]:
+    """The kind of each layer, as the layer strip draws it."""
+    spans = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#layer-strip .layer-span')).map("
+        "(r) => [r.dataset.type, +r.dataset.first, +r.dataset.last]);"
+    )
+    kinds: dict[int, str] = {}
+    for kind, first, last in spans:
+        for i in range(first, last + 1):
+            assert i not in kinds, f"layer {i} drawn twice"
+            kinds[i] = kind
+    return [kinds[i] for i in sorted(kinds)]
+
+
+@pytest.mark.parametrize(
+    ("name", "section", "label", "ops"),
+    [
+        (
+            "qwen3-next-80b-a3b",
+            "block.linear.moe",
+            "linear attention (Gated DeltaNet)",
+            ("attn.conv1d", "attn.state_read", "attn.norm", "mlp.shared.down_proj"),
+        ),
+        (
+            "gpt-oss-120b",
+            "block.sliding.moe",
+            "sliding-window attention (sinks)",
+            ("attn.softmax",),
+        ),
+    ],
+)
+def test_new_blocks_drawn(
+    browser: Any, tmp_path: Path, name: str, section: str, label: str, ops: tuple[str, ...]
+) -> None:
+    """A hybrid and a sink model: the layer strip shows each layer's kind, a click on a layer
+    draws its section, whose ops sit in boxes labelled from the cost model's data."""
+    from selenium.webdriver.common.by import By
+
+    cfg = get_preset(name)
+    page = write_html(cfg, tmp_path / f"{name}.html", mode="decode", batch=1, seq=131072)
+    browser.get(page.resolve().as_uri())
+    assert errors(browser) == []
+    assert_matches(page_numbers(browser), analyze(cfg, "decode", 1, 131072))
+    assert _layer_types_drawn(browser) == [cfg.layer_type(i) for i in range(cfg.n_layers)]
+
+    browser.find_element(
+        By.CSS_SELECTOR, f'#layer-strip .layer-span[data-section="{section}"]'
+    ).click()
+    assert browser.execute_script("return window.explorer.state.section") == section
+    boxes = {
+        g.get_attribute("data-group"): g.text
+        for g in browser.find_elements(By.CSS_SELECTOR, "#graph .group")
+    }
+    assert label in boxes["attn"]
+    drawn = {
+        n.get_attribute("data-op") for n in browser.find_elements(By.CSS_SELECTOR, "#graph .node")
+    }
+    for op in ops:
+        assert f"{section}/{op}" in drawn
+    assert errors(browser) == []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"explorer-{name}.png"))

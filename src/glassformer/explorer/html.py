@@ -62,6 +62,57 @@ def _op_json(op: Op) -> dict[str, Any]:
     }
 
 
+# The graph boxes the ops whose names share a prefix ("attn.", "mlp.experts.", ...): one box per
+# prefix, labelled by its last component. The token mixer's label follows the layer type the
+# section's key names (block.<type>.<moe|dense>[.nope], "<type>_shared" for a layer reading
+# another layer's keys and values).
+_GROUP_LABELS = {
+    "mlp": "MLP",
+    "experts": "routed experts",
+    "shared": "shared expert",
+    "moe": "experts beside the MLP",
+    "per_layer_input": "per-layer input",
+    "per_layer_embed": "per-layer embeddings",
+    "block": "block",
+}
+_MIXER_LABELS = {
+    "full": "attention",
+    "sliding": "sliding-window attention",
+    "chunked": "chunked attention",
+    "linear": "linear attention (Gated DeltaNet): conv, delta rule, gated norm",
+}
+
+
+def _group_labels(s: Section) -> dict[str, str]:
+    """{prefix: label} for every op-name prefix in the section."""
+    ops_in: dict[str, list[Op]] = {}
+    for op in s.ops:
+        parts = op.name.split(".")
+        for i in range(1, len(parts)):
+            ops_in.setdefault(".".join(parts[:i]), []).append(op)
+    layer_type = s.key.split(".")[1] if s.kind == "block" else "full"
+    labels = {}
+    for prefix, ops in ops_in.items():
+        last = prefix.rsplit(".", 1)[-1]
+        if last == "attn":
+            base = layer_type.removesuffix("_shared")
+            label = _MIXER_LABELS.get(base, f"{base} attention")
+            names = {op.name.rsplit(".", 1)[-1] for op in ops}
+            extras = [
+                "sinks" if any(op.kind == "softmax" and "sink" in op.note for op in ops) else "",
+                "output gate" if "output_gate" in names else "",
+                "keys and values of another layer" if layer_type.endswith("_shared") else "",
+                "NoPE" if s.key.endswith(".nope") else "",
+            ]
+            extras = [e for e in extras if e]
+            labels[prefix] = label + (f" ({', '.join(extras)})" if extras else "")
+        elif last == "mlp" and any(op.kind == "router" for op in ops):
+            labels[prefix] = "mixture of experts"
+        else:
+            labels[prefix] = _GROUP_LABELS.get(last, last)
+    return labels
+
+
 def _section_json(s: Section) -> dict[str, Any]:
     return {
         "key": s.key,
@@ -69,6 +120,7 @@ def _section_json(s: Section) -> dict[str, Any]:
         "kind": s.kind,
         "count": s.count,
         "layers": s.layers.to_json(),
+        "groups": _group_labels(s),
         "ops": [_op_json(op) for op in s.ops],
     }
 
