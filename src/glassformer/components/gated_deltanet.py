@@ -159,11 +159,12 @@ def chunk_gated_delta_rule(
     kk = per_v(kc @ kc.transpose(-1, -2))  # [n, B, Hk, 1, C, C]
     scores = merged(per_v(qc @ kc.transpose(-1, -2)) * heads(decay))  # (Q K^T) * D
     a_mat = merged(kk * heads(decay * betac[..., :, None]))  # its strict lower part is L
-    eye = torch.eye(chunk, dtype=q.dtype, device=q.device)
-    # A^-1 as the transpose of (A^T)^-1: LAPACK returns column-major results, so this one
-    # comes back row-major, the layout the products below read without a copy
-    a_inv = torch.linalg.solve_triangular(a_mat.mT, eye, upper=True, unitriangular=True).mT
-    t_mat = a_inv * betac.reshape(-1, 1, chunk)  # T = A^-1 diag(beta)
+    # T = A^-1 diag(beta) as the transpose of the X solving X A^T = diag(beta): LAPACK returns
+    # column-major results, so T comes back row-major, the layout the products below read
+    t_mat = torch.linalg.solve_triangular(
+        a_mat.mT, torch.diag_embed(betac.reshape(-1, chunk)), upper=True, left=False,
+        unitriangular=True,
+    ).mT  # fmt: skip
     u = torch.bmm(t_mat, vc.view(-1, chunk, dv))
     # W: the r value heads of a key head stacked as one [r C, C] matrix against its K
     w_left = (t_mat * eg.reshape(-1, 1, chunk)).view(n * b * hk, r * chunk, chunk)
