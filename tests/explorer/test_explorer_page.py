@@ -310,3 +310,44 @@ def test_new_blocks_drawn(
     assert errors(browser) == []
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / f"explorer-{name}.png"))
+
+
+@pytest.mark.parametrize(
+    ("family", "section", "boxes"),
+    [
+        ("gemma4_text", "block.full_shared.dense", {"attn", "mlp", "per_layer_input"}),
+        ("gemma4_text-moe", "block.full.moe", {"attn", "mlp", "moe", "moe.experts"}),
+    ],
+)
+def test_gemma4_blocks_drawn(
+    browser: Any, tmp_path: Path, family: str, section: str, boxes: set[str]
+) -> None:
+    """Gemma 4's parts (tiny configs): layers reading another layer's keys and values in the
+    strip, per-layer inputs, the experts beside the dense MLP, each in its own box."""
+    from selenium.webdriver.common.by import By
+
+    from tests.families import our_config
+
+    cfg = our_config(family)
+    page = write_html(cfg, tmp_path / f"{family}.html", mode="decode", batch=2, seq=64)
+    browser.get(page.resolve().as_uri())
+    assert errors(browser) == []
+    assert_matches(page_numbers(browser), analyze(cfg, "decode", 2, 64))
+    drawn = _layer_types_drawn(browser)
+    shared = set(range(cfg.n_layers - cfg.n_kv_shared_layers, cfg.n_layers))
+    assert drawn == [
+        cfg.layer_type(i) + ("_shared" if i in shared else "") for i in range(cfg.n_layers)
+    ]
+    browser.find_element(
+        By.CSS_SELECTOR, f'#layer-strip .layer-span[data-section="{section}"]'
+    ).click()
+    groups = {
+        g.get_attribute("data-group"): g.text
+        for g in browser.find_elements(By.CSS_SELECTOR, "#graph .group")
+    }
+    assert set(groups) == boxes
+    if "moe" in groups:
+        assert groups["moe"] == "experts beside the MLP"
+    if section.split(".")[1].endswith("_shared"):
+        assert "keys and values of another layer" in groups["attn"]
+    assert errors(browser) == []
