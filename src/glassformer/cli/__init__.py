@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "glassformer.cli.export",
     "glassformer.cli.generate",
     "glassformer.cli.info",
+    "glassformer.cli.serve",
     "glassformer.cli.telemetry",
     "glassformer.cli.train",
 ]
