@@ -92,6 +92,39 @@ _LLAMA4 = dict(
     layer_types=tuple("full" if (i + 1) % 4 == 0 else "chunked" for i in range(48)),
     attn_temperature_floor=8192, attn_temperature_scale=0.1, bos_token_id=1, eos_token_id=2,
 )
+# Gemma 4 (Gemma Team 2026), text models. Values from the published text_configs, each agreed
+# by two or more independent public sources: Ollama's library GGUF metadata (gemma4:e2b,
+# gemma4:26b-a4b; the e4b and 31b sizes from community GGUFs of the same files), google/gemma.cpp
+# PR #919 (E2B/E4B layer counts, widths, SWA patterns, E2B's 6144/12288 FFN), NVIDIA
+# Megatron-Bridge's Gemma 4 recipe and provider docs (E4B's 42 x 2560, 2 KV heads, 18 shared
+# KV layers, PLE 262144 x 256; 26B-A4B's 128 experts top-8, 8 / 2 KV heads, keys-equal-values),
+# and config.json transcriptions in public test code (vllm-metal's 26B/31B KV geometry: 8 and
+# 2, 16 and 4 global KV heads; ModelTC/lightllm's 31B and E4B layouts; mlx Go/Swift/Rust
+# loaders' E2B/E4B/26B/31B text_configs). Sliding layers: 256-wide heads, RoPE base 10k; full
+# layers: 512-wide heads, proportional RoPE over a quarter of each head at base 1M.
+_GEMMA4 = dict(
+    family="gemma4_text", vocab_size=262144, head_dim=256, global_head_dim=512,
+    rope_theta=1000000.0, rope_theta_local=10000.0,
+    rope_scaling=dict(type="proportional", factor=1.0, proportion=0.25), norm_eps=1e-6,
+    activation="gelu_tanh", final_logit_softcap=30.0, tie_embeddings=True, bos_token_id=2,
+    eos_token_id=1,
+)
+# E2B / E4B: per-layer input embeddings (256 per layer) and KV sharing over the last layers
+_GEMMA4_E = dict(
+    _GEMMA4, max_seq_len=131072, sliding_window=512, per_layer_dim=256,
+    per_layer_vocab_size=262144,
+)
+# 26B-A4B / 31B: 1024-token windows, keys-equal-values on the full layers, no per-layer inputs
+_GEMMA4_L = dict(
+    _GEMMA4, max_seq_len=262144, sliding_window=1024, global_k_eq_v=True, per_layer_dim=0,
+    per_layer_vocab_size=262144,
+)
+
+
+def _gemma4_layers(n_layers: int, period: int) -> tuple[str, ...]:
+    return tuple("full" if (i + 1) % period == 0 else "sliding" for i in range(n_layers))
+
+
 _PHI3_MINI = dict(
     family="phi3", vocab_size=32064, d_model=3072, n_layers=32, n_heads=32, d_ff=8192,
     max_seq_len=4096, sliding_window=2047, norm_eps=1e-5, bos_token_id=1, eos_token_id=32000,
@@ -218,6 +251,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         _GEMMA3, vocab_size=262208, d_model=2560, n_layers=34, n_heads=8, n_kv_heads=4,
         d_ff=10240, sliding_window=1024, max_seq_len=131072,
         rope_scaling=dict(type="linear", factor=8.0),
+    ),
+    # --- Gemma 4 (text models; E2B's layers 4 sliding : 1 full, the others 5 : 1) ------------
+    "gemma-4-e2b": dict(
+        _GEMMA4_E, d_model=1536, n_layers=35, layer_types=_gemma4_layers(35, 5), n_heads=8,
+        n_kv_heads=1, d_ff=6144, n_kv_shared_layers=20, double_wide_mlp=True,
+    ),
+    "gemma-4-e4b": dict(
+        _GEMMA4_E, d_model=2560, n_layers=42, layer_types=_gemma4_layers(42, 6), n_heads=8,
+        n_kv_heads=2, d_ff=10240, n_kv_shared_layers=18,
+    ),
+    "gemma-4-26b-a4b": dict(
+        _GEMMA4_L, d_model=2816, n_layers=30, layer_types=_gemma4_layers(30, 6), n_heads=16,
+        n_kv_heads=8, global_n_kv_heads=2, d_ff=2112, moe_beside_mlp=True, n_experts=128,
+        n_experts_per_token=8, moe_d_ff=704,
+    ),
+    "gemma-4-31b": dict(
+        _GEMMA4_L, d_model=5376, n_layers=60, layer_types=_gemma4_layers(60, 6), n_heads=32,
+        n_kv_heads=16, global_n_kv_heads=4, d_ff=21504,
     ),
     # --- DeepSeek-V3 (MLA + DeepSeekMoE + MTP) ------------------------------------------------
     "deepseek-v3": dict(

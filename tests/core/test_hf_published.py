@@ -197,6 +197,70 @@ GLM45: dict[str, Any] = {
 }  # fmt: skip
 
 
+# google/gemma-4-E2B-it, -E4B-it, -26B-A4B-it, -31B-it: the text_configs of the multimodal files
+# (vision/audio towers left out). No single public copy of the files was at hand; each value is
+# one that two or more independent public sources agree on: Ollama's library GGUF metadata
+# (gemma4:e2b, gemma4:26b-a4b; community GGUFs of the e4b and 31b files), google/gemma.cpp PR
+# #919 (E2B/E4B), NVIDIA Megatron-Bridge's Gemma 4 docs (E4B; 26B-A4B's experts, KV heads and
+# keys-equal-values) and config.json transcriptions in public test code (vllm-metal, ModelTC/
+# lightllm, MLX Go/Swift/Rust loaders), the 31B's 4 global KV heads and keys-equal-values
+# among them.
+_GEMMA4_ROPE = {
+    "full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1000000.0,
+                       "rope_type": "proportional"},
+    "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"},
+}  # fmt: skip
+
+
+def _gemma4_layers(n_layers: int, period: int) -> list[str]:
+    return (["sliding_attention"] * (period - 1) + ["full_attention"]) * (n_layers // period)
+
+
+GEMMA4_E2B: dict[str, Any] = {
+    "architectures": ["Gemma4ForConditionalGeneration"], "model_type": "gemma4",
+    "eos_token_id": [1, 106], "tie_word_embeddings": True,
+    "text_config": {
+        "model_type": "gemma4_text", "attention_bias": False, "attention_k_eq_v": False,
+        "enable_moe_block": False, "final_logit_softcapping": 30.0, "global_head_dim": 512,
+        "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 1536,
+        "hidden_size_per_layer_input": 256, "intermediate_size": 6144,
+        "layer_types": _gemma4_layers(35, 5), "max_position_embeddings": 131072,
+        "num_attention_heads": 8, "num_global_key_value_heads": None, "num_hidden_layers": 35,
+        "num_key_value_heads": 1, "num_kv_shared_layers": 20, "rms_norm_eps": 1e-06,
+        "rope_parameters": _GEMMA4_ROPE, "sliding_window": 512, "tie_word_embeddings": True,
+        "use_double_wide_mlp": True, "vocab_size": 262144, "vocab_size_per_layer_input": 262144,
+    },
+}  # fmt: skip
+GEMMA4_E4B: dict[str, Any] = {
+    **GEMMA4_E2B, "text_config": {
+        **GEMMA4_E2B["text_config"], "hidden_size": 2560, "intermediate_size": 10240,
+        "layer_types": _gemma4_layers(42, 6), "num_hidden_layers": 42, "num_key_value_heads": 2,
+        "num_kv_shared_layers": 18, "use_double_wide_mlp": False},
+}  # fmt: skip
+GEMMA4_26B_A4B: dict[str, Any] = {
+    **GEMMA4_E2B, "text_config": {
+        "model_type": "gemma4_text", "attention_bias": False, "attention_k_eq_v": True,
+        "enable_moe_block": True, "final_logit_softcapping": 30.0, "global_head_dim": 512,
+        "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 2816,
+        "hidden_size_per_layer_input": 0, "intermediate_size": 2112,
+        "layer_types": _gemma4_layers(30, 6), "max_position_embeddings": 262144,
+        "moe_intermediate_size": 704, "num_attention_heads": 16, "num_experts": 128,
+        "num_global_key_value_heads": 2, "num_hidden_layers": 30, "num_key_value_heads": 8,
+        "num_kv_shared_layers": 0, "rms_norm_eps": 1e-06, "rope_parameters": _GEMMA4_ROPE,
+        "sliding_window": 1024, "tie_word_embeddings": True, "top_k_experts": 8,
+        "use_double_wide_mlp": False, "vocab_size": 262144,
+    },
+}  # fmt: skip
+GEMMA4_31B: dict[str, Any] = {
+    **GEMMA4_E2B, "text_config": {
+        **{k: v for k, v in GEMMA4_26B_A4B["text_config"].items()
+           if k not in ("num_experts", "top_k_experts", "moe_intermediate_size")},
+        "enable_moe_block": False, "hidden_size": 5376, "intermediate_size": 21504,
+        "layer_types": _gemma4_layers(60, 6), "num_attention_heads": 32,
+        "num_global_key_value_heads": 4, "num_hidden_layers": 60, "num_key_value_heads": 16},
+}  # fmt: skip
+
+
 def _architecture(cfg: gf.Config) -> gf.Config:
     """The config without its labels and token ids (published files differ there)."""
     return cfg.replace(name="x", eos_token_id=None, bos_token_id=None)
@@ -207,7 +271,9 @@ def _architecture(cfg: gf.Config) -> gf.Config:
     [(GEMMA2_2B, "gemma-2-2b"), (GEMMA2_9B, "gemma-2-9b"), (GEMMA3_1B, "gemma-3-1b"),
      (GEMMA3_4B, "gemma-3-4b"), (GPT2, "gpt2"), (PHI3_MINI_4K, "phi-3-mini-4k"),
      (QWEN3_NEXT_80B, "qwen3-next-80b-a3b"), (QWEN3_5_35B, "qwen3.5-35b-a3b"),
-     (OLMO2_7B, "olmo-2-7b"), (OLMO3_7B, "olmo-3-7b"), (GLM45, "glm-4.5")],
+     (OLMO2_7B, "olmo-2-7b"), (OLMO3_7B, "olmo-3-7b"), (GLM45, "glm-4.5"),
+     (GEMMA4_E2B, "gemma-4-e2b"), (GEMMA4_E4B, "gemma-4-e4b"),
+     (GEMMA4_26B_A4B, "gemma-4-26b-a4b"), (GEMMA4_31B, "gemma-4-31b")],
 )  # fmt: skip
 def test_published_config_is_the_preset(tmp_path: Path, published: dict, preset: str) -> None:
     (tmp_path / "config.json").write_text(json.dumps(published))

@@ -26,6 +26,12 @@ PUBLISHED = {
     "llama-4-scout-17b-16e": 107_769_861_120,  # the text model
     "llama-4-maverick-17b-128e": 400_711_848_960,  # the text model
     "smollm3-3b": 3_075_098_624,
+    # Gemma 4 text models; the model cards' totals also count the vision (and E2B/E4B audio)
+    # encoders: E2B 5.1B, E4B 8B with embeddings, 26B-A4B 25.2B, 31B 30.7B
+    "gemma-4-e2b": 4_628_569_344,
+    "gemma-4-e4b": 7_463_013_376,
+    "gemma-4-26b-a4b": 25_233_141_760,
+    "gemma-4-31b": 30_697_345_280,
 }
 
 
