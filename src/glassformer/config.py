@@ -171,9 +171,11 @@ class RopeScaling:
                 if getattr(self, name) is None:
                     raise ValueError(f"rope_scaling.{name}: required for rope type 'llama3'")
             assert self.low_freq_factor is not None and self.high_freq_factor is not None
-            if self.high_freq_factor <= self.low_freq_factor:
+            # Equal factors (Llama 4 Scout's published file) leave no ramp: a step at L/factor
+            if self.high_freq_factor < self.low_freq_factor:
                 raise ValueError(
-                    "rope_scaling.high_freq_factor: must be greater than low_freq_factor"
+                    "rope_scaling.high_freq_factor: must be at least low_freq_factor, got "
+                    f"{self.high_freq_factor} < {self.low_freq_factor}"
                 )
         if self.type == "proportional" and not (
             self.proportion is not None and 0 <= self.proportion <= 1

@@ -80,17 +80,21 @@ _GPT_OSS = dict(
     sliding_window=128, n_experts_per_token=4, qkv_bias=True, attn_out_bias=True,
     glu_alpha=1.702, glu_limit=7.0, eos_token_id=200002,
 )
-# Llama 4 text models: the sizes of HF's Llama4TextConfig defaults (its documented checkpoint is
-# Scout); Maverick has 128 experts on every second layer and no q/k norm (HF's modeling notes).
-# Every 4th layer NoPE and global, the others chunked (8192 positions) with RoPE. The context
-# length, RoPE scaling and token ids are HF's defaults, not values read from the published files.
+# Llama 4 text models (Meta 2025), as published (meta-llama/Llama-4-Scout-17B-16E and
+# -Maverick-17B-128E text_configs, agreed by NVIDIA/TensorRT-LLM's Maverick test config, the
+# Scout configs in aws-neuron's neuronx-distributed-inference tests and in public MLX/Rust and
+# vLLM-plugin test fixtures): every 4th layer NoPE and global, the others chunked (8192
+# positions) with RoPE. Scout: 10M context, llama3 RoPE scaling with equal band factors (a
+# step: wavelengths past 8192 divided by 16), q/k L2 norm; Maverick: 1M context, no scaling, no
+# q/k norm, 128 experts on every second layer.
 _LLAMA4 = dict(
     family="llama4_text", vocab_size=202048, d_model=5120, n_layers=48, n_heads=40,
     n_kv_heads=8, head_dim=128, d_ff=16384, moe_d_ff=8192, n_experts_per_token=1,
-    max_seq_len=131072, rope_theta=500000.0, norm_eps=1e-5, attention_chunk_size=8192,
+    rope_theta=500000.0, norm_eps=1e-5, attention_chunk_size=8192,
     nope_layers=tuple(range(3, 48, 4)),
     layer_types=tuple("full" if (i + 1) % 4 == 0 else "chunked" for i in range(48)),
-    attn_temperature_floor=8192, attn_temperature_scale=0.1, bos_token_id=1, eos_token_id=2,
+    attn_temperature_floor=8192, attn_temperature_scale=0.1, bos_token_id=200000,
+    eos_token_id=(200001, 200007, 200008),
 )
 # Gemma 4 (Gemma Team 2026), text models. Values from the published text_configs, each agreed
 # by two or more independent public sources: Ollama's library GGUF metadata (gemma4:e2b,
@@ -334,8 +338,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         first_k_dense=1, routed_scaling=1.0,
     ),
     # --- Llama 4 (Meta 2025; text model) and SmolLM3 (Hugging Face 2025) ----------------------
-    "llama-4-scout-17b-16e": dict(_LLAMA4, n_experts=16, qk_l2_norm=True),
-    "llama-4-maverick-17b-128e": dict(_LLAMA4, n_experts=128, moe_layer_step=2),
+    "llama-4-scout-17b-16e": dict(
+        _LLAMA4, n_experts=16, qk_l2_norm=True, max_seq_len=10485760,
+        rope_scaling=dict(type="llama3", factor=16.0, original_max_seq_len=8192,
+                          low_freq_factor=1.0, high_freq_factor=1.0),
+    ),
+    "llama-4-maverick-17b-128e": dict(
+        _LLAMA4, n_experts=128, moe_layer_step=2, max_seq_len=1048576
+    ),
     # HF's SmolLM3Config defaults (its documented checkpoint is SmolLM3-3B): every 4th layer NoPE
     "smollm3-3b": dict(
         family="smollm3", vocab_size=128256, d_model=2048, n_layers=36, n_heads=16, n_kv_heads=4,

@@ -261,6 +261,37 @@ GEMMA4_31B: dict[str, Any] = {
 }  # fmt: skip
 
 
+# meta-llama/Llama-4-Scout-17B-16E(-Instruct) and -Maverick-17B-128E(-Instruct): the text_configs
+# (keys as in NVIDIA/TensorRT-LLM's Maverick test config; Scout's context and llama3 scaling as
+# in several public test fixtures, aws-neuron's neuronx-distributed-inference among them).
+LLAMA4_SCOUT: dict[str, Any] = {
+    "architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4",
+    "boi_token_index": 200080, "eoi_token_index": 200081, "image_token_index": 200092,
+    "tie_word_embeddings": False, "transformers_version": "4.51.0.dev0",
+    "text_config": {
+        "model_type": "llama4_text", "attention_bias": False, "attention_chunk_size": 8192,
+        "attention_dropout": 0.0, "attn_scale": 0.1, "attn_temperature_tuning": True,
+        "bos_token_id": 200000, "eos_token_id": [200001, 200007, 200008], "floor_scale": 8192,
+        "head_dim": 128, "hidden_act": "silu", "hidden_size": 5120, "initializer_range": 0.02,
+        "interleave_moe_layer_step": 1, "intermediate_size": 8192,
+        "intermediate_size_mlp": 16384, "max_position_embeddings": 10485760,
+        "num_attention_heads": 40, "num_experts_per_tok": 1, "num_hidden_layers": 48,
+        "num_key_value_heads": 8, "num_local_experts": 16, "output_router_logits": False,
+        "pad_token_id": 200018, "rms_norm_eps": 1e-05,
+        "rope_scaling": {"factor": 16.0, "high_freq_factor": 1.0, "low_freq_factor": 1.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+        "rope_theta": 500000.0, "router_aux_loss_coef": 0.001, "router_jitter_noise": 0.0,
+        "torch_dtype": "bfloat16", "use_cache": True, "use_qk_norm": True, "vocab_size": 202048,
+    },
+}  # fmt: skip
+LLAMA4_MAVERICK: dict[str, Any] = {
+    **LLAMA4_SCOUT, "text_config": {
+        **LLAMA4_SCOUT["text_config"], "interleave_moe_layer_step": 2,
+        "max_position_embeddings": 1048576, "num_local_experts": 128, "rope_scaling": None,
+        "use_qk_norm": False},
+}  # fmt: skip
+
+
 def _architecture(cfg: gf.Config) -> gf.Config:
     """The config without its labels and token ids (published files differ there)."""
     return cfg.replace(name="x", eos_token_id=None, bos_token_id=None)
@@ -273,7 +304,8 @@ def _architecture(cfg: gf.Config) -> gf.Config:
      (QWEN3_NEXT_80B, "qwen3-next-80b-a3b"), (QWEN3_5_35B, "qwen3.5-35b-a3b"),
      (OLMO2_7B, "olmo-2-7b"), (OLMO3_7B, "olmo-3-7b"), (GLM45, "glm-4.5"),
      (GEMMA4_E2B, "gemma-4-e2b"), (GEMMA4_E4B, "gemma-4-e4b"),
-     (GEMMA4_26B_A4B, "gemma-4-26b-a4b"), (GEMMA4_31B, "gemma-4-31b")],
+     (GEMMA4_26B_A4B, "gemma-4-26b-a4b"), (GEMMA4_31B, "gemma-4-31b"),
+     (LLAMA4_SCOUT, "llama-4-scout-17b-16e"), (LLAMA4_MAVERICK, "llama-4-maverick-17b-128e")],
 )  # fmt: skip
 def test_published_config_is_the_preset(tmp_path: Path, published: dict, preset: str) -> None:
     (tmp_path / "config.json").write_text(json.dumps(published))
@@ -370,6 +402,34 @@ def test_phi3_longrope_decoding_is_hfs_generation() -> None:
         assert (got[0] - hf(ids[:, :10]).logits).abs().max() <= TOLERANCE
 
 
+def test_llama4_scout_equal_band_factors_are_hfs_step() -> None:
+    """Scout's llama3 scaling has low_freq_factor == high_freq_factor: HF (which only warns)
+    leaves no ramp, dividing the frequencies whose wavelength passes 8192 by 16 and keeping the
+    rest. The frequencies equal HF's own, and they are a step, not NaN."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from glassformer.components.rope import RotaryEmbedding
+
+    text = LLAMA4_SCOUT["text_config"]
+    cfg = gf.Config.from_hf(LLAMA4_SCOUT)
+    hf_config = transformers.AutoConfig.for_model(
+        "llama4_text", **{k: v for k, v in text.items() if k != "model_type"}
+    )
+    ours = RotaryEmbedding(cfg.rope_dim, cfg.rope_theta, cfg.rope_scaling)
+    want, _ = ROPE_INIT_FUNCTIONS["llama3"](hf_config, None)
+    assert torch.equal(ours.inv_freq, want)
+    plain = 1.0 / (500000.0 ** (torch.arange(0, 128, 2, dtype=torch.int64).float() / 128))
+    long = 2 * torch.pi / plain > 8192
+    assert 0 < int(long.sum()) < 64  # both sides of the step are present
+    assert torch.equal(want[long], plain[long] / 16) and torch.equal(want[~long], plain[~long])
+
+
+def test_llama3_rope_refuses_high_below_low() -> None:
+    scaling = {**LLAMA4_SCOUT["text_config"]["rope_scaling"], "low_freq_factor": 2.0}
+    with pytest.raises(ValueError, match=r"high_freq_factor: must be at least low_freq_factor"):
+        gf.Config.from_hf({**LLAMA4_SCOUT["text_config"], "rope_scaling": scaling})
+
+
 # Tiny versions of the published files: same keys, small sizes, windows shorter than SEQ.
 _TINY_GEMMA = dict(
     vocab_size=VOCAB, hidden_size=64, intermediate_size=112, num_attention_heads=4,
@@ -427,6 +487,16 @@ TINY_PUBLISHED = {
                     "num_attention_heads": 4, "num_key_value_heads": 2, "n_routed_experts": 8,
                     "num_experts_per_tok": 3, "first_k_dense_replace": 1,
                     "pad_token_id": None, "eos_token_id": 2},
+    "llama4-scout-style": {**LLAMA4_SCOUT["text_config"], "vocab_size": VOCAB,
+                           "hidden_size": 64, "intermediate_size": 48,
+                           "intermediate_size_mlp": 112, "num_hidden_layers": 4,
+                           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                           "num_local_experts": 4, "attention_chunk_size": 16,
+                           "floor_scale": 8, "max_position_embeddings": 256,
+                           "rope_scaling": {**LLAMA4_SCOUT["text_config"]["rope_scaling"],
+                                            "original_max_position_embeddings": 16},
+                           "rope_theta": 10000.0, "pad_token_id": None, "bos_token_id": 1,
+                           "eos_token_id": 2},
     "gpt2-legacy-flags": {**GPT2, "vocab_size": VOCAB, "n_embd": 48, "n_layer": 2,
                           "n_head": 4, "n_positions": 64, "n_ctx": 64},
 }  # fmt: skip

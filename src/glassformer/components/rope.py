@@ -10,7 +10,8 @@ half-split (GPT-NeoX, HF Llama) pairs dim i with i + d/2; interleaved (GPT-J, De
 Context-extension schemes change the frequencies w_i:
 - linear (Chen et al. 2023): w_i / factor.
 - llama3 (Llama 3.1 report): wavelengths longer than L/low_freq_factor are divided by `factor`,
-  shorter than L/high_freq_factor are kept, and a linear ramp in L/wavelength joins them.
+  shorter than L/high_freq_factor are kept, and a linear ramp in L/wavelength joins them
+  (a plain step when the two factors are equal, as in Llama 4 Scout).
 - yarn (Peng et al. 2023): per-dimension ramp between interpolation (w_i / factor) and
   extrapolation (w_i) over the dims that complete between beta_slow and beta_fast turns within the
   original context, plus a temperature 0.1 ln(factor) + 1 applied to cos and sin.
@@ -85,6 +86,9 @@ def _llama3(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
     high_freq_wavelen = old_len / s.high_freq_factor
     wavelen = 2 * math.pi / inv_freq
     scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq)
+    if s.high_freq_factor == s.low_freq_factor:
+        # No band between the two wavelengths: a step (HF's ramp there would be 0/0)
+        return scaled
     smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
     smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
     is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
