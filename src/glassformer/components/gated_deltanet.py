@@ -154,7 +154,7 @@ def chunk_gated_delta_rule(
     betac = chunked(beta)
     eg = gamma.exp()
     causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-    decay = (gamma[..., :, None] - gamma[..., None, :]).masked_fill(~causal, -math.inf).exp()
+    decay = (gamma[..., :, None] - gamma[..., None, :]).masked_fill_(~causal, -math.inf).exp_()
 
     kk = per_v(kc @ kc.transpose(-1, -2))  # [n, B, Hk, 1, C, C]
     scores = merged(per_v(qc @ kc.transpose(-1, -2)) * heads(decay))  # (Q K^T) * D
