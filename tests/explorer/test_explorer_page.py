@@ -149,7 +149,7 @@ def test_page_in_browser(browser: Any, tmp_path: Path) -> None:
     assert shot.stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("name", ["gpt2", "tiny-gemma3", "mixtral-8x7b"])
+@pytest.mark.parametrize("name", ["gpt2", "tiny-gemma3", "mixtral-8x7b", "qwen3.5-35b-a3b"])
 def test_other_families_load(browser: Any, tmp_path: Path, name: str) -> None:
     from selenium.webdriver.common.by import By
 
