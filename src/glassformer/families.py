@@ -745,6 +745,8 @@ SMOLLM3 = like(
         eos_token_id=128001, rope_theta=2000000.0, use_sliding_window=False,
         sliding_window=None, no_rope_layer_interval=4,
     ),
+    # SmolLM3-3B's file keeps Qwen2's max_window_layers, which HF's SmolLM3Config does not read
+    hf_no_math={"max_window_layers"},
     read_hf=_read_smollm3,
     write_hf=_write_smollm3,
     gguf_arch="smollm3",

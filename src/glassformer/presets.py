@@ -346,11 +346,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "llama-4-maverick-17b-128e": dict(
         _LLAMA4, n_experts=128, moe_layer_step=2, max_seq_len=1048576
     ),
-    # HF's SmolLM3Config defaults (its documented checkpoint is SmolLM3-3B): every 4th layer NoPE
+    # HuggingFaceTB/SmolLM3-3B as published (64k context, RoPE base 5M, eos 128012; agreed by
+    # configs of its fine-tunes on the Hub and public config transcriptions): every 4th layer NoPE
     "smollm3-3b": dict(
         family="smollm3", vocab_size=128256, d_model=2048, n_layers=36, n_heads=16, n_kv_heads=4,
-        d_ff=11008, max_seq_len=32768, rope_theta=2000000.0, norm_eps=1e-6, tie_embeddings=True,
-        nope_layers=tuple(range(3, 36, 4)), bos_token_id=128000, eos_token_id=128001,
+        d_ff=11008, max_seq_len=65536, rope_theta=5000000.0, norm_eps=1e-6, tie_embeddings=True,
+        nope_layers=tuple(range(3, 36, 4)), bos_token_id=128000, eos_token_id=128012,
     ),
     # --- tiny variants (tests, smoke runs) ------------------------------------------------------
     "tiny": dict(_TINY),

@@ -292,6 +292,84 @@ LLAMA4_MAVERICK: dict[str, Any] = {
 }  # fmt: skip
 
 
+# openai/gpt-oss-20b and -120b (as copied into fine-tunes' files on the Hub and Ascend's slime
+# recipe), HuggingFaceTB/SmolLM3-3B (as its fine-tunes' files and public transcriptions carry
+# it: 64k context, RoPE base 5M, Qwen2's max_window_layers left over), zai-org/GLM-4.5-Air (as
+# PrimeIntellect's INTELLECT-3 files, built on it, and the preset's sources carry it) and
+# moonshotai/Kimi-K2-Instruct (as tiny-random Kimi K2 files and the Kimi K2.5/K2.6 text configs
+# transcribed in public code agree). quantization_config (gpt-oss's mxfp4) is left out.
+def _sliding_full(n_layers: int) -> list[str]:
+    return ["sliding_attention", "full_attention"] * (n_layers // 2)
+
+
+GPT_OSS_20B: dict[str, Any] = {
+    "architectures": ["GptOssForCausalLM"], "attention_bias": True, "attention_dropout": 0.0,
+    "eos_token_id": 200002, "experts_per_token": 4, "head_dim": 64, "hidden_act": "silu",
+    "hidden_size": 2880, "initial_context_length": 4096, "initializer_range": 0.02,
+    "intermediate_size": 2880, "layer_types": _sliding_full(24), "max_position_embeddings": 131072,
+    "model_type": "gpt_oss", "num_attention_heads": 64, "num_experts_per_tok": 4,
+    "num_hidden_layers": 24, "num_key_value_heads": 8, "num_local_experts": 32,
+    "output_router_logits": False, "pad_token_id": 199999, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0,
+        "original_max_position_embeddings": 4096, "rope_type": "yarn", "truncate": False},
+    "rope_theta": 150000, "router_aux_loss_coef": 0.9, "sliding_window": 128, "swiglu_limit": 7.0,
+    "tie_word_embeddings": False, "use_cache": True,
+    "vocab_size": 201088,
+}  # fmt: skip
+GPT_OSS_120B: dict[str, Any] = {
+    **GPT_OSS_20B, "layer_types": _sliding_full(36), "num_hidden_layers": 36,
+    "num_local_experts": 128,
+}  # fmt: skip
+SMOLLM3: dict[str, Any] = {
+    "architectures": ["SmolLM3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": None, "eos_token_id": 128012, "hidden_act": "silu", "hidden_size": 2048,
+    "initializer_range": 0.02, "intermediate_size": 11008, "layer_types": ["full_attention"] * 36,
+    "max_position_embeddings": 65536, "max_window_layers": 28, "mlp_bias": False,
+    "model_type": "smollm3", "no_rope_layer_interval": 4, "no_rope_layers": [1, 1, 1, 0] * 9,
+    "num_attention_heads": 16, "num_hidden_layers": 36, "num_key_value_heads": 4,
+    "pad_token_id": 128004, "pretraining_tp": 1, "rms_norm_eps": 1e-06, "rope_scaling": None,
+    "rope_theta": 5000000.0, "sliding_window": None, "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+    "use_sliding_window": False, "vocab_size": 128256,
+}  # fmt: skip
+GLM45_AIR: dict[str, Any] = {
+    "architectures": ["Glm4MoeForCausalLM"], "attention_bias": True, "attention_dropout": 0.0,
+    "pad_token_id": 151329, "eos_token_id": [151329, 151336, 151338], "head_dim": 128,
+    "hidden_act": "silu", "hidden_size": 4096, "partial_rotary_factor": 0.5,
+    "initializer_range": 0.02, "intermediate_size": 10944, "max_position_embeddings": 131072,
+    "model_type": "glm4_moe", "moe_intermediate_size": 1408, "norm_topk_prob": True,
+    "num_attention_heads": 96, "n_group": 1, "topk_group": 1, "n_routed_experts": 128,
+    "n_shared_experts": 1, "routed_scaling_factor": 1.0, "num_experts_per_tok": 8,
+    "first_k_dense_replace": 1, "num_hidden_layers": 46, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05, "rope_scaling": None, "rope_theta": 1000000,
+    "num_nextn_predict_layers": 1, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.54.0", "use_cache": True, "use_qk_norm": False,
+    "vocab_size": 151552,
+}  # fmt: skip
+KIMI_K2: dict[str, Any] = {
+    "architectures": ["DeepseekV3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "auto_map": {"AutoConfig": "configuration_deepseek.DeepseekV3Config",
+        "AutoModel": "modeling_deepseek.DeepseekV3Model",
+        "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM"},
+    "aux_loss_alpha": 0.001, "bos_token_id": 163584, "eos_token_id": 163585,
+    "first_k_dense_replace": 1, "hidden_act": "silu", "hidden_size": 7168,
+    "initializer_range": 0.02, "intermediate_size": 18432, "kv_lora_rank": 512,
+    "max_position_embeddings": 131072, "model_type": "kimi_k2", "moe_intermediate_size": 2048,
+    "moe_layer_freq": 1, "n_group": 1, "n_routed_experts": 384, "n_shared_experts": 1,
+    "norm_topk_prob": True, "num_attention_heads": 64, "num_experts_per_tok": 8,
+    "num_hidden_layers": 61, "num_key_value_heads": 64, "num_nextn_predict_layers": 0,
+    "pretraining_tp": 1, "q_lora_rank": 1536, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": {"beta_fast": 1.0, "beta_slow": 1.0, "factor": 32.0, "mscale": 1.0,
+                     "mscale_all_dim": 1.0, "original_max_position_embeddings": 4096,
+                     "type": "yarn"},
+    "rope_theta": 50000.0, "routed_scaling_factor": 2.827, "scoring_func": "sigmoid",
+    "seq_aux": True, "tie_word_embeddings": False, "topk_group": 1, "topk_method": "noaux_tc",
+    "torch_dtype": "bfloat16", "use_cache": True,
+    "v_head_dim": 128, "vocab_size": 163840,
+}  # fmt: skip
+
+
 def _architecture(cfg: gf.Config) -> gf.Config:
     """The config without its labels and token ids (published files differ there)."""
     return cfg.replace(name="x", eos_token_id=None, bos_token_id=None)
@@ -305,7 +383,12 @@ def _architecture(cfg: gf.Config) -> gf.Config:
      (OLMO2_7B, "olmo-2-7b"), (OLMO3_7B, "olmo-3-7b"), (GLM45, "glm-4.5"),
      (GEMMA4_E2B, "gemma-4-e2b"), (GEMMA4_E4B, "gemma-4-e4b"),
      (GEMMA4_26B_A4B, "gemma-4-26b-a4b"), (GEMMA4_31B, "gemma-4-31b"),
-     (LLAMA4_SCOUT, "llama-4-scout-17b-16e"), (LLAMA4_MAVERICK, "llama-4-maverick-17b-128e")],
+     (LLAMA4_SCOUT, "llama-4-scout-17b-16e"), (LLAMA4_MAVERICK, "llama-4-maverick-17b-128e"),
+     (GPT_OSS_20B, "gpt-oss-20b"), (GPT_OSS_120B, "gpt-oss-120b"), (SMOLLM3, "smollm3-3b"),
+     (GLM45_AIR, "glm-4.5-air"),
+     # HF transformers has no kimi_k2 type; the file's auto_map reads it as DeepseekV3Config
+     ({**{k: v for k, v in KIMI_K2.items() if k != "auto_map"}, "model_type": "deepseek_v3"},
+      "kimi-k2")],
 )  # fmt: skip
 def test_published_config_is_the_preset(tmp_path: Path, published: dict, preset: str) -> None:
     (tmp_path / "config.json").write_text(json.dumps(published))
@@ -497,6 +580,11 @@ TINY_PUBLISHED = {
                                             "original_max_position_embeddings": 16},
                            "rope_theta": 10000.0, "pad_token_id": None, "bos_token_id": 1,
                            "eos_token_id": 2},
+    "smollm3-3b-style": {**SMOLLM3, "vocab_size": VOCAB, "hidden_size": 64,
+                         "intermediate_size": 112, "num_hidden_layers": 4,
+                         "num_attention_heads": 4, "num_key_value_heads": 2,
+                         "layer_types": ["full_attention"] * 4, "no_rope_layers": [1, 1, 1, 0],
+                         "max_window_layers": 2, "pad_token_id": None, "eos_token_id": 2},
     "gpt2-legacy-flags": {**GPT2, "vocab_size": VOCAB, "n_embd": 48, "n_layer": 2,
                           "n_head": 4, "n_positions": 64, "n_ctx": 64},
 }  # fmt: skip
