@@ -69,7 +69,7 @@ def test_plain_text_pairs_get_eos(model_dir: Path) -> None:
     rows = [{"prompt": "the sea is", "chosen": " blue", "rejected": " Blue"}]
     pairs, _ = load_preference_jsonl(_write(model_dir.parent / "plain.jsonl", rows))
     task = PreferenceTask(tok, pairs, "orpo", val_fraction=0.0)
-    prompt, chosen, rejected, *_ = task.train[0]
+    prompt, chosen, *_ = task.train[0]
     assert prompt == tok.encode("the sea is")
     assert chosen == [*tok.encode(" blue", add_special_tokens=False), tok.eos_id]
     batch = task.batch(0, 1)

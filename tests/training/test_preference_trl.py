@@ -45,8 +45,7 @@ def _pairs(seed: int, equal_chosen: bool = False) -> list[PreferencePair]:
 
     lens = [(3, 5, 2), (6, 2, 7), (2, 8, 4)]
     return [
-        PreferencePair(words(p), words(4 if equal_chosen else c), words(r), 0)
-        for p, c, r in lens
+        PreferencePair(words(p), words(4 if equal_chosen else c), words(r), 0) for p, c, r in lens
     ]
 
 
@@ -115,7 +114,7 @@ def test_dpo_and_ipo_equal_trl_dpo_trainer(loss_type: str, beta: float) -> None:
     batch = task.batch(0, 3)
     ours = _ours(task, model, batch)
 
-    full, trl_labels, completion = _trl_inputs(batch)
+    full, _, completion = _trl_inputs(batch)
 
     def fake_model(input_ids, attention_mask, labels, fused_lm_head, use_cache):
         logits = model(input_ids)[:, :-1]

@@ -28,7 +28,8 @@ def tiny_chat_model(out: Path, seed: int = 0, vocab: int = 320) -> Path:
     if (out / "model.safetensors").exists():
         return out
     tok_dir = out / "tok"
-    train_tokenizer([json.dumps(TEXTS)] * 4 + TEXTS, vocab, tok_dir, chat_template=chatml_template())
+    texts = [json.dumps(TEXTS)] * 4 + TEXTS
+    train_tokenizer(texts, vocab, tok_dir, chat_template=chatml_template())
     tok = load_tokenizer(tok_dir)
     torch.manual_seed(seed)
     cfg = Config.preset(
