@@ -321,7 +321,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "phi-4": dict(
         family="phi3", vocab_size=100352, d_model=5120, n_layers=40, n_heads=40, n_kv_heads=10,
         d_ff=17920, max_seq_len=16384, rope_theta=250000.0, norm_eps=1e-5,
-        bos_token_id=100257, eos_token_id=100265,
+        bos_token_id=100257, eos_token_id=100257,
     ),
     # --- OLMo 2 / OLMo 3 (Ai2; output norms, whole-projection QK-norm) --------------------------
     "olmo-2-7b": dict(_OLMO2, d_model=4096, n_layers=32, n_heads=32, d_ff=11008),

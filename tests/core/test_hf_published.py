@@ -370,6 +370,41 @@ KIMI_K2: dict[str, Any] = {
 }  # fmt: skip
 
 
+# microsoft/phi-4 (the Hub file and its copies in GGUF repos agree), Phi-3-medium-4k-instruct
+# (the 4k mini file's keys at the medium sizes, as public transcriptions of it carry them),
+# allenai/OLMo-2-1124-13B (the 7B file's keys at the 13B sizes) and Qwen/Qwen3.5-397B-A17B
+# (the 35B-A3B wrapper at the 397B sizes; NVIDIA Megatron-Bridge's and other public test
+# fixtures agree on them, 1024-wide shared expert by two of three).
+PHI4: dict[str, Any] = {
+    "_name_or_path": "microsoft/phi-4", "architectures": ["Phi3ForCausalLM"],
+    "attention_bias": False, "attention_dropout": 0.0, "auto_map": {}, "bos_token_id": 100257,
+    "embd_pdrop": 0.0, "eos_token_id": 100257, "hidden_act": "silu", "hidden_size": 5120,
+    "initializer_range": 0.02, "intermediate_size": 17920, "max_position_embeddings": 16384,
+    "model_type": "phi3", "num_attention_heads": 40, "num_hidden_layers": 40,
+    "num_key_value_heads": 10, "original_max_position_embeddings": 16384,
+    "pad_token_id": 100257, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05, "rope_scaling": None,
+    "rope_theta": 250000, "sliding_window": None, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "transformers_version": "4.47.0", "use_cache": True,
+    "vocab_size": 100352,
+}  # fmt: skip
+PHI3_MEDIUM_4K: dict[str, Any] = {
+    **PHI3_MINI_4K, "_name_or_path": "Phi-3-medium-4k-instruct", "hidden_size": 5120,
+    "intermediate_size": 17920, "num_attention_heads": 40, "num_hidden_layers": 40,
+    "num_key_value_heads": 10,
+}  # fmt: skip
+OLMO2_13B: dict[str, Any] = {
+    **OLMO2_7B, "hidden_size": 5120, "intermediate_size": 13824, "num_attention_heads": 40,
+    "num_hidden_layers": 40, "num_key_value_heads": 40, "transformers_version": "4.47.0",
+}  # fmt: skip
+QWEN3_5_397B: dict[str, Any] = {
+    **QWEN3_5_35B, "text_config": {
+        **QWEN3_5_35B["text_config"], "hidden_size": 4096, "num_hidden_layers": 60,
+        "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * 15,
+        "num_attention_heads": 32, "linear_num_value_heads": 64, "num_experts": 512,
+        "num_experts_per_tok": 10, "moe_intermediate_size": 1024,
+        "shared_expert_intermediate_size": 1024},
+}  # fmt: skip
+
 def _architecture(cfg: gf.Config) -> gf.Config:
     """The config without its labels and token ids (published files differ there)."""
     return cfg.replace(name="x", eos_token_id=None, bos_token_id=None)
@@ -388,7 +423,9 @@ def _architecture(cfg: gf.Config) -> gf.Config:
      (GLM45_AIR, "glm-4.5-air"),
      # HF transformers has no kimi_k2 type; the file's auto_map reads it as DeepseekV3Config
      ({**{k: v for k, v in KIMI_K2.items() if k != "auto_map"}, "model_type": "deepseek_v3"},
-      "kimi-k2")],
+      "kimi-k2"),
+     (PHI4, "phi-4"), (PHI3_MEDIUM_4K, "phi-3-medium-4k"), (OLMO2_13B, "olmo-2-13b"),
+     (QWEN3_5_397B, "qwen3.5-397b-a17b")],
 )  # fmt: skip
 def test_published_config_is_the_preset(tmp_path: Path, published: dict, preset: str) -> None:
     (tmp_path / "config.json").write_text(json.dumps(published))
