@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
 import pytest
 import torch
 
@@ -32,3 +39,42 @@ def tiny_model() -> gf.Transformer:
 @pytest.fixture(scope="session")
 def byte_tok() -> ChatByteTokenizer:
     return ChatByteTokenizer()
+
+
+@contextmanager
+def serve_live(scheduler, name: str) -> Iterator[str]:
+    """`scheduler` behind uvicorn on a free loopback port, in a thread; yields the base URL."""
+    import uvicorn
+
+    from glassformer.serving.api import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(scheduler, name), host="127.0.0.1", port=port, log_level="error")
+    )
+    scheduler.start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        scheduler.stop()
+
+
+def wait_free(url: str, total: int) -> dict:
+    """/health once every slot is free and nothing waits (fails after 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        health = httpx.get(f"{url}/health").json()
+        if health["slots_free"] == total and health["queued"] == 0:
+            return health
+        assert time.monotonic() < deadline, f"slots not freed: {health}"
+        time.sleep(0.05)

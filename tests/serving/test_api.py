@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-import threading
-import time
 
 import httpx
 import pytest
@@ -17,6 +14,7 @@ from fastapi.testclient import TestClient
 from glassformer.generation import GenerationConfig, generate
 from glassformer.serving import Request, Scheduler
 from glassformer.serving.api import create_app
+from tests.serving.conftest import serve_live, wait_free
 
 NAME = "tiny"
 
@@ -241,35 +239,9 @@ def test_queue_full_is_503(tiny_model, byte_tok) -> None:
 
 @pytest.fixture(scope="module")
 def live(tiny_model, byte_tok):
-    uvicorn = pytest.importorskip("uvicorn")
     scheduler = Scheduler(tiny_model, byte_tok, max_batch=2, max_queue=4, ctx=256)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(scheduler, NAME), host="127.0.0.1", port=port, log_level="error")
-    )
-    scheduler.start()
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", scheduler
-    server.should_exit = True
-    thread.join(10)
-    scheduler.stop()
-
-
-def wait_free(url: str, total: int) -> dict:
-    deadline = time.monotonic() + 10
-    while True:
-        health = httpx.get(f"{url}/health").json()
-        if health["slots_free"] == total and health["queued"] == 0:
-            return health
-        assert time.monotonic() < deadline, f"slots not freed: {health}"
-        time.sleep(0.05)
+    with serve_live(scheduler, NAME) as url:
+        yield url, scheduler
 
 
 def test_disconnects_free_their_slots(live) -> None:
@@ -314,3 +286,37 @@ def test_openai_client(live, tiny_model, byte_tok) -> None:
     assert completion.choices[0].text == greedy(tiny_model, byte_tok, "hi", 4)
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model="nope", prompt="hi")
+
+
+def test_many_clients_with_random_disconnects(live) -> None:
+    """48 requests from 8 threads, some hanging up mid-stream: every answer is a completion,
+    a 503 (queue full) or a disconnect of ours; afterwards every slot is free again."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = live
+
+    def one(i: int) -> str:
+        rng = random.Random(i)
+        body = {"model": NAME, "prompt": f"client {i}", "max_tokens": rng.randint(1, 40)}
+        if rng.random() < 0.5:
+            with httpx.stream(
+                "POST", f"{url}/v1/completions", json={**body, "stream": True}, timeout=60
+            ) as r:
+                if r.status_code != 200:
+                    r.read()
+                    return str(r.status_code)
+                for n, _ in enumerate(r.iter_lines()):
+                    if n == rng.randint(0, 6):
+                        return "left"
+            return "200"
+        r = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+        if r.status_code != 200:
+            assert_error(r, r.status_code)
+        return str(r.status_code)
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(one, range(48)))
+    assert set(outcomes) <= {"200", "503", "left"}, outcomes
+    assert "200" in outcomes
+    wait_free(url, 2)

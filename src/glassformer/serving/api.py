@@ -1,5 +1,6 @@
 """The OpenAI-compatible HTTP layer over a `Scheduler` (FastAPI).
 
+    GET  /                       a chat page (streaming, multi-turn, a stop button)
     GET  /health                 status, free slots, queue length
     GET  /v1/models              the one served model
     POST /v1/completions         text (or token ids) in, text out
@@ -20,11 +21,12 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -32,9 +34,12 @@ from glassformer.generation.generate import GenerationConfig
 from glassformer.serving.scheduler import Event, QueueFullError
 from glassformer.serving.scheduler import Request as Job
 
+# The chat page: one self-contained file (no external assets), streaming through the API below.
+CHAT_PAGE = (Path(__file__).parent / "chat.html").read_text(encoding="utf-8")
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}
 MAX_STOPS = 4
 MAX_TOP_LOGPROBS = 20
+DISCONNECT_CHECK = 0.2  # seconds between checks that a non-streaming client is still there
 
 
 class APIError(Exception):
@@ -127,6 +132,10 @@ def create_app(scheduler, model_name: str) -> FastAPI:
     async def _internal(_: Request, err: Exception) -> JSONResponse:
         message = f"internal error: {type(err).__name__}"
         return JSONResponse(error_body(message, "server_error"), status_code=500)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return CHAT_PAGE
 
     @app.get("/health")
     async def health() -> dict:
@@ -252,19 +261,23 @@ def create_app(scheduler, model_name: str) -> FastAPI:
             usage = bool((body.stream_options or {}).get("include_usage"))
             chunks = _stream(pending, rid, chat, usage)
             return StreamingResponse(chunks, media_type="text/event-stream")
-        events = []
+        events: list[Event] = []
+        checked = time.monotonic()
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(pending.queue.get(), timeout=0.25)
+                    event = await asyncio.wait_for(pending.queue.get(), timeout=DISCONNECT_CHECK)
                 except TimeoutError:
+                    event = None
+                if event is not None:
+                    events.append(event)
+                    if event.finish_reason is not None:
+                        break
+                if time.monotonic() - checked >= DISCONNECT_CHECK:  # tokens may keep coming
+                    checked = time.monotonic()
                     if await http.is_disconnected():
                         pending.job.cancel()
                         return JSONResponse({}, status_code=499)
-                    continue
-                events.append(event)
-                if event.finish_reason is not None:
-                    break
         except asyncio.CancelledError:
             pending.job.cancel()
             raise
