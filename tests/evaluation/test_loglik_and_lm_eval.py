@@ -178,7 +178,7 @@ def test_simple_evaluate_runs_local_tasks(tiny, tmp_path: Path) -> None:
     tasks = _task_dir(tmp_path)
     lm = _adapter(model, tok, batch_size=4, max_length=16)
     out = simple_evaluate(model=lm, tasks=["gf_tiny_mc", "gf_tiny_ppl"],
-                          task_manager=TaskManager(include_path=str(tasks)),
+                          task_manager=TaskManager(include_path=str(tasks), include_defaults=False),
                           log_samples=False)  # fmt: skip
     res = out["results"]
     items = load_multiple_choice(tasks / "mc.jsonl")
