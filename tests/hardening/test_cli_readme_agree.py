@@ -32,7 +32,7 @@ def _readme_commands() -> set[str]:
     found = set()
     for cell in re.findall(r"^\| `glassformer ([^`]*)`(?:, `glassformer ([^`]*)`)?", table, re.M):
         for command in cell:
-            words = [w for w in command.split() if re.fullmatch(r"[a-z]+", w)]
+            words = [w for w in command.split() if re.fullmatch(r"[a-z][a-z-]*", w)]
             if words:
                 two = " ".join(words[:2])
                 found.add(two if two in _cli_commands() else words[0])
