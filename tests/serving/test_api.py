@@ -289,12 +289,14 @@ def test_openai_client(live, tiny_model, byte_tok) -> None:
 
 
 def test_many_clients_with_random_disconnects(live) -> None:
-    """48 requests from 8 threads, some hanging up mid-stream: every answer is a completion,
-    a 503 (queue full) or a disconnect of ours; afterwards every slot is free again."""
+    """64 requests from 16 threads, some hanging up mid-stream: every answer is a completion,
+    a 503 (queue full) or a disconnect of ours; afterwards every slot is free again, and the
+    slots' caches are the ones allocated at start (memory stays flat)."""
     import random
     from concurrent.futures import ThreadPoolExecutor
 
-    url, _ = live
+    url, scheduler = live
+    buffers = [layer.keys.data_ptr() for cache in scheduler.caches for layer in cache.layers]
 
     def one(i: int) -> str:
         rng = random.Random(i)
@@ -315,8 +317,11 @@ def test_many_clients_with_random_disconnects(live) -> None:
             assert_error(r, r.status_code)
         return str(r.status_code)
 
-    with ThreadPoolExecutor(8) as pool:
-        outcomes = list(pool.map(one, range(48)))
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(one, range(64)))
     assert set(outcomes) <= {"200", "503", "left"}, outcomes
     assert "200" in outcomes
     wait_free(url, 2)
+    assert buffers == [
+        layer.keys.data_ptr() for cache in scheduler.caches for layer in cache.layers
+    ]

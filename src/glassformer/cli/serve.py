@@ -23,6 +23,19 @@ def served_name(model: str) -> str:
     return model
 
 
+def check_address(host: str, port: int) -> None:
+    """Fail before the model loads when the address cannot be listened on (in use, unknown)."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as err:
+        raise typer.BadParameter(
+            f"cannot listen on {host}:{port}: {err.strerror or err}", param_hint="--host/--port"
+        ) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cmd(
@@ -58,6 +71,7 @@ def register(app: typer.Typer) -> None:
         from glassformer.serving import Scheduler
         from glassformer.serving.api import create_app
 
+        check_address(host, port)
         net, tok, _ = _load(model, quant, False, threads, quiet=as_json)
         limit = net.config.max_seq_len
         if ctx is not None and ctx > limit:
