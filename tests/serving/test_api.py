@@ -187,6 +187,7 @@ def test_stop_strings(client, tiny_model, byte_tok) -> None:
         ("/v1/completions", {"model": NAME, "prompt": "a", "temperature": 5}, "temperature"),
         ("/v1/completions", {"model": NAME, "prompt": "a", "top_p": 0}, "top_p"),
         ("/v1/completions", {"model": NAME, "prompt": "a", "logprobs": 9}, "logprobs"),
+        ("/v1/completions", {"model": NAME, "prompt": "a", "seed": 2**70}, "seed"),
         ("/v1/completions", {"model": NAME, "prompt": [99999]}, "prompt"),
         ("/v1/completions", {"model": NAME}, "prompt"),
         ("/v1/completions", {"model": NAME, "prompt": ""}, "prompt"),

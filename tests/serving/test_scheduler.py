@@ -187,3 +187,56 @@ def test_random_arrivals_property(tiny_model, byte_tok, jobs, max_batch) -> None
         config = GenerationConfig(max_new_tokens=max_tokens, ignore_eos=True)
         assert request.tokens == alone(tiny_model, byte_tok, prompt, config)
         assert request.finish_reason == "length"
+
+
+def test_a_request_that_cannot_start_is_an_error_event(tiny_model, byte_tok) -> None:
+    """A seed torch cannot take fails that request alone; the loop serves the next one."""
+    scheduler = Scheduler(tiny_model, byte_tok, max_batch=1, ctx=64)
+    events = []
+    bad = Request(prompt=[5], config=GenerationConfig(seed=2**70), emit=events.append)
+    good = Request(prompt=[5], config=GenerationConfig(max_new_tokens=3), emit=lambda e: None)
+    scheduler.submit(bad)
+    scheduler.submit(good)
+    while good.finish_reason is None:
+        scheduler.step()
+    assert bad.finish_reason == "error" and events[-1].finish_reason == "error"
+    assert "Overflow" in events[-1].error
+    assert scheduler.slots_free == 1
+
+
+def test_the_loop_survives_a_failing_step(tiny_model, byte_tok) -> None:
+    """An unexpected error in a step fails the requests in flight; the thread keeps serving."""
+    import threading
+
+    scheduler = Scheduler(tiny_model, byte_tok, max_batch=2, ctx=64)
+    step = scheduler.step
+    calls = {"n": 0}
+
+    def flaky() -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        step()
+
+    scheduler.step = flaky
+    done = threading.Event()
+    events = []
+    first = Request(prompt=[5], config=GenerationConfig(max_new_tokens=2), emit=events.append)
+    second = Request(
+        prompt=[6],
+        config=GenerationConfig(max_new_tokens=2, ignore_eos=True),
+        emit=lambda e: done.set() if e.finish_reason else None,
+    )
+    scheduler.submit(first)
+    scheduler.start()
+    try:
+        deadline = 100
+        while first.finish_reason is None and deadline:
+            threading.Event().wait(0.05)
+            deadline -= 1
+        assert first.finish_reason == "error" and "boom" in events[-1].error
+        scheduler.submit(second)
+        assert done.wait(10) and second.finish_reason == "length"
+        assert scheduler.slots_free == 2
+    finally:
+        scheduler.stop()

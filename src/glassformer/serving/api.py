@@ -176,6 +176,8 @@ def create_app(scheduler, model_name: str) -> FastAPI:
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stops) > MAX_STOPS:
             raise APIError(400, f"stop: at most {MAX_STOPS} strings, got {len(stops)}", "stop")
+        if body.seed is not None and not -(2**63) <= body.seed < 2**64:
+            raise APIError(400, f"seed: must fit 64 bits, got {body.seed}", "seed")
         temperature = 1.0 if body.temperature is None else body.temperature
         top_p = 1.0 if body.top_p is None else body.top_p
         if temperature < 0 or temperature > 2:

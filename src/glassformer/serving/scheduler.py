@@ -1,4 +1,4 @@
-"""Continuous batching: one loop owns the model and advances every admitted sequence by a step.
+"""Continuous batching: one loop owns the model and advances every failed sequence by a step.
 
 Iteration-level scheduling (Yu et al. 2022, "Orca: A Distributed Serving System for
 Transformer-Based Generative Models"): the unit of work is one step of every running sequence,
@@ -171,7 +171,20 @@ class Scheduler:
                     self._wake.wait()
                 if self._stop:
                     return
-            self.step()
+            try:
+                self.step()
+            except Exception as err:  # never let the loop die: fail what is in flight
+                self._fail_all(err)
+
+    def _fail_all(self, err: Exception) -> None:
+        with self._lock:
+            requests = [s.request for s in self.running] + list(self.waiting)
+            self.free.extend(s.slot for s in self.running)
+            self.running.clear()
+            self.waiting.clear()
+        for request in requests:
+            request.finish_reason = "error"
+            request.emit(Event(finish_reason="error", error=f"{type(err).__name__}: {err}"))
 
     # -- one step --------------------------------------------------------------------------
     @torch.inference_mode()
@@ -184,8 +197,17 @@ class Scheduler:
                 self.waiting.remove(request)
             for seq in [s for s in self.running if s.request.cancelled]:
                 self._release(seq)
+            failed = []
             while self.waiting and self.free:
-                self.running.append(self._admit(self.waiting.popleft(), self.free.pop()))
+                request, slot = self.waiting.popleft(), self.free.pop()
+                try:
+                    self.running.append(self._admit(request, slot))
+                except Exception as err:  # a request the loop cannot start (a bad seed)
+                    self.free.append(slot)
+                    failed.append((request, err))
+        for request, err in failed:  # reported outside the lock
+            request.finish_reason = "error"
+            request.emit(Event(finish_reason="error", error=str(err)))
         for seq in list(self.running):
             try:
                 self._advance(seq)
