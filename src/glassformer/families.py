@@ -531,6 +531,16 @@ GEMMA4_TEXT = like(
     read_gguf=_read_gemma4_gguf,
 )  # fmt: skip
 
+# DeepSeek-V3's MoE (sigmoid router with a balancing bias, grouped top-k, shared experts, dense
+# first layers, next-token-prediction modules) as HF names it; GLM-4.5 reuses it.
+_DEEPSEEK_MOE_KEYS = {
+        "n_routed_experts": "n_experts", "num_experts_per_tok": "n_experts_per_token",
+        "n_shared_experts": "n_shared_experts", "moe_intermediate_size": "moe_d_ff",
+        "norm_topk_prob": "router_norm_topk", "n_group": "router_n_groups",
+        "topk_group": "router_topk_groups", "routed_scaling_factor": "routed_scaling",
+        "first_k_dense_replace": "first_k_dense", "num_nextn_predict_layers": "n_mtp_modules",
+}  # fmt: skip
+
 DEEPSEEK_V3 = like(
     LLAMA, "deepseek_v3",
     traits=dict(attention="mla", router_score="sigmoid", router_bias=True),
@@ -538,11 +548,7 @@ DEEPSEEK_V3 = like(
         "q_lora_rank": "q_lora_rank", "kv_lora_rank": "kv_lora_rank",
         "qk_nope_head_dim": "qk_nope_head_dim", "qk_rope_head_dim": "qk_rope_head_dim",
         "v_head_dim": "v_head_dim", "rope_interleave": "rope_interleaved",
-        "n_routed_experts": "n_experts", "num_experts_per_tok": "n_experts_per_token",
-        "n_shared_experts": "n_shared_experts", "moe_intermediate_size": "moe_d_ff",
-        "norm_topk_prob": "router_norm_topk", "n_group": "router_n_groups",
-        "topk_group": "router_topk_groups", "routed_scaling_factor": "routed_scaling",
-        "first_k_dense_replace": "first_k_dense", "num_nextn_predict_layers": "n_mtp_modules",
+        **_DEEPSEEK_MOE_KEYS,
     },
     hf_defaults=dict(
         max_position_embeddings=4096, bos_token_id=0, eos_token_id=1, q_lora_rank=1536,
@@ -806,11 +812,7 @@ GLM4_MOE = like(
     traits=dict(router_score="sigmoid", router_bias=True, attn_out_bias=False),
     hf_keys={
         "attention_bias": "qkv_bias", "use_qk_norm": "qk_norm",
-        "n_routed_experts": "n_experts", "num_experts_per_tok": "n_experts_per_token",
-        "n_shared_experts": "n_shared_experts", "moe_intermediate_size": "moe_d_ff",
-        "norm_topk_prob": "router_norm_topk", "n_group": "router_n_groups",
-        "topk_group": "router_topk_groups", "routed_scaling_factor": "routed_scaling",
-        "first_k_dense_replace": "first_k_dense", "num_nextn_predict_layers": "n_mtp_modules",
+        **_DEEPSEEK_MOE_KEYS,
     },
     hf_defaults=dict(
         vocab_size=151552, hidden_size=4096, intermediate_size=10944, num_hidden_layers=46,

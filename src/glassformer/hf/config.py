@@ -27,6 +27,7 @@ from glassformer.families import (
     HF_WRAPPERS,
     MAX_PATTERN_LAYERS,
     Family,
+    _read_kinds,
     get_family,
 )
 
@@ -489,22 +490,6 @@ def _read_rope(r: _Reader, family: Family) -> dict[str, Any]:
     return fields
 
 
-def _layer_types(r: _Reader, n_layers: int) -> tuple[str, ...] | None:
-    kinds = r.get("layer_types")
-    if kinds is None:
-        return None
-    names = {"full_attention": "full", "sliding_attention": "sliding"}
-    bad = sorted({k for k in kinds if k not in names})
-    if bad:
-        raise ValueError(f"{r.model_type} config: field 'layer_types' has unsupported {bad}")
-    if len(kinds) != n_layers:
-        raise ValueError(
-            f"{r.model_type} config: field 'layer_types' has {len(kinds)} entries for "
-            f"num_hidden_layers={n_layers}"
-        )
-    return tuple(names[k] for k in kinds)
-
-
 def _read_sliding(r: _Reader, family: Family, n_layers: int) -> dict[str, Any]:
     """sliding_window and layer_types, in the family's style (see `Family.sliding`)."""
     if family.sliding == "none":
@@ -512,7 +497,7 @@ def _read_sliding(r: _Reader, family: Family, n_layers: int) -> dict[str, Any]:
     window = r.get("sliding_window")
     if family.sliding == "all":
         return dict(sliding_window=window)
-    kinds = _layer_types(r, n_layers) if family.sliding != "gated" else None
+    kinds = _read_kinds(r, n_layers, ("full", "sliding")) if family.sliding != "gated" else None
     if family.sliding in ("gated", "optional"):
         start = r.get("max_window_layers") if family.sliding == "optional" else None
         if not (r.get("use_sliding_window", False) and window is not None):
