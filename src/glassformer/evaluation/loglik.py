@@ -23,13 +23,14 @@ log p / len(choice) in characters (lm-eval's length normalisation).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+
+from glassformer.jsonl import jsonl_rows
 
 __all__ = [
     "encode_pair",
@@ -162,18 +163,11 @@ def load_texts(path: str | os.PathLike[str], field: str = "text") -> list[str]:
             raise ValueError(f"{p}: empty")
         return [text]
     texts = []
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{p}:{lineno}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict) or not isinstance(row.get(field), str):
-                raise ValueError(f"{p}:{lineno}: expected an object with a {field!r} string")
-            if row[field]:
-                texts.append(row[field])
+    for _, where, row in jsonl_rows(p):
+        if not isinstance(row, dict) or not isinstance(row.get(field), str):
+            raise ValueError(f"{where}: expected an object with a {field!r} string")
+        if row[field]:
+            texts.append(row[field])
     if not texts:
         raise ValueError(f"{p}: no texts")
     return texts
@@ -182,27 +176,19 @@ def load_texts(path: str | os.PathLike[str], field: str = "text") -> list[str]:
 def load_multiple_choice(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Items {"query", "choices", "gold"} of a JSONL file (checked, with line numbers)."""
     items = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected an object with query, choices, gold")
-            query, choices, gold = row.get("query"), row.get("choices"), row.get("gold")
-            if not isinstance(query, str):
-                raise ValueError(f"{where}: 'query' must be a string")
-            if not isinstance(choices, list) or len(choices) < 2:
-                raise ValueError(f"{where}: 'choices' must list at least two strings")
-            if not all(isinstance(c, str) and c for c in choices):
-                raise ValueError(f"{where}: 'choices' must be non-empty strings")
-            if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
-                raise ValueError(f"{where}: 'gold' must index 'choices' (0..{len(choices) - 1})")
-            items.append({"query": query, "choices": choices, "gold": gold})
+    for _, where, row in jsonl_rows(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected an object with query, choices, gold")
+        query, choices, gold = row.get("query"), row.get("choices"), row.get("gold")
+        if not isinstance(query, str):
+            raise ValueError(f"{where}: 'query' must be a string")
+        if not isinstance(choices, list) or len(choices) < 2:
+            raise ValueError(f"{where}: 'choices' must list at least two strings")
+        if not all(isinstance(c, str) and c for c in choices):
+            raise ValueError(f"{where}: 'choices' must be non-empty strings")
+        if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
+            raise ValueError(f"{where}: 'gold' must index 'choices' (0..{len(choices) - 1})")
+        items.append({"query": query, "choices": choices, "gold": gold})
     if not items:
         raise ValueError(f"{path}: no items")
     return items

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from glassformer.jsonl import jsonl_rows
+
 __all__ = [
     "MANIFEST",
     "Document",
@@ -142,22 +144,12 @@ def _read_text(path: Path) -> str:
 
 
 def _jsonl_documents(path: Path, text_field: str) -> Iterator[Document]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-            text = _row_text(row, text_field)
-            if text is None:
-                raise ValueError(
-                    f"{path}:{lineno}: no {text_field!r} field (or 'messages') in the object"
-                )
-            if text:
-                yield Document(f"{path}:{lineno}", text)
+    for _, where, row in jsonl_rows(path):
+        text = _row_text(row, text_field)
+        if text is None:
+            raise ValueError(f"{where}: no {text_field!r} field (or 'messages') in the object")
+        if text:
+            yield Document(where, text)
 
 
 def _row_text(row: Any, text_field: str) -> str | None:

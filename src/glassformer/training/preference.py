@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from glassformer.jsonl import jsonl_rows
 from glassformer.training.data import EpochOrder, ExampleBatches
 from glassformer.training.preference_losses import (
     LOSSES,
@@ -92,38 +93,30 @@ def load_preference_jsonl(
     Raises ValueError naming the line for anything malformed."""
     pairs: list[PreferencePair] = []
     stats = {"rows": 0, "skipped_identical": 0}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected an object with prompt, chosen, rejected")
-            missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
-            if missing:
-                raise ValueError(f"{where}: missing {', '.join(repr(k) for k in missing)}")
-            stats["rows"] += 1
-            prompt = row["prompt"]
-            chat = isinstance(prompt, list)
-            if chat:
-                ok = prompt and all(
-                    isinstance(m, dict) and isinstance(m.get("role"), str)
-                    and isinstance(m.get("content"), str) for m in prompt
-                )  # fmt: skip
-                if not ok:
-                    raise ValueError(f"{where}: 'prompt' messages need 'role' and 'content'")
-            elif not isinstance(prompt, str) or not prompt:
-                raise ValueError(f"{where}: 'prompt' must be a non-empty string or messages")
-            chosen = _answer(row["chosen"], where, "chosen", chat)
-            rejected = _answer(row["rejected"], where, "rejected", chat)
-            if chosen == rejected:
-                stats["skipped_identical"] += 1
-                continue
-            pairs.append(PreferencePair(prompt, chosen, rejected, lineno))
+    for lineno, where, row in jsonl_rows(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected an object with prompt, chosen, rejected")
+        missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(repr(k) for k in missing)}")
+        stats["rows"] += 1
+        prompt = row["prompt"]
+        chat = isinstance(prompt, list)
+        if chat:
+            ok = prompt and all(
+                isinstance(m, dict) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str) for m in prompt
+            )  # fmt: skip
+            if not ok:
+                raise ValueError(f"{where}: 'prompt' messages need 'role' and 'content'")
+        elif not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"{where}: 'prompt' must be a non-empty string or messages")
+        chosen = _answer(row["chosen"], where, "chosen", chat)
+        rejected = _answer(row["rejected"], where, "rejected", chat)
+        if chosen == rejected:
+            stats["skipped_identical"] += 1
+            continue
+        pairs.append(PreferencePair(prompt, chosen, rejected, lineno))
     if not pairs:
         raise ValueError(f"{path}: no usable preference pairs ({stats})")
     return pairs, stats

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from glassformer.jsonl import jsonl_rows
 from glassformer.training.data import EpochOrder, ExampleBatches
 from glassformer.training.tasks import IGNORE, NextTokenLoss
 
@@ -56,20 +57,13 @@ def strip_generation_tags(template: str) -> str:
 
 def load_chat_jsonl(path: str | os.PathLike[str]) -> list[list[dict[str, Any]]]:
     conversations = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-            messages = row.get("messages") if isinstance(row, dict) else None
-            if not isinstance(messages, list) or not messages:
-                raise ValueError(f"{path}:{lineno}: expected an object with a 'messages' list")
-            if not any(m.get("role") == "assistant" for m in messages):
-                raise ValueError(f"{path}:{lineno}: no assistant message to learn from")
-            conversations.append(messages)
+    for _, where, row in jsonl_rows(path):
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(messages, list) or not messages:
+            raise ValueError(f"{where}: expected an object with a 'messages' list")
+        if not any(m.get("role") == "assistant" for m in messages):
+            raise ValueError(f"{where}: no assistant message to learn from")
+        conversations.append(messages)
     if not conversations:
         raise ValueError(f"{path}: no conversations")
     return conversations
