@@ -332,19 +332,10 @@ SMOLLM3: dict[str, Any] = {
     "torch_dtype": "bfloat16",
     "use_sliding_window": False, "vocab_size": 128256,
 }  # fmt: skip
-GLM45_AIR: dict[str, Any] = {
-    "architectures": ["Glm4MoeForCausalLM"], "attention_bias": True, "attention_dropout": 0.0,
-    "pad_token_id": 151329, "eos_token_id": [151329, 151336, 151338], "head_dim": 128,
-    "hidden_act": "silu", "hidden_size": 4096, "partial_rotary_factor": 0.5,
-    "initializer_range": 0.02, "intermediate_size": 10944, "max_position_embeddings": 131072,
-    "model_type": "glm4_moe", "moe_intermediate_size": 1408, "norm_topk_prob": True,
-    "num_attention_heads": 96, "n_group": 1, "topk_group": 1, "n_routed_experts": 128,
-    "n_shared_experts": 1, "routed_scaling_factor": 1.0, "num_experts_per_tok": 8,
-    "first_k_dense_replace": 1, "num_hidden_layers": 46, "num_key_value_heads": 8,
-    "rms_norm_eps": 1e-05, "rope_scaling": None, "rope_theta": 1000000,
-    "num_nextn_predict_layers": 1, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-    "transformers_version": "4.54.0", "use_cache": True, "use_qk_norm": False,
-    "vocab_size": 151552,
+GLM45_AIR: dict[str, Any] = {  # GLM-4.5's file but for the sizes, the routing scale, QK-norm
+    **GLM45, "hidden_size": 4096, "intermediate_size": 10944, "moe_intermediate_size": 1408,
+    "n_routed_experts": 128, "routed_scaling_factor": 1.0, "first_k_dense_replace": 1,
+    "num_hidden_layers": 46, "use_qk_norm": False,
 }  # fmt: skip
 KIMI_K2: dict[str, Any] = {
     "architectures": ["DeepseekV3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,

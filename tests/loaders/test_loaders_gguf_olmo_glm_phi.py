@@ -99,24 +99,26 @@ def test_olmo3_gguf_reads_as_hf_olmo3(tmp_path: Path) -> None:
     assert want.rope_scaling.attention_factor == 0.1 * math.log(8.0) + 1.0
 
 
-def test_olmo3_gguf_with_a_yarn_attn_factor_is_refused(tmp_path: Path) -> None:
-    hf = build_hf("olmo3")
-    kv = {**base_kv(hf.config, "olmo2"), "rope.scaling.yarn_attn_factor": 1.0}
-    path = write_gguf(
-        tmp_path / "o3.gguf", "olmo2", kv, hf_to_gguf("olmo2", hf.config, hf.state_dict())
-    )
-    with pytest.raises(ValueError, match=r"yarn_attn_factor is not read for OLMo 3"):
+@pytest.mark.parametrize(
+    "case, extra, message",
+    [
+        (
+            "olmo3",
+            {"rope.scaling.yarn_attn_factor": 1.0},
+            r"yarn_attn_factor is not read for OLMo 3",
+        ),
+        ("glm4moe", {"expert_gating_func": 1}, r"expert_gating_func=1 is not supported"),  # softmax
+    ],
+)
+def test_gguf_metadata_we_do_not_read_is_refused(
+    tmp_path: Path, case: str, extra: dict[str, object], message: str
+) -> None:
+    name, arch = CASES[case]
+    hf = build_hf(name)
+    kv = {**base_kv(hf.config, arch), **extra}
+    path = write_gguf(tmp_path / "bad.gguf", arch, kv, hf_to_gguf(arch, hf.config, hf.state_dict()))
+    with pytest.raises(ValueError, match=message):
         config_from_gguf(path)
-
-
-def test_glm4moe_softmax_gating_is_refused(tmp_path: Path) -> None:
-    hf = build_hf("glm4moe-ungrouped")
-    kv = {**base_kv(hf.config, "glm4moe"), "expert_gating_func": 1}
-    bad = write_gguf(
-        tmp_path / "bad.gguf", "glm4moe", kv, hf_to_gguf("glm4moe", hf.config, hf.state_dict())
-    )
-    with pytest.raises(ValueError, match=r"expert_gating_func=1 is not supported"):
-        config_from_gguf(bad)
 
 
 @pytest.mark.parametrize("quant, mixed", [("int8", True), ("int4", False), ("int4", True)])
