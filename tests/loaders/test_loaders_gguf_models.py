@@ -25,70 +25,65 @@ transformers = pytest.importorskip("transformers")
 SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=96, max_position_embeddings=64)
 
 
+# arch -> (HF config class, HF model class, the config's keys beside SMALL)
+TINY = {
+    "llama": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        dict(
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            tie_word_embeddings=False,
+        ),
+    ),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        dict(
+            num_hidden_layers=6, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+            query_pre_attn_scalar=32, sliding_window=4,
+        ),
+    ),
+    "qwen2": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        dict(
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            tie_word_embeddings=False,
+        ),
+    ),
+    "qwen3": (
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        dict(
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "smollm3": (  # llama.cpp: every 4th layer NoPE, Q/K rows permuted
+        "SmolLM3Config",
+        "SmolLM3ForCausalLM",
+        dict(
+            num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+            tie_word_embeddings=True, pad_token_id=None,
+        ),
+    ),
+    "llama4": (  # llama.cpp's fixed chunk, NoPE step and temperature (HF's defaults)
+        "Llama4TextConfig",
+        "Llama4ForCausalLM",
+        dict(
+            intermediate_size=48, intermediate_size_mlp=96, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=4,
+            num_experts_per_tok=1, interleave_moe_layer_step=2,
+        ),
+    ),
+}  # fmt: skip
+
+
 def tiny_hf(arch: str):
     torch.manual_seed(0)
-    if arch == "llama":
-        config = transformers.LlamaConfig(
-            **SMALL,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            tie_word_embeddings=False,
-        )
-        model = transformers.LlamaForCausalLM(config)
-    elif arch == "gemma3":
-        config = transformers.Gemma3TextConfig(
-            **SMALL,
-            num_hidden_layers=6,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=32,
-            query_pre_attn_scalar=32,
-            sliding_window=4,
-        )
-        model = transformers.Gemma3ForCausalLM(config)
-    elif arch == "qwen2":
-        config = transformers.Qwen2Config(
-            **SMALL,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            tie_word_embeddings=False,
-        )
-        model = transformers.Qwen2ForCausalLM(config)
-    elif arch == "smollm3":  # llama.cpp: every 4th layer NoPE, Q/K rows permuted
-        config = transformers.SmolLM3Config(
-            **SMALL,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            tie_word_embeddings=True,
-            pad_token_id=None,
-        )
-        model = transformers.SmolLM3ForCausalLM(config)
-    elif arch == "llama4":  # llama.cpp's fixed chunk, NoPE step and temperature (HF's defaults)
-        config = transformers.Llama4TextConfig(
-            **{**SMALL, "intermediate_size": 48},
-            intermediate_size_mlp=96,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=16,
-            num_local_experts=4,
-            num_experts_per_tok=1,
-            interleave_moe_layer_step=2,
-        )
-        model = transformers.Llama4ForCausalLM(config)
-    else:
-        config = transformers.Qwen3Config(
-            **SMALL,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=32,
-            tie_word_embeddings=True,
-        )
-        model = transformers.Qwen3ForCausalLM(config)
+    config_class, model_class, keys = TINY[arch]
+    config = getattr(transformers, config_class)(**{**SMALL, **keys})
+    model = getattr(transformers, model_class)(config)
     with torch.no_grad():  # norms and biases start at constants: make them informative
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("bias"):
