@@ -91,6 +91,21 @@ def _trl_inputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return full, trl_labels, (trl_labels != IGNORE).long()
 
 
+def _ours_and_trl_mean_logps(
+    trainer_class: type, loss_type: str, beta: float, equal_chosen: bool = False
+) -> tuple[tuple[torch.Tensor, list], Transformer, torch.Tensor, torch.Tensor]:
+    """(ours, model, chosen, rejected): our loss and gradients on a batch, and the per-token
+    mean log-prob of each chosen and each rejected answer by TRL's `get_batch_logps`."""
+    task = _task(loss_type, beta, equal_chosen)
+    model = _model()
+    batch = task.batch(0, 3)
+    ours = _ours(task, model, batch)
+    full, trl_labels, _ = _trl_inputs(batch)
+    avg = trainer_class.get_batch_logps(model(full), trl_labels, average_log_prob=True)
+    b = full.shape[0] // 2
+    return ours, model, avg[:b], avg[b:]
+
+
 def _grads(loss: torch.Tensor, model: Transformer) -> list[torch.Tensor]:
     model.zero_grad()
     loss.backward()
@@ -149,18 +164,11 @@ def test_simpo_equals_trl_cpo_trainer() -> None:
     from trl.experimental.cpo import CPOTrainer
 
     beta, gamma = 2.0, 0.3
-    task = _task("simpo", beta)
-    model = _model()
-    batch = task.batch(0, 3)
-    ours = _ours(task, model, batch)
-
-    full, trl_labels, _ = _trl_inputs(batch)
-    avg = CPOTrainer.get_batch_logps(model(full), trl_labels, average_log_prob=True)
-    b = full.shape[0] // 2
+    ours, model, chosen, rejected = _ours_and_trl_mean_logps(CPOTrainer, "simpo", beta)
     trainer = SimpleNamespace(alpha=0.0, loss_type="simpo", simpo_gamma=gamma, beta=beta,
                               label_smoothing=0.0,
                               accelerator=SimpleNamespace(device=torch.device("cpu")))  # fmt: skip
-    losses, _, _ = CPOTrainer.cpo_loss(trainer, avg[:b], avg[b:])
+    losses, _, _ = CPOTrainer.cpo_loss(trainer, chosen, rejected)
     loss = losses.mean()  # CPOTrainer adds cpo_alpha * NLL; SimPO is cpo_alpha = 0
     _assert_close(ours, (loss.detach(), _grads(loss, model)))
 
@@ -169,21 +177,16 @@ def test_orpo_equals_trl_orpo_trainer() -> None:
     from trl.experimental.orpo import ORPOTrainer
 
     beta = 0.25
-    task = _task("orpo", beta, equal_chosen=True)
-    model = _model()
-    batch = task.batch(0, 3)
-    ours = _ours(task, model, batch)
-
-    full, trl_labels, _ = _trl_inputs(batch)
-    avg = ORPOTrainer.get_batch_logps(model(full), trl_labels, average_log_prob=True)
-    b = full.shape[0] // 2
+    ours, model, chosen, rejected = _ours_and_trl_mean_logps(
+        ORPOTrainer, "orpo", beta, equal_chosen=True
+    )
     trainer = SimpleNamespace(beta=beta, accelerator=SimpleNamespace(device=torch.device("cpu")))
-    losses, *_ = ORPOTrainer.odds_ratio_loss(trainer, avg[:b], avg[b:])
+    losses, *_ = ORPOTrainer.odds_ratio_loss(trainer, chosen, rejected)
     # ORPOTrainer: loss = NLL(chosen) - mean(beta log sigmoid(log odds ratio)). Its NLL is the
     # token mean over the chosen rows; with answers of equal length that is the mean over pairs
-    # of each answer's per-token NLL, -avg. (TRL also counts the prompt's tokens in the NLL;
+    # of each answer's per-token NLL, -chosen. (TRL also counts the prompt's tokens in the NLL;
     # the paper's SFT term, and ours, is the answer's alone.)
-    nll = -avg[:b].mean()
+    nll = -chosen.mean()
     loss = nll - losses.mean()
     _assert_close(ours, (loss.detach(), _grads(loss, model)))
 
