@@ -3,10 +3,11 @@ HF transformers' own PyTorch fallbacks on the CPU.
 
 HF's Qwen3.5 layer runs `torch_chunk_gated_delta_rule` (prefill) and
 `torch_recurrent_gated_delta_rule` (a decode step) when no compiled kernel is installed, which is
-what a CPU user gets. glassformer's layer runs `chunk_gated_delta_rule` (prefill) and
-`kernels.dispatch.gated_delta_step` (a decode step: the C kernel of `kernels/delta.c` where the
-native kernels are built, else the component's PyTorch step). Both sides get the same
-unnormalised q, k, v, g, beta (float32) and normalise q and k themselves (HF with
+what a CPU user gets. glassformer's layer runs `kernels.dispatch.chunk_gated_delta` (prefill:
+the component's `chunk_gated_delta_rule` with its loop over chunks and triangular solves in the
+C kernels of `kernels/delta.c`) and `kernels.dispatch.gated_delta_step` (a decode step: the C
+kernel), or the component's PyTorch forms where the native kernels are not built. Both sides
+get the same unnormalised q, k, v, g, beta (float32) and normalise q and k themselves (HF with
 use_qk_l2norm_in_kernel=True, glassformer as its layer does), so each timing covers the same
 work. Prefill starts from no state and returns the final state; a decode step starts from the
 state the prefill left (its cost does not depend on the length) and is timed over `--steps`
@@ -42,8 +43,8 @@ from transformers.models.qwen3_5.modeling_qwen3_5 import (  # noqa: E402
     torch_recurrent_gated_delta_rule,
 )
 
-from glassformer.components.gated_deltanet import chunk_gated_delta_rule, l2norm  # noqa: E402
-from glassformer.kernels.dispatch import gated_delta_step  # noqa: E402
+from glassformer.components.gated_deltanet import CHUNK, l2norm  # noqa: E402
+from glassformer.kernels.dispatch import chunk_gated_delta, gated_delta_step  # noqa: E402
 
 Tensors = tuple[torch.Tensor, ...]
 
@@ -61,6 +62,11 @@ def make_inputs(b: int, t: int, hk: int, h: int, dk: int, dv: int, seed: int = 0
 def ours_rule(rule: Callable[..., Tensors], q, k, v, g, beta, state):  # type: ignore[no-untyped-def]
     """The layer's own path: normalise q, k (q * d_k^-1/2), then the rule."""
     return rule(l2norm(q, q.shape[-1] ** -0.5), l2norm(k), v, g, beta, state)
+
+
+def prefill(q, k, v, g, beta, state):  # type: ignore[no-untyped-def]
+    """The layer's prefill: the chunked form through the dispatcher, as its forward calls it."""
+    return chunk_gated_delta(q, k, v, g, beta, state, CHUNK)
 
 
 def hf_chunk(q, k, v, g, beta, state):  # type: ignore[no-untyped-def]
@@ -112,10 +118,10 @@ def measure(args: argparse.Namespace, t: int) -> dict[str, object]:
     q, k, v, g, beta = make_inputs(*shape)
     prefill = compare(
         lambda: hf_chunk(q, k, v, g, beta, None),
-        lambda: ours_rule(chunk_gated_delta_rule, q, k, v, g, beta, None),
+        lambda: ours_rule(prefill, q, k, v, g, beta, None),
         args.rounds,
     )
-    _, state = ours_rule(chunk_gated_delta_rule, q, k, v, g, beta, None)
+    _, state = ours_rule(prefill, q, k, v, g, beta, None)
     steps = make_inputs(*shape[:1], args.steps, *shape[2:], seed=1)
 
     def decode(step: Callable[..., tuple[torch.Tensor, torch.Tensor]], s: torch.Tensor) -> Tensors:

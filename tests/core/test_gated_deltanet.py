@@ -232,3 +232,56 @@ def test_config_requires_linear_sizes() -> None:
         config().replace(linear_conv_kernel=0)
     cfg = config()
     assert cfg.layer_type(0) == "linear" and cfg.window(0) is None
+
+
+def native_chunked_or_skip():  # type: ignore[no-untyped-def]
+    from glassformer import kernels
+    from glassformer.kernels.delta_rule import delta_chunked
+
+    if not kernels.available():
+        pytest.skip("native kernels unavailable")
+    return delta_chunked
+
+
+@pytest.mark.parametrize("t", [1, 37, 64, 150])
+@pytest.mark.parametrize("chunk", [64, 16])
+def test_native_chunked_form(t: int, chunk: int) -> None:
+    """The C loop over chunks and triangular solves (`kernels.delta_rule.delta_chunked`) against
+    the component's chunked form and the float64 recurrence, from a state and from none, at
+    lengths that leave a ragged last chunk; d_v = 32 (the kernel's tiles need d_v % 16 == 0)."""
+    delta_chunked = native_chunked_or_skip()
+    q, k, v, g, beta, state = random_rule_inputs(t, seed=7)
+    v = torch.cat((v, v[..., :8].flip(1)), -1)  # d_v 32
+    state = torch.cat((state, state[..., :8].flip(-2)), -1)
+    for start in (state, None):
+        with torch.no_grad():
+            o, final = delta_chunked(q, k, v, g, beta, start, chunk)
+            o_ref, final_ref = chunk_gated_delta_rule(q, k, v, g, beta, start, chunk)
+        assert maxdiff(o, o_ref) <= 1e-5 and maxdiff(final, final_ref) <= 1e-5
+        want, want_state = naive_recurrence(q, k, v, g, beta, start)
+        assert maxdiff(o.double(), want) <= 1e-5 and maxdiff(final.double(), want_state) <= 1e-5
+
+
+@torch.no_grad()
+def test_native_chunked_layer_left_padding() -> None:
+    """A layer whose prefill takes the C kernels (d_v = 32) gives what PyTorch's chunked form
+    gives (impl "eager"): left-padded rows, and a prefill continued from a state."""
+    import dataclasses
+
+    native_chunked_or_skip()
+    layer = GatedDeltaNet(dataclasses.replace(config(), linear_v_head_dim=32), 0).eval()
+    x = inputs(150, seed=8)
+    mask = torch.ones(2, 150, dtype=torch.bool)
+    mask[1, :21] = False
+    x[1, :21] = torch.randn(21, D)  # garbage under the padding
+    runs = []
+    for impl in ("native", "eager"):
+        layer.impl = impl
+        state = layer.new_state(2, torch.float32)
+        first = layer(x[:, :70], state, key_valid=mask[:, :70])
+        rest = layer(x[:, 70:], state, key_valid=mask[:, 70:])
+        runs.append((torch.cat((first, rest), 1), state.recurrent.clone()))
+    layer.impl = "native"
+    (y, s), (y_ref, s_ref) = runs
+    assert maxdiff(y, y_ref) <= 1e-5 and maxdiff(s, s_ref) <= 1e-5
+    assert maxdiff(y[1:, 21:], layer(x[1:, 21:])) <= 1e-5  # the padding changed nothing

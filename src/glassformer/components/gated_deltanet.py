@@ -31,7 +31,9 @@ Two forms compute the recurrence:
   boundaries. Used for prefill and training. See its docstring for the equations.
 One token outside autograd (a decoding step) goes through the recurrent form (through
 `kernels.dispatch.gated_delta_step`, which may run it as one C kernel), anything else through
-the chunked one, both starting from the state when one is given. The state
+the chunked one (through `kernels.dispatch.chunk_gated_delta`, which outside autograd may run
+its loop over chunks and its triangular solves in C), both starting from the state when one is
+given. The state
 (`LinearAttentionState`) is the conv window (the last K-1 inputs) and M per value head: its size
 does not depend on the sequence length.
 """
@@ -47,7 +49,7 @@ from torch import nn
 
 from glassformer.components.mlp import activation_fn
 from glassformer.config import Config
-from glassformer.kernels.dispatch import gated_delta_step
+from glassformer.kernels.dispatch import chunk_gated_delta, gated_delta_step
 
 CHUNK = 64  # tokens per chunk of the chunked form (the reference kernels' choice)
 L2NORM_EPS = 1e-6  # x / sqrt(|x|^2 + eps), as the reference (FLA) kernels
@@ -266,8 +268,9 @@ class GatedDeltaNet(nn.Module):
         self.norm = GatedRMSNorm(self.v_head_dim, config.norm_eps)
         self.out_proj = nn.Linear(value_dim, d, bias=False)
         self.act = activation_fn(config.activation)
-        # "native": the decoding step may take the C kernel (`kernels.dispatch`); set with the
-        # attention implementation by `Transformer.set_attention_impl`
+        # "native": the decoding step and the chunked form may take the C kernels
+        # (`kernels.dispatch`); set with the attention implementation by
+        # `Transformer.set_attention_impl`
         self.impl = "native"
         self.reset_parameters(config.init_std)
 
@@ -320,8 +323,9 @@ class GatedDeltaNet(nn.Module):
             memory = state.recurrent if state is not None else q.new_zeros(self._state_shape(b))
             o = gated_delta_step(q, k, v, g, beta, memory, impl=self.impl)
         else:
-            o, final = chunk_gated_delta_rule(
-                q, k, v, g, beta, state.recurrent if state is not None else None
+            o, final = chunk_gated_delta(
+                q, k, v, g, beta, state.recurrent if state is not None else None, CHUNK,
+                impl=self.impl,
             )
             if state is not None:
                 state.recurrent.copy_(final)

@@ -10,7 +10,8 @@ The C sources sit next to this file, one per subject:
     attention.c    causal self-attention forward and backward, computing the visible half only
     activations.c  GELU (tanh form) forward and backward with one exp instead of a tanh
     xent.c         softmax cross-entropy and its gradient, in place over the LM head's logits
-    delta.c        one decoding step of Gated DeltaNet's gated delta rule, all heads at once
+    delta.c        Gated DeltaNet's gated delta rule: a decoding step and the chunked form's
+                   loop over chunks, all heads at once
 
 Python wrappers: `glassformer.inference.native` (inference kernels) and
 `glassformer.kernels.autograd` (the differentiable ones); `glassformer.kernels.dispatch` chooses
@@ -118,6 +119,13 @@ SIGNATURES: dict[str, list[tuple[str, type]]] = {
     "delta_step": [("q", PTR), ("k", PTR), ("v", PTR), ("g", PTR), ("beta", PTR),
                    ("state", PTR), ("out", PTR), ("B", INT), ("H", INT), ("HK", INT),
                    ("DK", INT), ("DV", INT), ("nt", INT)],
+    # delta.c: the chunked form's loop over chunks, the state [B, H, DK, DV] in place
+    "delta_chunks": [("q", PTR), ("k", PTR), ("w", PTR), ("u", PTR), ("p", PTR),
+                     ("gamma", PTR), ("state", PTR), ("out", PTR), ("N", INT), ("B", INT),
+                     ("H", INT), ("HK", INT), ("C", INT), ("DK", INT), ("DV", INT),
+                     ("nt", INT)],
+    "delta_solve": [("a", PTR), ("beta", PTR), ("t", PTR), ("count", LONG), ("C", INT),
+                    ("nt", INT)],
     # xent.c: softmax cross-entropy over rows of logits cut in nb slices of vs columns
     "xent_rows": [("z", PTR), ("rows", LONG), ("nb", LONG), ("vs", LONG), ("bstride", LONG),
                   ("labels", PTR), ("ignore", INT64), ("grad", INT), ("loss", PTR),

@@ -61,3 +61,128 @@ void gf_delta_step(const float *q, const float *k, const float *v, const float *
         free(rk);
     }
 }
+
+/* The chunked form's sequential part (`components/gated_deltanet.chunk_gated_delta_rule`'s
+   loop over chunks), every head in one call: each thread takes whole heads and carries M
+   (DK * DV floats, in cache) through all N chunks, where PyTorch's loop is nine calls per chunk,
+   each a parallel region the threads synchronise after. Per chunk c, with the chunk's W, U, the
+   scores P = (Q K^T) * D (zero above the diagonal) and log-decays gamma from PyTorch:
+
+       V' = U - W M
+       O  = diag(exp(gamma)) Q M + P V'
+       M <- exp(gamma_C) M + K^T diag(exp(gamma_C - gamma)) V'
+
+   Layouts (contiguous): q, k [N, B, HK, C, DK]; w [N, B*H, C, DK]; u [N, B*H, C, DV];
+   p [N, B*H, C, C]; gamma [N, B, H, C]; state [B*H, DK, DV], advanced in place; out
+   [B, N*C, H, DV]. Needs C % 4 == 0, DK % 4 == 0 and DV % 16 == 0 (the 4 x 16 tiles). */
+
+enum { TILE_SET, TILE_ADD, TILE_SUB };
+
+/* Cm[i, j] (=, +=, -=) sum_p A[i*ars + p*acs] Bm[p*ldb + j] for the 4 x 16 tile at (0, 0); TILE_ADD
+   first scales the old Cm by cs. */
+static inline void tile4x16(int kk, const float *A, long ars, long acs, const float *Bm, long ldb,
+                            float *Cm, long ldc, int mode, float cs) {
+    __m256 c[4][2];
+    const __m256 s = _mm256_set1_ps(mode == TILE_SUB ? 1.0f : cs);
+    for (int r = 0; r < 4; r++)
+        for (int h = 0; h < 2; h++)
+            c[r][h] = mode == TILE_SET ? _mm256_setzero_ps()
+                                       : _mm256_mul_ps(s, _mm256_loadu_ps(Cm + r * ldc + 8 * h));
+    if (mode == TILE_SUB) {
+        for (int p = 0; p < kk; p++) {
+            const __m256 b0 = _mm256_loadu_ps(Bm + p * ldb), b1 = _mm256_loadu_ps(Bm + p * ldb + 8);
+            for (int r = 0; r < 4; r++) {
+                const __m256 a = _mm256_broadcast_ss(A + r * ars + p * acs);
+                c[r][0] = _mm256_fnmadd_ps(a, b0, c[r][0]);
+                c[r][1] = _mm256_fnmadd_ps(a, b1, c[r][1]);
+            }
+        }
+    } else {
+        for (int p = 0; p < kk; p++) {
+            const __m256 b0 = _mm256_loadu_ps(Bm + p * ldb), b1 = _mm256_loadu_ps(Bm + p * ldb + 8);
+            for (int r = 0; r < 4; r++) {
+                const __m256 a = _mm256_broadcast_ss(A + r * ars + p * acs);
+                c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+                c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+            }
+        }
+    }
+    for (int r = 0; r < 4; r++)
+        for (int h = 0; h < 2; h++) _mm256_storeu_ps(Cm + r * ldc + 8 * h, c[r][h]);
+}
+
+/* Cm [m, n] (=, +=, -=) A [m, kk] Bm [kk, n], A read through its strides. With `lower`, A is zero
+   right of its diagonal (A[i, p] = 0 for p > i), so row tile i stops at p = i + 3. */
+static void gemm_tiles(int m, int n, int kk, const float *A, long ars, long acs, const float *Bm,
+                       long ldb, float *Cm, long ldc, int mode, float cs, int lower) {
+    for (int i = 0; i < m; i += 4) {
+        const int depth = lower && i + 4 < kk ? i + 4 : kk;
+        for (int j = 0; j < n; j += 16)
+            tile4x16(depth, A + i * ars, ars, acs, Bm + j, ldb, Cm + i * ldc + j, ldc, mode, cs);
+    }
+}
+
+void gf_delta_chunks(const float *q, const float *k, const float *w, const float *u,
+                     const float *p, const float *gamma, float *state, float *out, int N, int B,
+                     int H, int HK, int C, int DK, int DV, int nt) {
+    const int rep = H / HK;
+    const long ldo = (long)H * DV; /* out's row stride: one token */
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int bh = 0; bh < B * H; bh++) {
+        const int b = bh / H, h = bh % H, hk = h / rep;
+        float *m = state + (long)bh * DK * DV;
+        float *vn = malloc(2 * (size_t)C * DV * sizeof(float)), *vs = vn + (size_t)C * DV;
+        for (int c = 0; c < N; c++) {
+            const long mat = (long)c * B * H + bh; /* this head's matrix in [N, B*H, ...] */
+            const long kmat = ((long)c * B + b) * HK + hk;
+            const float *qc = q + kmat * C * DK, *kc = k + kmat * C * DK;
+            const float *gc = gamma + mat * C;
+            float *oc = out + ((long)b * N * C + (long)c * C) * ldo + (long)h * DV;
+            /* V' = U - W M */
+            memcpy(vn, u + mat * C * DV, (size_t)C * DV * sizeof(float));
+            gemm_tiles(C, DV, DK, w + mat * C * DK, DK, 1, m, DV, vn, DV, TILE_SUB, 1.0f, 0);
+            /* O = diag(exp(gamma)) Q M + P V' */
+            gemm_tiles(C, DV, DK, qc, DK, 1, m, DV, oc, ldo, TILE_SET, 1.0f, 0);
+            for (int i = 0; i < C; i++) {
+                const __m256 e = _mm256_set1_ps(expf(gc[i]));
+                for (int j = 0; j < DV; j += 8)
+                    _mm256_storeu_ps(oc + i * ldo + j, _mm256_mul_ps(e, _mm256_loadu_ps(oc + i * ldo + j)));
+            }
+            gemm_tiles(C, DV, C, p + mat * C * C, C, 1, vn, DV, oc, ldo, TILE_ADD, 1.0f, 1);
+            /* M <- exp(gamma_C) M + K^T diag(exp(gamma_C - gamma)) V' */
+            const float last = gc[C - 1];
+            for (int i = 0; i < C; i++) {
+                const __m256 e = _mm256_set1_ps(expf(last - gc[i]));
+                for (int j = 0; j < DV; j += 8)
+                    _mm256_storeu_ps(vs + i * DV + j, _mm256_mul_ps(e, _mm256_loadu_ps(vn + i * DV + j)));
+            }
+            gemm_tiles(DK, DV, C, kc, 1, DK, vs, DV, m, DV, TILE_ADD, expf(last), 0);
+        }
+        free(vn);
+    }
+}
+
+/* The UT transform's triangular solve, for `count` chunk matrices at once: t = (I + L)^-1
+   diag(beta) with L the strictly lower part of a (a's diagonal and upper part are not read), by
+   forward substitution, row i = beta_i e_i - sum_{j < i} L_ij row j. Row j is zero right of
+   column j, so each update runs over the 8-wide blocks up to column j only. a, t [count, C, C],
+   beta [count, C], contiguous; C % 8 == 0. LAPACK's batched solve takes a call per matrix. */
+void gf_delta_solve(const float *a, const float *beta, float *t, long count, int C, int nt) {
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (long mat = 0; mat < count; mat++) {
+        const float *am = a + mat * C * C, *bm = beta + mat * C;
+        float *tm = t + mat * C * C;
+        memset(tm, 0, (size_t)C * C * sizeof(float));
+        for (int i = 0; i < C; i++) {
+            float *ti = tm + (long)i * C;
+            for (int j = 0; j < i; j++) {
+                const __m256 lij = _mm256_set1_ps(am[(long)i * C + j]);
+                const float *tj = tm + (long)j * C;
+                for (int col = 0; col <= j; col += 8)
+                    _mm256_storeu_ps(ti + col, _mm256_fnmadd_ps(lij, _mm256_loadu_ps(tj + col),
+                                                                _mm256_loadu_ps(ti + col)));
+            }
+            ti[i] = bm[i];
+        }
+    }
+}

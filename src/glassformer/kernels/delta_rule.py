@@ -1,14 +1,20 @@
-"""The gated delta rule's decoding step in C (`delta.c`), for Gated DeltaNet layers.
+"""The gated delta rule in C (`delta.c`), for Gated DeltaNet layers: the decoding step and the
+chunked form.
 
-`glassformer.kernels.dispatch.gated_delta_step` chooses it over the component's PyTorch step
-(`components/gated_deltanet.recurrent_gated_delta_rule`), which computes the same function:
-one token, float32 on the CPU, outside autograd (the state is updated in place). Measured by
-`benchmarks/linear_attention.py`; held to the PyTorch step by `tests/core/test_gated_deltanet.py`.
+`glassformer.kernels.dispatch` chooses them over the component's PyTorch forms
+(`components/gated_deltanet.recurrent_gated_delta_rule` and `chunk_gated_delta_rule`), which
+compute the same functions: float32 on the CPU, outside autograd. `delta_chunked` runs the
+chunked form's batched products with PyTorch, as the component does, and its loop over chunks
+in C. Measured by `benchmarks/linear_attention.py`; held to the PyTorch forms by
+`tests/core/test_gated_deltanet.py`.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from glassformer.kernels import library, threads
 from glassformer.kernels.autograd import native_ok
@@ -40,3 +46,71 @@ def delta_step(
         state.data_ptr(), out.data_ptr(), b, h, hk, dk, dv, threads(),
     )  # fmt: skip
     return out
+
+
+def delta_chunked_supported(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *rest: torch.Tensor | None, chunk: int
+) -> bool:
+    """No gradient wanted, float32 CPU tensors, and sizes the kernels' vectors and 4 x 16 tiles
+    divide: chunk a multiple of 8, d_k of 4, d_v of 16."""
+    return (
+        not torch.is_grad_enabled()
+        and chunk % 8 == 0
+        and k.shape[-1] % 4 == 0
+        and v.shape[-1] % 16 == 0
+        and native_ok(q, k, v, *(x for x in rest if x is not None))
+    )
+
+
+def delta_chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    state: torch.Tensor | None,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`chunk_gated_delta_rule` (arguments, result and equations as there): the per-chunk
+    matrices with PyTorch's batched products, except the triangular solve (`gf_delta_solve`),
+    and the loop over chunks in `gf_delta_chunks`."""
+    lib = library()
+    assert lib is not None
+    b, t, hk, dk = k.shape
+    h, dv = v.shape[-2:]
+    r = h // hk
+    n = -(-t // chunk)
+    pad = n * chunk - t
+
+    def chunked(x: torch.Tensor) -> torch.Tensor:  # [B, T, heads, ...] -> [n, B, heads, C, ...]
+        if pad:
+            x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
+        x = x.view(b, n, chunk, *x.shape[2:])
+        return x.permute(1, 0, 3, 2, *range(4, x.dim())).contiguous()
+
+    qc, kc, vc = chunked(q), chunked(k), chunked(v)
+    gamma = chunked(g).cumsum(-1)  # [n, B, H, C]
+    betac = chunked(beta)
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
+    decay = (gamma[..., :, None] - gamma[..., None, :]).masked_fill_(~causal, -math.inf).exp_()
+    decay = decay.view(n, b, hk, r, chunk, chunk)
+    kk = (kc @ kc.transpose(-1, -2)).unsqueeze(3)
+    scores = (qc @ kc.transpose(-1, -2)).unsqueeze(3).mul(decay).view(-1, chunk, chunk)
+    a_mat = (kk * decay).mul_(betac.view(n, b, hk, r, chunk, 1)).view(-1, chunk, chunk)
+    t_mat = torch.empty_like(a_mat)  # T = (I + strictly_lower(A))^-1 diag(beta)
+    lib.delta_solve(a_mat.data_ptr(), betac.data_ptr(), t_mat.data_ptr(), t_mat.shape[0], chunk,
+                    threads())  # fmt: skip
+    u = torch.bmm(t_mat, vc.view(-1, chunk, dv))
+    w_left = (t_mat * gamma.exp().reshape(-1, 1, chunk)).view(n * b * hk, r * chunk, chunk)
+    w = torch.bmm(w_left, kc.view(-1, chunk, dk))
+    m = (
+        torch.zeros(b * h, dk, dv, dtype=q.dtype, device=q.device)
+        if state is None
+        else state.reshape(b * h, dk, dv).to(q.dtype, copy=True).contiguous()
+    )
+    out = q.new_empty(b, n * chunk, h, dv)
+    lib.delta_chunks(
+        qc.data_ptr(), kc.data_ptr(), w.data_ptr(), u.data_ptr(), scores.data_ptr(),
+        gamma.data_ptr(), m.data_ptr(), out.data_ptr(), n, b, h, hk, chunk, dk, dv, threads(),
+    )  # fmt: skip
+    return out[:, :t], m.view(b, h, dk, dv)

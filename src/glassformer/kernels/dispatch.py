@@ -6,6 +6,7 @@ The components call one function per step and never a kernel:
     gelu_tanh(x)                                                 components/mlp.py (the activation)
     logits_cross_entropy(h, w, labels, ignore, softcap, grad)    components/head_loss.py
     gated_delta_step(q, k, v, g, beta, state, impl=...)          components/gated_deltanet.py
+    chunk_gated_delta(q, k, v, g, beta, state, chunk, impl=...)  components/gated_deltanet.py
 
 Each function here picks glassformer's own C kernel (`glassformer.kernels.autograd`) where it
 applies (float32 tensors on the CPU, the library built, not being traced by `torch.compile`) and
@@ -33,6 +34,12 @@ Why each kernel exists, and the benchmark that measures it against the PyTorch c
   the step reads the state once for M^T k and M^T q and rewrites it while it is in cache, one
   call and one parallel region for all heads where PyTorch's step is a dozen calls, each
   streaming the state or synchronising the threads. `benchmarks/linear_attention.py`.
+- Gated DeltaNet's chunked form (prefill), same files. The loop over chunks is, per chunk, four
+  products with the state and a few elementwise passes: in PyTorch nine calls, each a parallel
+  region over all heads, where the kernel lets each thread carry whole heads through every
+  chunk with the state in cache. The chunks' triangular solves are forward substitutions in one
+  call (LAPACK's batched solve takes a call per 64 x 64 matrix). The batched products stay
+  PyTorch's. `benchmarks/linear_attention.py`.
 """
 
 from __future__ import annotations
@@ -224,6 +231,28 @@ def gated_delta_step(
     from glassformer.components.gated_deltanet import recurrent_gated_delta_rule  # no cycle
 
     return recurrent_gated_delta_rule(q, k, v, g, beta, state)
+
+
+def chunk_gated_delta(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    state: torch.Tensor | None,
+    chunk: int,
+    impl: str = "native",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunked form over a sequence; arguments and result as
+    `components.gated_deltanet.chunk_gated_delta_rule`. The native kernels for float32 CPU
+    tensors outside autograd when `impl` is "native", that PyTorch form otherwise."""
+    if impl == "native" and delta_rule.delta_chunked_supported(
+        q, k, v, g, beta, state, chunk=chunk
+    ):
+        return delta_rule.delta_chunked(q, k, v, g, beta, state, chunk)
+    from glassformer.components.gated_deltanet import chunk_gated_delta_rule  # no cycle
+
+    return chunk_gated_delta_rule(q, k, v, g, beta, state, chunk)
 
 
 # ---------------------------------------------------------------------------------------------
