@@ -64,7 +64,7 @@ def ours_rule(rule: Callable[..., Tensors], q, k, v, g, beta, state):  # type: i
     return rule(l2norm(q, q.shape[-1] ** -0.5), l2norm(k), v, g, beta, state)
 
 
-def prefill(q, k, v, g, beta, state):  # type: ignore[no-untyped-def]
+def ours_prefill(q, k, v, g, beta, state):  # type: ignore[no-untyped-def]
     """The layer's prefill: the chunked form through the dispatcher, as its forward calls it."""
     return chunk_gated_delta(q, k, v, g, beta, state, CHUNK)
 
@@ -118,10 +118,10 @@ def measure(args: argparse.Namespace, t: int) -> dict[str, object]:
     q, k, v, g, beta = make_inputs(*shape)
     prefill = compare(
         lambda: hf_chunk(q, k, v, g, beta, None),
-        lambda: ours_rule(prefill, q, k, v, g, beta, None),
+        lambda: ours_rule(ours_prefill, q, k, v, g, beta, None),
         args.rounds,
     )
-    _, state = ours_rule(prefill, q, k, v, g, beta, None)
+    _, state = ours_rule(ours_prefill, q, k, v, g, beta, None)
     steps = make_inputs(*shape[:1], args.steps, *shape[2:], seed=1)
 
     def decode(step: Callable[..., tuple[torch.Tensor, torch.Tensor]], s: torch.Tensor) -> Tensors:
