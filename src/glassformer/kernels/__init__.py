@@ -120,12 +120,12 @@ SIGNATURES: dict[str, list[tuple[str, type]]] = {
                    ("state", PTR), ("out", PTR), ("B", INT), ("H", INT), ("HK", INT),
                    ("DK", INT), ("DV", INT), ("nt", INT)],
     # delta.c: the chunked form's loop over chunks, the state [B, H, DK, DV] in place
-    "delta_chunks": [("q", PTR), ("k", PTR), ("w", PTR), ("u", PTR), ("p", PTR),
+    "delta_chunks": [("q", PTR), ("k", PTR), ("w", PTR), ("u", PTR), ("qk", PTR),
                      ("gamma", PTR), ("state", PTR), ("out", PTR), ("N", INT), ("B", INT),
                      ("H", INT), ("HK", INT), ("C", INT), ("DK", INT), ("DV", INT),
                      ("nt", INT)],
-    "delta_solve": [("a", PTR), ("beta", PTR), ("t", PTR), ("count", LONG), ("C", INT),
-                    ("nt", INT)],
+    "delta_solve": [("kk", PTR), ("gamma", PTR), ("beta", PTR), ("t", PTR), ("te", PTR),
+                    ("count", LONG), ("H", INT), ("HK", INT), ("C", INT), ("nt", INT)],
     # xent.c: softmax cross-entropy over rows of logits cut in nb slices of vs columns
     "xent_rows": [("z", PTR), ("rows", LONG), ("nb", LONG), ("vs", LONG), ("bstride", LONG),
                   ("labels", PTR), ("ignore", INT64), ("grad", INT), ("loss", PTR),

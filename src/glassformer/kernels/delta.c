@@ -62,19 +62,42 @@ void gf_delta_step(const float *q, const float *k, const float *v, const float *
     }
 }
 
+/* dst[j] = scale src[j] exp(gam[i] - gam[j]) for j < limit, 0 for limit <= j < C (C % 8 == 0):
+   row i of a chunk's key-side product with its decays D_ij, limit i + 1 for the scores (D is
+   lower triangular), i for the strictly lower part of A. */
+static inline void decayed_row(const float *src, const float *gam, int i, int limit, int C,
+                               float scale, float *dst) {
+    const __m256 gi = _mm256_set1_ps(gam[i]), s = _mm256_set1_ps(scale);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int j = 0; j < C; j += 8) {
+        if (j >= limit) {
+            _mm256_storeu_ps(dst + j, _mm256_setzero_ps());
+            continue;
+        }
+        /* lanes at or past the limit are masked off by their bits, never multiplied by 0: there
+           the exponent is positive and the product may overflow */
+        const __m256 keep = _mm256_castsi256_ps(
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(limit - j), lanes));
+        const __m256 d = exp8(_mm256_sub_ps(gi, _mm256_loadu_ps(gam + j)));
+        const __m256 x = _mm256_mul_ps(_mm256_mul_ps(s, _mm256_loadu_ps(src + j)), d);
+        _mm256_storeu_ps(dst + j, _mm256_and_ps(keep, x));
+    }
+}
+
 /* The chunked form's sequential part (`components/gated_deltanet.chunk_gated_delta_rule`'s
    loop over chunks), every head in one call: each thread takes whole heads and carries M
    (DK * DV floats, in cache) through all N chunks, where PyTorch's loop is nine calls per chunk,
    each a parallel region the threads synchronise after. Per chunk c, with the chunk's W, U, the
-   scores P = (Q K^T) * D (zero above the diagonal) and log-decays gamma from PyTorch:
+   key head's Q K^T and the log-decays gamma from PyTorch:
 
+       P  = (Q K^T) * D ,  D_ij = exp(gamma_i - gamma_j) for j <= i, 0 above
        V' = U - W M
        O  = diag(exp(gamma)) Q M + P V'
        M <- exp(gamma_C) M + K^T diag(exp(gamma_C - gamma)) V'
 
-   Layouts (contiguous): q, k [N, B, HK, C, DK]; w [N, B*H, C, DK]; u [N, B*H, C, DV];
-   p [N, B*H, C, C]; gamma [N, B, H, C]; state [B*H, DK, DV], advanced in place; out
-   [B, N*C, H, DV]. Needs C % 4 == 0, DK % 4 == 0 and DV % 16 == 0 (the 4 x 16 tiles). */
+   Layouts (contiguous): q, k, qk [N, B, HK, C, DK | C]; w [N, B*H, C, DK]; u [N, B*H, C, DV];
+   gamma [N, B, H, C]; state [B*H, DK, DV], advanced in place; out [B, N*C, H, DV]. Needs
+   C % 8 == 0, DK % 4 == 0 and DV % 16 == 0 (the vectors and the 4 x 16 tiles). */
 
 enum { TILE_SET, TILE_ADD, TILE_SUB };
 
@@ -123,7 +146,7 @@ static void gemm_tiles(int m, int n, int kk, const float *A, long ars, long acs,
 }
 
 void gf_delta_chunks(const float *q, const float *k, const float *w, const float *u,
-                     const float *p, const float *gamma, float *state, float *out, int N, int B,
+                     const float *qk, const float *gamma, float *state, float *out, int N, int B,
                      int H, int HK, int C, int DK, int DV, int nt) {
     const int rep = H / HK;
     const long ldo = (long)H * DV; /* out's row stride: one token */
@@ -131,13 +154,15 @@ void gf_delta_chunks(const float *q, const float *k, const float *w, const float
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H, hk = h / rep;
         float *m = state + (long)bh * DK * DV;
-        float *vn = malloc(2 * (size_t)C * DV * sizeof(float)), *vs = vn + (size_t)C * DV;
+        float *vn = malloc((2 * (size_t)C * DV + (size_t)C * C) * sizeof(float));
+        float *vs = vn + (size_t)C * DV, *p = vs + (size_t)C * DV;
         for (int c = 0; c < N; c++) {
             const long mat = (long)c * B * H + bh; /* this head's matrix in [N, B*H, ...] */
             const long kmat = ((long)c * B + b) * HK + hk;
             const float *qc = q + kmat * C * DK, *kc = k + kmat * C * DK;
             const float *gc = gamma + mat * C;
             float *oc = out + ((long)b * N * C + (long)c * C) * ldo + (long)h * DV;
+            for (int i = 0; i < C; i++) decayed_row(qk + (kmat * C + i) * C, gc, i, i + 1, C, 1.0f, p + i * C);
             /* V' = U - W M */
             memcpy(vn, u + mat * C * DV, (size_t)C * DV * sizeof(float));
             gemm_tiles(C, DV, DK, w + mat * C * DK, DK, 1, m, DV, vn, DV, TILE_SUB, 1.0f, 0);
@@ -148,7 +173,7 @@ void gf_delta_chunks(const float *q, const float *k, const float *w, const float
                 for (int j = 0; j < DV; j += 8)
                     _mm256_storeu_ps(oc + i * ldo + j, _mm256_mul_ps(e, _mm256_loadu_ps(oc + i * ldo + j)));
             }
-            gemm_tiles(C, DV, C, p + mat * C * C, C, 1, vn, DV, oc, ldo, TILE_ADD, 1.0f, 1);
+            gemm_tiles(C, DV, C, p, C, 1, vn, DV, oc, ldo, TILE_ADD, 1.0f, 1);
             /* M <- exp(gamma_C) M + K^T diag(exp(gamma_C - gamma)) V' */
             const float last = gc[C - 1];
             for (int i = 0; i < C; i++) {
@@ -162,27 +187,38 @@ void gf_delta_chunks(const float *q, const float *k, const float *w, const float
     }
 }
 
-/* The UT transform's triangular solve, for `count` chunk matrices at once: t = (I + L)^-1
-   diag(beta) with L the strictly lower part of a (a's diagonal and upper part are not read), by
-   forward substitution, row i = beta_i e_i - sum_{j < i} L_ij row j. Row j is zero right of
-   column j, so each update runs over the 8-wide blocks up to column j only. a, t [count, C, C],
-   beta [count, C], contiguous; C % 8 == 0. LAPACK's batched solve takes a call per matrix. */
-void gf_delta_solve(const float *a, const float *beta, float *t, long count, int C, int nt) {
+/* The UT transform's triangular solve, for the chunks of every head at once: t = (I + L)^-1
+   diag(beta) with L = strictly_lower(diag(beta) K K^T * D), by forward substitution, row
+   i = beta_i e_i - sum_{j < i} L_ij row j (row j is zero right of column j, so each update
+   runs over the 8-wide blocks up to column j only); and te = t diag(exp(gamma)), W's left
+   factor. kk [count / H * HK, C, C] (K K^T per key head), gamma, beta [count, C]; t, te
+   [count, C, C] with count = N * B * H; contiguous; C % 8 == 0 and C <= 256. LAPACK's
+   batched solve takes a call per matrix. */
+void gf_delta_solve(const float *kk, const float *gamma, const float *beta, float *t, float *te,
+                    long count, int H, int HK, int C, int nt) {
+    const int rep = H / HK;
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (long mat = 0; mat < count; mat++) {
-        const float *am = a + mat * C * C, *bm = beta + mat * C;
-        float *tm = t + mat * C * C;
+        const float *km = kk + ((mat / H) * HK + (mat % H) / rep) * C * C;
+        const float *gm = gamma + mat * C, *bm = beta + mat * C;
+        float *tm = t + mat * C * C, *em = te + mat * C * C;
+        float l[256], eg[256];
+        for (int j = 0; j < C; j += 8) _mm256_storeu_ps(eg + j, exp8(_mm256_loadu_ps(gm + j)));
         memset(tm, 0, (size_t)C * C * sizeof(float));
         for (int i = 0; i < C; i++) {
             float *ti = tm + (long)i * C;
+            decayed_row(km + (long)i * C, gm, i, i, C, bm[i], l);
             for (int j = 0; j < i; j++) {
-                const __m256 lij = _mm256_set1_ps(am[(long)i * C + j]);
+                const __m256 lij = _mm256_set1_ps(l[j]);
                 const float *tj = tm + (long)j * C;
                 for (int col = 0; col <= j; col += 8)
                     _mm256_storeu_ps(ti + col, _mm256_fnmadd_ps(lij, _mm256_loadu_ps(tj + col),
                                                                 _mm256_loadu_ps(ti + col)));
             }
             ti[i] = bm[i];
+            for (int col = 0; col < C; col += 8)
+                _mm256_storeu_ps(em + (long)i * C + col,
+                                 _mm256_mul_ps(_mm256_loadu_ps(ti + col), _mm256_loadu_ps(eg + col)));
         }
     }
 }

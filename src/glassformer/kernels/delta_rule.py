@@ -11,8 +11,6 @@ in C. Measured by `benchmarks/linear_attention.py`; held to the PyTorch forms by
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -52,10 +50,11 @@ def delta_chunked_supported(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *rest: torch.Tensor | None, chunk: int
 ) -> bool:
     """No gradient wanted, float32 CPU tensors, and sizes the kernels' vectors and 4 x 16 tiles
-    divide: chunk a multiple of 8, d_k of 4, d_v of 16."""
+    divide: chunk a multiple of 8 up to 256, d_k of 4, d_v of 16."""
     return (
         not torch.is_grad_enabled()
         and chunk % 8 == 0
+        and chunk <= 256
         and k.shape[-1] % 4 == 0
         and v.shape[-1] % 16 == 0
         and native_ok(q, k, v, *(x for x in rest if x is not None))
@@ -72,8 +71,9 @@ def delta_chunked(
     chunk: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`chunk_gated_delta_rule` (arguments, result and equations as there): the per-chunk
-    matrices with PyTorch's batched products, except the triangular solve (`gf_delta_solve`),
-    and the loop over chunks in `gf_delta_chunks`."""
+    matrices with PyTorch's batched products, except A, P and the triangular solve, which the C
+    kernels form from the key heads' products and the decays as they read them
+    (`gf_delta_solve`, `gf_delta_chunks`), and the loop over chunks in `gf_delta_chunks`."""
     lib = library()
     assert lib is not None
     b, t, hk, dk = k.shape
@@ -91,18 +91,18 @@ def delta_chunked(
     qc, kc, vc = chunked(q), chunked(k), chunked(v)
     gamma = chunked(g).cumsum(-1)  # [n, B, H, C]
     betac = chunked(beta)
-    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-    decay = (gamma[..., :, None] - gamma[..., None, :]).masked_fill_(~causal, -math.inf).exp_()
-    decay = decay.view(n, b, hk, r, chunk, chunk)
-    kk = (kc @ kc.transpose(-1, -2)).unsqueeze(3)
-    scores = (qc @ kc.transpose(-1, -2)).unsqueeze(3).mul(decay).view(-1, chunk, chunk)
-    a_mat = (kk * decay).mul_(betac.view(n, b, hk, r, chunk, 1)).view(-1, chunk, chunk)
-    t_mat = torch.empty_like(a_mat)  # T = (I + strictly_lower(A))^-1 diag(beta)
-    lib.delta_solve(a_mat.data_ptr(), betac.data_ptr(), t_mat.data_ptr(), t_mat.shape[0], chunk,
-                    threads())  # fmt: skip
+    # per key head; the kernels apply the decays and beta per value head as they read them
+    kk = kc @ kc.transpose(-1, -2)
+    qk = qc @ kc.transpose(-1, -2)
+    t_mat = q.new_empty(n * b * h, chunk, chunk)  # T = A^-1 diag(beta)
+    t_eg = torch.empty_like(t_mat)  # T diag(exp(gamma))
+    lib.delta_solve(
+        kk.data_ptr(), gamma.data_ptr(), betac.data_ptr(), t_mat.data_ptr(), t_eg.data_ptr(),
+        t_mat.shape[0], h, hk, chunk, threads(),
+    )  # fmt: skip
     u = torch.bmm(t_mat, vc.view(-1, chunk, dv))
-    w_left = (t_mat * gamma.exp().reshape(-1, 1, chunk)).view(n * b * hk, r * chunk, chunk)
-    w = torch.bmm(w_left, kc.view(-1, chunk, dk))
+    # W: the r value heads of a key head stacked as one [r C, C] matrix against its K
+    w = torch.bmm(t_eg.view(n * b * hk, r * chunk, chunk), kc.view(-1, chunk, dk))
     m = (
         torch.zeros(b * h, dk, dv, dtype=q.dtype, device=q.device)
         if state is None
@@ -110,7 +110,7 @@ def delta_chunked(
     )
     out = q.new_empty(b, n * chunk, h, dv)
     lib.delta_chunks(
-        qc.data_ptr(), kc.data_ptr(), w.data_ptr(), u.data_ptr(), scores.data_ptr(),
+        qc.data_ptr(), kc.data_ptr(), w.data_ptr(), u.data_ptr(), qk.data_ptr(),
         gamma.data_ptr(), m.data_ptr(), out.data_ptr(), n, b, h, hk, chunk, dk, dv, threads(),
     )  # fmt: skip
     return out[:, :t], m.view(b, h, dk, dv)

@@ -181,9 +181,10 @@ void gf_delta_step(const float *q, const float *k, const float *v, const float *
                    const float *beta, float *state, float *out, int B, int H, int HK, int DK,
                    int DV, int nt);
 void gf_delta_chunks(const float *q, const float *k, const float *w, const float *u,
-                     const float *p, const float *gamma, float *state, float *out, int N, int B,
+                     const float *qk, const float *gamma, float *state, float *out, int N, int B,
                      int H, int HK, int C, int DK, int DV, int nt);
-void gf_delta_solve(const float *a, const float *beta, float *t, long count, int C, int nt);
+void gf_delta_solve(const float *kk, const float *gamma, const float *beta, float *t, float *te,
+                    long count, int H, int HK, int C, int nt);
 /* xent.c */
 void gf_xent_rows(float *z, long rows, long nb, long vs, long bstride, const int64_t *labels,
                   int64_t ignore, int grad, float *loss, int nt);
