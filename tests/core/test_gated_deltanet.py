@@ -262,6 +262,21 @@ def test_native_chunked_form(t: int, chunk: int) -> None:
         assert maxdiff(o.double(), want) <= 1e-5 and maxdiff(final.double(), want_state) <= 1e-5
 
 
+def test_native_chunked_form_fast_decay() -> None:
+    """Log-decays of -40 per token (as a layer with A = exp(A_log) near 16 gives): within a
+    chunk the decays fall far below the smallest float, which the kernels flush to zero."""
+    delta_chunked = native_chunked_or_skip()
+    q, k, v, g, beta, state = random_rule_inputs(100, seed=9)
+    v, state = torch.cat((v, v[..., :8]), -1), torch.cat((state, state[..., :8]), -1)
+    g = g * 80
+    with torch.no_grad():
+        o, final = delta_chunked(q, k, v, g, beta, state, 64)
+        o_ref, final_ref = chunk_gated_delta_rule(q, k, v, g, beta, state)
+    want, want_state = naive_recurrence(q, k, v, g, beta, state)
+    assert maxdiff(o, o_ref) <= 1e-5 and maxdiff(final, final_ref) <= 1e-5
+    assert maxdiff(o.double(), want) <= 1e-5 and maxdiff(final.double(), want_state) <= 1e-5
+
+
 @torch.no_grad()
 def test_native_chunked_layer_left_padding() -> None:
     """A layer whose prefill takes the C kernels (d_v = 32) gives what PyTorch's chunked form

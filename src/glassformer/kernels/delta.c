@@ -62,6 +62,13 @@ void gf_delta_step(const float *q, const float *k, const float *v, const float *
     }
 }
 
+/* Decays fall below the smallest normal float within a chunk wherever a head forgets fast
+   (log-decays of -40 a token), and every product with a denormal runs many times slower: the
+   chunked kernels run with denormals flushed to zero (FTZ and DAZ in the thread's MXCSR,
+   restored after), which changes nothing above 1e-38. */
+#define FLUSH_DENORMALS_BEGIN const unsigned csr = _mm_getcsr(); _mm_setcsr(csr | 0x8040);
+#define FLUSH_DENORMALS_END _mm_setcsr(csr);
+
 /* dst[j] = scale src[j] exp(gam[i] - gam[j]) for j < limit, 0 for limit <= j < C (C % 8 == 0):
    row i of a chunk's key-side product with its decays D_ij, limit i + 1 for the scores (D is
    lower triangular), i for the strictly lower part of A. */
@@ -150,7 +157,10 @@ void gf_delta_chunks(const float *q, const float *k, const float *w, const float
                      int H, int HK, int C, int DK, int DV, int nt) {
     const int rep = H / HK;
     const long ldo = (long)H * DV; /* out's row stride: one token */
-    #pragma omp parallel for schedule(static) num_threads(nt)
+    #pragma omp parallel num_threads(nt)
+    {
+    FLUSH_DENORMALS_BEGIN
+    #pragma omp for schedule(static)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H, hk = h / rep;
         float *m = state + (long)bh * DK * DV;
@@ -185,6 +195,8 @@ void gf_delta_chunks(const float *q, const float *k, const float *w, const float
         }
         free(vn);
     }
+    FLUSH_DENORMALS_END
+    }
 }
 
 /* The UT transform's triangular solve, for the chunks of every head at once: t = (I + L)^-1
@@ -197,7 +209,10 @@ void gf_delta_chunks(const float *q, const float *k, const float *w, const float
 void gf_delta_solve(const float *kk, const float *gamma, const float *beta, float *t, float *te,
                     long count, int H, int HK, int C, int nt) {
     const int rep = H / HK;
-    #pragma omp parallel for schedule(static) num_threads(nt)
+    #pragma omp parallel num_threads(nt)
+    {
+    FLUSH_DENORMALS_BEGIN
+    #pragma omp for schedule(static)
     for (long mat = 0; mat < count; mat++) {
         const float *km = kk + ((mat / H) * HK + (mat % H) / rep) * C * C;
         const float *gm = gamma + mat * C, *bm = beta + mat * C;
@@ -220,5 +235,7 @@ void gf_delta_solve(const float *kk, const float *gamma, const float *beta, floa
                 _mm256_storeu_ps(em + (long)i * C + col,
                                  _mm256_mul_ps(_mm256_loadu_ps(ti + col), _mm256_loadu_ps(eg + col)));
         }
+    }
+    FLUSH_DENORMALS_END
     }
 }
