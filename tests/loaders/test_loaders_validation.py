@@ -52,7 +52,9 @@ def test_every_preset_still_validates() -> None:
 def _per_layer_kinds(cfg: gf.Config) -> dict[tuple[str, bool, bool], list[int]]:
     kinds: dict[tuple[str, bool, bool], list[int]] = {}
     for i in range(cfg.n_layers):
-        key = (cfg.layer_type(i), cfg.is_moe_layer(i), cfg.uses_rope(i))
+        # a layer that reads another layer's keys and values is a kind of its own (Gemma 4)
+        shared = "_shared" if cfg.kv_source(i) is not None else ""
+        key = (cfg.layer_type(i) + shared, cfg.is_moe_layer(i), cfg.uses_rope(i))
         kinds.setdefault(key, []).append(i)
     return kinds
 
