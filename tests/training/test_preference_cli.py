@@ -62,6 +62,23 @@ def test_train_task_preference_runs_and_learns(tmp_path: Path, model_dir: Path, 
     assert (out / "reference_logps.pt").is_file() == (task == "dpo")
 
 
+def test_dpo_full_fine_tuning_trains_every_parameter(tmp_path: Path, model_dir: Path) -> None:
+    """--lora-rank 0: DPO updates the whole model (no adapter) and still learns the preference."""
+    data = _write(tmp_path / "pairs.jsonl", _chat_rows())
+    out = tmp_path / "run"
+    args = (
+        f"train --task dpo --model {model_dir} --data {data} --out {out} --max-steps 6 "
+        "--batch-size 2 --lr 0.002 --no-progress --json --lora-rank 0"
+    )
+    result = runner.invoke(app, args.split())
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "completed"
+    assert summary["trainable_params"] == summary["params"]
+    assert summary["val_reward_margin"] > 0 and summary["val_loss"] < summary["start_val_loss"]
+    assert not (out / "adapter").exists() and (out / "merged" / "model.safetensors").is_file()
+
+
 def test_plain_text_pairs_get_eos(model_dir: Path) -> None:
     from glassformer.tokenizer import load_tokenizer
 
