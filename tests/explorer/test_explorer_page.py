@@ -292,6 +292,9 @@ def test_new_blocks_drawn(
     assert errors(browser) == []
     assert_matches(page_numbers(browser), analyze(cfg, "decode", 1, 131072))
     assert _layer_types_drawn(browser) == [cfg.layer_type(i) for i in range(cfg.n_layers)]
+    tile = browser.find_element(By.ID, "v-kv_cache_bytes").find_element(By.XPATH, "..").text
+    hybrid = "linear" in {cfg.layer_type(i) for i in range(cfg.n_layers)}
+    assert tile.startswith("KV cache / state" if hybrid else "KV cache\n")
 
     browser.find_element(
         By.CSS_SELECTOR, f'#layer-strip .layer-span[data-section="{section}"]'

@@ -58,7 +58,7 @@ def summary_rows(a: dict[str, Any]) -> list[tuple[str, str]]:
         ("flops_matmul_causal", si(a["flops_matmul_causal"], "FLOP")),
         ("flops_other", si(a["flops_other"], "FLOP")),
         ("weights", nbytes(a["weights_bytes"])),
-        ("KV cache", nbytes(a["kv_cache_bytes"])),
+        (_cache_label(a), nbytes(a["kv_cache_bytes"])),
         ("HBM traffic", nbytes(a["traffic_bytes"])),
         ("intensity / ridge", f"{r['intensity'] or 0:.3g} / {r['ridge_intensity']:.3g} FLOP/B"),
         ("time (ops in sequence)", seconds(r["time_s"])),
@@ -171,6 +171,11 @@ def render(a: dict[str, Any], per_op: bool = False, console: Console | None = No
     )
 
 
+def _cache_label(a: dict[str, Any]) -> str:
+    """Gated DeltaNet layers keep a fixed-size state where attention layers keep keys/values."""
+    return "KV cache / state" if "linear_attention" in a else "KV cache"
+
+
 def _memory(a: dict[str, Any], console: Console) -> None:
     mem = a["memory"]
     t = Table(title="memory", show_header=False)
@@ -180,7 +185,7 @@ def _memory(a: dict[str, Any], console: Console) -> None:
         ("weights_bytes", "weights"),
         ("gradients_bytes", "gradients"),
         ("optimizer_bytes", "AdamW states"),
-        ("kv_cache_bytes", "KV cache"),
+        ("kv_cache_bytes", _cache_label(a)),
         ("activations_bytes", "activations"),
         ("activations_checkpointed_bytes", "activations, checkpointed"),
         ("total_bytes", "total"),
