@@ -101,7 +101,10 @@ def check_train_flops(cfg: Config) -> None:
     measured = counted(step)
     a = analyze(cfg, "train", B, T, attention="eager", mtp=False)
     assert rel(a["flops_matmul"], measured) <= TOL
-    assert a["train"]["flops_matmul_forward"] * 3 == a["flops_matmul"]
+    # the step's forward is a prefill of the same tokens (a step may cost more than 3x it: the
+    # delta rule's triangular solve has a backward product of its own)
+    forward = analyze(cfg, "prefill", B, T, attention="eager", mtp=False)["flops_matmul"]
+    assert a["train"]["flops_matmul_forward"] == pytest.approx(forward, rel=1e-12)
 
 
 def test_train_flops_llama() -> None:

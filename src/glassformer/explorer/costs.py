@@ -315,11 +315,18 @@ def analyze(
     result["memory"] = memory(cfg, mode, sections, section_out, ops_out, params, dt, hw, env)
     result["epilogue"] = _epilogue_totals(section_out)
     if mode == "train":
-        block_fwd = (
-            sum(s["flops_matmul"] * s["count"] for s in section_out if s["kind"] == "block") / 3
+        # A training step is 3x the forward's matrix FLOPs plus what some ops add beyond that
+        # (the delta rule's triangular solve, `Op.train_extra_mm`); take that part out first.
+        extra = [sum(evaluate(op.train_extra_mm, env) for op in s.ops) * s.count for s in sections]
+        forward = [
+            (out["flops_matmul"] * out["count"] - more) / 3
+            for out, more in zip(section_out, extra, strict=True)
+        ]
+        block_fwd = sum(
+            f for f, o in zip(forward, section_out, strict=True) if o["kind"] == "block"
         )
         result["train"] = {
-            "flops_matmul_forward": tot["flops_matmul"] / 3,
+            "flops_matmul_forward": sum(forward),
             "flops_matmul_with_checkpointing": tot["flops_matmul"] + block_fwd,
             "note": "forward + backward (= 3 x forward matmul FLOPs) + AdamW; activation "
             "checkpointing per block recomputes each block's forward once more",
