@@ -39,9 +39,9 @@ import torch
 from torch import nn
 
 from glassformer.components.kv_cache import LayerCache, attention_mask
-from glassformer.components.norms import RMSNorm, UnscaledRMSNorm
+from glassformer.components.norms import RMSNorm, UnscaledRMSNorm, unit_rms_norm
 from glassformer.components.rope import apply_rotary
-from glassformer.components.temperature import attention_temperature, unit_rms_norm
+from glassformer.components.temperature import attention_temperature
 from glassformer.config import Config
 from glassformer.kernels.dispatch import attention
 

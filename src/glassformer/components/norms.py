@@ -37,17 +37,23 @@ class RMSNorm(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}, unit_offset={self.unit_offset}"
 
 
+def unit_rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm without a learned scale, x / sqrt(mean(x^2) + eps) over the last dim, computed in
+    float32 (Llama 4's q/k norm, which HF calls an L2 norm; Gemma 4's value heads and router)."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x)
+
+
 class UnscaledRMSNorm(nn.Module):
-    """RMSNorm without a learned scale: y = x / sqrt(mean(x^2) + eps) (Gemma 4's value heads
-    and router input)."""
+    """`unit_rms_norm` as a module: y = x / sqrt(mean(x^2) + eps) (Gemma 4's value heads and
+    router input)."""
 
     def __init__(self, eps: float = 1e-6) -> None:
         super().__init__()
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x)
+        return unit_rms_norm(x, self.eps)
 
 
 class LayerNorm(nn.Module):

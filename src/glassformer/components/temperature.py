@@ -11,7 +11,8 @@ context. Two extras keep them stable at long context:
   F positions. It is 1 for the first F - 1 positions.
 - On the RoPE layers, q and k are RMS-normalised per head with no learned scale,
       x / sqrt(mean(x^2) + eps)
-  (HF calls it an L2 norm; it is the RMS norm of Zhang & Sennrich 2019 without its weight).
+  (HF calls it an L2 norm; it is the RMS norm of Zhang & Sennrich 2019 without its weight:
+  `norms.unit_rms_norm`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,3 @@ import torch
 def attention_temperature(positions: torch.Tensor, floor_scale: int, scale: float) -> torch.Tensor:
     """tau(p) for positions [T] -> [T] float32."""
     return torch.log1p(torch.floor((positions.float() + 1.0) / floor_scale)) * scale + 1.0
-
-
-def unit_rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) over the last dim, computed in float32."""
-    x32 = x.float()
-    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x)
