@@ -138,24 +138,14 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """Everything between the projections: projected heads q [b, h, t, d], k, v [b, hk, t, d]
         -> softmax(scale q k^T + mask) v as [b, t, h d], the output projection's input."""
-        b, _, t, _ = q.shape
         q, k = self._qk_norm(q, k)
         q, k = self._rotate(q, k, rope)
         if self.l2_eps is not None:
             q, k = unit_rms_norm(q, self.l2_eps), unit_rms_norm(k, self.l2_eps)
-        if self.temperature is not None:
-            tau = attention_temperature(positions, *self.temperature)
-            q = (q * tau[:, None]).to(q.dtype)
         k, v, key_positions = self._append_to_cache(k, v, positions, cache, q.dtype)
         if shared_kv is not None and self.hands_on_kv:
             shared_kv[self.layer] = (k, v, key_positions, cache is not None)
-        mask = attention_mask(
-            positions, key_positions, self.window, key_valid, cache is not None, self.chunk
-        )
-        out = attention(
-            q, k, v, mask, scale=self.scale, softcap=self.softcap, sinks=self.sinks, impl=self.impl
-        )
-        return out.transpose(1, 2).reshape(b, t, -1)
+        return self._attend(q, k, v, positions, key_positions, key_valid, cache is not None)
 
     def _attend_shared(
         self,
@@ -167,7 +157,6 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """KV sharing: the new queries attend to the keys and values (already normalised,
         rotated and cached) that the source layer attended to."""
-        b, _, t, _ = q.shape
         k, v, key_positions, cached = source
         if self.q_norm is not None:
             q = self.q_norm(q) if self.qk_norm_scope == "head" else _across_heads(self.q_norm, q)
@@ -175,6 +164,21 @@ class Attention(nn.Module):
             q = apply_rotary(q, *rope, interleaved=self.interleaved)
         if self.l2_eps is not None:
             q = unit_rms_norm(q, self.l2_eps)
+        return self._attend(q, k, v, positions, key_positions, key_valid, cached)
+
+    def _attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        positions: torch.Tensor,
+        key_positions: torch.Tensor,
+        key_valid: torch.Tensor | None,
+        cached: bool,
+    ) -> torch.Tensor:
+        """Normalised, rotated queries [b, h, t, d] and every key and value they may see
+        -> softmax(scale q k^T + mask) v as [b, t, h d] (with Llama 4's query temperature)."""
+        b, _, t, _ = q.shape
         if self.temperature is not None:
             tau = attention_temperature(positions, *self.temperature)
             q = (q * tau[:, None]).to(q.dtype)

@@ -448,7 +448,7 @@ class FusedAttention(nn.Module):
     # Everything between the projections is the core's code, shared rather than copied (this
     # class has the attributes it reads: norms, rotary layout, window, scale, soft-cap, impl).
     mix_heads = Attention.mix_heads
-    _qk_norm, _rotate = Attention._qk_norm, Attention._rotate
+    _qk_norm, _rotate, _attend = Attention._qk_norm, Attention._rotate, Attention._attend
     _append_to_cache = Attention._append_to_cache
 
 
