@@ -159,7 +159,7 @@ class Attention(nn.Module):
         rotated and cached) that the source layer attended to."""
         k, v, key_positions, cached = source
         if self.q_norm is not None:
-            q = self.q_norm(q) if self.qk_norm_scope == "head" else _across_heads(self.q_norm, q)
+            q = _norm_heads(self.q_norm, q, self.qk_norm_scope)
         if rope is not None:
             q = apply_rotary(q, *rope, interleaved=self.interleaved)
         if self.l2_eps is not None:
@@ -198,9 +198,8 @@ class Attention(nn.Module):
         token's whole query and key projection, all heads together (OLMo 2)."""
         if self.q_norm is None or self.k_norm is None:
             return q, k
-        if self.qk_norm_scope == "head":
-            return self.q_norm(q), self.k_norm(k)
-        return _across_heads(self.q_norm, q), _across_heads(self.k_norm, k)
+        scope = self.qk_norm_scope
+        return _norm_heads(self.q_norm, q, scope), _norm_heads(self.k_norm, k, scope)
 
     def _rotate(
         self, q: torch.Tensor, k: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
@@ -230,7 +229,10 @@ class Attention(nn.Module):
         return k.to(dtype), v.to(dtype), key_positions
 
 
-def _across_heads(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`norm` over the concatenated heads of each token: [b, h, t, d] -> [b, t, h d] and back."""
+def _norm_heads(norm: nn.Module, x: torch.Tensor, scope: str) -> torch.Tensor:
+    """`norm` on heads x [b, h, t, d]: each head alone (scope "head") or all of a token's heads
+    together ("all")."""
+    if scope == "head":
+        return norm(x)
     b, h, t, d = x.shape
     return norm(x.transpose(1, 2).reshape(b, t, h * d)).view(b, t, h, d).transpose(1, 2)
