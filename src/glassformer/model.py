@@ -237,13 +237,8 @@ class Transformer(nn.Module):
             use_rope = rope and self.config.uses_rope(i)
             layer_rope = rope.get(self.config.layer_type(i)) if use_rope else None
             layer_cache = cache.layers[i] if cache is not None else None
-            if per_layer is None and shared_kv is None:
-                x = block(x, layer_rope, positions, layer_cache, key_valid)
-            else:
-                layer_input = per_layer[:, :, i] if per_layer is not None else None
-                x = block(
-                    x, layer_rope, positions, layer_cache, key_valid, layer_input, shared_kv
-                )
+            layer_input = per_layer[:, :, i] if per_layer is not None else None
+            x = block(x, layer_rope, positions, layer_cache, key_valid, layer_input, shared_kv)
         if cache is not None:
             cache.length += t
         return x, positions, rope
