@@ -592,7 +592,6 @@ def run_finetune(
     summary = trainer.train()
     if data_stats is not None:
         summary["data"] = data_stats
-        summary.pop("val_ppl", None)  # exp of a preference loss is no perplexity
     out = Path(tc.out)
     if summary["status"] == "completed" and trainer.is_main:
         if lora_rank > 0:

@@ -5,6 +5,8 @@
 The same samples whatever the world size: the held-out samples [0, total) are split into equal,
 contiguous slices per rank and the sums are all-reduced, so 1 process and N ranks report the
 same number. Extra sums a task returns (a classifier's `correct`) become `val_<name>` means.
+`val_ppl` = exp(val_loss) is reported unless the task sets `reports_perplexity = False` (a
+preference loss is no cross-entropy, so its exponential is no perplexity).
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ def evaluate(
     model.train()
     all_reduce_sum(sums, info)
     loss = float(sums[0] / sums[1])
-    out = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
+    out = {"val_loss": loss}
+    if getattr(task, "reports_perplexity", True):
+        out["val_ppl"] = math.exp(min(loss, 50.0))
     for k, v in sorted(extras.items()):
         all_reduce_sum(v, info)
         out[f"val_{k}"] = float(v / sums[1])

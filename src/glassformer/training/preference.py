@@ -198,6 +198,8 @@ class PreferenceTask(ExampleBatches):
     sums (means once divided by the pairs) are the curves of a preference run: the reward
     margin r_w - r_l, how often it is positive, and the answers' summed log-probabilities."""
 
+    reports_perplexity = False  # exp of a preference loss is no perplexity
+
     def __init__(
         self,
         tokenizer: Any,
