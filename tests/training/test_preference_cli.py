@@ -39,17 +39,22 @@ def _write(path: Path, rows: list) -> Path:
     return path
 
 
-@pytest.mark.parametrize("task", ["dpo", "simpo"])
-def test_train_task_preference_runs_and_learns(tmp_path: Path, model_dir: Path, task: str) -> None:
+def _train(tmp_path: Path, model_dir: Path, task: str, lr: float, lora_rank: int) -> dict:
+    """`glassformer train --task TASK`, 6 steps on `_chat_rows()` into tmp_path/run: the summary."""
     data = _write(tmp_path / "pairs.jsonl", _chat_rows())
-    out = tmp_path / "run"
     args = (
-        f"train --task {task} --model {model_dir} --data {data} --out {out} --max-steps 6 "
-        "--batch-size 2 --lr 0.02 --no-progress --json --lora-rank 4"
+        f"train --task {task} --model {model_dir} --data {data} --out {tmp_path / 'run'} "
+        f"--max-steps 6 --batch-size 2 --lr {lr} --no-progress --json --lora-rank {lora_rank}"
     )
     result = runner.invoke(app, args.split())
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("task", ["dpo", "simpo"])
+def test_train_task_preference_runs_and_learns(tmp_path: Path, model_dir: Path, task: str) -> None:
+    summary = _train(tmp_path, model_dir, task, lr=0.02, lora_rank=4)
+    out = tmp_path / "run"
     assert summary["status"] == "completed" and summary["steps"] == 6
     assert summary["data"]["pairs"] == 6 and summary["data"]["skipped_identical"] == 0
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -64,19 +69,16 @@ def test_train_task_preference_runs_and_learns(tmp_path: Path, model_dir: Path, 
 
 def test_dpo_full_fine_tuning_trains_every_parameter(tmp_path: Path, model_dir: Path) -> None:
     """--lora-rank 0: DPO updates the whole model (no adapter) and still learns the preference."""
-    data = _write(tmp_path / "pairs.jsonl", _chat_rows())
+    summary = _train(tmp_path, model_dir, "dpo", lr=0.002, lora_rank=0)
     out = tmp_path / "run"
-    args = (
-        f"train --task dpo --model {model_dir} --data {data} --out {out} --max-steps 6 "
-        "--batch-size 2 --lr 0.002 --no-progress --json --lora-rank 0"
-    )
-    result = runner.invoke(app, args.split())
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
     assert summary["status"] == "completed"
     assert summary["trainable_params"] == summary["params"]
     assert summary["val_reward_margin"] > 0 and summary["val_loss"] < summary["start_val_loss"]
     assert not (out / "adapter").exists() and (out / "merged" / "model.safetensors").is_file()
+    # exp of a DPO loss is no perplexity: neither the summary nor the step log report one
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_loss" in r for r in records)
+    assert "val_ppl" not in summary and not any("val_ppl" in r for r in records)
 
 
 def test_plain_text_pairs_get_eos(model_dir: Path) -> None:
