@@ -140,11 +140,7 @@ def generate(
     if config.max_new_tokens == 0:
         return results[0] if single else results
 
-    stop_ids = (
-        set()
-        if config.ignore_eos
-        else set(config.stop_token_ids if config.stop_token_ids is not None else tokenizer.eos_ids)
-    )
+    stop_ids = _stop_ids(config, tokenizer)
     device = model.embed.weight.device
     batch, longest = len(ids), max(len(row) for row in ids)
     context_len = model.config.max_seq_len
@@ -168,10 +164,7 @@ def generate(
     streams = [_TextStream(tokenizer, config.stop_strings) for _ in range(batch)]
     done = [False] * batch
 
-    # An embedding padded past the tokenizer (rows kept for alignment) has ids with no text:
-    # choose among the tokenizer's ids only.
-    rows = model.config.vocab_size
-    n_text = min(getattr(tokenizer, "vocab_size", None) or rows, rows)
+    n_text = _n_text(model, tokenizer)
     start = time.perf_counter()
     logits = model(input_ids, cache, attention_mask=mask if padded else None)[:, -1, :n_text]
     _check_finite(logits, 0)
@@ -210,6 +203,21 @@ def generate(
         result.text = streams[b].text
         result.decode_seconds = decode_seconds
     return results[0] if single else results
+
+
+def _stop_ids(config: GenerationConfig, tokenizer) -> set[int]:
+    """The token ids that end a reply: `stop_token_ids`, else the tokenizer's EOS ids; none
+    with `ignore_eos`."""
+    if config.ignore_eos:
+        return set()
+    return set(config.stop_token_ids if config.stop_token_ids is not None else tokenizer.eos_ids)
+
+
+def _n_text(model: Transformer, tokenizer) -> int:
+    """The logit columns to sample from. An embedding padded past the tokenizer (rows kept
+    for alignment) has ids with no text: choose among the tokenizer's ids only."""
+    rows = model.config.vocab_size
+    return min(getattr(tokenizer, "vocab_size", None) or rows, rows)
 
 
 def _check_finite(logits: torch.Tensor, step: int) -> None:

@@ -32,7 +32,13 @@ from dataclasses import dataclass, field
 import torch
 
 from glassformer.components.kv_cache import KVCache
-from glassformer.generation.generate import GenerationConfig, _check_finite, _TextStream
+from glassformer.generation.generate import (
+    GenerationConfig,
+    _check_finite,
+    _n_text,
+    _stop_ids,
+    _TextStream,
+)
 from glassformer.generation.sampling import sample
 
 
@@ -109,8 +115,7 @@ class Scheduler:
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.max_queue, self.ctx = max_batch, max_queue, ctx
         self.prefill_chunk = prefill_chunk
-        rows = model.config.vocab_size
-        self.n_text = min(getattr(tokenizer, "vocab_size", None) or rows, rows)
+        self.n_text = _n_text(model, tokenizer)
         self.caches = [model.new_cache(1, ctx) for _ in range(max_batch)]
         self.free = list(range(max_batch))[::-1]
         self.waiting: deque[Request] = deque()
@@ -222,15 +227,6 @@ class Scheduler:
         cache = self.caches[slot]
         cache.reset()
         config = request.config
-        stop_ids = (
-            set()
-            if config.ignore_eos
-            else set(
-                config.stop_token_ids
-                if config.stop_token_ids is not None
-                else self.tokenizer.eos_ids
-            )
-        )
         generator = None
         if config.seed is not None:
             generator = torch.Generator().manual_seed(config.seed)
@@ -240,7 +236,7 @@ class Scheduler:
             cache=cache,
             stream=_TextStream(self.tokenizer, config.stop_strings),
             generator=generator,
-            stop_ids=stop_ids,
+            stop_ids=_stop_ids(config, self.tokenizer),
             budget=min(config.max_new_tokens, self.ctx - len(request.prompt)),
         )
 
