@@ -57,6 +57,20 @@ def test_seeded_sampling_equals_alone(tiny_model, byte_tok) -> None:
         assert request.tokens == alone(tiny_model, byte_tok, prompt, config)
 
 
+def test_repetition_penalty_equals_alone(tiny_model, byte_tok) -> None:
+    """The penalty sees the prompt and the reply so far, as `generate` gives it."""
+    config = GenerationConfig(max_new_tokens=12, repetition_penalty=10.0, ignore_eos=True)
+    scheduler = Scheduler(tiny_model, byte_tok, max_batch=2, ctx=128)
+    requests = [
+        Request(prompt=byte_tok.encode(p), config=config, emit=lambda e: None) for p in PROMPTS[:2]
+    ]
+    run_all(scheduler, requests, [0, 1])
+    for prompt, request in zip(PROMPTS, requests, strict=False):
+        assert request.tokens == alone(tiny_model, byte_tok, prompt, config)
+    plain = alone(tiny_model, byte_tok, PROMPTS[0], GenerationConfig(max_new_tokens=12))
+    assert requests[0].tokens != plain  # the penalty changed the reply: the test can fail
+
+
 def test_chunked_prefill_interleaves_and_matches(tiny_model, byte_tok) -> None:
     """A 30-token prompt prefilled 4 tokens a step: the other sequence decodes meanwhile, and
     the long prompt's reply still equals its whole-prompt decode (logits within float error)."""

@@ -1,4 +1,4 @@
-"""Continuous batching: one loop owns the model and advances every failed sequence by a step.
+"""Continuous batching: one loop owns the model and advances every running sequence by a step.
 
 Iteration-level scheduling (Yu et al. 2022, "Orca: A Distributed Serving System for
 Transformer-Based Generative Models"): the unit of work is one step of every running sequence,
@@ -262,7 +262,9 @@ class Scheduler:
         else:
             logits = self._forward(seq, [seq.last])
         _check_finite(logits, len(request.tokens))
-        context = torch.tensor([prompt + request.tokens], dtype=torch.long)
+        # The seen tokens matter only to a repetition penalty: no O(length) copy per token without.
+        seen = prompt + request.tokens if request.config.repetition_penalty != 1.0 else []
+        context = torch.tensor([seen], dtype=torch.long)
         token = int(sample(logits, context, request.config, seq.generator)[0])
         event = Event(token=token)
         if request.top_logprobs is not None:
