@@ -39,10 +39,11 @@ from glassformer.inference.quant import (
 )
 from glassformer.loaders.dequant import GGMLType, dequantize
 from glassformer.loaders.gguf import (
+    FUSED_PSEUDO_NAMES,  # fused GGUF tensors, read under these names before splitting
     check_tensors,  # validation of names, shapes and types before any decoding
     config_from_header,
     read_header,
-    split_fused,  # Phi-3's attn_qkv and ffn_up, into our projections
+    split_fused,  # Phi-3's attn_qkv and ffn_up, Qwen3-Next's ssm_ba, into our projections
     tensor_transform,  # llama's Q/K un-permutation and Gemma's norm offset, on float tensors
 )
 from glassformer.model import Transformer
@@ -50,6 +51,7 @@ from glassformer.model import Transformer
 _FOUR_BITS_OR_LESS = frozenset(
     {GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q4_K, GGMLType.Q3_K, GGMLType.Q2_K}
 )
+_FUSED_SUFFIXES = tuple(f".{name}.weight" for name in FUSED_PSEUDO_NAMES)
 _LINEAR_SUFFIXES = (
     ".attn.q_proj.weight",
     ".attn.k_proj.weight",
@@ -154,33 +156,25 @@ def load_gguf_quantized(
     floats: dict[str, torch.Tensor] = {}
     quantised: dict[str, Int8Weight | Int4Weight] = {}
     direct = 0
+
+    def target_of(name: str, kind: int) -> tuple[str, int | None]:
+        """The format one of our tensors is kept in (and its group size)."""
+        if name.endswith(_LINEAR_SUFFIXES):
+            if mixed and quant == "int4" and kind not in _FOUR_BITS_OR_LESS:
+                return "int8", None
+            return quant, group_size
+        if name == head_name:
+            if quant == "int4" and kind in (GGMLType.Q4_0, GGMLType.Q4_1):
+                return "int4", None  # already 4-bit: keep it as it is
+            return head_quant, None
+        return "none", None
+
     for ours, info in infos.items():
         raw = data[info.offset : info.offset + info.nbytes]
-        if ".qkv_proj." in ours or ".gate_up_proj." in ours:  # Phi-3's fused: decode, split
-            target, group = quant, group_size
-            if mixed and quant == "int4" and info.ggml_type not in _FOUR_BITS_OR_LESS:
-                target, group = "int8", None
-            w = transform(ours, dequantize(raw, info.ggml_type, info.shape))
-            for name, part in split_fused(cfg, ours, w).items():
-                t = torch.from_numpy(np.ascontiguousarray(part))
-                picked = pick_group(t.shape[-1], target, group)
-                if picked is None:
-                    floats[name] = t
-                else:
-                    quantised[name] = quantize(t, target, picked)
-            continue
-        if ours.endswith(_LINEAR_SUFFIXES):
-            target, group = quant, group_size
-            if mixed and quant == "int4" and info.ggml_type not in _FOUR_BITS_OR_LESS:
-                target, group = "int8", None
-        elif ours == head_name:
-            target, group = head_quant, None
-            if quant == "int4" and info.ggml_type in (GGMLType.Q4_0, GGMLType.Q4_1):
-                target = "int4"  # already 4-bit: keep it as it is
-        else:
-            target, group = "none", None
+        fused = ours.endswith(_FUSED_SUFFIXES)  # decoded and split below, never mapped directly
+        target, group = target_of(ours, info.ggml_type)
         weight = None
-        if target != "none":
+        if target != "none" and not fused:
             weight = _direct(raw, info.ggml_type, info.shape, target, group)
         if weight is not None:
             direct += 1
@@ -190,16 +184,17 @@ def load_gguf_quantized(
                 weight = _permute_rows(weight, _unpermute_index(info.shape[0], cfg.n_kv_heads))
             quantised[ours] = weight
             continue
-        w = torch.from_numpy(
-            np.ascontiguousarray(transform(ours, dequantize(raw, info.ggml_type, info.shape)))
-        )
-        if not torch.isfinite(w.sum()) and not torch.isfinite(w).all():
-            raise ValueError(f"{header.path}: tensor {info.name!r} decodes to inf/NaN values")
-        picked = pick_group(w.shape[-1], target, group) if target != "none" else None
-        if picked is None:
-            floats[ours] = w
-        else:
-            quantised[ours] = quantize(w, target, picked)
+        w = transform(ours, dequantize(raw, info.ggml_type, info.shape))
+        for name, part in split_fused(cfg, ours, w).items():
+            t = torch.from_numpy(np.ascontiguousarray(part))
+            if not torch.isfinite(t.sum()) and not torch.isfinite(t).all():
+                raise ValueError(f"{header.path}: tensor {info.name!r} decodes to inf/NaN values")
+            target, group = target_of(name, info.ggml_type)
+            picked = pick_group(t.shape[-1], target, group) if target != "none" else None
+            if picked is None:
+                floats[name] = t
+            else:
+                quantised[name] = quantize(t, target, picked)
 
     with torch.device("meta"):
         model = Transformer(cfg)

@@ -669,6 +669,7 @@ _FUSED_NAMES = {
     "ffn_up": "mlp.gate_up_proj",
     "ssm_ba": "attn.in_proj_ba",  # Qwen3-Next: b and a, grouped by key head
 }
+FUSED_PSEUDO_NAMES = tuple(_FUSED_NAMES.values())  # what `split_fused` splits
 
 
 def gguf_to_ours(
