@@ -853,16 +853,17 @@ def _expert_shapes(cfg: Config, p: str) -> dict[str, tuple[int, ...]]:
 
 def fused_tensors(header: GGUFHeader) -> frozenset[str]:
     """Which per-layer tensors this file stores fused (llama.cpp's Phi-3: attn_qkv, and ffn_up
-    holding gate and up when there is no ffn_gate)."""
+    holding gate and up when there is no ffn_gate; Qwen3-Next: ssm_ba)."""
     has = header.tensors.__contains__
+    family = GGUF_ARCHITECTURES.get(header.architecture)
     fused = set()
-    # attn_qkv is Phi-3's fused q/k/v, or in a hybrid the linear layers' [q; k; v] as we keep it
-    hybrid = any(_SSM_A_RE.fullmatch(name) for name in header.tensors)
-    if has("blk.0.attn_qkv.weight") and not hybrid:
+    # the families whose HF checkpoints fuse them (the hybrids' attn_qkv is their linear
+    # layers' [q; k; v], which we keep whole)
+    if family is not None and family.fused_qkv and has("blk.0.attn_qkv.weight"):
         fused.add("attn_qkv")
     if has("blk.0.ssm_ba.weight"):
         fused.add("ssm_ba")
-    if header.architecture == "phi3" and not has("blk.0.ffn_gate.weight"):
+    if family is not None and family.fused_gate_up and not has("blk.0.ffn_gate.weight"):
         fused.add("ffn_up")
     return frozenset(fused)
 
