@@ -301,11 +301,9 @@ class FusedAttention(nn.Module):
         self.q_norm, self.k_norm = attn.q_norm, attn.k_norm
         self.qk_norm_scope = attn.qk_norm_scope
         self.scale, self.softcap, self.window = attn.scale, attn.softcap, attn.window
-        self.sinks = attn.sinks  # mix_heads (shared with Attention) reads it
         self.interleaved = attn.interleaved
         # Llama 4's chunk, unweighted q/k norm and NoPE query temperature (mix_heads reads them)
         self.chunk, self.l2_eps, self.temperature = attn.chunk, attn.l2_eps, attn.temperature
-        self.sinks = attn.sinks  # None: `optimize` fuses only attention without sinks
         self.impl = attn.impl
         self.sinks = None  # only attention without sinks is fused (optimize.py); mix_heads reads it
         # Single-query attention over the cache: "eager" (two small matmuls, grouped so that KV
