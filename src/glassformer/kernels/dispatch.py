@@ -91,6 +91,7 @@ def attention(
     carries no gradient, so with gradients (or off the CPU) SDPA gets one more key of zeros
     with a zero value and the sink as that key's additive mask entry: its softmax then
     includes the sink, gradients and all, at the price of a per-head [T, S + 1] mask.
+    `benchmarks/attention_sinks.py` times the three routes with sinks against each other.
     """
     if (
         impl == "native"
