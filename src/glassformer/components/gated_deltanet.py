@@ -95,6 +95,17 @@ def l2norm(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return x * (torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + L2NORM_EPS) * scale)
 
 
+def chunk_major(x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """[B, T, heads, ...] -> chunk-major [ceil(T / C), B, heads, C, ...], C = `chunk`, the last
+    chunk padded with zeros (a zero key writes nothing, a zero log-decay keeps the state)."""
+    b, t = x.shape[:2]
+    n = -(-t // chunk)
+    if n * chunk > t:
+        x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, n * chunk - t))
+    x = x.view(b, n, chunk, *x.shape[2:])
+    return x.permute(1, 0, 3, 2, *range(4, x.dim())).contiguous()
+
+
 def chunk_gated_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -127,15 +138,6 @@ def chunk_gated_delta_rule(
     h, dv = v.shape[-2:]
     r = h // hk
     n = -(-t // chunk)
-    pad = n * chunk - t
-
-    def chunked(x: torch.Tensor) -> torch.Tensor:
-        """[B, T, heads, ...] -> chunk-major [n, B, heads, C, ...], padded with zeros (a zero key
-        writes nothing, a zero log-decay keeps the state)."""
-        if pad:
-            x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
-        x = x.view(b, n, chunk, *x.shape[2:])
-        return x.permute(1, 0, 3, 2, *range(4, x.dim())).contiguous()
 
     # Key head i serves value heads i*r .. i*r + r - 1 (r = H / Hk), HF's repeat_interleave
     # order: key-head tensors get a broadcast axis, value-head ones are split [Hk, r].
@@ -151,9 +153,9 @@ def chunk_gated_delta_rule(
         """[n, B, Hk, r, ...] -> [n * B * H, ...]: one batch of matrices for bmm."""
         return x.reshape(n * b * h, *x.shape[4:])
 
-    qc, kc, vc = chunked(q), chunked(k), chunked(v)  # [n, B, Hk|H, C, d]
-    gamma = chunked(g).cumsum(-1)  # [n, B, H, C]
-    betac = chunked(beta)
+    qc, kc, vc = (chunk_major(x, chunk) for x in (q, k, v))  # [n, B, Hk|H, C, d]
+    gamma = chunk_major(g, chunk).cumsum(-1)  # [n, B, H, C]
+    betac = chunk_major(beta, chunk)
     eg = gamma.exp()
     causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
     decay = (gamma[..., :, None] - gamma[..., None, :]).masked_fill_(~causal, -math.inf).exp_()
@@ -323,10 +325,8 @@ class GatedDeltaNet(nn.Module):
             memory = state.recurrent if state is not None else q.new_zeros(self._state_shape(b))
             o = gated_delta_step(q, k, v, g, beta, memory, impl=self.impl)
         else:
-            o, final = chunk_gated_delta(
-                q, k, v, g, beta, state.recurrent if state is not None else None, CHUNK,
-                impl=self.impl,
-            )
+            past = state.recurrent if state is not None else None
+            o, final = chunk_gated_delta(q, k, v, g, beta, past, CHUNK, impl=self.impl)
             if state is not None:
                 state.recurrent.copy_(final)
         z = self.in_proj_z(x).view(b, t, self.n_v_heads, self.v_head_dim)

@@ -12,7 +12,6 @@ in C. Measured by `benchmarks/linear_attention.py`; held to the PyTorch forms by
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from glassformer.kernels import library, threads
 from glassformer.kernels.autograd import native_ok
@@ -74,23 +73,18 @@ def delta_chunked(
     matrices with PyTorch's batched products, except A, P and the triangular solve, which the C
     kernels form from the key heads' products and the decays as they read them
     (`gf_delta_solve`, `gf_delta_chunks`), and the loop over chunks in `gf_delta_chunks`."""
+    from glassformer.components.gated_deltanet import chunk_major  # imported here: no cycle
+
     lib = library()
     assert lib is not None
     b, t, hk, dk = k.shape
     h, dv = v.shape[-2:]
     r = h // hk
     n = -(-t // chunk)
-    pad = n * chunk - t
 
-    def chunked(x: torch.Tensor) -> torch.Tensor:  # [B, T, heads, ...] -> [n, B, heads, C, ...]
-        if pad:
-            x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
-        x = x.view(b, n, chunk, *x.shape[2:])
-        return x.permute(1, 0, 3, 2, *range(4, x.dim())).contiguous()
-
-    qc, kc, vc = chunked(q), chunked(k), chunked(v)
-    gamma = chunked(g).cumsum(-1)  # [n, B, H, C]
-    betac = chunked(beta)
+    qc, kc, vc = (chunk_major(x, chunk) for x in (q, k, v))
+    gamma = chunk_major(g, chunk).cumsum(-1)  # [n, B, H, C]
+    betac = chunk_major(beta, chunk)
     # per key head; the kernels apply the decays and beta per value head as they read them
     kk = kc @ kc.transpose(-1, -2)
     qk = qc @ kc.transpose(-1, -2)
