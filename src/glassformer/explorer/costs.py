@@ -536,13 +536,9 @@ def chunked_summary(cfg: Config, mode: str, seq: int, batch: int, dt: DType) -> 
     assert cfg.head_dim is not None and cfg.n_kv_heads is not None
     chunk = cfg.attention_chunk_size
     n = cfg.n_layers
-    # without a layer_types list every layer is chunked (closed form for any n)
-    n_chunked = n if cfg.layer_types is None else cfg.layer_types.count("chunked")
+    n_chunked = sum(cfg.chunk(i) is not None for i in range(n))
     per_token = 2 * cfg.n_kv_heads * cfg.head_dim * batch * dt.kv_bytes
-    if cfg.layer_types is None:
-        slots = n * min(seq, chunk or seq)
-    else:
-        slots = sum(min(seq, cfg.kv_span(i) or seq) for i in range(n))
+    slots = sum(min(seq, cfg.kv_span(i) or seq) for i in range(n))
     train = mode == "train"
     return {
         "chunked_layers": n_chunked,
