@@ -77,11 +77,21 @@ class LayerCache:
     def _slot(self, buf: torch.Tensor, start: int, n: int) -> torch.Tensor:
         return buf.narrow(self.seq_dim, start, n)
 
+    def nbytes(self) -> int:
+        return (
+            self.keys.numel() * self.keys.element_size()
+            + self.values.numel() * self.values.element_size()
+        )
+
+    def reset(self) -> None:
+        """Mark every slot empty (the buffers are overwritten as positions come back)."""
+        self.positions.fill_(-1)
+
 
 class KVCache:
     """All layers' caches plus the number of tokens already processed. An entry of `layers` is a
-    `LayerCache` (attention), a fixed-size state object with `nbytes()` and `reset()` (linear
-    attention), or None (a layer that attends to another layer's cache: Gemma 4's KV
+    `LayerCache` (attention), a fixed-size state object (linear attention), both with `nbytes()`
+    and `reset()`, or None (a layer that attends to another layer's cache: Gemma 4's KV
     sharing)."""
 
     def __init__(self, layers: list[Any], max_seq_len: int) -> None:
@@ -97,9 +107,7 @@ class KVCache:
         self.length = 0
         self.key_valid = None
         for layer in self.layers:
-            if isinstance(layer, LayerCache):
-                layer.positions.fill_(-1)
-            elif layer is not None:
+            if layer is not None:
                 layer.reset()
 
     def record_padding(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -127,14 +135,7 @@ class KVCache:
         self.token_ids[:, self.length : self.length + input_ids.shape[1]] = input_ids
 
     def nbytes(self) -> int:
-        return sum(
-            layer.keys.numel() * layer.keys.element_size()
-            + layer.values.numel() * layer.values.element_size()
-            if isinstance(layer, LayerCache)
-            else layer.nbytes()
-            for layer in self.layers
-            if layer is not None
-        )
+        return sum(layer.nbytes() for layer in self.layers if layer is not None)
 
     @staticmethod
     def allocate(
