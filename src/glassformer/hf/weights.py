@@ -232,14 +232,7 @@ def _gemma4_rules(cfg: Config, rules: list[Rule], o: str, h: str, layer: int) ->
         _rename(f"{m}.router.weight", f"{h}.router.proj.weight"),
         _rename(f"{m}.router.scale", f"{h}.router.scale"),
         _rename(f"{m}.router.expert_scale", f"{h}.router.per_expert_scale"),
-        _split(
-            (f"{m}.experts.gate_proj", f"{m}.experts.up_proj"),
-            f"{h}.experts.gate_up_proj",
-            [f, f],
-            1,
-            False,
-        ),
-        _rename(f"{m}.experts.down_proj", f"{h}.experts.down_proj"),
+        *_stacked_experts(f"{m}.experts", f"{h}.experts", f, in_out=False),
         _rename(f"{m}.pre_norm.weight", f"{h}.pre_feedforward_layernorm_2.weight"),
         _rename(f"{m}.post_norm.weight", f"{h}.post_feedforward_layernorm_2.weight"),
         _rename(f"{m}.post_dense_norm.weight", f"{h}.post_feedforward_layernorm_1.weight"),
@@ -326,24 +319,29 @@ def _moe_rules(cfg: Config, family: Family, rules: list[Rule], o: str, h: str) -
         x, gate_up = f"{o}.experts", f"{h}.experts.gate_up_proj"
         pair = (f"{x}.gate_proj", f"{x}.up_proj")
         rules.append(_interleaved_gate_up(pair, gate_up, True))
-        rules.append(_transposed_experts(f"{x}.down_proj", f"{h}.experts.down_proj"))
+        rules.append(_expert_transposed(_rename(f"{x}.down_proj", f"{h}.experts.down_proj")))
         if cfg.mlp_bias:
             pair = (f"{x}.gate_proj_bias", f"{x}.up_proj_bias")
             rules.append(_interleaved_gate_up(pair, f"{gate_up}_bias", False))
             rules.append(_rename(f"{x}.down_proj_bias", f"{h}.experts.down_proj_bias"))
         return
-    gate_up = (f"{o}.experts.gate_proj", f"{o}.experts.up_proj")
-    split = _split(gate_up, f"{h}.experts.gate_up_proj", [f, f], 1, False)
-    down = (f"{o}.experts.down_proj", f"{h}.experts.down_proj")
-    if family.hf_experts_in_out:  # [E, d, 2f], [E, f, d]: ours is each expert's transpose
-        rules += [_expert_transposed(split), _transposed_experts(*down)]
-    else:
-        rules += [split, _rename(*down)]
+    rules += _stacked_experts(f"{o}.experts", f"{h}.experts", f, family.hf_experts_in_out)
     if cfg.n_shared_experts:
         for p in ("gate_proj", "up_proj", "down_proj"):
             _linear(rules, f"{o}.shared.{p}", f"{h}.{family.hf_shared}.{p}", False)
         if cfg.shared_expert_gate:
             rules.append(_rename(f"{o}.shared_gate.weight", f"{h}.shared_expert_gate.weight"))
+
+
+def _stacked_experts(ours: str, hf: str, f: int, in_out: bool) -> list[Rule]:
+    """Our experts' gate and up [E, f, d] and down [E, d, f] <-> HF's `gate_up_proj` [E, 2f, d]
+    (gate first) and `down_proj` [E, d, f]; with `in_out` (Llama 4) HF stores each expert's
+    transpose ([E, d, 2f], [E, f, d])."""
+    rules = [
+        _split((f"{ours}.gate_proj", f"{ours}.up_proj"), f"{hf}.gate_up_proj", [f, f], 1, False),
+        _rename(f"{ours}.down_proj", f"{hf}.down_proj"),
+    ]
+    return [_expert_transposed(r) for r in rules] if in_out else rules
 
 
 def _expert_transposed(rule: Rule) -> Rule:
@@ -358,15 +356,6 @@ def _expert_transposed(rule: Rule) -> Rule:
         lambda t: rule.to_ours(swap(t)),
         lambda t: swap(rule.to_hf(t)),
     )
-
-
-def _transposed_experts(ours: str, hf: str) -> Rule:
-    """[E, in, out] <-> [E, out, in]."""
-
-    def swap(t: Tensors) -> Tensors:
-        return [t[0].transpose(1, 2).contiguous()]
-
-    return Rule((ours,), (hf,), swap, swap)
 
 
 def _check_names(side: str, have: set[str], want: set[str]) -> None:
