@@ -310,12 +310,12 @@ class Trainer:
                 objective = objective + self.balance(unwrap(self.model)) / accum
             objective.backward()
             loss_total += loss_sum.detach().double()
-        all_reduce_sum(loss_total, info)
-        loss = float(loss_total) / max(n_items, 1.0)
-        self.step_extras = {
-            k: float(all_reduce_sum(v.reshape(1), info)[0]) / max(n_items, 1.0)
-            for k, v in sorted(extras.items())
-        }
+        # The loss and the task's extra sums in one all-reduce (and one device sync).
+        names = sorted(extras)
+        sums = torch.stack([loss_total, *(extras[k].reshape(()) for k in names)])
+        means = (all_reduce_sum(sums, info) / max(n_items, 1.0)).tolist()
+        loss = means[0]
+        self.step_extras = dict(zip(names, means[1:], strict=True))
         if not math.isfinite(loss):
             raise TrainingDiverged(f"non-finite loss {loss} at step {c.step}")
         params = self._params
