@@ -125,10 +125,6 @@ _GEMMA4_L = dict(
 )
 
 
-def _gemma4_layers(n_layers: int, period: int) -> tuple[str, ...]:
-    return tuple("full" if (i + 1) % period == 0 else "sliding" for i in range(n_layers))
-
-
 _PHI3_MINI = dict(
     family="phi3", vocab_size=32064, d_model=3072, n_layers=32, n_heads=32, d_ff=8192,
     max_seq_len=4096, sliding_window=2047, norm_eps=1e-5, bos_token_id=1, eos_token_id=32000,
@@ -256,22 +252,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         d_ff=10240, sliding_window=1024, max_seq_len=131072,
         rope_scaling=dict(type="linear", factor=8.0),
     ),
-    # --- Gemma 4 (text models; E2B's layers 4 sliding : 1 full, the others 5 : 1) ------------
+    # --- Gemma 4 (text models; E2B's layers 4 sliding : 1 full, the others the family's 5 : 1) -
     "gemma-4-e2b": dict(
-        _GEMMA4_E, d_model=1536, n_layers=35, layer_types=_gemma4_layers(35, 5), n_heads=8,
+        _GEMMA4_E, d_model=1536, n_layers=35,
+        layer_types=get_family("gemma4_text").layer_types(35, period=5), n_heads=8,
         n_kv_heads=1, d_ff=6144, n_kv_shared_layers=20, double_wide_mlp=True,
     ),
     "gemma-4-e4b": dict(
-        _GEMMA4_E, d_model=2560, n_layers=42, layer_types=_gemma4_layers(42, 6), n_heads=8,
+        _GEMMA4_E, d_model=2560, n_layers=42, n_heads=8,
         n_kv_heads=2, d_ff=10240, n_kv_shared_layers=18,
     ),
     "gemma-4-26b-a4b": dict(
-        _GEMMA4_L, d_model=2816, n_layers=30, layer_types=_gemma4_layers(30, 6), n_heads=16,
+        _GEMMA4_L, d_model=2816, n_layers=30, n_heads=16,
         n_kv_heads=8, global_n_kv_heads=2, d_ff=2112, moe_beside_mlp=True, n_experts=128,
         n_experts_per_token=8, moe_d_ff=704,
     ),
     "gemma-4-31b": dict(
-        _GEMMA4_L, d_model=5376, n_layers=60, layer_types=_gemma4_layers(60, 6), n_heads=32,
+        _GEMMA4_L, d_model=5376, n_layers=60, n_heads=32,
         n_kv_heads=16, global_n_kv_heads=4, d_ff=21504,
     ),
     # --- DeepSeek-V3 (MLA + DeepSeekMoE + MTP) ------------------------------------------------
