@@ -120,7 +120,6 @@ class Scheduler:
         self.free = list(range(max_batch))[::-1]
         self.waiting: deque[Request] = deque()
         self.running: list[_Running] = []
-        self.steps = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
@@ -196,7 +195,6 @@ class Scheduler:
     def step(self) -> None:
         """Drop cancelled sequences, admit waiting ones into free slots, then advance every
         running sequence by one prefill chunk or one token."""
-        self.steps += 1
         with self._lock:
             for request in [r for r in self.waiting if r.cancelled]:
                 self.waiting.remove(request)
