@@ -70,14 +70,15 @@ def evaluate(
             extras[k] += v.double()
         done += count
     model.train()
-    all_reduce_sum(sums, info)
-    loss = float(sums[0] / sums[1])
+    # The loss, the count and the task's extra sums in one all-reduce.
+    names = sorted(extras)
+    totals = all_reduce_sum(torch.cat([sums, *(extras[k].reshape(1) for k in names)]), info)
+    loss = float(totals[0] / totals[1])
     out = {"val_loss": loss}
     if getattr(task, "reports_perplexity", True):
         out["val_ppl"] = math.exp(min(loss, 50.0))
-    for k, v in sorted(extras.items()):
-        all_reduce_sum(v, info)
-        out[f"val_{k}"] = float(v / sums[1])
+    for k, v in zip(names, totals[2:], strict=True):
+        out[f"val_{k}"] = float(v / totals[1])
     return out
 
 
