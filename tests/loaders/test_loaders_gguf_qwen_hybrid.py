@@ -80,22 +80,20 @@ def test_gguf_matches_the_hf_model(tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(QWEN_HYBRID_ARCHS))
-def test_direct_quantised_load_keeps_the_linear_layers_float_tensors(
-    tmp_path: Path, name: str
-) -> None:
-    """The direct int8 loader splits Qwen3-Next's fused ssm_ba into b and a as `load_gguf`
-    does, and keeps every Gated DeltaNet tensor it does not quantise exactly as decoded."""
+def test_direct_quantised_load_matches_optimize(tmp_path: Path, name: str) -> None:
+    """The direct int8 loader splits the fused tensors (Qwen3-Next's ssm_ba) as `load_gguf`
+    does and quantises what `optimize` quantises in the float model (every linear layer of the
+    blocks: Gated DeltaNet projections and shared experts included)."""
     from glassformer.inference.gguf_direct import load_gguf_quantized
+    from glassformer.inference.optimize import optimize
+    from glassformer.loaders import load_model
 
     path, _ = _gguf(tmp_path, name)
-    _, state = load_gguf(path)
-    direct = dict(load_gguf_quantized(path, "int8").named_parameters())
-    linear = [n for n in state if ".attn.in_proj_" in n and not n.endswith("qkv.weight")]
-    assert linear
-    for n in linear:
-        if n in direct:  # in_proj_b and in_proj_a (float), in_proj_z when not quantised
-            assert torch.equal(direct[n], state[n]), n
-    assert all(n in direct for n in linear if n.endswith(("_b.weight", "_a.weight")))
+    direct = load_gguf_quantized(path, "int8")
+    ref = optimize(load_model(path), "int8")
+    ids = torch.randint(0, VOCAB, (1, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(direct(ids), ref(ids))
 
 
 def test_interval_that_disagrees_with_the_tensors_is_refused(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import os
 
 import numpy as np
 import torch
+from torch import nn
 
 from glassformer.families import GGUF_ARCHITECTURES
 from glassformer.inference.modules import QuantEmbedding, QuantLinear
@@ -52,15 +53,6 @@ _FOUR_BITS_OR_LESS = frozenset(
     {GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q4_K, GGMLType.Q3_K, GGMLType.Q2_K}
 )
 _FUSED_SUFFIXES = tuple(f".{name}.weight" for name in FUSED_PSEUDO_NAMES)
-_LINEAR_SUFFIXES = (
-    ".attn.q_proj.weight",
-    ".attn.k_proj.weight",
-    ".attn.v_proj.weight",
-    ".attn.o_proj.weight",
-    ".mlp.gate_proj.weight",
-    ".mlp.up_proj.weight",
-    ".mlp.down_proj.weight",
-)
 
 
 def _f16_field(blocks: np.ndarray, start: int) -> torch.Tensor:
@@ -153,13 +145,21 @@ def load_gguf_quantized(
     head_name = "embed.weight" if cfg.tie_embeddings else "lm_head.weight"
     assert cfg.n_kv_heads is not None
 
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    # what `optimize` quantises: the weight of every nn.Linear of the blocks
+    linears = {
+        f"layers.{name}.weight"
+        for name, module in model.layers.named_modules()
+        if type(module) is nn.Linear
+    }
     floats: dict[str, torch.Tensor] = {}
     quantised: dict[str, Int8Weight | Int4Weight] = {}
     direct = 0
 
     def target_of(name: str, kind: int) -> tuple[str, int | None]:
         """The format one of our tensors is kept in (and its group size)."""
-        if name.endswith(_LINEAR_SUFFIXES):
+        if name in linears:
             if mixed and quant == "int4" and kind not in _FOUR_BITS_OR_LESS:
                 return "int8", None
             return quant, group_size
@@ -196,8 +196,6 @@ def load_gguf_quantized(
             else:
                 quantised[name] = quantize(t, target, picked)
 
-    with torch.device("meta"):
-        model = Transformer(cfg)
     model.load_state_dict(floats, strict=False, assign=True)
     for name, weight in quantised.items():
         module_path = name.removesuffix(".weight")
