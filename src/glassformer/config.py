@@ -38,6 +38,14 @@ RouterScore = Literal["softmax", "sigmoid"]
 LayerType = Literal["full", "sliding", "linear", "chunked"]
 QKNormScope = Literal["head", "all"]
 
+# The fields of the encoder-free multimodal embedders (what a text-only HF config lacks)
+MULTIMODAL_FIELDS = (
+    "vision_patch_size", "vision_pool", "vision_embed_dim", "vision_posemb_size",
+    "vision_norm_eps", "audio_frame_size", "audio_norm_eps", "image_token_id", "audio_token_id",
+    "video_token_id", "mm_pad_token_id", "boi_token_id", "eoi_token_id", "boa_token_id",
+    "eoa_token_id", "image_bidirectional",
+)  # fmt: skip
+
 ROPE_SCALING_TYPES = ("linear", "llama3", "yarn", "longrope", "proportional")
 
 
@@ -321,6 +329,31 @@ class Config:
     moe_beside_mlp: bool = False  # the MoE block runs next to the dense MLP (both summed)
     layer_scalar: bool = False  # each block's output times a stored per-layer scalar
 
+    # --- encoder-free multimodal input (Gemma 4 unified; components/multimodal_embedders.py) ---
+    # An image is cut into vision_patch_size-pixel patches, vision_pool x vision_pool of them
+    # merged into one soft token of (patch * pool)^2 * 3 raw pixel values; audio is cut into
+    # frames of audio_frame_size raw samples, one soft token each. 0: no such embedder.
+    vision_patch_size: int = 0
+    vision_pool: int = 1
+    vision_embed_dim: int = 0  # width of the patch projection and the 2D position table
+    vision_posemb_size: int = 0  # rows of the factorised position table (grid coordinates < it)
+    vision_norm_eps: float = 1e-6  # the RMSNorm before the projection into d_model
+    audio_frame_size: int = 0
+    audio_norm_eps: float = 1e-6
+    # Placeholder ids the soft tokens replace (their own embedding is the mm_pad_token_id row)
+    image_token_id: int | None = None
+    audio_token_id: int | None = None
+    video_token_id: int | None = None  # embedded as padding; video input is not built
+    mm_pad_token_id: int = 0
+    # Markers around an image / audio clip in the prompt (preprocessing only)
+    boi_token_id: int | None = None
+    eoi_token_id: int | None = None
+    boa_token_id: int | None = None
+    eoa_token_id: int | None = None
+    # Which layers let the tokens of one image attend to each other in both directions (text
+    # stays causal): "none", "sliding" (the sliding-window layers only: Gemma 4) or "all"
+    image_bidirectional: Literal["none", "sliding", "all"] = "none"
+
     # --- bookkeeping -------------------------------------------------------------------------
     init_std: float = 0.02
     bos_token_id: int | None = None
@@ -487,6 +520,7 @@ class Config:
             raise ValueError("build_mtp: the config has n_mtp_modules=0")
         self._validate_gpt_oss_fields()
         self._validate_gemma4()
+        self._validate_multimodal()
 
     def _validate_gpt_oss_fields(self) -> None:
         if self.attn_sinks and self.attention != "mha":
@@ -570,6 +604,61 @@ class Config:
                 f"rope_fraction: {self.rope_fraction} with rope_scaling 'proportional' (which "
                 "carries its own proportion); use 1.0"
             )
+
+    def _validate_multimodal(self) -> None:
+        for name in ("vision_patch_size", "vision_embed_dim", "vision_posemb_size",
+                     "audio_frame_size", "mm_pad_token_id"):  # fmt: skip
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"{name}: must be an integer >= 0, got {value!r}")
+        if not _positive_int(self.vision_pool):
+            raise ValueError(f"vision_pool: must be a positive integer, got {self.vision_pool!r}")
+        for name in ("vision_norm_eps", "audio_norm_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
+        if self.vision_patch_size:
+            for name in ("vision_embed_dim", "vision_posemb_size"):
+                if not getattr(self, name):
+                    raise ValueError(f"{name}: must be > 0 when vision_patch_size is set")
+            if self.image_token_id is None:
+                raise ValueError("image_token_id: needed when vision_patch_size is set")
+        if self.audio_frame_size and self.audio_token_id is None:
+            raise ValueError("audio_token_id: needed when audio_frame_size is set")
+        for name in ("image_token_id", "audio_token_id", "video_token_id", "boi_token_id",
+                     "eoi_token_id", "boa_token_id", "eoa_token_id"):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name}: {value} is outside the vocabulary of {self.vocab_size}")
+        if self.mm_pad_token_id >= self.vocab_size:
+            raise ValueError(
+                f"mm_pad_token_id: {self.mm_pad_token_id} is outside the vocabulary of "
+                f"{self.vocab_size}"
+            )
+        if self.image_bidirectional != "none" and self.attention != "mha":
+            raise ValueError(
+                f"image_bidirectional: {self.image_bidirectional!r} needs attention='mha', got "
+                f"{self.attention!r}"
+            )
+        if self.image_bidirectional != "none" and not self.vision_patch_size:
+            raise ValueError(
+                f"image_bidirectional: {self.image_bidirectional!r} needs a vision embedder "
+                "(vision_patch_size > 0)"
+            )
+
+    @property
+    def vision_patch_dim(self) -> int:
+        """Raw pixel values in one merged patch (the vision embedder's input width)."""
+        return (self.vision_patch_size * self.vision_pool) ** 2 * 3
+
+    @property
+    def multimodal(self) -> bool:
+        """Whether the model has an image or audio embedder."""
+        return bool(self.vision_patch_size or self.audio_frame_size)
+
+    def image_blocks_bidirectional(self, layer: int) -> bool:
+        """Whether the tokens of one image see each other both ways on this layer."""
+        rule = self.image_bidirectional
+        return rule == "all" or (rule == "sliding" and self.layer_type(layer) == "sliding")
 
     def _validate_linear_attention(self) -> None:
         """Linear (Gated DeltaNet) layers need their four sizes; the value heads are shared out

@@ -531,6 +531,139 @@ GEMMA4_TEXT = like(
     read_gguf=_read_gemma4_gguf,
 )  # fmt: skip
 
+# Gemma 4's unified (encoder-free multimodal) text stack: Gemma 4's layers without per-layer
+# inputs or experts, 1024-token windows. Its wrapper config (`gemma4_unified`) adds the image and
+# audio embedders, read and written by `_read_gemma4_unified` / `_write_gemma4_unified`.
+GEMMA4_UNIFIED_TEXT = like(
+    GEMMA4_TEXT, "gemma4_unified_text",
+    hf_defaults=dict(sliding_window=1024, max_position_embeddings=262_144),
+    drop_keys=("hidden_size_per_layer_input", "vocab_size_per_layer_input"),
+    gguf_arch=None,
+    read_gguf=None,
+)  # fmt: skip
+
+
+def _read_gemma4_unified(outer: dict[str, Any], text: dict[str, Any]) -> dict[str, Any]:
+    """The Config fields of a `gemma4_unified` wrapper's vision and audio embedders (`text`:
+    its text_config). HF's vision embedder feeds its position-normed width into a projection
+    of width output_proj_dims, so the two must agree; token ids outside the text vocabulary are
+    HF's defaults for models without that input and are dropped."""
+    from glassformer.hf.config import check_value_type
+
+    known = {"text_config", "vision_config", "audio_config", "boi_token_id", "eoi_token_id",
+             "image_token_id", "video_token_id", "boa_token_id", "eoa_token_index",
+             "audio_token_id", "initializer_range", "tie_word_embeddings"}  # fmt: skip
+    from glassformer.hf.config import NO_MATH_KEYS
+
+    unknown = sorted(k for k in outer if k not in known | NO_MATH_KEYS and outer[k] is not None)
+    if unknown:
+        raise ValueError(
+            f"gemma4_unified config: unknown field(s) {unknown}; glassformer does not know "
+            "whether they change the model, so it refuses to guess"
+        )
+    for key in ("boi_token_id", "eoi_token_id", "image_token_id", "video_token_id",
+                "boa_token_id", "eoa_token_index", "audio_token_id"):  # fmt: skip
+        if outer.get(key) is not None:
+            check_value_type("gemma4_unified config", key, outer[key])
+    tie_outer = outer.get("tie_word_embeddings", True)
+    if tie_outer != text.get("tie_word_embeddings", True):
+        raise ValueError(
+            f"gemma4_unified config: field 'tie_word_embeddings'={tie_outer!r} disagrees with "
+            "the text_config's"
+        )
+    vocab = text.get("vocab_size", 262_144)
+    defaults = dict(boi_token_id=255_999, eoi_token_id=258_882, image_token_id=258_880,
+                    video_token_id=258_884, boa_token_id=256_000, eoa_token_index=258_883,
+                    audio_token_id=258_881)  # fmt: skip
+    ids = {k: outer.get(k, v) for k, v in defaults.items()}
+    ids = {k: v if v is not None and 0 <= v < vocab else None for k, v in ids.items()}
+    out: dict[str, Any] = dict(
+        boi_token_id=ids["boi_token_id"], eoi_token_id=ids["eoi_token_id"],
+        image_token_id=ids["image_token_id"], video_token_id=ids["video_token_id"],
+        boa_token_id=ids["boa_token_id"], eoa_token_id=ids["eoa_token_index"],
+        audio_token_id=ids["audio_token_id"], mm_pad_token_id=text.get("pad_token_id") or 0,
+    )  # fmt: skip
+    vision, audio = outer.get("vision_config"), outer.get("audio_config")
+    no_math = {"initializer_range", "model_type"} | NO_MATH_KEYS
+    if vision is not None:
+        v = {"patch_size": 16, "pooling_kernel_size": 3, "mm_embed_dim": 3840,
+             "mm_posemb_size": 1120, "rms_norm_eps": 1e-6, "output_proj_dims": 3840,
+             **{k: x for k, x in vision.items() if x is not None}}  # fmt: skip
+        extra = sorted(set(v) - no_math - {"patch_size", "pooling_kernel_size", "mm_embed_dim",
+                                           "mm_posemb_size", "rms_norm_eps", "output_proj_dims",
+                                           "model_patch_size"})  # fmt: skip
+        if extra:
+            raise ValueError(f"gemma4_unified vision_config: unknown field(s) {extra}")
+        if v["output_proj_dims"] != v["mm_embed_dim"]:
+            raise ValueError(
+                f"gemma4_unified vision_config: field 'output_proj_dims'="
+                f"{v['output_proj_dims']!r} must equal mm_embed_dim={v['mm_embed_dim']!r} "
+                "(the projection reads the position-normed patches)"
+            )
+        bidirectional = text.get("use_bidirectional_attention", "vision")
+        out.update(
+            vision_patch_size=v["patch_size"], vision_pool=v["pooling_kernel_size"],
+            vision_embed_dim=v["mm_embed_dim"], vision_posemb_size=v["mm_posemb_size"],
+            vision_norm_eps=float(v["rms_norm_eps"]),
+            image_bidirectional="sliding" if bidirectional == "vision" else "none",
+        )  # fmt: skip
+        if out["image_token_id"] is None:
+            raise ValueError(
+                f"gemma4_unified config: field 'image_token_id'={outer.get('image_token_id')!r} "
+                f"is outside the vocabulary of {vocab}"
+            )
+    if audio is not None:
+        a = {"audio_embed_dim": 640, "rms_norm_eps": 1e-6,
+             **{k: x for k, x in audio.items() if x is not None}}  # fmt: skip
+        extra = sorted(set(a) - no_math - {"audio_embed_dim", "rms_norm_eps", "hidden_size",
+                                           "output_proj_dims", "audio_samples_per_token"})
+        if extra:
+            raise ValueError(f"gemma4_unified audio_config: unknown field(s) {extra}")
+        out.update(audio_frame_size=a["audio_embed_dim"], audio_norm_eps=float(a["rms_norm_eps"]))
+        if out["audio_token_id"] is None:
+            raise ValueError(
+                f"gemma4_unified config: field 'audio_token_id'={outer.get('audio_token_id')!r} "
+                f"is outside the vocabulary of {vocab}"
+            )
+    return out
+
+
+def _write_gemma4_unified(cfg: Any, text: dict[str, Any]) -> dict[str, Any]:
+    """The `gemma4_unified` wrapper dict around the text_config dict `text`."""
+    if cfg.image_bidirectional == "all":
+        raise ValueError(
+            "config_to_hf: HF 'gemma4_unified' cannot express image_bidirectional='all' (its "
+            "'all' makes every token bidirectional)"
+        )
+    text = dict(text, model_type="gemma4_unified_text", pad_token_id=cfg.mm_pad_token_id)
+    text["use_bidirectional_attention"] = "vision" if cfg.image_bidirectional == "sliding" else None
+    if not text.get("enable_moe_block"):
+        text.pop("enable_moe_block", None)
+    out: dict[str, Any] = {
+        "model_type": "gemma4_unified", "text_config": text,
+        "tie_word_embeddings": cfg.tie_embeddings, "vision_config": None, "audio_config": None,
+    }  # fmt: skip
+    ids = dict(boi_token_id=cfg.boi_token_id, eoi_token_id=cfg.eoi_token_id,
+               image_token_id=cfg.image_token_id, video_token_id=cfg.video_token_id,
+               boa_token_id=cfg.boa_token_id, eoa_token_index=cfg.eoa_token_id,
+               audio_token_id=cfg.audio_token_id)  # fmt: skip
+    # None would read back as HF's default id, which may lie inside a large vocabulary
+    out.update({k: (-1 if v is None else v) for k, v in ids.items()})
+    if cfg.vision_patch_size:
+        out["vision_config"] = dict(
+            model_type="gemma4_unified_vision", patch_size=cfg.vision_patch_size,
+            pooling_kernel_size=cfg.vision_pool, mm_embed_dim=cfg.vision_embed_dim,
+            mm_posemb_size=cfg.vision_posemb_size, rms_norm_eps=cfg.vision_norm_eps,
+            output_proj_dims=cfg.vision_embed_dim,
+        )  # fmt: skip
+    if cfg.audio_frame_size:
+        out["audio_config"] = dict(
+            model_type="gemma4_unified_audio", audio_embed_dim=cfg.audio_frame_size,
+            rms_norm_eps=cfg.audio_norm_eps,
+        )  # fmt: skip
+    return out
+
+
 # DeepSeek-V3's MoE (sigmoid router with a balancing bias, grouped top-k, shared experts, dense
 # first layers, next-token-prediction modules) as HF names it; GLM-4.5 reuses it.
 _DEEPSEEK_MOE_KEYS = {
@@ -1228,7 +1361,8 @@ FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (GPT2, LLAMA, QWEN2, QWEN3, MISTRAL, MIXTRAL, QWEN3_MOE, GEMMA2, GEMMA3_TEXT,
               DEEPSEEK_V3, PHI3, OLMO2, OLMO3, GLM4_MOE, GPT_OSS,
-              SMOLLM3, LLAMA4_TEXT, QWEN3_5_TEXT, QWEN3_5_MOE_TEXT, QWEN3_NEXT, GEMMA4_TEXT)
+              SMOLLM3, LLAMA4_TEXT, QWEN3_5_TEXT, QWEN3_5_MOE_TEXT, QWEN3_NEXT, GEMMA4_TEXT,
+              GEMMA4_UNIFIED_TEXT)
 }  # fmt: skip
 
 # HF model types whose config wraps the text model: (wrapper, key of the text part, its type)
@@ -1238,7 +1372,16 @@ HF_WRAPPERS = {
     "qwen3_5": ("text_config", "qwen3_5_text"),
     "qwen3_5_moe": ("text_config", "qwen3_5_moe_text"),
     "gemma4": ("text_config", "gemma4_text"),
+    "gemma4_unified": ("text_config", "gemma4_unified_text"),
 }
+
+# Wrappers whose image / audio embedders glassformer builds: wrapper model_type -> (read the
+# embedders' Config fields from (wrapper dict, text dict); write the wrapper dict from (config,
+# text dict)), and the text family they wrap
+HF_MULTIMODAL: dict[str, tuple[Callable[..., dict[str, Any]], Callable[..., dict[str, Any]]]] = {
+    "gemma4_unified": (_read_gemma4_unified, _write_gemma4_unified),
+}
+MULTIMODAL_TEXT_FAMILIES = {"gemma4_unified_text": "gemma4_unified"}
 
 GGUF_ARCHITECTURES: dict[str, Family] = {f.gguf_arch: f for f in FAMILIES.values() if f.gguf_arch}
 

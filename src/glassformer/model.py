@@ -5,6 +5,10 @@
           (Gemma 4: Block_l also reads its per-layer input e_l(t, x_0), and its KV-sharing
           layers the keys and values of an earlier layer)
     logits = W_head Norm(x_L)    (W_head = Emb^T when tied; c * tanh(logits / c) when capped)
+With image or audio embedders (encoder-free multimodal input, Gemma 4 unified), x_0 at each
+image / audio placeholder token is that token's soft embedding instead
+(`components/multimodal_embedders.py`), and the tokens of one image may see each other both
+ways on the layers the config names (`Config.image_bidirectional`).
 
 Everything that differs between GPT-2, Llama, Qwen, Gemma, Mixtral and DeepSeek-V3 is read from
 the `Config`; the blocks are built from the components in `glassformer.components`.
@@ -27,6 +31,12 @@ from glassformer.components.kv_cache import KVCache
 from glassformer.components.moe import Experts, Router
 from glassformer.components.moe_beside_mlp import ScaledRouter
 from glassformer.components.mtp import MTPModule
+from glassformer.components.multimodal_embedders import (
+    AudioEmbedder,
+    VisionEmbedder,
+    image_blocks,
+    place_soft_tokens,
+)
 from glassformer.components.norms import make_norm
 from glassformer.components.per_layer_embeddings import PerLayerEmbeddings
 from glassformer.components.rope import RotaryEmbedding, rotary_for_layer
@@ -48,6 +58,8 @@ class Transformer(nn.Module):
             else None
         )
         self.per_layer_embed = PerLayerEmbeddings(config) if config.per_layer_dim else None
+        self.vision_embed = VisionEmbedder(config) if config.vision_patch_size else None
+        self.audio_embed = AudioEmbedder(config) if config.audio_frame_size else None
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.final_norm = make_norm(config)
         self.lm_head = (
@@ -106,6 +118,8 @@ class Transformer(nn.Module):
                 nn.init.zeros_(module.sinks)  # one unit of softmax mass on nothing at the start
             elif isinstance(module, GatedDeltaNet):
                 module.reset_parameters(std)  # its own scheme (decay rates, convolution)
+            elif isinstance(module, VisionEmbedder):
+                nn.init.normal_(module.pos_embedding, 0.0, std)
             elif isinstance(module, RotaryEmbedding | nn.Conv1d | GatedRMSNorm):
                 continue  # no weights, or set by their GatedDeltaNet above
             elif hasattr(module, "weight") and isinstance(module.weight, nn.Parameter):
@@ -198,8 +212,10 @@ class Transformer(nn.Module):
         input_ids: torch.Tensor,
         cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
+        **media: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-        """Run the blocks; returns (last hidden state before the final norm, positions, rope)."""
+        """Run the blocks; returns (last hidden state before the final norm, positions, rope).
+        `media`: the multimodal keyword inputs of `forward`."""
         if input_ids.dim() != 2:
             shape = tuple(input_ids.shape)
             raise ValueError(f"input_ids: expected [batch, seq], got shape {shape}")
@@ -223,7 +239,15 @@ class Transformer(nn.Module):
                 cache.record_ids(input_ids)
         else:
             key_valid = attention_mask.bool() if attention_mask is not None else None
-        x = self.embed_tokens(input_ids)
+        blocks = None
+        if self.config.multimodal:
+            input_ids, x, blocks = self.embed_multimodal(input_ids, start, **media)
+        else:
+            if any(v is not None for v in media.values()):
+                raise ValueError(
+                    "multimodal input given to a model without image or audio embedders"
+                )
+            x = self.embed_tokens(input_ids)
         if self.pos_embed is not None:
             x = x + self.pos_embed(self._row_positions(positions, key_valid))
         per_layer = (
@@ -238,10 +262,67 @@ class Transformer(nn.Module):
             layer_rope = rope.get(self.config.layer_type(i)) if use_rope else None
             layer_cache = cache.layers[i] if cache is not None else None
             layer_input = per_layer[:, :, i] if per_layer is not None else None
+            if blocks is not None and self.config.image_blocks_bidirectional(i):
+                x = block(
+                    x, layer_rope, positions, layer_cache, key_valid, layer_input, shared_kv, blocks
+                )
+                continue
             x = block(x, layer_rope, positions, layer_cache, key_valid, layer_input, shared_kv)
         if cache is not None:
             cache.length += t
         return x, positions, rope
+
+    def embed_multimodal(
+        self,
+        input_ids: torch.Tensor,
+        start: int,
+        pixel_values: torch.Tensor | None = None,
+        image_position_ids: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Token embeddings with the soft tokens of the images and audio clips at their
+        placeholders. Returns (the ids with placeholders replaced by the padding id, which
+        per-layer embeddings read; the embeddings; the image block ids [B, start + T] by
+        absolute position for the attention mask, or None).
+
+        pixel_values [N, M, P] merged raw patches of N images (P = Config.vision_patch_dim),
+        image_position_ids [N, M, 2] their grid cells ((-1, -1): padding, dropped);
+        input_features [A, F, frame] raw audio frames, input_features_mask [A, F] (True: real
+        frame; audio is placed only when both are given, as HF does); mm_token_type_ids [B, T]
+        (0 text, 1 image, 3 audio) marks which tokens form an image."""
+        cfg = self.config
+        placeholder = torch.zeros_like(input_ids, dtype=torch.bool)
+        for token in (cfg.image_token_id, cfg.audio_token_id, cfg.video_token_id):
+            if token is not None:
+                placeholder |= input_ids == token
+        ids = input_ids.masked_fill(placeholder, cfg.mm_pad_token_id)
+        x = self.embed_tokens(ids)
+        if pixel_values is not None:
+            if self.vision_embed is None or image_position_ids is None:
+                raise ValueError(
+                    "pixel_values: needs a model with a vision embedder and image_position_ids"
+                )
+            soft = self.vision_embed(pixel_values, image_position_ids)
+            soft = soft[(image_position_ids != -1).all(-1)]
+            x = place_soft_tokens(x, input_ids == cfg.image_token_id, soft, "pixel_values")
+        if input_features is not None and input_features_mask is not None:
+            if self.audio_embed is None:
+                raise ValueError("input_features: the model has no audio embedder")
+            soft = self.audio_embed(input_features)[input_features_mask.bool()]
+            x = place_soft_tokens(x, input_ids == cfg.audio_token_id, soft, "input_features")
+        blocks = None
+        if mm_token_type_ids is not None and cfg.image_bidirectional != "none":
+            if mm_token_type_ids.shape != input_ids.shape:
+                raise ValueError(
+                    f"mm_token_type_ids: expected shape {tuple(input_ids.shape)}, got "
+                    f"{tuple(mm_token_type_ids.shape)}"
+                )
+            blocks = image_blocks(mm_token_type_ids)
+            if start:  # earlier positions belong to no block of this call
+                blocks = torch.cat((blocks.new_full((blocks.shape[0], start), -1), blocks), 1)
+        return ids, x, blocks
 
     def _rerun_past_rope_switch(
         self, input_ids: torch.Tensor, cache: KVCache, key_valid: torch.Tensor | None
@@ -275,8 +356,17 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        *,
+        pixel_values: torch.Tensor | None = None,
+        image_position_ids: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        input_features: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids [batch, seq] -> logits [batch, seq, vocab].
+
+        A model with image or audio embedders also takes HF's multimodal keyword inputs
+        (`embed_multimodal` describes them; `glassformer.multimodal` prepares them).
 
         With a cache, the tokens continue the cached sequence and the cache advances.
         `attention_mask` [batch, seq] (1 = token, 0 = padding) lets rows of a batch have
@@ -287,7 +377,16 @@ class Transformer(nn.Module):
         with the head and the loss fused so the logits are never materialised
         (`components/head_loss.py`).
         """
-        hidden, _, _ = self.hidden_states(input_ids, cache, attention_mask)
+        media = dict(
+            pixel_values=pixel_values,
+            image_position_ids=image_position_ids,
+            mm_token_type_ids=mm_token_type_ids,
+            input_features=input_features,
+            input_features_mask=input_features_mask,
+        )
+        if all(v is None for v in media.values()):
+            media = {}
+        hidden, _, _ = self.hidden_states(input_ids, cache, attention_mask, **media)
         normed = self.final_norm(hidden)
         if labels is None:
             return self.head(normed)

@@ -100,9 +100,12 @@ class Attention(nn.Module):
         cache: LayerCache | None = None,
         key_valid: torch.Tensor | None = None,
         shared_kv: dict[int, tuple] | None = None,
+        blocks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`shared_kv` (KV sharing only): layer -> the keys and values it attended to in this
-        forward pass, filled by the layers that hand them on, read by the ones that share."""
+        forward pass, filled by the layers that hand them on, read by the ones that share.
+        `blocks` [B, positions]: image block ids whose tokens see each other both ways on this
+        layer (`kv_cache.with_image_blocks`), or None."""
         b, t, _ = x.shape
         q = self.q_proj(x)
         gate = None
@@ -112,7 +115,8 @@ class Attention(nn.Module):
         q = q.reshape(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         if self.k_proj is None:
             assert shared_kv is not None, "a KV-sharing layer needs its source layer's keys"
-            out = self._attend_shared(q, rope, positions, shared_kv[self.kv_source], key_valid)
+            source = shared_kv[self.kv_source]
+            out = self._attend_shared(q, rope, positions, source, key_valid, blocks)
         else:
             k = self.k_proj(x)
             v = k if self.v_proj is None else self.v_proj(x)  # keys-equal-values: k before norm
@@ -120,7 +124,7 @@ class Attention(nn.Module):
             v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
             if self.v_norm is not None:
                 v = self.v_norm(v)
-            out = self.mix_heads(q, k, v, rope, positions, cache, key_valid, shared_kv)
+            out = self.mix_heads(q, k, v, rope, positions, cache, key_valid, shared_kv, blocks)
         if gate is not None:
             out = out * torch.sigmoid(gate)
         return self.o_proj(out)
@@ -135,6 +139,7 @@ class Attention(nn.Module):
         cache: LayerCache | None,
         key_valid: torch.Tensor | None,
         shared_kv: dict[int, tuple] | None = None,
+        blocks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Everything between the projections: projected heads q [b, h, t, d], k, v [b, hk, t, d]
         -> softmax(scale q k^T + mask) v as [b, t, h d], the output projection's input."""
@@ -145,7 +150,9 @@ class Attention(nn.Module):
         k, v, key_positions = self._append_to_cache(k, v, positions, cache, q.dtype)
         if shared_kv is not None and self.hands_on_kv:
             shared_kv[self.layer] = (k, v, key_positions, cache is not None)
-        return self._attend(q, k, v, positions, key_positions, key_valid, cache is not None)
+        return self._attend(
+            q, k, v, positions, key_positions, key_valid, cache is not None, blocks
+        )
 
     def _attend_shared(
         self,
@@ -154,6 +161,7 @@ class Attention(nn.Module):
         positions: torch.Tensor,
         source: tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool],
         key_valid: torch.Tensor | None,
+        blocks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """KV sharing: the new queries attend to the keys and values (already normalised,
         rotated and cached) that the source layer attended to."""
@@ -164,7 +172,7 @@ class Attention(nn.Module):
             q = apply_rotary(q, *rope, interleaved=self.interleaved)
         if self.l2_eps is not None:
             q = unit_rms_norm(q, self.l2_eps)
-        return self._attend(q, k, v, positions, key_positions, key_valid, cached)
+        return self._attend(q, k, v, positions, key_positions, key_valid, cached, blocks)
 
     def _attend(
         self,
@@ -175,6 +183,7 @@ class Attention(nn.Module):
         key_positions: torch.Tensor,
         key_valid: torch.Tensor | None,
         cached: bool,
+        blocks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Normalised, rotated queries [b, h, t, d] and every key and value they may see
         -> softmax(scale q k^T + mask) v as [b, t, h d] (with Llama 4's query temperature)."""
@@ -182,7 +191,9 @@ class Attention(nn.Module):
         if self.temperature is not None:
             tau = attention_temperature(positions, *self.temperature)
             q = (q * tau[:, None]).to(q.dtype)
-        mask = attention_mask(positions, key_positions, self.window, key_valid, cached, self.chunk)
+        mask = attention_mask(
+            positions, key_positions, self.window, key_valid, cached, self.chunk, blocks
+        )
         out = attention(
             q, k, v, mask, scale=self.scale, softcap=self.softcap, sinks=self.sinks, impl=self.impl
         )

@@ -71,13 +71,17 @@ class Block(nn.Module):
         key_valid: torch.Tensor | None = None,
         per_layer_input: torch.Tensor | None = None,
         shared_kv: dict | None = None,
+        blocks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`per_layer_input`: this layer's per-layer embedding; `shared_kv`: keys and values
-        that KV-sharing layers hand on (see `Attention.forward`)."""
+        that KV-sharing layers hand on; `blocks`: image blocks seen both ways on this layer
+        (see `Attention.forward`)."""
         if self.placement == "post":
-            x = self.attn_norm(x + self.mix(x, rope, positions, cache, key_valid))
+            x = self.attn_norm(x + self.mix(x, rope, positions, cache, key_valid, None, blocks))
             return self.mlp_norm(x + self.mlp(x))
-        h = self.mix(_maybe(self.attn_norm, x), rope, positions, cache, key_valid, shared_kv)
+        h = self.mix(
+            _maybe(self.attn_norm, x), rope, positions, cache, key_valid, shared_kv, blocks
+        )
         if self.post_attn_norm is not None:
             h = self.post_attn_norm(h)
         x = x + h
@@ -102,11 +106,14 @@ class Block(nn.Module):
         cache: Any,
         key_valid: torch.Tensor | None,
         shared_kv: dict | None = None,
+        blocks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The token mixer. A linear layer needs no positions: its cache entry is its state, and
         of the padding it needs only the new tokens' (key_valid is indexed by position)."""
         if self.linear:
             return self.attn(x, cache, None if key_valid is None else key_valid[:, positions])
+        if blocks is not None:  # image tokens seen both ways (Gemma 4 unified)
+            return self.attn(x, rope, positions, cache, key_valid, shared_kv, blocks)
         if shared_kv is not None:  # KV sharing (Gemma 4)
             return self.attn(x, rope, positions, cache, key_valid, shared_kv)
         return self.attn(x, rope, positions, cache, key_valid)

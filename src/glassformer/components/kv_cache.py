@@ -197,6 +197,33 @@ def visibility_mask(
     return visible[:, None]
 
 
+def with_image_blocks(
+    visible: torch.Tensor,
+    query_positions: torch.Tensor,
+    key_positions: torch.Tensor,
+    window: int | None,
+    key_valid: torch.Tensor | None,
+    blocks: torch.Tensor,
+) -> torch.Tensor:
+    """`visible` ([T, S] or [B, 1, T, S]) plus, both ways, the keys of the query's own image:
+    key j is also visible to query i when both belong to the same image block
+    (blocks[b, p] >= 0, indexed by absolute position; -1 for text), j lies within the window
+    (p_i - p_j < window, which a later key always does) and is not padding. Returns
+    [B, 1, T, S]."""
+    key_pos = key_positions.clamp(min=0)
+    q_block = blocks[:, query_positions]  # [B, T]
+    k_block = blocks[:, key_pos]  # [B, S]
+    same = (q_block[:, :, None] == k_block[:, None, :]) & (q_block[:, :, None] >= 0)
+    same &= (key_positions >= 0)[None, None, :]
+    if window is not None:
+        same &= (query_positions[:, None] - key_positions[None, :] < window)[None]
+    if key_valid is not None:
+        same &= key_valid[:, key_pos][:, None, :]
+    if visible.dim() == 2:
+        visible = visible[None, None]
+    return visible | same[:, None]
+
+
 def attention_mask(
     query_positions: torch.Tensor,
     key_positions: torch.Tensor,
@@ -204,10 +231,19 @@ def attention_mask(
     key_valid: torch.Tensor | None,
     cached: bool,
     chunk: int | None = None,
+    blocks: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """The mask for one attention call, or None when plain causal attention over the new tokens
     is already exact (no cache, no padding, no window or attention chunk shorter than the new
-    tokens): then SDPA can take its causal fast path."""
+    tokens, no image block seen both ways): then SDPA can take its causal fast path.
+
+    `blocks` [B, positions] (image block ids, -1 for text; see `with_image_blocks`): given on
+    the layers where the tokens of one image attend to each other in both directions."""
+    if blocks is not None and bool((blocks[:, query_positions] >= 0).any()):
+        visible = visibility_mask(query_positions, key_positions, window, key_valid, chunk)
+        return with_image_blocks(
+            visible, query_positions, key_positions, window, key_valid, blocks
+        )
     t = query_positions.shape[0]
     narrower = (window is not None and t > window) or (chunk is not None and t > chunk)
     if cached or key_valid is not None or narrower:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from glassformer.hf.config import config_from_hf, config_to_hf
-from glassformer.hf.weights import hf_to_ours, ours_to_hf
+from glassformer.hf.weights import hf_to_ours, ours_to_hf, wrap_text_names
 from glassformer.model import Transformer
 
 __all__ = ["config_from_hf", "config_to_hf", "from_hf", "hf_to_ours", "ours_to_hf", "to_hf"]
@@ -46,7 +46,9 @@ def from_hf(model_or_dir: Any, dtype: torch.dtype | None = None) -> Transformer:
 
 
 def to_hf(model: Transformer) -> Any:
-    """An HF transformers `AutoModelForCausalLM` instance holding this model's weights."""
+    """An HF transformers `AutoModelForCausalLM` instance holding this model's weights (for a
+    model with image or audio embedders, the family's multimodal model:
+    `Gemma4UnifiedForConditionalGeneration`)."""
     try:
         from transformers import AutoConfig, AutoModelForCausalLM
     except ImportError as err:  # pragma: no cover - transformers is an optional extra
@@ -56,10 +58,18 @@ def to_hf(model: Transformer) -> Any:
     hf_dict = with_int_keys(config_to_hf(model.config))
     model_type = hf_dict.pop("model_type")
     hf_config = AutoConfig.for_model(model_type, **hf_dict)
-    hf_model = AutoModelForCausalLM.from_config(hf_config).to(model.embed.weight.dtype)
+    if model.config.multimodal:
+        from transformers import AutoModelForImageTextToText
+
+        hf_model = AutoModelForImageTextToText.from_config(hf_config)
+    else:
+        hf_model = AutoModelForCausalLM.from_config(hf_config)
+    hf_model = hf_model.to(model.embed.weight.dtype)
     # HF's causal LMs have no MTP modules: export the main model only.
     main_state = {k: v for k, v in model.state_dict().items() if not k.startswith("mtp.")}
     state = ours_to_hf(model.config.replace(build_mtp=False), main_state)
+    if model.config.multimodal:
+        state = wrap_text_names(state)
     result = hf_model.load_state_dict(state, strict=False)
     # Tied heads are aliases in HF's state dict, so only they may be reported missing.
     missing = [k for k in result.missing_keys if k != "lm_head.weight"]

@@ -21,11 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from glassformer.config import Config, RopeScaling
+from glassformer.config import MULTIMODAL_FIELDS, Config, RopeScaling
 from glassformer.families import (
     FAMILIES,
+    HF_MULTIMODAL,
     HF_WRAPPERS,
     MAX_PATTERN_LAYERS,
+    MULTIMODAL_TEXT_FAMILIES,
     Family,
     _read_kinds,
     get_family,
@@ -546,8 +548,11 @@ def config_from_hf(config: dict[str, Any] | str | Path | Any) -> Config:
 
 def _config_from_dict(data: dict[str, Any]) -> Config:
     model_type = data.get("model_type")
+    media: dict[str, Any] = {}
     if model_type in HF_WRAPPERS:  # multimodal wrapper: the text model is what we build
         key, inner = HF_WRAPPERS[model_type]
+        if model_type in HF_MULTIMODAL:  # ... with its image and audio embedders
+            media = HF_MULTIMODAL[model_type][0](data, dict(data.get(key) or {}))
         data = dict(data.get(key) or {})
         data.setdefault("model_type", inner)
         model_type = inner
@@ -582,6 +587,7 @@ def _config_from_dict(data: dict[str, Any]) -> Config:
     if family.read_hf is not None:
         fields.update(family.read_hf(r, fields))
     fields.update(name=model_type, hf_model_type=model_type)
+    fields.update(media)
     r.check_unknown()
     return Config(**fields)
 
@@ -635,7 +641,25 @@ def _rope_to_hf(theta: float, s: RopeScaling | None, fraction: float) -> dict[st
 def config_to_hf(cfg: Config) -> dict[str, Any]:
     """The HF `config.json` dict of the config's family (refused when the family cannot
     express the config: the first field that would change is named)."""
-    return _to_hf(cfg, get_family(infer_model_type(cfg)))
+    family = get_family(infer_model_type(cfg))
+    if not cfg.multimodal:
+        return _to_hf(cfg, family)
+    wrapper = MULTIMODAL_TEXT_FAMILIES.get(family.model_type)
+    if wrapper is None:
+        raise ValueError(
+            f"config_to_hf: HF {family.model_type!r} has no image or audio embedders; "
+            f"choose an hf_model_type among {sorted(MULTIMODAL_TEXT_FAMILIES)}"
+        )
+    plain = {name: Config.__dataclass_fields__[name].default for name in MULTIMODAL_FIELDS}
+    out = HF_MULTIMODAL[wrapper][1](cfg, _to_hf(cfg.replace(**plain), family))
+    back = _config_from_dict(out)
+    for name in MULTIMODAL_FIELDS:
+        if getattr(back, name) != getattr(cfg, name):
+            raise ValueError(
+                f"config_to_hf: HF {wrapper!r} cannot express {name}={getattr(cfg, name)!r} "
+                f"(it would become {getattr(back, name)!r})"
+            )
+    return out
 
 
 def _to_hf(cfg: Config, family: Family) -> dict[str, Any]:

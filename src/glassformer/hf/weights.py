@@ -82,7 +82,42 @@ def weight_rules(config: Config) -> list[Rule]:
     family = family_of(config)
     if family.hf_layout == "gpt2":
         return _gpt2_rules(config)
-    return _llama_like_rules(config, family)
+    return _llama_like_rules(config, family) + _multimodal_rules(config)
+
+
+# Where HF's Gemma 4 unified model keeps its image and audio embedders
+_VISION, _AUDIO = "model.embed_vision", "model.embed_audio"
+
+
+def _multimodal_rules(cfg: Config) -> list[Rule]:
+    """The encoder-free image and audio embedders (`components/multimodal_embedders.py`)."""
+    rules = []
+    if cfg.vision_patch_size:
+        for name in ("patch_ln1", "patch_dense", "patch_ln2", "pos_norm"):
+            _linear(rules, f"vision_embed.{name}", f"{_VISION}.{name}", bias=True)
+        rules += [
+            _rename("vision_embed.pos_embedding", f"{_VISION}.pos_embedding"),
+            _rename(
+                "vision_embed.projection.weight",
+                f"{_VISION}.multimodal_embedder.embedding_projection.weight",
+            ),
+        ]
+    if cfg.audio_frame_size:
+        rules.append(
+            _rename("audio_embed.projection.weight", f"{_AUDIO}.embedding_projection.weight")
+        )
+    return rules
+
+
+def wrap_text_names(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A multimodal model's HF names: the text model's `model.*` under `model.language_model.`
+    (the embedders and the head keep theirs)."""
+    return {
+        _TEXT_PREFIX + k.removeprefix("model.")
+        if k.startswith("model.") and not k.startswith((_VISION + ".", _AUDIO + "."))
+        else k: v
+        for k, v in hf_state.items()
+    }
 
 
 def _gpt2_rules(cfg: Config) -> list[Rule]:
