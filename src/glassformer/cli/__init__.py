@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "glassformer.cli.evaluate",
     "glassformer.cli.explore",
     "glassformer.cli.export",
+    "glassformer.cli.fusion",
     "glassformer.cli.generate",
     "glassformer.cli.info",
     "glassformer.cli.serve",

@@ -1093,7 +1093,20 @@ def block_ops(
         ops += per_layer_input_ops(cfg, "mlp_residual", n, lead)
     if cfg.layer_scalar:
         ops.append(layer_scalar_op(ops[-1].name, n, lead, d))
+    _fusion_from_ir(cfg, layer, ops, n)
     return ops
+
+
+def _fusion_from_ir(cfg: Config, layer: int, ops: list[Op], n: Value) -> None:
+    """The epilogue view of a block: which GEMM each op fuses into and the traffic that
+    removes, read from the fusion IR (`glassformer.fusion.ir`), the program the code generator
+    compiles. Ops the IR does not fuse stay unfused."""
+    from glassformer.fusion.ir import explorer_fusion  # the IR imports nothing of the explorer
+
+    fusion = explorer_fusion(cfg, layer)
+    for op in ops:
+        host, per_token = fusion.get(op.name, (None, 0))
+        op.fuse_into, op.fused_saved = host, n * per_token if per_token else 0
 
 
 # --- embedding and head ------------------------------------------------------------------------
