@@ -15,7 +15,16 @@ import torch
 from glassformer.generation import GenerationConfig, generate, load
 from glassformer.serving import Request, Scheduler
 
-QUESTIONS = ["What is 2+2?", "Name a colour.", "Say hello in French.", "Who wrote Hamlet?"]
+QUESTIONS = [
+    "What is 2+2?",
+    "Name a colour.",
+    "Say hello in French.",
+    "Who wrote Hamlet?",
+    "What is the capital of Italy?",
+    "Count to five.",
+    "Give me a word that rhymes with cat.",
+    "Why is the sky blue?",
+]
 
 
 def _model_path():
@@ -38,7 +47,8 @@ def test_batched_replies_equal_generate_alone(quant: str) -> None:
     ]
     with torch.inference_mode():
         alone = [generate(net, tok, p, config).tokens for p in prompts]
-    scheduler = Scheduler(net, tok, max_batch=4, ctx=128, prefill_chunk=512)
+    scheduler = Scheduler(net, tok, max_batch=8, ctx=128, prefill_chunk=512)
+    assert scheduler.batch_plan() is not None  # one batched decode step for all eight
     requests = [
         Request(
             prompt=tok.encode(p, add_special_tokens=False, parse_special=True),
@@ -53,7 +63,7 @@ def test_batched_replies_equal_generate_alone(quant: str) -> None:
     while any(r.finish_reason is None for r in requests):
         scheduler.step()
     assert [r.tokens for r in requests] == alone
-    assert scheduler.slots_free == 4
+    assert scheduler.slots_free == 8
 
 
 @pytest.mark.slow

@@ -69,7 +69,8 @@ class Op(ctypes.Structure):
 
 
 # Op kinds, in the order of the C enum.
-OP_RMSNORM, OP_F32_MM, OP_Q4_MM, OP_Q8_MM, OP_SILU_MUL, OP_ADD, OP_ROPE_STORE, OP_ATTEND = range(8)
+(OP_RMSNORM, OP_F32_MM, OP_Q4_MM, OP_Q8_MM, OP_SILU_MUL, OP_ADD, OP_ROPE_STORE, OP_ATTEND,
+ OP_ROPE_STORE_ROWS, OP_ATTEND_ROWS) = range(10)  # fmt: skip
 
 
 def q4_mm(

@@ -115,15 +115,19 @@ class DecodePlan:
         reason = why_not(model, cache)
         if reason is not None:
             raise ValueError(f"DecodePlan: unsupported model: {reason}")
-        lib = native.library()
-        assert lib is not None
         # Weakly: the model's plan dictionary is keyed by the cache, and a value that held
         # its key would keep every cache (and its plan) alive as long as the model.
-        self.lib, self.model, self._cache = lib, model, weakref.ref(cache)
+        self._cache = weakref.ref(cache)
+        self._build(model, cache.layers[0].keys.shape[0], [cache])
+
+    def _build(self, model: nn.Module, batch: int, caches: list[KVCache]) -> None:
+        """The program for `batch` rows; `_rope_store` and `_attend` place the rows in caches."""
+        lib = native.library()
+        assert lib is not None
+        self.lib, self.model = lib, model
         cfg = model.config  # type: ignore[attr-defined]
-        batch = cache.layers[0].keys.shape[0]
         self.batch, self.threads = batch, torch.get_num_threads()
-        self.capacity = min(layer.capacity for layer in cache.layers)
+        self.capacity = min(layer.capacity for cache in caches for layer in cache.layers)
         d = cfg.d_model
         self._keep: list[torch.Tensor] = []  # tensors whose pointers the program holds
         self.h = self._buffer(batch, d)
@@ -134,7 +138,7 @@ class DecodePlan:
         rope = {kind: (self._pin(cos), self._pin(sin)) for kind, (cos, sin) in rope.items()}
         ops: list[native.Op] = []
         for i, block in enumerate(model.layers):  # type: ignore[attr-defined]
-            attn, mlp, lc = block.attn, block.mlp, cache.layers[i]
+            attn, mlp = block.attn, block.mlp
             h, hk, hd = attn.n_heads, attn.n_kv_heads, attn.head_dim
             qkv = self._buffer(batch, (h + 2 * hk) * hd)
             out = self._buffer(batch, h * hd)
@@ -142,21 +146,12 @@ class DecodePlan:
             act = self._buffer(batch, mlp.d_ff)
             kind = cfg.layer_type(i) if cfg.uses_rope(i) else None  # NoPE: no rotation
             cos, sin = rope.get(kind, (None, None))
-            half = cos.shape[-1] if cos is not None else 0
-            keys, values = self._pin(lc.keys), self._pin(lc.values)
-            f16 = native.cache_f16(lc.keys)
+            layers = [cache.layers[i] for cache in caches]
             ops += [
                 self._norm(block.attn_norm, self.h, self.x),
                 *self._linear(attn.qkv_proj, self.x, qkv),
-                # rotate q, k of the new token with row `pos` of the tables; store k, v in slot pos
-                _op(native.OP_ROPE_STORE, qkv.data_ptr(), batch, h, hk, hd, 2 * half,
-                    int(attn.interleaved), cos.data_ptr() if cos is not None else 0,
-                    sin.data_ptr() if sin is not None else 0, keys.data_ptr(), values.data_ptr(),
-                    self._pin(lc.positions).data_ptr(), lc.capacity, half, f16),
-                # attend over the pos + 1 cached keys
-                _op(native.OP_ATTEND, qkv.data_ptr(), qkv.shape[1], keys.data_ptr(),
-                    values.data_ptr(), batch, h, hk, hd, lc.capacity, out.data_ptr(),
-                    self.threads, f16, f=attn.scale),
+                self._rope_store(attn, qkv, cos, sin, layers),
+                self._attend(attn, qkv, out, layers),
                 *self._linear(attn.o_proj, out, self.tmp),
                 self._add(self.h, self.tmp, d),
                 self._norm(block.mlp_norm, self.h, self.x),
@@ -164,7 +159,7 @@ class DecodePlan:
                 _op(native.OP_SILU_MUL, gu.data_ptr(), act.data_ptr(), batch, mlp.d_ff),
                 *self._linear(mlp.down_proj, act, self.tmp),
                 self._add(self.h, self.tmp, d),
-            ]  # fmt: skip
+            ]
         ops.append(self._norm(model.final_norm, self.h, self.x))  # type: ignore[attr-defined]
         head = model.lm_head  # type: ignore[attr-defined]
         if head is None:
@@ -174,6 +169,27 @@ class DecodePlan:
         self.logits = self._buffer(batch, vocab)
         ops += self._linear(head, self.x, self.logits)
         self.program = (native.Op * len(ops))(*ops)
+
+    def _rope_store(self, attn, qkv, cos, sin, layers: list) -> native.Op:
+        """Rotate q, k of the new token with row `pos` of the tables; store k, v in slot pos."""
+        (lc,) = layers
+        half = cos.shape[-1] if cos is not None else 0
+        keys, values = self._pin(lc.keys), self._pin(lc.values)
+        return _op(native.OP_ROPE_STORE, qkv.data_ptr(), self.batch, attn.n_heads,
+                   attn.n_kv_heads, attn.head_dim, 2 * half, int(attn.interleaved),
+                   cos.data_ptr() if cos is not None else 0,
+                   sin.data_ptr() if sin is not None else 0, keys.data_ptr(), values.data_ptr(),
+                   self._pin(lc.positions).data_ptr(), lc.capacity, half,
+                   native.cache_f16(lc.keys))  # fmt: skip
+
+    def _attend(self, attn, qkv, out, layers: list) -> native.Op:
+        """Attend over the pos + 1 cached keys."""
+        (lc,) = layers
+        keys, values = self._pin(lc.keys), self._pin(lc.values)
+        return _op(native.OP_ATTEND, qkv.data_ptr(), qkv.shape[1], keys.data_ptr(),
+                   values.data_ptr(), self.batch, attn.n_heads, attn.n_kv_heads, attn.head_dim,
+                   lc.capacity, out.data_ptr(), self.threads, native.cache_f16(lc.keys),
+                   f=attn.scale)  # fmt: skip
 
     # -- building blocks -------------------------------------------------------------------
 
@@ -224,10 +240,11 @@ class DecodePlan:
 
     def _embed(self, ids: torch.Tensor) -> None:
         embed = self.model.embed  # type: ignore[attr-defined]
+        h = self.h if ids.shape[0] == self.batch else self.h[: ids.shape[0]]
         if isinstance(embed, QuantEmbedding):
-            self.h.copy_(dequantize(embed.table.weight_data(), ids))
+            h.copy_(dequantize(embed.table.weight_data(), ids))
         else:
-            torch.index_select(embed.weight, 0, ids, out=self.h)
+            torch.index_select(embed.weight, 0, ids, out=h)
 
     @torch.inference_mode()
     def step(self, ids: torch.Tensor) -> torch.Tensor:
@@ -246,6 +263,92 @@ class DecodePlan:
         self.lib.run_program(self.program, len(self.program), pos)
         cache.length = pos + 1
         return self.logits
+
+
+class BatchDecodePlan(DecodePlan):
+    """One decode step for up to `len(caches)` sequences of their own lengths, each in its own
+    single-row cache: continuous batching, where sequences start and end at different steps.
+
+        logits = plan.step(ids, slots)     row b continues the sequence in caches[slots[b]]
+
+    The program is `DecodePlan`'s with the batch set per step: every product reads each weight
+    once for all the rows (the point of batching when a step is bound by memory bandwidth), and
+    the RoPE/cache-store and attention calls take each row's position and cache from tables
+    (`gf_rope_store_rows`, `gf_attn_decode_rows`). Each row computes exactly what a
+    `DecodePlan` step of that sequence alone computes: the products and norms treat rows
+    independently, and attention cuts each row's keys as it would for the row alone.
+    """
+
+    MAX_ROWS = 256  # gf_run_rows' bound
+
+    def __init__(self, model: nn.Module, caches: list[KVCache]) -> None:
+        if not 1 <= len(caches) <= self.MAX_ROWS:
+            raise ValueError(f"caches: 1 to {self.MAX_ROWS} expected, got {len(caches)}")
+        for cache in caches:
+            reason = why_not(model, cache)
+            if reason is not None:
+                raise ValueError(f"BatchDecodePlan: unsupported model: {reason}")
+            if cache.layers[0].keys.shape[0] != 1:
+                raise ValueError("BatchDecodePlan: each cache must hold one sequence (batch 1)")
+        self.caches = list(caches)
+        self.pos = torch.zeros(len(caches), dtype=torch.long)
+        self.slot = torch.zeros(len(caches), dtype=torch.long)
+        self._build(model, len(caches), self.caches)
+
+    def _tables(self, layers: list) -> tuple[int, int, int]:
+        """Per-slot pointer tables of the layer's keys, values and positions."""
+        if len({(lc.keys.shape, lc.keys.dtype) for lc in layers}) != 1:
+            raise ValueError("BatchDecodePlan: the caches' layers differ in shape or dtype")
+        tables = [
+            self._pin(torch.tensor([self._pin(t).data_ptr() for t in ts], dtype=torch.long))
+            for ts in (
+                [lc.keys for lc in layers],
+                [lc.values for lc in layers],
+                [lc.positions for lc in layers],
+            )
+        ]
+        return tables[0].data_ptr(), tables[1].data_ptr(), tables[2].data_ptr()
+
+    def _rope_store(self, attn, qkv, cos, sin, layers: list) -> native.Op:
+        kt, vt, pt = self._tables(layers)
+        half = cos.shape[-1] if cos is not None else 0
+        return _op(native.OP_ROPE_STORE_ROWS, qkv.data_ptr(), attn.n_heads, attn.n_kv_heads,
+                   attn.head_dim, 2 * half, int(attn.interleaved),
+                   cos.data_ptr() if cos is not None else 0,
+                   sin.data_ptr() if sin is not None else 0, kt, vt, pt, layers[0].capacity, half,
+                   native.cache_f16(layers[0].keys))  # fmt: skip
+
+    def _attend(self, attn, qkv, out, layers: list) -> native.Op:
+        kt, vt, _ = self._tables(layers)
+        return _op(native.OP_ATTEND_ROWS, qkv.data_ptr(), qkv.shape[1], kt, vt, attn.n_heads,
+                   attn.n_kv_heads, attn.head_dim, layers[0].capacity, out.data_ptr(), self.threads,
+                   native.cache_f16(layers[0].keys), f=attn.scale)  # fmt: skip
+
+    @torch.inference_mode()
+    def step(self, ids: torch.Tensor, slots: list[int]) -> torch.Tensor:  # type: ignore[override]
+        """ids [rows] continuing the sequences in caches[slots[b]] -> logits [rows, vocab].
+
+        The logits are a view of the plan's buffer: overwritten by the next step."""
+        rows = len(slots)
+        if not 1 <= rows <= self.batch or ids.numel() != rows or len(set(slots)) != rows:
+            raise ValueError(f"step: {rows} distinct slots of {self.batch} with one id each")
+        if torch.get_num_threads() != self.threads:
+            raise RuntimeError("BatchDecodePlan: the thread count changed; build a new plan")
+        caches = [self.caches[s] for s in slots]
+        for cache in caches:
+            if cache.length >= self.capacity:
+                raise ValueError(
+                    f"KV cache full: {cache.length + 1} positions exceed its capacity"
+                )
+        self.pos[:rows] = torch.tensor([cache.length for cache in caches])
+        self.slot[:rows] = torch.tensor(slots)
+        self._embed(ids.reshape(-1))
+        self.lib.run_rows(
+            self.program, len(self.program), rows, self.pos.data_ptr(), self.slot.data_ptr()
+        )
+        for cache in caches:
+            cache.length += 1
+        return self.logits[:rows]
 
 
 def _op(kind: int, *args: int, f: float = 0.0) -> native.Op:

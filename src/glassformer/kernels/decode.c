@@ -136,6 +136,32 @@ static inline __attribute__((always_inline)) void attend_group(
 
 static int gcd(int a, int b) { while (b) { const int t = a % b; a = b; b = t; } return a; }
 
+/* gf_attn_decode's split count for one row of n keys: enough tasks for every thread, each
+   split at least 32 keys */
+static inline int row_splits(int HK, int n, int nt) {
+    const int S = nt / gcd(HK, nt);
+    return S > n / 32 ? (n / 32 > 1 ? n / 32 : 1) : S;
+}
+
+/* merge the S partial results of `count` heads: part[(h S + s)(D + 2)] = o, max, sum */
+static void merge_splits(const float *part, int count, int S, int D, float *out) {
+    for (int bh = 0; bh < count; bh++) {
+        const float *p = part + (size_t)bh * S * (D + 2);
+        float m = -INFINITY, denom = 0.0f;
+        for (int s = 0; s < S; s++) m = p[s * (D + 2) + D] > m ? p[s * (D + 2) + D] : m;
+        float *o = out + (size_t)bh * D;
+        for (int i = 0; i < D; i++) o[i] = 0.0f;
+        for (int s = 0; s < S; s++) {
+            const float *ps = p + (size_t)s * (D + 2);
+            const float c = exp2f(ps[D] - m); /* maxima in base 2 */
+            denom += c * ps[D + 1];
+            for (int i = 0; i < D; i++) o[i] += c * ps[i];
+        }
+        const float inv = 1.0f / denom;
+        for (int i = 0; i < D; i++) o[i] *= inv;
+    }
+}
+
 /* Single-query attention against the first L cache slots (all visible):
    o = softmax(scale q.K^T) V per query head; head i reads KV head i / (H / HK).
    q rows start every `qstride` floats (inside qkv); out [B, H * D]; requires D % 8 == 0.
@@ -169,20 +195,68 @@ void gf_attn_decode(const float *q, int qstride, const void *kc, const void *vc,
         else attend_group(qg, G, kb, vb, n, D, scale, o, ostride, part != NULL, 0);
     }
     if (!part) return;
-    for (int bh = 0; bh < B * H; bh++) {
-        const float *p = part + (size_t)bh * S * (D + 2);
-        float m = -INFINITY, denom = 0.0f;
-        for (int s = 0; s < S; s++) m = p[s * (D + 2) + D] > m ? p[s * (D + 2) + D] : m;
-        float *o = out + (size_t)bh * D;
-        for (int i = 0; i < D; i++) o[i] = 0.0f;
-        for (int s = 0; s < S; s++) {
-            const float *ps = p + (size_t)s * (D + 2);
-            const float c = exp2f(ps[D] - m); /* maxima in base 2 */
-            denom += c * ps[D + 1];
-            for (int i = 0; i < D; i++) o[i] += c * ps[i];
-        }
-        const float inv = 1.0f / denom;
-        for (int i = 0; i < D; i++) o[i] *= inv;
+    merge_splits(part, B * H, S, D, out);
+    free(part);
+}
+
+/* ---- batched decode over sequences of different lengths ----
+
+   The rows of one batched step are independent sequences, each with its own cache (row b's
+   keys and values at kt[slot[b]], vt[slot[b]], each [HK, cap, D]) and its own position pos[b]:
+   a continuous-batching server advances sequences that started at different times. Per row the
+   arithmetic is the single-sequence step's (B = 1) exactly, so a row's result does not depend
+   on which other rows share the step. */
+
+/* gf_rope_store for each row b at position pos[b], into the cache of slot[b]; cos and sin hold
+   one row of `cs` floats per position (NULL: no rotation). */
+void gf_rope_store_rows(float *qkv, int B, int H, int HK, int D, int rot, int interleaved,
+                        const float *cos, const float *sin, int cs, const int64_t *kt,
+                        const int64_t *vt, const int64_t *pt, int cap, const int64_t *pos,
+                        const int64_t *slot, int f16) {
+    for (int b = 0; b < B; b++) {
+        const int p = (int)pos[b], s = (int)slot[b];
+        gf_rope_store(qkv + (size_t)b * (H + 2 * HK) * D, 1, H, HK, D, rot, interleaved,
+                      cos ? cos + (size_t)p * cs : NULL, sin ? sin + (size_t)p * cs : NULL,
+                      (void *)(intptr_t)kt[s], (void *)(intptr_t)vt[s],
+                      (int64_t *)(intptr_t)pt[s], cap, p, f16);
+    }
+}
+
+/* gf_attn_decode for rows of different lengths: row b attends over the first len[b] slots of
+   the cache of slot[b]. Each row is cut into the key splits a lone row of its length gets
+   (row_splits), so its result equals the single-sequence step's bit for bit; the tasks (row,
+   KV head, split) of all rows run in one parallel loop. */
+void gf_attn_decode_rows(const float *q, int qstride, const int64_t *kt, const int64_t *vt,
+                         int B, int H, int HK, int D, int cap, const int64_t *len,
+                         const int64_t *slot, float scale, float *out, int nt, int f16) {
+    const size_t es = f16 ? 2 : 4;
+    const int G = H / HK, S = row_splits(HK, 1 << 30, nt); /* the most splits of any row */
+    float *part = S > 1 ? (float *)malloc(sizeof(float) * (size_t)B * H * S * (D + 2)) : NULL;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int t = 0; t < B * HK * S; t++) {
+        const int split = t % S, kv = (t / S) % HK, b = t / (S * HK);
+        const int L = (int)len[b], Sb = row_splits(HK, L, nt);
+        if (split >= Sb) continue;
+        const int j0 = (int)((long)split * L / Sb), n = (int)((long)(split + 1) * L / Sb) - j0;
+        const size_t base = ((size_t)kv * cap + j0) * D;
+        const float *qg = q + (size_t)b * qstride + (size_t)kv * G * D;
+        const char *kb = (const char *)(intptr_t)kt[slot[b]] + base * es;
+        const char *vb = (const char *)(intptr_t)vt[slot[b]] + base * es;
+        /* a row with one split writes its output directly, as the single step does */
+        float *o = Sb > 1 ? part + (((size_t)b * H + (size_t)kv * G) * S + split) * (D + 2)
+                          : out + ((size_t)b * H + (size_t)kv * G) * D;
+        const size_t ostride = Sb > 1 ? (size_t)S * (D + 2) : (size_t)D;
+        if (f16) attend_group(qg, G, kb, vb, n, D, scale, o, ostride, Sb > 1, 1);
+        else attend_group(qg, G, kb, vb, n, D, scale, o, ostride, Sb > 1, 0);
+    }
+    if (!part) return;
+    /* a row's partials sit S apart; a row with Sb < S splits merges its first Sb */
+    for (int b = 0; b < B; b++) {
+        const int Sb = row_splits(HK, (int)len[b], nt);
+        if (Sb == 1) continue;
+        for (int h = 0; h < H; h++)
+            merge_splits(part + ((size_t)b * H + h) * S * (D + 2), 1, Sb, D,
+                         out + ((size_t)b * H + h) * D);
     }
     free(part);
 }

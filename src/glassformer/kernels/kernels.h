@@ -142,7 +142,8 @@ static inline float exp2_shifted(float *t, int n, float *mx) {
 }
 
 /* Decode-step program records (program.c). */
-enum { OP_RMSNORM, OP_F32_MM, OP_Q4_MM, OP_Q8_MM, OP_SILU_MUL, OP_ADD, OP_ROPE_STORE, OP_ATTEND };
+enum { OP_RMSNORM, OP_F32_MM, OP_Q4_MM, OP_Q8_MM, OP_SILU_MUL, OP_ADD, OP_ROPE_STORE, OP_ATTEND,
+       OP_ROPE_STORE_ROWS, OP_ATTEND_ROWS };
 typedef struct { int64_t kind; int64_t a[15]; double f; } gf_op;
 
 /* quant.c */
@@ -161,10 +162,18 @@ void gf_rope_store(float *qkv, int B, int H, int HK, int D, int rot, int interle
                    int pos, int f16);
 void gf_attn_decode(const float *q, int qstride, const void *kc, const void *vc, int B, int H,
                     int HK, int D, int cap, int L, float scale, float *out, int nt, int f16);
+void gf_rope_store_rows(float *qkv, int B, int H, int HK, int D, int rot, int interleaved,
+                        const float *cos, const float *sin, int cs, const int64_t *kt,
+                        const int64_t *vt, const int64_t *pt, int cap, const int64_t *pos,
+                        const int64_t *slot, int f16);
+void gf_attn_decode_rows(const float *q, int qstride, const int64_t *kt, const int64_t *vt,
+                         int B, int H, int HK, int D, int cap, const int64_t *len,
+                         const int64_t *slot, float scale, float *out, int nt, int f16);
 void gf_silu_mul(const float *gu, float *out, int M, int F);
 void gf_add(float *y, const float *x, int M, int N, int stride);
 /* program.c */
 void gf_run_program(const gf_op *ops, int n, int pos);
+void gf_run_rows(const gf_op *ops, int n, int rows, const int64_t *pos, const int64_t *slot);
 /* attention.c */
 void gf_attn_prefill(const float *q, long sqb, long sqh, long sqt, const float *k, long skb,
                      long skh, long skt, const float *v, long svb, long svh, long svt, int B,

@@ -13,9 +13,14 @@ not one whole request, so
   client left gives its slot back at once.
 
 Each slot owns a preallocated KV cache of `ctx` positions (reset, never reallocated, between
-requests: memory stays flat). A sequence is computed by its own forward over its own cache,
-exactly the calls `generation.generate` makes for one prompt, so every reply equals that prompt
-decoded alone, token for token; the steps of different sequences run one after the other.
+requests: memory stays flat). A newcomer's prompt chunks run as its own forward over its own
+cache, exactly the calls `generation.generate` makes for one prompt. The decode tokens of all
+the other sequences run as one batched step (`inference.plan.BatchDecodePlan`, where the model
+is an optimised one the native decode plan supports): each weight is read once for the whole
+batch instead of once per sequence, which is what batching buys on a CPU whose decode step is
+bound by memory bandwidth. Each row of that step computes exactly what a single-sequence step
+computes, so every reply equals its prompt decoded alone, token for token. Models the plan
+cannot run decode sequence by sequence.
 
 Sequences talk to the outside through `Request.emit`, called on the loop's thread with one
 `Event` per sampled token (and a last one carrying the finish reason).
@@ -40,6 +45,7 @@ from glassformer.generation.generate import (
     _TextStream,
 )
 from glassformer.generation.sampling import sample
+from glassformer.inference.plan import BatchDecodePlan, why_not
 
 
 class QueueFullError(RuntimeError):
@@ -117,6 +123,7 @@ class Scheduler:
         self.prefill_chunk = prefill_chunk
         self.n_text = _n_text(model, tokenizer)
         self.caches = [model.new_cache(1, ctx) for _ in range(max_batch)]
+        self._plan: BatchDecodePlan | None = None
         self.free = list(range(max_batch))[::-1]
         self.waiting: deque[Request] = deque()
         self.running: list[_Running] = []
@@ -211,15 +218,43 @@ class Scheduler:
         for request, err in failed:  # reported outside the lock
             request.finish_reason = "error"
             request.emit(Event(finish_reason="error", error=str(err)))
-        for seq in list(self.running):
+        decoding = [s for s in self.running if s.budget > 0 and s.done >= len(s.request.prompt)]
+        plan = self.batch_plan() if decoding else None
+        batched: dict[int, torch.Tensor] = {}
+        if plan is not None:
             try:
-                self._advance(seq)
+                logits = plan.step(
+                    torch.tensor([s.last for s in decoding]), [s.slot for s in decoding]
+                )[:, : self.n_text]
+                batched = {id(s): logits[b : b + 1] for b, s in enumerate(decoding)}
+            except Exception as err:  # the step failed for every row in it
+                for seq in decoding:
+                    self._fail(seq, err)
+        for seq in list(self.running):
+            if plan is not None and seq in decoding and id(seq) not in batched:
+                continue  # failed with its batch above
+            try:
+                self._advance(seq, batched.get(id(seq)))
             except Exception as err:  # one broken sequence (NaN logits) must not stop the rest
-                with self._lock:
-                    if seq in self.running:
-                        self._release(seq)
-                seq.request.finish_reason = "error"
-                seq.request.emit(Event(finish_reason="error", error=str(err)))
+                self._fail(seq, err)
+
+    def batch_plan(self) -> BatchDecodePlan | None:
+        """The batched decode step over every slot's cache, or None where the model needs the
+        module path (a plain `Transformer`, an architecture the plan does not cover)."""
+        plan = self._plan
+        if plan is not None and plan.threads == torch.get_num_threads():
+            return plan
+        if not getattr(self.model, "use_plan", False) or why_not(self.model, self.caches[0]):
+            return None
+        self._plan = BatchDecodePlan(self.model, self.caches)
+        return self._plan
+
+    def _fail(self, seq: _Running, err: Exception) -> None:
+        with self._lock:
+            if seq in self.running:
+                self._release(seq)
+        seq.request.finish_reason = "error"
+        seq.request.emit(Event(finish_reason="error", error=str(err)))
 
     def _admit(self, request: Request, slot: int) -> _Running:
         cache = self.caches[slot]
@@ -246,18 +281,19 @@ class Scheduler:
         input_ids = torch.tensor([ids], dtype=torch.long)
         return self.model(input_ids, seq.cache)[:, -1, : self.n_text]
 
-    def _advance(self, seq: _Running) -> None:
+    def _advance(self, seq: _Running, logits: torch.Tensor | None = None) -> None:
+        """One prefill chunk or decode token of `seq`; `logits`: its row of the batched step."""
         request = seq.request
         prompt = request.prompt
         if seq.budget <= 0:  # max_tokens 0: nothing to generate
             return self._finish(seq, "length", final_text="")
-        if seq.done < len(prompt):
+        if logits is None and seq.done < len(prompt):
             chunk = prompt[seq.done : seq.done + self.prefill_chunk]
             logits = self._forward(seq, chunk)
             seq.done += len(chunk)
             if seq.done < len(prompt):
                 return None
-        else:
+        elif logits is None:
             logits = self._forward(seq, [seq.last])
         _check_finite(logits, len(request.tokens))
         # The seen tokens matter only to a repetition penalty: no O(length) copy per token without.
