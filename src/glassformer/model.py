@@ -67,6 +67,9 @@ class Transformer(nn.Module):
             if config.tie_embeddings
             else nn.Linear(config.d_model, config.vocab_size, bias=False)
         )
+        # The fused head + loss of `forward(..., labels=...)`; `fusion.fuse` swaps in the
+        # Triton kernel (same signature and result).
+        self.head_loss = linear_cross_entropy
         self.mtp = (
             nn.ModuleList(MTPModule(config, k) for k in range(config.n_mtp_modules))
             if config.build_mtp
@@ -395,7 +398,7 @@ class Transformer(nn.Module):
             logits = self.head(normed).float()
             flat = logits.reshape(-1, logits.shape[-1])
             return F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
-        return linear_cross_entropy(normed, weight, labels, self.config.final_logit_softcap)
+        return self.head_loss(normed, weight, labels, self.config.final_logit_softcap)
 
     def forward_mtp(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits of the main model and of each MTP depth k (which predicts token i+k+1 at

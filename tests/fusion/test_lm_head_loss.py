@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-if not torch.cuda.is_available():
+# On a GPU the kernels are compiled; elsewhere they run under the interpreter.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 try:
@@ -21,8 +23,8 @@ except ImportError:
         raise
     pytest.skip("triton is not installed (pip install triton)", allow_module_level=True)
 
-from glassformer.components.head_loss import linear_cross_entropy
-from glassformer.fusion.lm_head_loss import available, linear_cross_entropy_triton
+from glassformer.components.head_loss import linear_cross_entropy  # noqa: E402
+from glassformer.fusion.lm_head_loss import available, linear_cross_entropy_triton  # noqa: E402
 
 if not available():
     pytest.skip("triton imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
@@ -39,17 +41,17 @@ def _inputs(dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, ...]:
     w = (torch.randn(VOCAB, WIDTH, generator=gen) * 0.3).to(dtype)
     y = torch.randint(0, VOCAB, (ROWS,), generator=gen)
     y[[0, 17, 36]] = -100  # ignored rows, in the first, a middle and the last (partial) block
-    return h, w, y
+    return h.to(DEVICE), w.to(DEVICE), y.to(DEVICE)
 
 
 def _reference(h, w, y, softcap):
     """Loss and gradients of the unfused program in float64."""
-    h64 = h.detach().double().requires_grad_()
-    w64 = w.detach().double().requires_grad_()
+    h64 = h.detach().cpu().double().requires_grad_()
+    w64 = w.detach().cpu().double().requires_grad_()
     z = h64 @ w64.t()
     if softcap is not None:
         z = softcap * torch.tanh(z / softcap)
-    loss = F.cross_entropy(z, y, ignore_index=-100, reduction="sum")
+    loss = F.cross_entropy(z, y.cpu(), ignore_index=-100, reduction="sum")
     loss.backward()
     return loss.detach(), h64.grad, w64.grad
 
@@ -59,7 +61,7 @@ def _triton(h, w, y, softcap, scale=1.0):
     w = w.clone().requires_grad_()
     loss = linear_cross_entropy_triton(h, w, y, softcap, tiles=TILES)
     (loss * scale).backward()
-    return loss.detach(), h.grad, w.grad
+    return loss.detach().cpu(), h.grad.cpu(), w.grad.cpu()
 
 
 @pytest.mark.parametrize("softcap", [None, 4.0])
@@ -96,8 +98,8 @@ def test_matches_the_cpu_chunked_loss_and_scales_by_the_incoming_gradient():
     cpu = linear_cross_entropy(hc, wc, y, None, chunk_tokens=16)
     (cpu * 0.5).backward()
     assert abs(loss.item() - cpu.item()) <= 1e-5 * abs(cpu.item())
-    assert (dh - hc.grad).abs().max().item() <= 1e-5
-    assert (dw - wc.grad).abs().max().item() <= 1e-5
+    assert (dh - hc.grad.cpu()).abs().max().item() <= 1e-5
+    assert (dw - wc.grad.cpu()).abs().max().item() <= 1e-5
 
 
 def test_frozen_head_and_batched_labels():
@@ -109,9 +111,9 @@ def test_frozen_head_and_batched_labels():
     loss.backward()
     ref_loss, ref_dh, _ = _reference(h[:36], w, y[:36], None)
     assert abs(loss.item() - ref_loss.item()) <= 1e-5 * abs(ref_loss.item())
-    assert (hb.grad.reshape(36, WIDTH).double() - ref_dh).abs().max().item() <= 1e-5
+    assert (hb.grad.reshape(36, WIDTH).cpu().double() - ref_dh).abs().max().item() <= 1e-5
     hz = h.clone().requires_grad_()
-    none = linear_cross_entropy_triton(hz, w, torch.full((ROWS,), -100), tiles=TILES)
+    none = linear_cross_entropy_triton(hz, w, torch.full((ROWS,), -100, device=DEVICE), tiles=TILES)
     none.backward()
     assert none.item() == 0.0 and hz.grad.abs().max().item() == 0.0
 
@@ -127,3 +129,29 @@ def test_bad_labels_and_tiles_raise_naming_the_argument():
         linear_cross_entropy_triton(h, w, y.clamp(max=VOCAB - 1), tiles=(16, 48, 16))
     with pytest.raises(ValueError, match="weight: expected the dtype"):
         linear_cross_entropy_triton(h, w.double(), y.clamp(max=VOCAB - 1))
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_model_training_loss_on_the_kernel(family):
+    """`use_for_training_loss` gives the same loss and parameter gradients as the plain model
+    (Gemma 2: soft-capped final logits, tied embeddings; Llama: an untied head)."""
+    from glassformer.fusion.lm_head_loss import use_for_training_loss
+    from glassformer.model import Transformer
+    from tests.families import our_config
+
+    torch.manual_seed(0)
+    plain = Transformer(our_config(family)).to(DEVICE)
+    fused = Transformer(plain.config).to(DEVICE)
+    fused.load_state_dict(plain.state_dict())
+    assert use_for_training_loss(fused) is fused
+    ids = torch.randint(0, plain.config.vocab_size, (2, 21), device=DEVICE)
+    labels = ids[:, 1:].clone()
+    labels[0, :3] = -100
+    losses = []
+    for m in (plain, fused):
+        loss = m(ids[:, :-1], labels=labels)
+        loss.backward()
+        losses.append(loss.item())
+    assert abs(losses[0] - losses[1]) <= 1e-5 * abs(losses[0])
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        assert (p.grad - q.grad).abs().max().item() <= 1e-5, name

@@ -42,7 +42,13 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
 
 from glassformer.components.head_loss import IGNORE
 
-__all__ = ["HeadLossEpilogue", "available", "linear_cross_entropy_triton", "tile_sizes"]
+__all__ = [
+    "HeadLossEpilogue",
+    "available",
+    "linear_cross_entropy_triton",
+    "tile_sizes",
+    "use_for_training_loss",
+]
 
 
 def available() -> bool:
@@ -271,12 +277,16 @@ if triton is not None:
                 )
 
 
-def _check(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> None:
+def _check_runtime() -> None:
     if not available():
         raise RuntimeError(
             "linear_cross_entropy_triton: needs triton and a CUDA device, or TRITON_INTERPRET=1 "
             "set before triton is imported (the CPU interpreter)"
         )
+
+
+def _check(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> None:
+    _check_runtime()
     if h.dtype != w.dtype:
         raise ValueError(f"weight: expected the dtype of hidden ({h.dtype}), got {w.dtype}")
 
@@ -389,6 +399,11 @@ def linear_cross_entropy_triton(
             f"labels: expected shape {tuple(hidden.shape[:-1])} (the tokens), "
             f"got {tuple(labels.shape)}"
         )
+    # Under autocast the head's GEMM runs in the autocast dtype, as `F.linear` would; the
+    # casts are differentiable, so the gradients come back in the callers' dtypes.
+    if torch.is_autocast_enabled(hidden.device.type):
+        dtype = torch.get_autocast_dtype(hidden.device.type)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
     h = hidden.reshape(-1, hidden.shape[-1]).contiguous()
     w = weight.contiguous()
     _check(h, w, labels)
@@ -404,3 +419,12 @@ def linear_cross_entropy_triton(
     if any(t < 16 or t & (t - 1) for t in chosen):
         raise ValueError(f"tiles: expected powers of two >= 16, got {chosen}")
     return _TritonLinearCrossEntropy.apply(h, w, y, softcap, tuple(chosen))
+
+
+def use_for_training_loss(model: torch.nn.Module) -> torch.nn.Module:
+    """Point `model`'s training loss (`Transformer.forward(ids, labels=...)`) at the Triton
+    kernels; returns the model. A wrapped head (LoRA on lm_head) keeps its unfused loss, as
+    in the plain model."""
+    _check_runtime()
+    model.head_loss = linear_cross_entropy_triton
+    return model
