@@ -538,6 +538,8 @@ GEMMA4_UNIFIED_TEXT = like(
     GEMMA4_TEXT, "gemma4_unified_text",
     hf_defaults=dict(sliding_window=1024, max_position_embeddings=262_144),
     drop_keys=("hidden_size_per_layer_input", "vocab_size_per_layer_input"),
+    # published configs still carry the per-layer input sizes, which its HF model never reads
+    hf_no_math={"hidden_size_per_layer_input", "vocab_size_per_layer_input"},
     gguf_arch=None,
     read_gguf=None,
 )  # fmt: skip
@@ -591,7 +593,7 @@ def _read_gemma4_unified(outer: dict[str, Any], text: dict[str, Any]) -> dict[st
              **{k: x for k, x in vision.items() if x is not None}}  # fmt: skip
         extra = sorted(set(v) - no_math - {"patch_size", "pooling_kernel_size", "mm_embed_dim",
                                            "mm_posemb_size", "rms_norm_eps", "output_proj_dims",
-                                           "model_patch_size"})  # fmt: skip
+                                           "model_patch_size", "num_soft_tokens"})  # fmt: skip
         if extra:
             raise ValueError(f"gemma4_unified vision_config: unknown field(s) {extra}")
         if v["output_proj_dims"] != v["mm_embed_dim"]:

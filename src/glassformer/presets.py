@@ -271,6 +271,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         _GEMMA4_L, d_model=5376, n_layers=60, n_heads=32,
         n_kv_heads=16, global_n_kv_heads=4, d_ff=21504,
     ),
+    # Gemma 4 12B unified: the encoder-free multimodal model (48 x 3840, 16 heads, 8 / 1 KV
+    # heads, keys-equal-values on the full layers; raw 48-pixel patches and 640-sample audio
+    # frames projected into the decoder). Text and vision values from a config.json
+    # transcription in public test code (an MLX Swift port's gemma4Unified12BConfigDecode), its
+    # layer count, width, window and vocabulary agreeing with the model card; the 11.95B total
+    # of the card is what HF counts for this config (tests/core/test_presets.py).
+    "gemma-4-12b": dict(
+        _GEMMA4_L, family="gemma4_unified_text", d_model=3840, n_layers=48, n_heads=16,
+        n_kv_heads=8, global_n_kv_heads=1, d_ff=15360, per_layer_vocab_size=0,
+        vision_patch_size=16, vision_pool=3, vision_embed_dim=3840, vision_posemb_size=1120,
+        audio_frame_size=640, image_token_id=258880, audio_token_id=258881,
+        video_token_id=258884, boi_token_id=255999, eoi_token_id=258882, boa_token_id=256000,
+        eoa_token_id=258883, image_bidirectional="sliding",
+    ),
     # --- DeepSeek-V3 (MLA + DeepSeekMoE + MTP) ------------------------------------------------
     "deepseek-v3": dict(
         family="deepseek_v3", vocab_size=129280, d_model=7168, n_layers=61, n_heads=128,

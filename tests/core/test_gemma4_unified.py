@@ -314,3 +314,41 @@ def test_mask_rule_against_hand_built_mask() -> None:
     assert torch.equal(got, want)
     two = image_blocks(torch.tensor([[1, 1, 0, 1, 1, 2, 2]]))
     assert two.tolist() == [[0, 0, -1, 1, 1, 1, 1]]  # HF: image and video runs join
+
+
+# The 12B's config.json as transcribed in public test code (an MLX Swift port), with the keys
+# HF's unified model does not read (per-layer input sizes, num_soft_tokens, model_patch_size)
+PUBLISHED_12B = {
+    "model_type": "gemma4_unified", "image_token_id": 258880, "audio_token_id": 258881,
+    "video_token_id": 258884, "audio_config": {"model_type": "gemma4_unified_audio",
+                                               "audio_embed_dim": 640},
+    "text_config": {
+        "attention_bias": False, "attention_k_eq_v": True, "enable_moe_block": False,
+        "final_logit_softcapping": 30.0, "global_head_dim": 512, "head_dim": 256,
+        "hidden_size": 3840, "hidden_size_per_layer_input": 0, "intermediate_size": 15360,
+        "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 8,
+        "model_type": "gemma4_unified_text", "moe_intermediate_size": None,
+        "num_attention_heads": 16, "num_experts": None, "num_global_key_value_heads": 1,
+        "num_hidden_layers": 48, "num_key_value_heads": 8, "num_kv_shared_layers": 0,
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": {
+            "full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1000000.0,
+                               "rope_type": "proportional"},
+            "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"},
+        },
+        "sliding_window": 1024, "tie_word_embeddings": True, "top_k_experts": None,
+        "use_double_wide_mlp": False, "vocab_size": 262144,
+        "vocab_size_per_layer_input": 262144, "bos_token_id": 2, "eos_token_id": 1,
+    },
+    "vision_config": {
+        "mm_embed_dim": 3840, "mm_posemb_size": 1120, "model_patch_size": 48,
+        "model_type": "gemma4_unified_vision", "num_soft_tokens": 280, "output_proj_dims": 3840,
+        "patch_size": 16, "pooling_kernel_size": 3, "rms_norm_eps": 1e-6,
+    },
+}  # fmt: skip
+
+
+def test_published_12b_config_is_the_preset() -> None:
+    cfg = gf.Config.from_hf(PUBLISHED_12B)
+    assert cfg == gf.Config.preset("gemma-4-12b")
+    assert cfg.vision_patch_dim == 6912 and cfg.image_bidirectional == "sliding"

@@ -47,8 +47,13 @@ def test_parameter_count_equals_hf(name: str) -> None:
     hf_dict = cfg.to_hf()
     model_type = hf_dict.pop("model_type")
     hf_config = transformers.AutoConfig.for_model(model_type, **hf_dict)
+    auto = (  # a model with image / audio embedders: HF's multimodal class
+        transformers.AutoModelForImageTextToText
+        if cfg.multimodal
+        else transformers.AutoModelForCausalLM
+    )
     with torch.device("meta"):
-        hf = transformers.AutoModelForCausalLM.from_config(hf_config)
+        hf = auto.from_config(hf_config)
     assert _count(ours) == _count(hf)
     if name in PUBLISHED:
         assert _count(ours) == PUBLISHED[name]
