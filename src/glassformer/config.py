@@ -47,6 +47,8 @@ MULTIMODAL_FIELDS = (
 )  # fmt: skip
 
 ROPE_SCALING_TYPES = ("linear", "llama3", "yarn", "longrope", "proportional")
+# Config fields that give one size per layer (structured pruning)
+_PER_LAYER_SIZES = ("heads_per_layer", "kv_heads_per_layer", "d_ff_per_layer", "moe_d_ff_per_layer")
 
 
 def _positive_int(value: object) -> bool:
@@ -353,6 +355,17 @@ class Config:
     # Which layers let the tokens of one image attend to each other in both directions (text
     # stays causal): "none", "sliding" (the sliding-window layers only: Gemma 4) or "all"
     image_bidirectional: Literal["none", "sliding", "all"] = "none"
+    # --- structured pruning: per-layer sizes (compression/prune.py; Michel et al. 2019, Minitron
+    # 2024). None: every layer has the uniform sizes above. A layer i then has
+    # heads_per_layer[i] query heads and kv_heads_per_layer[i] KV heads (a divisor of them, so
+    # each KV head still serves a whole group), and a dense MLP of d_ff_per_layer[i]
+    # (its experts moe_d_ff_per_layer[i] wide on an MoE layer). Linear-attention layers keep
+    # their linear_* sizes. llama.cpp's "deci" architecture (Nemotron-NAS) carries the same
+    # per-layer arrays in GGUF.
+    heads_per_layer: tuple[int, ...] | None = None
+    kv_heads_per_layer: tuple[int, ...] | None = None
+    d_ff_per_layer: tuple[int, ...] | None = None
+    moe_d_ff_per_layer: tuple[int, ...] | None = None
 
     # --- bookkeeping -------------------------------------------------------------------------
     init_std: float = 0.02
@@ -382,6 +395,9 @@ class Config:
             set_(self, "rope_scaling", RopeScaling(**self.rope_scaling))
         if self.layer_types is not None:
             set_(self, "layer_types", tuple(self.layer_types))
+        for name in _PER_LAYER_SIZES:
+            if isinstance(getattr(self, name), list):
+                set_(self, name, tuple(getattr(self, name)))
         if isinstance(self.nope_layers, list):
             set_(self, "nope_layers", tuple(self.nope_layers))
         if isinstance(self.eos_token_id, list):
@@ -521,6 +537,7 @@ class Config:
         self._validate_gpt_oss_fields()
         self._validate_gemma4()
         self._validate_multimodal()
+        self._validate_per_layer_sizes()
 
     def _validate_gpt_oss_fields(self) -> None:
         if self.attn_sinks and self.attention != "mha":
@@ -659,6 +676,38 @@ class Config:
         """Whether the tokens of one image see each other both ways on this layer."""
         rule = self.image_bidirectional
         return rule == "all" or (rule == "sliding" and self.layer_type(layer) == "sliding")
+    def _validate_per_layer_sizes(self) -> None:
+        """Per-layer head counts and widths: one positive entry per layer; KV heads divide the
+        query heads of their layer; only standard attention varies its heads per layer."""
+        for name in _PER_LAYER_SIZES:
+            sizes = getattr(self, name)
+            if sizes is None:
+                continue
+            if len(sizes) != self.n_layers:
+                raise ValueError(
+                    f"{name}: has {len(sizes)} entries, expected n_layers={self.n_layers}"
+                )
+            bad = next((s for s in sizes if not _positive_int(s)), None)
+            if bad is not None:
+                raise ValueError(f"{name}: every entry must be a positive integer, got {bad!r}")
+        per_layer_heads = self.heads_per_layer is not None or self.kv_heads_per_layer is not None
+        if per_layer_heads and self.attention == "mla":
+            raise ValueError("heads_per_layer: per-layer head counts need attention='mha'")
+        if per_layer_heads and self.n_kv_shared_layers:
+            raise ValueError(
+                "heads_per_layer: per-layer head counts with n_kv_shared_layers (a sharing "
+                "layer's queries must match its source's KV heads) are not implemented"
+            )
+        if per_layer_heads:
+            for i in range(self.n_layers):
+                h, hk = self.layer_n_heads(i), self.layer_n_kv_heads(i)
+                if h % hk:
+                    raise ValueError(
+                        f"kv_heads_per_layer: layer {i} has {hk} KV heads, which do not divide "
+                        f"its {h} query heads"
+                    )
+        if self.moe_d_ff_per_layer is not None and not self.n_experts:
+            raise ValueError("moe_d_ff_per_layer: the config has n_experts=0")
 
     def _validate_linear_attention(self) -> None:
         """Linear (Gated DeltaNet) layers need their four sizes; the value heads are shared out
@@ -813,7 +862,17 @@ class Config:
         return self.layer_head_dim_of(self.layer_type(layer))
 
     def layer_n_kv_heads(self, layer: int) -> int:
+        if self.kv_heads_per_layer is not None:
+            return self.kv_heads_per_layer[layer]
         return self.layer_n_kv_heads_of(self.layer_type(layer))
+
+    def layer_n_heads(self, layer: int) -> int:
+        """Query heads of a layer (fewer than n_heads in a pruned model)."""
+        return self.n_heads if self.heads_per_layer is None else self.heads_per_layer[layer]
+
+    def layer_moe_d_ff(self, layer: int) -> int:
+        """Width of one routed expert of an MoE layer."""
+        return self.moe_d_ff if self.moe_d_ff_per_layer is None else self.moe_d_ff_per_layer[layer]
 
     def rope_dim_of(self, kind: LayerType) -> int:
         """Rotated dims of a head in layers of this kind (proportional RoPE: the whole head,
@@ -841,6 +900,8 @@ class Config:
 
     def layer_d_ff(self, layer: int) -> int:
         """Width of the dense MLP of a layer (Gemma 4 doubles it on its KV-shared layers)."""
+        if self.d_ff_per_layer is not None:
+            return self.d_ff_per_layer[layer]
         wide = self.double_wide_mlp and self.kv_source(layer) is not None
         return 2 * self.d_ff if wide else self.d_ff
 
@@ -859,6 +920,9 @@ class Config:
         if out["layer_types"] is not None:
             out["layer_types"] = list(out["layer_types"])
         out["nope_layers"] = list(out["nope_layers"])
+        for name in _PER_LAYER_SIZES:
+            if out[name] is not None:
+                out[name] = list(out[name])
         return out
 
     @classmethod

@@ -49,7 +49,7 @@ from glassformer.kernels.dispatch import attention
 class Attention(nn.Module):
     def __init__(self, config: Config, layer: int) -> None:
         super().__init__()
-        self.n_heads = config.n_heads
+        self.n_heads = h = config.layer_n_heads(layer)
         self.n_kv_heads = hk = config.layer_n_kv_heads(layer)
         self.head_dim = hd = config.layer_head_dim(layer)
         d = config.d_model
@@ -59,25 +59,25 @@ class Attention(nn.Module):
         self.hands_on_kv = any(config.kv_source(j) == layer for j in range(config.n_layers))
         own_kv = self.kv_source is None
         self.gated = config.attn_output_gate
-        q_width = config.n_heads * hd * (2 if self.gated else 1)
+        q_width = h * hd * (2 if self.gated else 1)
         self.q_proj = nn.Linear(d, q_width, bias=config.qkv_bias)
         self.k_proj = nn.Linear(d, hk * hd, bias=config.qkv_bias) if own_kv else None
         separate_v = own_kv and not config.layer_k_eq_v(layer)
         self.v_proj = nn.Linear(d, hk * hd, bias=config.qkv_bias) if separate_v else None
-        self.o_proj = nn.Linear(config.n_heads * hd, d, bias=config.attn_out_bias)
+        self.o_proj = nn.Linear(h * hd, d, bias=config.attn_out_bias)
         self.qk_norm_scope = config.qk_norm_scope
         self.q_norm = self.k_norm = None
         if config.qk_norm:
             # one statistic per head, or over the whole projection (all heads of a token)
             q_dim, k_dim = (
-                (hd, hd) if config.qk_norm_scope == "head" else (config.n_heads * hd, hk * hd)
+                (hd, hd) if config.qk_norm_scope == "head" else (h * hd, hk * hd)
             )
             self.q_norm = RMSNorm(q_dim, config.norm_eps, config.norm_unit_offset)
             if own_kv:
                 self.k_norm = RMSNorm(k_dim, config.norm_eps, config.norm_unit_offset)
         self.v_norm = UnscaledRMSNorm(config.norm_eps) if config.v_norm and own_kv else None
         # one logit per query head (initialised by Transformer.reset_parameters)
-        self.sinks = nn.Parameter(torch.empty(config.n_heads)) if config.attn_sinks else None
+        self.sinks = nn.Parameter(torch.empty(h)) if config.attn_sinks else None
         self.scale = config.layer_attention_scale(layer)
         self.softcap = config.attn_logit_softcap
         self.window = config.window(layer)

@@ -49,7 +49,7 @@ class Block(nn.Module):
         self.mlp_norm = make_norm(config) if pre else None
         beside = config.moe_beside_mlp and config.is_moe_layer(layer)
         if config.is_moe_layer(layer) and not beside:
-            self.mlp: nn.Module = MoE(config)
+            self.mlp: nn.Module = MoE(config, layer)
         else:
             self.mlp = MLP(config, d_ff=config.layer_d_ff(layer))
         self.moe = MoEBesideMLP(config) if beside else None

@@ -73,9 +73,9 @@ class Router(nn.Module):
 class Experts(nn.Module):
     """E gated MLPs as stacked weights; each expert runs only on the tokens routed to it."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, d_ff: int | None = None) -> None:
         super().__init__()
-        e, d, f = config.n_experts, config.d_model, config.moe_d_ff
+        e, d, f = config.n_experts, config.d_model, d_ff or config.moe_d_ff
         self.gated = config.mlp == "glu"
         self.gate_proj = nn.Parameter(torch.empty(e, f, d)) if self.gated else None
         self.up_proj = nn.Parameter(torch.empty(e, f, d))
@@ -124,10 +124,10 @@ class Experts(nn.Module):
 
 
 class MoE(nn.Module):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, layer: int | None = None) -> None:
         super().__init__()
         self.router = Router(config)
-        self.experts = Experts(config)
+        self.experts = Experts(config, None if layer is None else config.layer_moe_d_ff(layer))
         self.shared = MLP(config, d_ff=config.shared_d_ff) if config.n_shared_experts else None
         self.shared_gate = (
             nn.Linear(config.d_model, 1, bias=False) if config.shared_expert_gate else None

@@ -348,8 +348,11 @@ def mlp_ops(
     return ops
 
 
-def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op]:
-    d, e, k, f = cfg.d_model, cfg.n_experts, cfg.n_experts_per_token, cfg.moe_d_ff
+def moe_ops(
+    cfg: Config, src: str, n: Value, lead: tuple[Value, ...], layer: int | None = None
+) -> list[Op]:
+    d, e, k = cfg.d_model, cfg.n_experts, cfg.n_experts_per_token
+    f = cfg.moe_d_ff if layer is None else cfg.layer_moe_d_ff(layer)  # pruned: per layer
     gated = cfg.mlp == "glu"
     # Expected distinct experts touched by n tokens when each token picks each expert with
     # probability k/E (uniform routing): E (1 - (1 - k/E)^n). One token: k; many: E.
@@ -464,7 +467,7 @@ def moe_ops(cfg: Config, src: str, n: Value, lead: tuple[Value, ...]) -> list[Op
 def mha_ops(cfg: Config, layer: int, src: str, g: Geometry, cache: bool) -> list[Op]:
     # Gemma 4's layers differ: their own head_dim and KV heads on full layers, keys reused as
     # values (no v_proj), and KV-sharing layers that project queries only
-    d, h = cfg.d_model, cfg.n_heads
+    d, h = cfg.d_model, cfg.layer_n_heads(layer)
     hkv, hd = cfg.layer_n_kv_heads(layer), cfg.layer_head_dim(layer)
     own_kv = cfg.kv_source(layer) is None
     tok = g.tokens
@@ -1067,7 +1070,11 @@ def block_ops(
     beside = cfg.moe_beside_mlp and cfg.is_moe_layer(layer)
     moe = cfg.is_moe_layer(layer) and not beside
     d_ff = cfg.layer_d_ff(layer)
-    ffn = moe_ops(cfg, mlp_src, n, lead) if moe else mlp_ops(cfg, "mlp", mlp_src, n, lead, d_ff)
+    ffn = (
+        moe_ops(cfg, mlp_src, n, lead, layer)
+        if moe
+        else mlp_ops(cfg, "mlp", mlp_src, n, lead, d_ff)
+    )
     out_name = "mlp.combine" if moe else "mlp.down_proj"
     if beside:
         ffn += moe_beside_mlp_ops(cfg, "attn_residual", n, lead)
@@ -1218,24 +1225,35 @@ def mtp_ops(cfg: Config, depth: int, mode: str, train: bool, mla_order: MLAOrder
 
 
 # --- the whole model ---------------------------------------------------------------------------
-def layer_kinds(cfg: Config) -> dict[tuple[str, bool, bool], LayerSpans]:
+def _per_layer_sizes(cfg: Config) -> bool:
+    """Whether layers of one type may differ in size (a pruned model)."""
+    names = ("heads_per_layer", "kv_heads_per_layer", "d_ff_per_layer", "moe_d_ff_per_layer")
+    return any(getattr(cfg, name) is not None for name in names)
+
+
+def layer_kinds(cfg: Config) -> dict[tuple, LayerSpans]:
     """(layer type, MoE?, RoPE?) -> the layers of that kind. Without an explicit `layer_types`
     list, interleaved MoE or NoPE layers every layer has the same type and only
     `first_k_dense` splits the stack, so this costs O(1) whatever `n_layers` is; otherwise it
     costs one step per layer."""
     n = cfg.n_layers
     uniform = cfg.layer_types is None and cfg.moe_layer_step == 1 and not cfg.nope_layers
-    uniform = uniform and not cfg.n_kv_shared_layers
+    uniform = uniform and not cfg.n_kv_shared_layers and not _per_layer_sizes(cfg)
     if uniform:
         dense = min(cfg.first_k_dense, n) if cfg.n_experts else n
         ltype, rope = cfg.layer_type(0), cfg.position == "rope"
         parts = [((ltype, False, rope), range(0, dense)), ((ltype, True, rope), range(dense, n))]
     else:
 
-        def kind(i: int) -> tuple[str, bool, bool]:
+        def kind(i: int) -> tuple[str, bool, bool] | tuple[str, bool, bool, str]:
             # KV-sharing layers (Gemma 4) form kinds of their own: "<type>_shared"
             shared = "_shared" if cfg.kv_source(i) is not None else ""
-            return cfg.layer_type(i) + shared, cfg.is_moe_layer(i), cfg.uses_rope(i)
+            base = cfg.layer_type(i) + shared, cfg.is_moe_layer(i), cfg.uses_rope(i)
+            if not _per_layer_sizes(cfg):
+                return base
+            # a pruned model: layers of one kind but different sizes are different kinds
+            ff = cfg.layer_moe_d_ff(i) if cfg.is_moe_layer(i) else cfg.layer_d_ff(i)
+            return (*base, f"h{cfg.layer_n_heads(i)}kv{cfg.layer_n_kv_heads(i)}ff{ff}")
 
         parts, start = [], 0
         for i in range(1, n + 1):  # runs of equal (type, moe, rope)
@@ -1279,7 +1297,7 @@ def build_sections(
     if cfg.per_layer_dim:
         ple = per_layer_embed_ops(cfg, tokens)
         sections.append(Section("per_layer_embed", "per-layer inputs", "per_layer", ops=ple))
-    for (ltype, moe, rope), layers in layer_kinds(cfg).items():
+    for (ltype, moe, rope, *sizes), layers in layer_kinds(cfg).items():
         window, chunk = cfg.window(layers.first), cfg.chunk(layers.first)
         span = f", sliding {window}" if window else (f", chunked {chunk}" if chunk else ", full")
         if ltype == "linear":
@@ -1289,6 +1307,9 @@ def build_sections(
         if cfg.kv_source(layers.first) is not None:
             desc += f", keys and values of layer {cfg.kv_source(layers.first)}"
         key = f"block.{ltype}.{'moe' if moe else 'dense'}" + (".nope" if nope else "")
+        if sizes:  # a pruned model's sizes (query heads, KV heads, MLP width)
+            key += f".{sizes[0]}"
+            desc += f", {sizes[0]}"
         title = f"{layers.describe()} ({desc})"
         ops = block_ops(cfg, layers.first, fwd_mode, tokens, cache, order)
         sections.append(Section(key, title, "block", layers, ops))
@@ -1355,11 +1376,12 @@ def optimizer_op(params: int) -> Op:
     )
 
 
-def expert_params(cfg: Config) -> int:
+def expert_params(cfg: Config, layer: int | None = None) -> int:
     """Parameters of one routed expert (with its biases, when the projections have them)."""
     gated = cfg.mlp == "glu"
-    biases = ((2 if gated else 1) * cfg.moe_d_ff + cfg.d_model) if cfg.mlp_bias else 0
-    return (3 if gated else 2) * cfg.d_model * cfg.moe_d_ff + biases
+    f = cfg.moe_d_ff if layer is None else cfg.layer_moe_d_ff(layer)
+    biases = ((2 if gated else 1) * f + cfg.d_model) if cfg.mlp_bias else 0
+    return (3 if gated else 2) * cfg.d_model * f + biases
 
 
 # --- Gemma 4: per-layer inputs, experts beside the MLP, layer scalars, value norms -------------

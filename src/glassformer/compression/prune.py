@@ -1,0 +1,461 @@
+"""Structured pruning: remove attention heads, MLP neurons, expert channels and whole layers.
+
+A head h of a layer contributes o_h W_o[h] to the attention output (o_h its softmax-weighted
+values, W_o[h] its rows of the output projection), and a neuron j of an MLP contributes
+a_j W_down[:, j]; removing either is exact surgery on the weight matrices:
+
+    head h:    the rows of W_q (and of the output gate) for h, the columns of W_o for h, its
+               sink logit; a KV head goes with the last query head of its group
+    neuron j:  row j of W_gate and W_up (and their biases), column j of W_down; in an MoE
+               layer, channel j of every expert
+    layer l:   the whole block (the residual stream passes it unchanged)
+
+so the pruned model computes exactly what the unpruned one computes with those heads and
+neurons masked to zero (Michel et al. 2019, "Are Sixteen Heads Really Better than One?";
+Ma et al. 2023, "LLM-Pruner"; Muralidharan et al. 2024, "Compact Language Models via Pruning
+and Knowledge Distillation" (Minitron); Men et al. 2024, "ShortGPT"). The result is an
+ordinary `Transformer` of a smaller `Config`: uniform cuts change n_heads / n_kv_heads / d_ff,
+uneven ones set the per-layer sizes (`Config.heads_per_layer`, `kv_heads_per_layer`,
+`d_ff_per_layer`, `moe_d_ff_per_layer`).
+
+Grouped-query attention keeps its groups whole: the query heads kept in one layer must leave
+every KV group either empty (the KV head goes too) or with the same number of query heads as
+every other surviving group, so that head i still reads KV head i // group.
+
+    plan = plan_pruning(model, heads=0.25, mlp=0.3, layers=2, by="magnitude")
+    small = apply_plan(model, plan)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from glassformer.config import Config
+from glassformer.model import Transformer
+
+METHODS = ("importance", "magnitude", "random")
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """What to keep. `heads[i]` / `neurons[i]`: the kept query heads / MLP (or expert) channels
+    of original layer i (absent: all of them); `layers`: the kept original layers, in order."""
+
+    layers: tuple[int, ...]
+    heads: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    neurons: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": list(self.layers),
+            "heads": {str(i): list(v) for i, v in sorted(self.heads.items())},
+            "neurons": {str(i): list(v) for i, v in sorted(self.neurons.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PrunePlan:
+        return cls(
+            tuple(data["layers"]),
+            {int(i): tuple(v) for i, v in data.get("heads", {}).items()},
+            {int(i): tuple(v) for i, v in data.get("neurons", {}).items()},
+        )
+
+
+# --- checks --------------------------------------------------------------------------------------
+def parse_amount(text: str | float | int, what: str) -> float | int:
+    """'25%' or 0.25 -> the fraction 0.25; '2' or 2 -> the count 2 (layers only take counts
+    or fractions; heads and neurons take fractions). Raises ValueError naming `what`."""
+    if isinstance(text, str):
+        s = text.strip()
+        try:
+            if s.endswith("%"):
+                value: float | int = float(s[:-1]) / 100
+            elif "." in s or "e" in s.lower():
+                value = float(s)
+            else:
+                value = int(s)
+        except ValueError:
+            raise ValueError(
+                f"{what}: expected a fraction like 25% or 0.25, or a count, got {text!r}"
+            ) from None
+    else:
+        value = text
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what}: expected a number, got {text!r}")
+    if isinstance(value, float) and not 0 <= value < 1:
+        raise ValueError(f"{what}: a fraction must be in [0, 1), got {value}")
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"{what}: a count must be >= 0, got {value}")
+    return value
+
+
+def _count(amount: float | int, total: int, what: str) -> int:
+    """How many of `total` units an amount removes (a fraction rounds to the nearest unit)."""
+    n = round(amount * total) if isinstance(amount, float) else amount
+    if n > total:
+        raise ValueError(f"{what}: asks to remove {n}, but only {total} exist")
+    return n
+
+
+def prunable(config: Config) -> None:
+    """Raise ValueError for a config whose structure this pruner does not cut."""
+    if config.attention != "mha":
+        raise ValueError(f"attention: pruning needs attention='mha', got {config.attention!r}")
+    if config.n_kv_shared_layers:
+        raise ValueError("n_kv_shared_layers: pruning KV-sharing layers is not implemented")
+    if config.per_layer_dim or config.moe_beside_mlp:
+        raise ValueError("per_layer_dim: pruning Gemma 4's per-layer inputs is not implemented")
+    if config.qk_norm and config.qk_norm_scope == "all":
+        # one RMS statistic over all heads: removing a head changes the others' normalisation
+        raise ValueError("qk_norm_scope: 'all' ties the heads together; pruning needs 'head'")
+
+
+def attention_layers(config: Config) -> list[int]:
+    return [i for i in range(config.n_layers) if config.layer_type(i) != "linear"]
+
+
+def check_heads(config: Config, layer: int, kept: tuple[int, ...]) -> tuple[int, ...]:
+    """The kept KV heads of `layer` for these kept query heads; ValueError when the groups
+    would be uneven, a head index is out of range, or no head is left."""
+    h, hk = config.layer_n_heads(layer), config.layer_n_kv_heads(layer)
+    if not kept:
+        raise ValueError(
+            f"heads: removing all {h} heads of layer {layer} leaves it without attention; "
+            "remove the layer instead (--layers)"
+        )
+    if len(set(kept)) != len(kept) or min(kept) < 0 or max(kept) >= h:
+        raise ValueError(f"heads: layer {layer} has heads 0..{h - 1}, got {list(kept)[:8]}")
+    group = h // hk
+    per_group = [sum(1 for q in kept if q // group == g) for g in range(hk)]
+    sizes = {n for n in per_group if n}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"heads: layer {layer} would keep {per_group} query heads in its {hk} KV groups; "
+            "a grouped layer must keep the same number in every group it keeps"
+        )
+    return tuple(g for g, n in enumerate(per_group) if n)
+
+
+# --- scores --------------------------------------------------------------------------------------
+def magnitude_scores(model: Transformer) -> dict[str, Any]:
+    """Weight-magnitude scores (a baseline that needs no data): a head's Frobenius norm of its
+    output-projection columns, a neuron's |W_down[:, j]| * (|W_up[j]| + |W_gate[j]|) (summed
+    over experts), a layer's norm of its two output projections."""
+    cfg = model.config
+    heads: dict[int, torch.Tensor] = {}
+    neurons: dict[int, torch.Tensor] = {}
+    layers = torch.zeros(cfg.n_layers)
+    with torch.no_grad():
+        for i, block in enumerate(model.layers):
+            total = 0.0
+            if cfg.layer_type(i) != "linear":
+                attn = block.attn
+                w = attn.o_proj.weight.float()
+                heads[i] = w.view(w.shape[0], attn.n_heads, -1).pow(2).sum((0, 2)).sqrt()
+                total += float(w.pow(2).sum())
+            down, up, gate = _mlp_weights(block.mlp)
+            if down is not None:
+                # dense: down [d, f], up/gate [f, d]; experts: down [E, d, f], up/gate [E, f, d]
+                out_norm = down.float().pow(2).sum(-2).sqrt()
+                in_norm = up.float().pow(2).sum(-1).sqrt()
+                if gate is not None:
+                    in_norm = in_norm + gate.float().pow(2).sum(-1).sqrt()
+                score = out_norm * in_norm
+                neurons[i] = score.sum(0) if score.dim() == 2 else score
+                total += float(down.float().pow(2).sum())
+            layers[i] = math.sqrt(total)
+    return {"heads": heads, "neurons": neurons, "layers": layers}
+
+
+def random_scores(model: Transformer, seed: int = 0) -> dict[str, Any]:
+    """Uniform random scores (the baseline every method must beat)."""
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    heads = {i: torch.rand(cfg.layer_n_heads(i), generator=g) for i in attention_layers(cfg)}
+    neurons = {}
+    for i, block in enumerate(model.layers):
+        down, _, _ = _mlp_weights(block.mlp)
+        if down is not None:
+            neurons[i] = torch.rand(down.shape[-1], generator=g)
+    return {"heads": heads, "neurons": neurons, "layers": torch.rand(cfg.n_layers, generator=g)}
+
+
+def _mlp_weights(mlp: nn.Module) -> tuple[Any, Any, Any]:
+    """(down, up, gate) weights of a dense MLP or of an MoE layer's routed experts."""
+    experts = getattr(mlp, "experts", None)
+    if experts is not None:
+        return experts.down_proj, experts.up_proj, experts.gate_proj
+    if hasattr(mlp, "down_proj"):
+        gate = mlp.gate_proj.weight if mlp.gate_proj is not None else None
+        return mlp.down_proj.weight, mlp.up_proj.weight, gate
+    return None, None, None
+
+
+def scores_for(model: Transformer, by: str, seed: int = 0, **kwargs: Any) -> dict[str, Any]:
+    """Scores of the kind `by` names: "magnitude", "random" or "importance" (measured on
+    calibration data by `glassformer.compression.importance`)."""
+    if by == "magnitude":
+        return magnitude_scores(model)
+    if by == "random":
+        return random_scores(model, seed)
+    if by == "importance":
+        try:
+            from glassformer.compression import importance  # type: ignore[attr-defined]
+        except ImportError as err:
+            raise ValueError(
+                "by: 'importance' needs glassformer.compression.importance, which is not "
+                "available in this installation; use magnitude or random"
+            ) from err
+        return as_score_dict(model, importance.compute_importance(model, **kwargs))
+    raise ValueError(f"by: expected one of {', '.join(METHODS)}, got {by!r}")
+
+
+def as_score_dict(model: Transformer, scores: Any) -> dict[str, Any]:
+    """Scores as tensors heads [n_layers, n_heads], neurons [n_layers, d_ff], layers
+    [n_layers] (attributes or keys) -> the per-layer dicts `plan_pruning` reads."""
+
+    def get(name: str) -> Any:
+        return scores.get(name) if isinstance(scores, Mapping) else getattr(scores, name, None)
+
+    cfg = model.config
+    out: dict[str, Any] = {"heads": {}, "neurons": {}, "layers": get("layers")}
+    heads, neurons = get("heads"), get("neurons")
+    for i in range(cfg.n_layers):
+        if heads is not None and cfg.layer_type(i) != "linear":
+            out["heads"][i] = torch.as_tensor(heads[i])[: cfg.layer_n_heads(i)].float()
+        if neurons is not None:
+            down, _, _ = _mlp_weights(model.layers[i].mlp)
+            if down is not None:
+                out["neurons"][i] = torch.as_tensor(neurons[i])[: down.shape[-1]].float()
+    return out
+
+
+# --- planning ------------------------------------------------------------------------------------
+def plan_pruning(
+    model: Transformer,
+    heads: float | int | str = 0.0,
+    mlp: float | int | str = 0.0,
+    layers: float | int | str = 0,
+    by: str = "magnitude",
+    scores: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> PrunePlan:
+    """Choose what to remove: `layers` (a count, or a fraction of the layers) lowest-scored
+    whole layers, then in each remaining layer the fraction `heads` of its query heads and
+    `mlp` of its MLP (or expert) channels with the lowest scores.
+
+    In a grouped-query layer the heads go group by group: each KV group loses the same number
+    of its lowest-scored query heads (a fraction that is not a multiple of the groups rounds to
+    the nearest one that is)."""
+    cfg = model.config
+    prunable(cfg)
+    heads_f, mlp_f = parse_amount(heads, "heads"), parse_amount(mlp, "mlp")
+    for name, value in (("heads", heads_f), ("mlp", mlp_f)):
+        if isinstance(value, int) and value:
+            raise ValueError(f"{name}: give a fraction (25% or 0.25), got the count {value}")
+    layer_amount = parse_amount(layers, "layers")
+    n_drop = _count(layer_amount, cfg.n_layers, "layers")
+    if n_drop >= cfg.n_layers:
+        raise ValueError(f"layers: removing {n_drop} of {cfg.n_layers} layers leaves none")
+    if n_drop and cfg.moe_layer_step != 1:
+        raise ValueError("layers: removing layers of interleaved MoE (moe_layer_step > 1)")
+    s = dict(scores) if scores is not None else scores_for(model, by, seed)
+    kept_layers = tuple(range(cfg.n_layers))
+    if n_drop:
+        layer_scores = torch.as_tensor(s["layers"]).float()
+        drop = set(layer_scores.argsort()[:n_drop].tolist())
+        kept_layers = tuple(i for i in range(cfg.n_layers) if i not in drop)
+    plan_heads: dict[int, tuple[int, ...]] = {}
+    plan_neurons: dict[int, tuple[int, ...]] = {}
+    for i in kept_layers:
+        if heads_f and cfg.layer_type(i) != "linear":
+            plan_heads[i] = _lowest_heads_out(cfg, i, torch.as_tensor(s["heads"][i]), heads_f)
+        if mlp_f and i in s["neurons"]:
+            score = torch.as_tensor(s["neurons"][i]).float()
+            n = score.numel()
+            k = n - round(mlp_f * n)
+            if k < 1:
+                raise ValueError(
+                    f"mlp: removing {mlp_f:.0%} of layer {i}'s {n} channels leaves none"
+                )
+            plan_neurons[i] = tuple(sorted(score.argsort(descending=True)[:k].tolist()))
+    return PrunePlan(kept_layers, plan_heads, plan_neurons)
+
+
+def _lowest_heads_out(
+    cfg: Config, layer: int, score: torch.Tensor, fraction: float
+) -> tuple[int, ...]:
+    h, hk = cfg.layer_n_heads(layer), cfg.layer_n_kv_heads(layer)
+    group = h // hk
+    drop_per_group = round(fraction * h / hk) if group > 1 else 0
+    if group == 1 or hk == 1:  # MHA (each head its own KV) or MQA (one group): any heads
+        n_drop = round(fraction * h)
+        if n_drop >= h:
+            raise ValueError(
+                f"heads: removing {fraction:.0%} of layer {layer}'s {h} heads leaves none"
+            )
+        return tuple(sorted(score.float().argsort(descending=True)[: h - n_drop].tolist()))
+    if drop_per_group >= group:
+        raise ValueError(
+            f"heads: removing {fraction:.0%} of layer {layer}'s {h} heads empties its KV groups "
+            f"of {group}; remove the layer instead (--layers)"
+        )
+    kept = []
+    for g in range(hk):
+        members = torch.arange(g * group, (g + 1) * group)
+        order = score.float()[members].argsort(descending=True)
+        kept += members[order[: group - drop_per_group]].tolist()
+    return tuple(sorted(kept))
+
+
+# --- surgery -------------------------------------------------------------------------------------
+def pruned_config(config: Config, plan: PrunePlan) -> Config:
+    """The Config of the model `apply_plan` builds (validated, like any Config)."""
+    prunable(config)
+    kept = plan.layers
+    if not kept:
+        raise ValueError("layers: the plan keeps no layer")
+    if list(kept) != sorted(set(kept)) or kept[0] < 0 or kept[-1] >= config.n_layers:
+        raise ValueError(f"layers: expected increasing layer indices below {config.n_layers}")
+    for i in plan.heads:
+        if i not in kept:
+            raise ValueError(f"heads: layer {i} is removed by the plan")
+        if config.layer_type(i) == "linear":
+            raise ValueError(f"heads: layer {i} is a linear-attention layer (no softmax heads)")
+    heads = [len(plan.heads.get(i, range(config.layer_n_heads(i)))) for i in kept]
+    kv = [
+        len(check_heads(config, i, plan.heads[i]))
+        if i in plan.heads
+        else config.layer_n_kv_heads(i)
+        for i in kept
+    ]
+    d_ff, moe_d_ff = [], []
+    for i in kept:
+        moe = config.is_moe_layer(i)
+        width = config.layer_moe_d_ff(i) if moe else config.layer_d_ff(i)
+        chosen = plan.neurons.get(i)
+        if chosen is not None and (
+            not chosen or len(set(chosen)) != len(chosen) or min(chosen) < 0 or max(chosen) >= width
+        ):
+            raise ValueError(
+                f"neurons: layer {i} has channels 0..{width - 1}, got {list(chosen)[:8]}"
+            )
+        n = width if chosen is None else len(chosen)
+        d_ff.append(config.layer_d_ff(i) if moe else n)
+        moe_d_ff.append(n if moe else config.moe_d_ff)
+    changes: dict[str, Any] = {"n_layers": len(kept)}
+    if config.layer_types is not None:
+        changes["layer_types"] = tuple(config.layer_types[i] for i in kept)
+    if config.nope_layers:
+        changes["nope_layers"] = tuple(j for j, i in enumerate(kept) if i in config.nope_layers)
+    if config.first_k_dense:
+        changes["first_k_dense"] = sum(1 for i in kept if i < config.first_k_dense)
+    attn = [j for j, i in enumerate(kept) if config.layer_type(i) != "linear"]
+    uniform_heads = len({heads[j] for j in attn}) <= 1 and len({kv[j] for j in attn}) <= 1
+    plain_kv = config.global_n_kv_heads is None
+    if uniform_heads and plain_kv and attn:
+        changes["n_heads"], changes["n_kv_heads"] = heads[attn[0]], kv[attn[0]]
+        changes["heads_per_layer"] = changes["kv_heads_per_layer"] = None
+    else:
+        changes["heads_per_layer"], changes["kv_heads_per_layer"] = tuple(heads), tuple(kv)
+    dense = [j for j, i in enumerate(kept) if not config.is_moe_layer(i)]
+    if len({d_ff[j] for j in dense}) <= 1 and not config.double_wide_mlp:
+        changes["d_ff"] = d_ff[dense[0]] if dense else config.d_ff
+        changes["d_ff_per_layer"] = None
+    else:
+        changes["d_ff_per_layer"] = tuple(d_ff)
+    if config.n_experts:
+        routed = [j for j, i in enumerate(kept) if config.is_moe_layer(i)]
+        if len({moe_d_ff[j] for j in routed}) <= 1:
+            changes["moe_d_ff"] = moe_d_ff[routed[0]] if routed else config.moe_d_ff
+            changes["moe_d_ff_per_layer"] = None
+        else:
+            changes["moe_d_ff_per_layer"] = tuple(moe_d_ff)
+    if config.head_dim is not None:
+        changes["head_dim"] = config.head_dim  # explicit: n_heads may no longer divide d_model
+    return dataclasses.replace(config, **changes)
+
+
+def _rows(n_units: int, size: int, kept: tuple[int, ...]) -> torch.Tensor:
+    """Row indices of the kept units of `size` rows each, out of `n_units`."""
+    return (torch.tensor(kept)[:, None] * size + torch.arange(size)).flatten()
+
+
+def prune_state_dict(
+    config: Config, state: Mapping[str, torch.Tensor], plan: PrunePlan
+) -> dict[str, torch.Tensor]:
+    """The unpruned model's state dict -> the pruned model's (tensors copied)."""
+    out: dict[str, torch.Tensor] = {}
+    new_index = {i: j for j, i in enumerate(plan.layers)}
+    for name, tensor in state.items():
+        if not name.startswith("layers."):
+            out[name] = tensor.clone()
+            continue
+        _, idx, rest = name.split(".", 2)
+        i = int(idx)
+        if i not in new_index:
+            continue
+        out[f"layers.{new_index[i]}.{rest}"] = _cut(config, i, rest, tensor, plan)
+    return out
+
+
+def _cut(config: Config, i: int, rest: str, t: torch.Tensor, plan: PrunePlan) -> torch.Tensor:
+    """The kept part of parameter `rest` of original layer i."""
+    heads, neurons = plan.heads.get(i), plan.neurons.get(i)
+    if heads is not None and rest.startswith("attn."):
+        hd, h = config.layer_head_dim(i), config.layer_n_heads(i)
+        kv = check_heads(config, i, heads)
+        hk = config.layer_n_kv_heads(i)
+        param = rest[len("attn.") :]
+        if param.startswith("q_proj."):
+            size = hd * (2 if config.attn_output_gate else 1)  # gated: [q_h, g_h] per head
+            return t.index_select(0, _rows(h, size, heads)).clone()
+        if param.startswith(("k_proj.", "v_proj.")):
+            return t.index_select(0, _rows(hk, hd, kv)).clone()
+        if param == "o_proj.weight":
+            return t.index_select(1, _rows(h, hd, heads)).clone()
+        if param == "sinks":
+            return t[list(heads)].clone()
+    if neurons is not None and rest.startswith("mlp."):
+        idx = torch.tensor(neurons)
+        param = rest[len("mlp.") :]
+        if param.startswith(("gate_proj.", "up_proj.")):  # dense [f, d] weights, [f] biases
+            return t.index_select(0, idx).clone()
+        if param == "down_proj.weight":
+            return t.index_select(1, idx).clone()
+        if param in ("experts.gate_proj", "experts.up_proj"):  # [E, f, d]
+            return t.index_select(1, idx).clone()
+        if param == "experts.down_proj":  # [E, d, f]
+            return t.index_select(2, idx).clone()
+        if param in ("experts.gate_proj_bias", "experts.up_proj_bias"):  # [E, f]
+            return t.index_select(1, idx).clone()
+    return t.clone()
+
+
+def apply_plan(model: Transformer, plan: PrunePlan) -> Transformer:
+    """A new model with the plan's structure removed (the input model is left as it is)."""
+    config = pruned_config(model.config, plan)
+    state = prune_state_dict(model.config, model.state_dict(), plan)
+    weight = model.embed.weight
+    with torch.device("meta"):
+        small = Transformer(config)
+    small.load_state_dict(state, strict=True, assign=True)
+    small.build_rotary()
+    return small.to(weight.device).train(model.training)
+
+
+def provenance(model: Transformer, plan: PrunePlan, by: str, **extra: Any) -> dict[str, Any]:
+    """What a pruned model directory records about where it came from."""
+    return {
+        "source_config": model.config.to_dict(),
+        "method": by,
+        "plan": plan.to_dict(),
+        **extra,
+    }
