@@ -1388,6 +1388,43 @@ MULTIMODAL_TEXT_FAMILIES = {"gemma4_unified_text": "gemma4_unified"}
 GGUF_ARCHITECTURES: dict[str, Family] = {f.gguf_arch: f for f in FAMILIES.values() if f.gguf_arch}
 
 
+def _read_deci_gguf(meta: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp's "deci" (NVIDIA's Nemotron-NAS): Llama blocks whose head counts and MLP
+    widths are per-layer arrays -> the Config's per-layer sizes (what a pruned Llama exports
+    to, `compression/export.py`). Layers without attention or MLP (entries 0) are refused."""
+    n = fields["n_layers"]
+    out: dict[str, Any] = {}
+    for key, name in (
+        ("attention.head_count", "heads_per_layer"),
+        ("attention.head_count_kv", "kv_heads_per_layer"),
+        ("feed_forward_length", "d_ff_per_layer"),
+    ):
+        raw = meta.raw(key)
+        if raw is None and name == "kv_heads_per_layer":  # optional: = the query heads
+            raw = out["heads_per_layer"]
+        if not (isinstance(raw, list | tuple) or hasattr(raw, "shape")):
+            raw = [raw] * n
+        values = tuple(int(v) for v in raw)
+        if len(values) != n:
+            raise ValueError(f"{meta.path}: deci.{key} has {len(values)} entries for {n} layers")
+        if min(values) <= 0:
+            raise ValueError(
+                f"{meta.path}: deci.{key} has a layer without attention or MLP (entry 0), "
+                "which glassformer does not build"
+            )
+        out[name] = values
+    # the uniform fields: layer 0's sizes, as llama.cpp's n_head() and n_ff() are
+    out["n_heads"], out["n_kv_heads"] = out["heads_per_layer"][0], out["kv_heads_per_layer"][0]
+    out["d_ff"] = out["d_ff_per_layer"][0]
+    return out
+
+
+# llama.cpp's architecture for Llama blocks of per-layer sizes (see _read_deci_gguf)
+GGUF_ARCHITECTURES["deci"] = dataclasses.replace(
+    LLAMA, gguf_arch="deci", read_gguf=_read_deci_gguf
+)
+
+
 def get_family(model_type: str | None, what: str = "hf_model_type") -> Family:
     if model_type not in FAMILIES:
         raise ValueError(

@@ -131,6 +131,9 @@ def test_uneven_layers_and_cached_decoding() -> None:
     cfg = small.config
     assert cfg.heads_per_layer == (2, 4) and cfg.kv_heads_per_layer == (2, 2)
     assert cfg.d_ff_per_layer == (112, 56)
+    from glassformer.explorer.costs import parameter_counts
+
+    assert parameter_counts(cfg)["params_total"] == small.num_parameters()
     x = ids(seq=12)
     with torch.no_grad():
         full = small(x)
@@ -182,3 +185,44 @@ def test_config_validates_per_layer_sizes() -> None:
         base.replace(d_ff_per_layer=(8, 0))
     with pytest.raises(ValueError, match="moe_d_ff_per_layer: the config has n_experts=0"):
         base.replace(moe_d_ff_per_layer=(8, 8))
+
+
+@pytest.mark.parametrize("quant", ["none", "int8", "int4"])
+def test_uneven_pruned_model_on_the_fast_decode_path(quant: str) -> None:
+    """The native decode plan and the fused/quantised modules take per-layer shapes: the plan
+    is built (not refused), its steps equal the module steps, and in float32 the plain model's."""
+    import glassformer as gf
+    from glassformer.explorer.costs import parameter_counts
+    from glassformer.inference import native, optimize
+
+    if not native.available():
+        pytest.skip("native kernels unavailable")
+    cfg = gf.Config.preset("tiny")  # 4 layers, 4 query heads over 2 KV heads, d_ff 384
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    perturb(model)
+    plan = PrunePlan((0, 1, 3), heads={0: (0, 2)}, neurons={1: tuple(range(0, 384, 4))})
+    small = apply_plan(model, plan)
+    assert small.config.heads_per_layer == (2, 4, 4)
+    assert small.config.d_ff_per_layer == (384, 96, 384)
+    assert parameter_counts(small.config)["params_total"] == small.num_parameters()
+    x = torch.randint(0, cfg.vocab_size, (2, 30), generator=torch.Generator().manual_seed(1))
+    fast = optimize(small, quant)
+    steps = {}
+    with torch.inference_mode():
+        reference = small(x)[:, 20:]
+        for use_plan in (False, True):
+            fast.use_plan = use_plan
+            cache = fast.new_cache(2, 64)
+            fast(x[:, :20], cache)
+            steps[use_plan] = torch.stack(
+                [fast(x[:, t : t + 1], cache)[:, 0] for t in range(20, 30)], 1
+            )
+            assert (fast.decode_plan(cache) is not None) == use_plan
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).norm() / b.norm())
+
+    assert rel(steps[True], steps[False]) < (1e-5 if quant == "none" else 1e-6)
+    if quant == "none":
+        assert rel(steps[True], reference) < 1e-5

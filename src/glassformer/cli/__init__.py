@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "glassformer.cli.fusion",
     "glassformer.cli.generate",
     "glassformer.cli.info",
+    "glassformer.cli.prune",
     "glassformer.cli.serve",
     "glassformer.cli.telemetry",
     "glassformer.cli.train",

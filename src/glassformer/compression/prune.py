@@ -246,6 +246,7 @@ def plan_pruning(
     by: str = "magnitude",
     scores: Mapping[str, Any] | None = None,
     seed: int = 0,
+    round_to: int = 1,
 ) -> PrunePlan:
     """Choose what to remove: `layers` (a count, or a fraction of the layers) lowest-scored
     whole layers, then in each remaining layer the fraction `heads` of its query heads and
@@ -253,9 +254,12 @@ def plan_pruning(
 
     In a grouped-query layer the heads go group by group: each KV group loses the same number
     of its lowest-scored query heads (a fraction that is not a multiple of the groups rounds to
-    the nearest one that is)."""
+    the nearest one that is). `round_to`: the kept MLP width of a layer is rounded to a
+    multiple of it (the int4/int8 kernels quantise rows in groups of 32)."""
     cfg = model.config
     prunable(cfg)
+    if not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"round_to: must be a positive integer, got {round_to!r}")
     heads_f, mlp_f = parse_amount(heads, "heads"), parse_amount(mlp, "mlp")
     for name, value in (("heads", heads_f), ("mlp", mlp_f)):
         if isinstance(value, int) and value:
@@ -281,6 +285,8 @@ def plan_pruning(
             score = torch.as_tensor(s["neurons"][i]).float()
             n = score.numel()
             k = n - round(mlp_f * n)
+            if round_to > 1 and k % round_to and n % round_to == 0:
+                k = max(round_to, round(k / round_to) * round_to)
             if k < 1:
                 raise ValueError(
                     f"mlp: removing {mlp_f:.0%} of layer {i}'s {n} channels leaves none"

@@ -178,10 +178,9 @@ def load_gguf_quantized(
             weight = _direct(raw, info.ggml_type, info.shape, target, group)
         if weight is not None:
             direct += 1
-            if permuted and ".attn.q_proj." in ours:
-                weight = _permute_rows(weight, _unpermute_index(info.shape[0], cfg.n_heads))
-            elif permuted and ".attn.k_proj." in ours:
-                weight = _permute_rows(weight, _unpermute_index(info.shape[0], cfg.n_kv_heads))
+            if permuted and (".attn.q_proj." in ours or ".attn.k_proj." in ours):
+                heads = info.shape[0] // cfg.layer_head_dim(int(ours.split(".")[1]))
+                weight = _permute_rows(weight, _unpermute_index(info.shape[0], heads))
             quantised[ours] = weight
             continue
         w = transform(ours, dequantize(raw, info.ggml_type, info.shape))

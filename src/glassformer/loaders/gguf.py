@@ -520,8 +520,9 @@ def config_from_header(header: GGUFHeader) -> Config:
     if "token_embd.weight" not in tensors:
         raise ValueError(f"{path}: missing tensor 'token_embd.weight'")
     d_model = meta.int("embedding_length")
-    n_heads = meta.int("attention.head_count")
-    # per-layer arrays (Gemma 4): the family's reader checks them; the first entry stands in
+    # per-layer arrays (Gemma 4, deci): the family's reader checks them; the first entry
+    # stands in
+    n_heads = _first_entry(meta, "attention.head_count")
     n_kv_heads = _first_entry(meta, "attention.head_count_kv", n_heads)
     if n_heads <= 0 or d_model <= 0:
         raise ValueError(f"{path}: bad sizes embedding_length={d_model}, head_count={n_heads}")
@@ -749,7 +750,7 @@ def expected_shapes(
     for i in range(cfg.n_layers):
         p = f"layers.{i}."
         hd, ff = cfg.layer_head_dim(i), cfg.layer_d_ff(i)
-        q_out, kv_out = cfg.n_heads * hd, cfg.layer_n_kv_heads(i) * hd
+        q_out, kv_out = cfg.layer_n_heads(i) * hd, cfg.layer_n_kv_heads(i) * hd
         own_kv = cfg.kv_source(i) is None
         projections = [("q_proj", q_out)]
         projections += [("k_proj", kv_out)] if own_kv else []
@@ -778,7 +779,7 @@ def expected_shapes(
             if own_kv:
                 out[p + "attn.k_norm.weight"] = (kv_out if whole else hd,)
         if cfg.attn_sinks and projections:
-            out[p + "attn.sinks"] = (cfg.n_heads,)
+            out[p + "attn.sinks"] = (cfg.layer_n_heads(i),)
         if post:
             out[p + "post_attn_norm.weight"] = (d,)
         if pre:
@@ -976,6 +977,10 @@ def _unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, head // 2, 2, *rest).swapaxes(1, 2).reshape(w.shape)
 
 
+def _layer_of(ours: str) -> int:
+    return int(ours.split(".")[1])
+
+
 def tensor_transform(cfg: Config, arch: str) -> Callable[[str, np.ndarray], np.ndarray]:
     """(our name, decoded float tensor) -> the tensor our model expects: Q/K rows un-permuted
     where the converter permuted them (llama), a norm offset taken back out (Gemma)."""
@@ -985,11 +990,9 @@ def tensor_transform(cfg: Config, arch: str) -> Callable[[str, np.ndarray], np.n
     def apply(ours: str, w: np.ndarray) -> np.ndarray:
         if ".attn." in ours and cfg.layer_type(int(ours.split(".")[1])) == "linear":
             return _linear_attn_tensor(cfg, ours, w, family.gguf_v_heads_tiled)
-        if family.gguf_rope_permuted:
-            if ".attn.q_proj." in ours:
-                return _unpermute_rope(w, cfg.n_heads)
-            if ".attn.k_proj." in ours:
-                return _unpermute_rope(w, cfg.n_kv_heads)  # type: ignore[arg-type]
+        qk = ".attn.q_proj." in ours or ".attn.k_proj." in ours
+        if family.gguf_rope_permuted and qk:  # per head of head_dim rows
+            return _unpermute_rope(w, w.shape[0] // cfg.layer_head_dim(_layer_of(ours)))
         if family.gguf_norm_offset and ours.endswith("norm.weight"):
             return w - np.float32(1.0)  # the converter stored 1 + w
         return w

