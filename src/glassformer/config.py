@@ -355,6 +355,7 @@ class Config:
     # Which layers let the tokens of one image attend to each other in both directions (text
     # stays causal): "none", "sliding" (the sliding-window layers only: Gemma 4) or "all"
     image_bidirectional: Literal["none", "sliding", "all"] = "none"
+
     # --- structured pruning: per-layer sizes (compression/prune.py; Michel et al. 2019, Minitron
     # 2024). None: every layer has the uniform sizes above. A layer i then has
     # heads_per_layer[i] query heads and kv_heads_per_layer[i] KV heads (a divisor of them, so
