@@ -37,6 +37,8 @@ Activation = Literal["gelu", "gelu_tanh", "silu", "relu"]
 RouterScore = Literal["softmax", "sigmoid"]
 LayerType = Literal["full", "sliding", "linear", "chunked"]
 QKNormScope = Literal["head", "all"]
+Connections = Literal["residual", "denseformer", "mudd", "hyper", "mhc"]
+CONNECTIONS: tuple[str, ...] = ("residual", "denseformer", "mudd", "hyper", "mhc")
 
 # The fields of the encoder-free multimodal embedders (what a text-only HF config lacks)
 MULTIMODAL_FIELDS = (
@@ -368,6 +370,19 @@ class Config:
     d_ff_per_layer: tuple[int, ...] | None = None
     moe_d_ff_per_layer: tuple[int, ...] | None = None
 
+    # --- cross-layer connections (components/connections/) -----------------------------------
+    # How block outputs reach later blocks: "residual" (one stream, x_l = x_{l-1} + f(x_{l-1})),
+    # "denseformer" (a learned average of all earlier block outputs after a block), "mudd"
+    # (dynamic dense connections, separate ones for the query, key, value and residual inputs),
+    # "hyper" (n residual streams mixed by learned width/depth connections) or "mhc" (the same
+    # with the stream mixing kept doubly stochastic). Not expressible in any HF config.
+    connections: Connections = "residual"
+    dense_dilation: int = 1  # DenseFormer: a weighted average reads every k-th earlier output
+    dense_period: int = 1  # DenseFormer: a weighted average after every p-th block only
+    hyper_streams: int = 4  # Hyper-Connections / mHC: expansion rate n (parallel streams)
+    hyper_dynamic: bool = True  # token-dependent connection weights besides the static ones
+    mhc_sinkhorn_iters: int = 20  # mHC: Sinkhorn-Knopp normalisations of the stream mixing
+
     # --- bookkeeping -------------------------------------------------------------------------
     init_std: float = 0.02
     bos_token_id: int | None = None
@@ -539,6 +554,28 @@ class Config:
         self._validate_gemma4()
         self._validate_multimodal()
         self._validate_per_layer_sizes()
+        self._validate_connections()
+
+    def _validate_connections(self) -> None:
+        if self.connections not in CONNECTIONS:
+            raise ValueError(
+                f"connections: expected one of {', '.join(CONNECTIONS)}, got {self.connections!r}"
+            )
+        for name in ("dense_dilation", "dense_period", "hyper_streams", "mhc_sinkhorn_iters"):
+            if not _positive_int(getattr(self, name)):
+                raise ValueError(f"{name}: must be a positive integer, got {getattr(self, name)!r}")
+        if self.connections in ("mudd", "hyper", "mhc"):
+            # these rewire the two sublayers of a block; the ones below act on the whole stream
+            if self.norm_placement == "post":
+                raise ValueError(
+                    f"connections: {self.connections!r} needs a residual stream outside the "
+                    "norms; norm_placement='post' has none"
+                )
+            if self.per_layer_dim or self.layer_scalar:
+                raise ValueError(
+                    f"connections: {self.connections!r} does not take Gemma 4's per-layer "
+                    "inputs or layer scalars (they act on the whole residual stream)"
+                )
 
     def _validate_gpt_oss_fields(self) -> None:
         if self.attn_sinks and self.attention != "mha":

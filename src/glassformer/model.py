@@ -2,6 +2,8 @@
 
     x_0 = Emb(t) (* sqrt(d) for Gemma) (+ P(pos) for learned absolute positions, GPT-2)
     x_l = Block_l(x_{l-1})                                  l = 1 .. n_layers
+          (or another cross-layer topology combines the blocks' outputs:
+          components/connections/, `Config.connections`)
           (Gemma 4: Block_l also reads its per-layer input e_l(t, x_0), and its KV-sharing
           layers the keys and values of an earlier layer)
     logits = W_head Norm(x_L)    (W_head = Emb^T when tied; c * tanh(logits / c) when capped)
@@ -25,6 +27,7 @@ from torch import nn
 
 from glassformer.components.attention import Attention
 from glassformer.components.block import Block
+from glassformer.components.connections import ConnectionModule, make_connections
 from glassformer.components.gated_deltanet import GatedDeltaNet, GatedRMSNorm
 from glassformer.components.head_loss import IGNORE, head_weight, linear_cross_entropy
 from glassformer.components.kv_cache import KVCache
@@ -61,6 +64,7 @@ class Transformer(nn.Module):
         self.vision_embed = VisionEmbedder(config) if config.vision_patch_size else None
         self.audio_embed = AudioEmbedder(config) if config.audio_frame_size else None
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.connections = make_connections(config)  # None: the plain residual stream
         self.final_norm = make_norm(config)
         self.lm_head = (
             None
@@ -125,6 +129,8 @@ class Transformer(nn.Module):
                 nn.init.normal_(module.pos_embedding, 0.0, std)
             elif isinstance(module, RotaryEmbedding | nn.Conv1d | GatedRMSNorm):
                 continue  # no weights, or set by their GatedDeltaNet above
+            elif isinstance(module, ConnectionModule):
+                continue  # its paper's initialisation, below
             elif hasattr(module, "weight") and isinstance(module.weight, nn.Parameter):
                 # norms: identity scale (Gemma's (1 + w) form stores zeros)
                 if getattr(module, "unit_offset", False):
@@ -133,6 +139,8 @@ class Transformer(nn.Module):
                     nn.init.ones_(module.weight)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
+        if self.connections is not None:
+            self.connections.reset_parameters(std)
 
     # --- attention implementation ---------------------------------------------------------------
     def set_attention_impl(self, impl: str) -> None:
@@ -260,17 +268,22 @@ class Transformer(nn.Module):
         shared_kv: dict | None = {} if self.config.n_kv_shared_layers else None
         # RoPE needs no per-row offsets for left padding: q.k depends only on p_i - p_j.
         rope = self.rope_tables(positions, x.dtype)
+        topology = self.connections
+        state = topology.start(x) if topology is not None else None
         for i, block in enumerate(self.layers):
             use_rope = rope and self.config.uses_rope(i)
             layer_rope = rope.get(self.config.layer_type(i)) if use_rope else None
             layer_cache = cache.layers[i] if cache is not None else None
             layer_input = per_layer[:, :, i] if per_layer is not None else None
-            if blocks is not None and self.config.image_blocks_bidirectional(i):
-                x = block(
-                    x, layer_rope, positions, layer_cache, key_valid, layer_input, shared_kv, blocks
-                )
-                continue
-            x = block(x, layer_rope, positions, layer_cache, key_valid, layer_input, shared_kv)
+            bidirectional = blocks is not None and self.config.image_blocks_bidirectional(i)
+            image = blocks if bidirectional else None
+            args = (layer_rope, positions, layer_cache, key_valid, layer_input, shared_kv, image)
+            if topology is None:
+                x = block(x, *args)
+            else:  # the blocks produce outputs, the topology combines them
+                state = topology.layer(i, block, state, args)
+        if topology is not None:
+            x = topology.finish(state)
         if cache is not None:
             cache.length += t
         return x, positions, rope

@@ -184,3 +184,22 @@ def test_html_option_writes_a_page(tmp_path: Path) -> None:
     assert "explorer-data" in text and "tiny-gemma3" in text
     assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")  # no network
     assert "https://" not in text
+
+
+def test_compare_cross_layer_connections() -> None:
+    """MODEL+CONNECTIONS switches the topology; the table shows what each costs."""
+    models = ["tiny", "tiny+denseformer", "tiny+mudd", "tiny+hyper", "tiny+mhc"]
+    code, out = invoke("compare", *models, "--mode", "train", "--json")
+    assert code == 0, out
+    results = json.loads(out)["models"]
+    assert [m["connections"]["kind"] for m in results] == [
+        "residual", "denseformer", "mudd", "hyper", "mhc"
+    ]  # fmt: skip
+    base = results[0]
+    for m in results[1:]:
+        assert m["params_total"] == base["params_total"] + m["connections"]["params"]
+        assert m["memory"]["total_bytes"] > base["memory"]["total_bytes"]
+    code, out = invoke("compare", *models, "--mode", "train")
+    assert code == 0 and "saved for backward" in out and "tiny+mhc" in out
+    code, out = invoke("explore", "tiny+hyperr")
+    assert code == 2

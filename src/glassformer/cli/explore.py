@@ -1,7 +1,9 @@
 """`glassformer explore` and `glassformer compare`: the Transformer Math Explorer on the CLI.
 
 MODEL is a preset name, an HF config.json, an HF model directory or a GGUF file (its metadata
-only: no weights are read or allocated). The cost model is `glassformer.explorer`.
+only: no weights are read or allocated), optionally followed by `+CONNECTIONS` to switch the
+cross-layer topology (`tiny+denseformer`, `tiny+mudd`, `tiny+hyper`, `tiny+mhc`; see
+`Config.connections`). The cost model is `glassformer.explorer`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import typer
 
-from glassformer.config import Config
+from glassformer.config import CONNECTIONS, Config
 
 MODES = ("prefill", "decode", "train")
 DTYPE_NAMES = ("bf16", "fp16", "fp32", "fp8", "int8", "int4")
@@ -27,6 +29,9 @@ def load_model_config(model: str) -> Config:
     from glassformer.cli.errors import reading
     from glassformer.loaders.resolve import KNOWN_MODELS, resolve_config
 
+    base, plus, topology = model.rpartition("+")
+    if plus and topology in CONNECTIONS and not Path(model).exists():
+        return load_model_config(base).replace(connections=topology, name=model)
     path = Path(model)
     if path.suffix == ".gguf" and not path.exists():
         raise ValueError(f"{model}: no such GGUF file")
@@ -73,7 +78,11 @@ EXPLORE_HTML = typer.Option(None, "--html", help="Write the interactive page her
 COMPARE_HTML = typer.Option(
     None, "--html", help="Write one page per model: FILE with the model name appended."
 )
-MODELS_ARG = typer.Argument(..., help="Two or more models (presets or paths).")
+MODELS_ARG = typer.Argument(
+    ...,
+    help="Two or more models (presets or paths); MODEL+CONNECTIONS switches the cross-layer "
+    "topology: +denseformer, +mudd, +hyper, +mhc (e.g. tiny tiny+hyper).",
+)
 
 
 def _settings(

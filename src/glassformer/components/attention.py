@@ -101,12 +101,16 @@ class Attention(nn.Module):
         key_valid: torch.Tensor | None = None,
         shared_kv: dict[int, tuple] | None = None,
         blocks: torch.Tensor | None = None,
+        kv_inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """`shared_kv` (KV sharing only): layer -> the keys and values it attended to in this
         forward pass, filled by the layers that hand them on, read by the ones that share.
         `blocks` [B, positions]: image block ids whose tokens see each other both ways on this
-        layer (`kv_cache.with_image_blocks`), or None."""
+        layer (`kv_cache.with_image_blocks`), or None.
+        `kv_inputs`: what the keys and the values are projected from when it is not `x`
+        (MUDDFormer's separate key and value streams, components/connections/mudd.py)."""
         b, t, _ = x.shape
+        x_k, x_v = (x, x) if kv_inputs is None else kv_inputs
         q = self.q_proj(x)
         gate = None
         if self.gated:
@@ -118,8 +122,8 @@ class Attention(nn.Module):
             source = shared_kv[self.kv_source]
             out = self._attend_shared(q, rope, positions, source, key_valid, blocks)
         else:
-            k = self.k_proj(x)
-            v = k if self.v_proj is None else self.v_proj(x)  # keys-equal-values: k before norm
+            k = self.k_proj(x_k)
+            v = k if self.v_proj is None else self.v_proj(x_v)  # keys-equal-values: k before norm
             k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
             v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
             if self.v_norm is not None:

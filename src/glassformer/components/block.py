@@ -79,24 +79,49 @@ class Block(nn.Module):
         if self.placement == "post":
             x = self.attn_norm(x + self.mix(x, rope, positions, cache, key_valid, None, blocks))
             return self.mlp_norm(x + self.mlp(x))
-        h = self.mix(
-            _maybe(self.attn_norm, x), rope, positions, cache, key_valid, shared_kv, blocks
-        )
-        if self.post_attn_norm is not None:
-            h = self.post_attn_norm(h)
-        x = x + h
-        h = self.mlp(_maybe(self.mlp_norm, x))
-        if self.moe is not None:
-            h = self.moe(x, h)
-        if self.post_mlp_norm is not None:
-            h = self.post_mlp_norm(h)
-        x = x + h
+        x = x + self.attn_branch(x, rope, positions, cache, key_valid, shared_kv, blocks)
+        x = x + self.mlp_branch(x)
         if self.per_layer_input is not None:
             assert per_layer_input is not None
             x = self.per_layer_input(x, per_layer_input)
         if self.layer_scalar is not None:
             x = x * self.layer_scalar
         return x
+
+    def attn_branch(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        positions: torch.Tensor,
+        cache: Any = None,
+        key_valid: torch.Tensor | None = None,
+        shared_kv: dict | None = None,
+        blocks: torch.Tensor | None = None,
+        kv_inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """What the attention sublayer adds to the residual stream (pre, sandwich and output
+        placements). `kv_inputs`: separate streams the keys and values read (MUDDFormer),
+        normalised by the same norm as `x`."""
+        if kv_inputs is not None:
+            kv_inputs = (_maybe(self.attn_norm, kv_inputs[0]), _maybe(self.attn_norm, kv_inputs[1]))
+            h = self.attn(_maybe(self.attn_norm, x), rope, positions, cache, key_valid,
+                          shared_kv, blocks, kv_inputs)  # fmt: skip
+        else:
+            h = self.mix(
+                _maybe(self.attn_norm, x), rope, positions, cache, key_valid, shared_kv, blocks
+            )
+        if self.post_attn_norm is not None:
+            h = self.post_attn_norm(h)
+        return h
+
+    def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """What the feed-forward sublayer adds to the residual stream `x`."""
+        h = self.mlp(_maybe(self.mlp_norm, x))
+        if self.moe is not None:
+            h = self.moe(x, h)
+        if self.post_mlp_norm is not None:
+            h = self.post_mlp_norm(h)
+        return h
 
     def mix(
         self,

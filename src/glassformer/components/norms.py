@@ -5,8 +5,8 @@ RMSNorm (Zhang & Sennrich 2019):  y = x / sqrt(mean(x^2) + eps) * w
 Gemma's RMSNorm stores w around zero and scales by (1 + w), so a freshly initialised
 (all-zero) weight is the identity scale.
 
-Both compute their statistics in float32 whatever the input dtype: in half precision the mean of
-squares of a wide vector overflows or loses the small components.
+Both compute their statistics in float32 (or the input's dtype when wider): in half precision
+the mean of squares of a wide vector overflows or loses the small components.
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ from torch import nn
 from glassformer.config import Config
 
 
+def at_least_f32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or in its own dtype when wider (float64 stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6, unit_offset: bool = False) -> None:
         super().__init__()
@@ -26,11 +31,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
+        x32 = at_least_f32(x)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         if self.unit_offset:
             # Gemma multiplies in float32 before casting back.
-            return (x32 * (1.0 + self.weight.float())).type_as(x)
+            return (x32 * (1.0 + at_least_f32(self.weight))).type_as(x)
         return self.weight * x32.type_as(x)
 
     def extra_repr(self) -> str:
@@ -40,7 +45,7 @@ class RMSNorm(nn.Module):
 def unit_rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm without a learned scale, x / sqrt(mean(x^2) + eps) over the last dim, computed in
     float32 (Llama 4's q/k norm, which HF calls an L2 norm; Gemma 4's value heads and router)."""
-    x32 = x.float()
+    x32 = at_least_f32(x)
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).type_as(x)
 
 

@@ -343,7 +343,38 @@ def analyze(
         result["linear_attention"] = linear_attention_summary(
             cfg, mode, seq, batch, dt, section_out
         )
+    result["connections"] = connections_summary(cfg, env, dt, ops_out)
     return result
+
+
+def connections_summary(
+    cfg: Config, env: dict[str, Number], dt: DType, ops_out: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What the cross-layer topology adds (explorer/connections.py): its parameters, FLOPs and
+    traffic (its own ops: the connections section and the ops inside the blocks that belong
+    to it), the activations it keeps alive across layers, and in training what it saves for
+    the backward pass beyond the plain residual adds it replaces."""
+    from glassformer.explorer.connections import connection_params, resident_per_token
+
+    mine = [
+        r for r in ops_out
+        if r["section"] == "connections"
+        or "_hc." in r["name"] or r["name"].startswith("attn_norm_")
+        or (cfg.connections in ("hyper", "mhc") and r["name"].endswith("_residual"))
+    ]  # fmt: skip
+    tokens = env["B"] * env["T"]
+    return {
+        "kind": cfg.connections,
+        "params": connection_params(cfg),
+        "flops_matmul": sum(r["flops_matmul"] * r["count"] for r in mine),
+        "flops_other": sum(r["flops_other"] * r["count"] for r in mine),
+        "bytes": sum(r["bytes"] * r["count"] for r in mine),
+        "saved_bytes": sum(r["saved_bytes"] * r["count"] for r in mine),
+        "resident_bytes": resident_per_token(cfg) * tokens * dt.act_bytes,
+        "note": "resident: activations held across layers beyond the plain stream's one "
+        "(stored block outputs; the extra streams); Hyper-Connections' depth updates are "
+        "counted whole (they replace the residual adds)",
+    }
 
 
 def parameter_counts(cfg: Config) -> dict[str, int]:
@@ -392,9 +423,21 @@ def memory(
     if mode != "train":
         # transient activations: the largest single op output (buffers are reused layer to
         # layer); logits dominate in prefill
-        transient = max((r["bytes_written"] for r in ops_out if r["kind"] != "cache"), default=0)
-        out["activations_bytes"] = transient
-        out["total_bytes"] = weights + kv + transient
+        transient = max(
+            (
+                r["bytes_written"]
+                for r in ops_out
+                # the connections section's ops sum over layers; each output is a d-vector
+                if r["kind"] != "cache" and r["section"] != "connections"
+            ),
+            default=0,
+        )
+        # cross-layer connections keep earlier block outputs (or extra streams) alive
+        from glassformer.explorer.connections import resident_per_token
+
+        resident = resident_per_token(cfg) * env["B"] * env["T"] * dt.act_bytes
+        out["activations_bytes"] = transient + resident
+        out["total_bytes"] = weights + kv + transient + resident
     else:
         n_params = sum(op.params * s.count for s in sections for op in s.ops)
         master = 4 * n_params if dt.weight_bytes < 4 else 0

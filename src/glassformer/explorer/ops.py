@@ -1101,6 +1101,33 @@ def block_ops(
     if cfg.layer_scalar:
         ops.append(layer_scalar_op(ops[-1].name, n, lead, d))
     _fusion_from_ir(cfg, layer, ops, n)
+    if cfg.connections != "residual":
+        ops = _with_connections(cfg, layer, ops, n, lead)
+    return ops
+
+
+def _with_connections(
+    cfg: Config, layer: int, ops: list[Op], n: Value, lead: tuple[Value, ...]
+) -> list[Op]:
+    """A block's ops under a cross-layer topology (explorer/connections.py): Hyper-Connections
+    around each sublayer; MUDDFormer's key and value streams through the attention norm."""
+    from glassformer.components.connections.mudd import splits_kv
+    from glassformer.explorer.connections import hyper_sublayer_ops
+
+    names = [op.name for op in ops]
+    if cfg.connections in ("hyper", "mhc"):
+        attn_width, attn_depth = hyper_sublayer_ops(cfg, "attn", n, lead)
+        mlp_width, mlp_depth = hyper_sublayer_ops(cfg, "mlp", n, lead)
+        a, m = names.index("attn_residual"), names.index("mlp_residual")
+        return [*attn_width, *ops[:a], attn_depth, *mlp_width, *ops[a + 1 : m], mlp_depth,
+                *ops[m + 1 :]]  # fmt: skip
+    if cfg.connections == "mudd" and splits_kv(cfg, layer) and "attn_norm" in names:
+        i = names.index("attn_norm")
+        extra = []
+        for stream in ("k", "v"):
+            op = norm(cfg, f"attn_norm_{stream}", "x", n, lead, cfg.d_model, None)
+            extra.append(replace(op, params=0, w_read=0, note="the attention norm, shared"))
+        return [*ops[: i + 1], *extra, *ops[i + 1 :]]
     return ops
 
 
@@ -1313,6 +1340,12 @@ def build_sections(
         title = f"{layers.describe()} ({desc})"
         ops = block_ops(cfg, layers.first, fwd_mode, tokens, cache, order)
         sections.append(Section(key, title, "block", layers, ops))
+    if cfg.connections != "residual":
+        from glassformer.explorer.connections import section_ops
+
+        title = f"cross-layer connections ({cfg.connections})"
+        conn = section_ops(cfg, tokens)
+        sections.append(Section("connections", title, "connections", LayerSpans(), conn))
     last = "x"
     head = head_ops(cfg, tokens, last, train)
     sections.append(Section("head", "final norm and LM head", "head", LayerSpans(), head))

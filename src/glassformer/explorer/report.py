@@ -273,6 +273,15 @@ COMPARE_ROWS: list[tuple[str, Any]] = [
     ("bound", lambda a: a["roofline"]["bound"]),
     ("tokens/s", lambda a: si(a["roofline"]["tokens_per_s"])),
     ("memory needed", lambda a: nbytes(a["memory"]["total_bytes"])),
+    ("connections", lambda a: a["connections"]["kind"]),
+    ("  their params", lambda a: si(a["connections"]["params"])),
+    (
+        "  their FLOPs (mm + other)",
+        lambda a: si(a["connections"]["flops_matmul"] + a["connections"]["flops_other"], "FLOP"),
+    ),
+    ("  their traffic", lambda a: nbytes(a["connections"]["bytes"])),
+    ("  activations held", lambda a: nbytes(a["connections"]["resident_bytes"])),
+    ("  saved for backward", lambda a: nbytes(a["connections"]["saved_bytes"])),
     (
         "epilogue fusion saves",
         lambda a: (

@@ -641,6 +641,7 @@ def _rope_to_hf(theta: float, s: RopeScaling | None, fraction: float) -> dict[st
 def config_to_hf(cfg: Config) -> dict[str, Any]:
     """The HF `config.json` dict of the config's family (refused when the family cannot
     express the config: the first field that would change is named)."""
+    refuse_connections(cfg)
     family = get_family(infer_model_type(cfg))
     if not cfg.multimodal:
         return _to_hf(cfg, family)
@@ -660,6 +661,15 @@ def config_to_hf(cfg: Config) -> dict[str, Any]:
                 f"(it would become {getattr(back, name)!r})"
             )
     return out
+
+
+def refuse_connections(cfg: Config) -> None:
+    """HF's configs and weights know only the plain residual stream."""
+    if cfg.connections != "residual":
+        raise ValueError(
+            f"connections: {cfg.connections!r} has no HF equivalent (HF models have the plain "
+            "residual stream only); save the model in glassformer's own format instead"
+        )
 
 
 def _to_hf(cfg: Config, family: Family) -> dict[str, Any]:

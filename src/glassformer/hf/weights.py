@@ -79,6 +79,9 @@ def family_of(config: Config) -> Family:
 
 def weight_rules(config: Config) -> list[Rule]:
     """Every tensor of the model, with its HF name(s) and layout change."""
+    from glassformer.hf.config import refuse_connections
+
+    refuse_connections(config)
     family = family_of(config)
     if family.hf_layout == "gpt2":
         return _gpt2_rules(config)
