@@ -229,3 +229,22 @@ def test_sinkhorn_is_doubly_stochastic() -> None:
     res = alpha[..., 1:]
     assert (res.sum(-1) - 1).abs().max().item() <= 1e-5
     assert (res.sum(-2) - 1).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("kind", PRESERVING)
+def test_diagnostics_read_each_layer(kind: str) -> None:
+    """The per-layer hidden states the diagnostics read (embeddings, then each block's
+    output): at the function-preserving init they are the plain network's."""
+    from glassformer.diagnostics.activations import collect_hidden_states
+
+    cfg = tiny()
+    plain = Transformer(cfg).eval()
+    model = Transformer(cfg.replace(connections=kind)).eval()
+    model.load_state_dict(plain.state_dict(), strict=False)
+    ids = torch.randint(0, 61, (1, 9))
+    with torch.no_grad():
+        ours, ref = collect_hidden_states(model, ids), collect_hidden_states(plain, ids)
+    assert len(ours) == len(ref) == cfg.n_layers + 1
+    for a, b in zip(ours, ref, strict=True):
+        assert (a - b).abs().max().item() <= 1e-6
+    assert not hasattr(model.connections, "__dict__") or "layer" not in vars(model.connections)

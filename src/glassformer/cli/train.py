@@ -238,6 +238,11 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--set", help="Override a model config field: --set n_layers=6."),
         ] = None,
+        connections: str = typer.Option(
+            None,
+            help="Cross-layer topology: residual | denseformer | mudd | hyper | mhc (their "
+            "settings with --set, e.g. --set hyper_streams=2; docs/connections.md).",
+        ),
         data: str = typer.Option(None, help="Prepared data dir (default: the default corpus)."),
         tokenizer: str = typer.Option(None, help="Tokenizer for the default corpus."),
         vocab_size: int = typer.Option(None, help="Vocab of the auto-trained tokenizer."),
@@ -319,7 +324,10 @@ def register(app: typer.Typer) -> None:
 
         with _errors():
             n_threads = _threads(threads)
-            model_config = _load_model_config(preset, config, _parse_sets(set_))
+            sets = _parse_sets(set_)
+            if connections is not None:
+                sets["connections"] = connections
+            model_config = _load_model_config(preset, config, sets)
         tc = TrainConfig(
             out=out,
             preset=preset,

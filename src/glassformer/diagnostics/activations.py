@@ -139,6 +139,8 @@ def collect_hidden_states(model: nn.Module, input_ids: torch.Tensor) -> list[tor
     every architecture the model supports, including post-norm and sandwich blocks.
     """
     outputs: list[torch.Tensor] = []
+    if getattr(model, "connections", None) is not None:
+        return _topology_hidden_states(model, input_ids)
     hooks = []
     first = model.layers[0]
 
@@ -155,6 +157,31 @@ def collect_hidden_states(model: nn.Module, input_ids: torch.Tensor) -> list[tor
     finally:
         for h in hooks:
             h.remove()
+    return outputs
+
+
+def _topology_hidden_states(model: nn.Module, input_ids: torch.Tensor) -> list[torch.Tensor]:
+    """`collect_hidden_states` under a cross-layer topology (components/connections/), whose
+    blocks may be called sublayer by sublayer: the topology's own per-layer representation
+    (`hidden`), read after each of its steps."""
+    conn = model.connections
+    outputs: list[torch.Tensor] = []
+    start, layer = conn.start, conn.layer
+
+    def traced_start(x: torch.Tensor) -> Any:
+        outputs.append(x.detach())
+        return start(x)
+
+    def traced_layer(i: int, block: nn.Module, state: Any, args: Any) -> Any:
+        state = layer(i, block, state, args)
+        outputs.append(conn.hidden(state).detach())
+        return state
+
+    conn.start, conn.layer = traced_start, traced_layer  # instance attributes, removed below
+    try:
+        model.hidden_states(input_ids)
+    finally:
+        del conn.start, conn.layer
     return outputs
 
 

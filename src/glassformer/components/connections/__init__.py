@@ -28,6 +28,8 @@ computed in the same call.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -40,6 +42,11 @@ class ConnectionModule(nn.Module):
 
     def reset_parameters(self, std: float) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def hidden(self, state: Any) -> torch.Tensor:
+        """The representation after a layer, [B, T, d], for diagnostics (a topology's state
+        may hold several)."""
+        raise NotImplementedError  # pragma: no cover - overridden by the topologies
 
 
 def make_connections(config: Config) -> ConnectionModule | None:

@@ -79,6 +79,9 @@ class DenseFormer(ConnectionModule):
     def finish(self, state: tuple[list[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         return state[1]
 
+    def hidden(self, state: tuple[list[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        return state[0][-1]  # the block's output X_i
+
     def weights(self) -> torch.Tensor:
         """[n_layers, n_layers + 1]: alpha_{i,j} (row i-1 the DWA after block i; NaN where
         there is no weight), for heat maps."""

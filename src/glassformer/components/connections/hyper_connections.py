@@ -143,3 +143,6 @@ class HyperConnections(ConnectionModule):
 
     def finish(self, h: torch.Tensor) -> torch.Tensor:
         return h.mean(dim=-2)
+
+    def hidden(self, h: torch.Tensor) -> torch.Tensor:
+        return h.mean(dim=-2)  # what the final norm would read here

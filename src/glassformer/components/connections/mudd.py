@@ -118,3 +118,6 @@ class MUDD(ConnectionModule):
 
     def finish(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         return self.dense[-1](outputs)[0]
+
+    def hidden(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        return outputs[-1]  # the block's output X_i
