@@ -1207,6 +1207,13 @@ def head_ops(
         )
         last = f"{prefix}logit_softcap"
     if train:
+        # The loss kernel keeps the logits and their gradient on chip: the group saves what
+        # its IR node counts (`fusion.head.HeadLoss.traffic`), the soft-cap's share above
+        # included; `_to_train` doubles this forward figure.
+        from glassformer.fusion.head import head_node
+
+        t = head_node(cfg).traffic()
+        per_token = t["unfused"] - t["fused"] - (4 * v if cfg.final_logit_softcap else 0)
         ops.append(
             Op(
                 f"{prefix}cross_entropy",
@@ -1218,8 +1225,7 @@ def head_ops(
                 a_write=n,
                 saved=n * v,
                 fuse_into=f"{prefix}lm_head",
-                # fused linear cross-entropy: logits never reach HBM (written once, read once)
-                fused_saved=2 * n * v,
+                fused_saved=n * per_token / 2,
             )
         )
     return ops

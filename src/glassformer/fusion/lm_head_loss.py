@@ -22,14 +22,15 @@ path's chunked C loss): a float32 sum over rows whose label is not IGNORE, optio
 soft-capping, gradients in the dtypes of h and W. The GEMMs accumulate in float32 from the
 inputs' dtype (bf16 in, float32 accumulate, as cuBLAS does).
 
-The kernels run on a GPU, or on the CPU under Triton's interpreter (`TRITON_INTERPRET=1`, set
-before triton is imported), which is how the tests check them against PyTorch.
+This is the kernel of the IR's LM-head node (`fusion/head.py`, which also counts its traffic
+for the explorer). The kernels run on a GPU, or on the CPU under Triton's interpreter
+(`TRITON_INTERPRET=1`, set before triton is imported), which is how the tests check them
+against PyTorch.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 
@@ -43,7 +44,6 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
 from glassformer.components.head_loss import IGNORE
 
 __all__ = [
-    "HeadLossEpilogue",
     "available",
     "linear_cross_entropy_triton",
     "tile_sizes",
@@ -62,20 +62,10 @@ def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-@dataclass(frozen=True)
-class HeadLossEpilogue:
-    """What happens to a logit between the head's GEMM and the softmax: the one element-wise
-    op the families use there (Gemma 2's final-logit soft-cap; None = the identity). The
-    cross-row part (logsumexp over the vocabulary, the target pick, ignore_index) is the
-    kernel's own and ends it."""
-
-    softcap: float | None = None
-
-
 def tile_sizes(device: torch.device, dtype: torch.dtype) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_V, BLOCK_D). On a GPU, tiles an H100's tensor cores keep busy; under the
-    interpreter (numpy, one program at a time), the smallest tiles `tl.dot` takes, so odd test
-    shapes cross several tiles in every dimension."""
+    interpreter (numpy, one program at a time), small tiles (`tl.dot` takes 16 and up), so odd
+    test shapes cross several tiles in every dimension."""
     if device.type != "cuda":
         return 16, 64, 32
     if dtype == torch.float32:
