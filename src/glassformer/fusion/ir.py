@@ -347,8 +347,6 @@ class _Builder:
                     )
                 )
                 x = f"{which}_n"
-                if scope_all:
-                    group = width
             if which == "v" and c.v_norm:
                 steps.append(
                     Step(

@@ -1,0 +1,174 @@
+"""`fuse(model)`: the model's blocks on the kernels generated from their fusion IR.
+
+Each block keeps its modules and weights; `FusedBlock` runs its forward as the IR's nodes: the
+GEMM nodes through their generated Triton kernels (`kernels.run`, wrapped in an
+`autograd.Function` so training works), the opaque nodes through the block's own modules
+(attention with its cache and mask, MLA's latent expansion, the router and experts). A block
+whose layer the generator does not cover (a linear-attention layer, gated attention, Gemma 4's
+per-layer inputs, KV sharing, post-norm, a LayerNorm prologue) runs its plain forward.
+
+The kernels run on a GPU, or on the CPU under Triton's interpreter (TRITON_INTERPRET=1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from glassformer.components.block import Block
+from glassformer.fusion.codegen import unsupported
+from glassformer.fusion.ir import BlockProgram, Gemm, block_program
+from glassformer.fusion.kernels import node_apply
+
+__all__ = ["FusedBlock", "fuse", "why_unfused"]
+
+
+def why_unfused(model: nn.Module, layer: int) -> str | None:
+    """Why `fuse` leaves `layer` on its plain forward (None: it runs the kernels)."""
+    cfg = model.config
+    block = model.layers[layer]
+    if cfg.layer_type(layer) == "linear":
+        return "linear-attention layer"
+    if cfg.norm_placement not in ("pre", "sandwich"):
+        return f"norm_placement {cfg.norm_placement!r}"
+    if cfg.norm != "rmsnorm":
+        return f"norm {cfg.norm!r}"
+    if block.moe is not None or block.per_layer_input is not None or block.layer_scalar is not None:
+        return "Gemma 4 block extras"
+    if cfg.attention != "mla":
+        attn = block.attn
+        if attn.gated or attn.v_norm is not None or attn.temperature is not None:
+            return "gated attention, value norm or query temperature"
+        if attn.k_proj is None or attn.v_proj is None or attn.hands_on_kv:
+            return "KV sharing or keys as values"
+        if cfg.qk_norm and cfg.qk_norm_scope != "head":
+            return "QK-norm over the whole projection"
+    for node in block_program(cfg, layer).gemms:
+        why = unsupported(node)
+        if why and not node.experts:
+            return f"{node.name}: {why}"
+    return None
+
+
+class FusedBlock:
+    """The forward of a `Block` whose GEMM nodes run generated kernels. `fuse` installs it as
+    the block's `forward`, so the block keeps its modules, parameter names and state dict."""
+
+    def __init__(self, block: Block, program: BlockProgram, mla: bool) -> None:
+        self.block = block
+        self.plain = block.forward
+        self.program = program
+        self.mla = mla
+        self.nodes = {n.name: n for n in program.gemms}
+        self.params = dict(block.named_modules())
+
+    def _run(self, name: str, x: torch.Tensor, **kw: Any) -> dict[str, torch.Tensor]:
+        return node_apply(self.nodes[name], self.params, x, **kw)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        positions: torch.Tensor,
+        cache: Any = None,
+        key_valid: torch.Tensor | None = None,
+        per_layer_input: torch.Tensor | None = None,
+        shared_kv: dict | None = None,
+        *rest: Any,
+    ) -> torch.Tensor:
+        if rest or shared_kv:
+            return self.plain(
+                x, rope, positions, cache, key_valid, per_layer_input, shared_kv, *rest
+            )
+        b, t, d = x.shape
+        rows = x.reshape(b * t, d)
+        pos = {"positions": t}
+        rot = {"cos": rope[0], "sin": rope[1]} if rope is not None else {}
+        attn = self.block.attn
+        if self.mla:
+            out = self._mla(rows, b, t, rot, positions, cache, key_valid)
+        else:
+            q = self._run("attn.q_proj", rows, loads=rot, **pos)["q"]
+            k = self._run("attn.k_proj", rows, loads=rot, **pos)["k"]
+            v = self._run("attn.v_proj", rows, **pos)["v"]
+            hd, h, hk = attn.head_dim, attn.n_heads, attn.n_kv_heads
+            q = q.view(b, t, h, hd).transpose(1, 2)
+            k = k.view(b, t, hk, hd).transpose(1, 2)
+            v = v.view(b, t, hk, hd).transpose(1, 2)
+            k, v, key_positions = attn._append_to_cache(k, v, positions, cache, q.dtype)
+            out = attn._attend(q, k, v, positions, key_positions, key_valid, cache is not None)
+        name = "attn.o_proj"
+        res = self._run(name, out.reshape(b * t, -1), loads={"x": rows})
+        h_rows = res["h"]
+        if "mlp.gate_up" in self.nodes or "mlp.up_proj" in self.nodes:
+            first = "mlp.gate_up" if "mlp.gate_up" in self.nodes else "mlp.up_proj"
+            a = self._run(first, h_rows, stats=res.get("rstd"))["a"]
+            y = self._run("mlp.down_proj", a, loads={"h": h_rows})["y"]
+            return y.view(b, t, d)
+        # MoE: the router and experts read the normalised tokens (opaque nodes: the modules)
+        hv = h_rows.view(b, t, d)
+        blk = self.block
+        branch = blk.mlp(blk.mlp_norm(hv))
+        if blk.post_mlp_norm is not None:
+            branch = blk.post_mlp_norm(branch)
+        return hv + branch
+
+    def _mla(
+        self,
+        rows: torch.Tensor,
+        b: int,
+        t: int,
+        rot: dict[str, torch.Tensor],
+        positions: torch.Tensor,
+        cache: Any,
+        key_valid: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """MLA's projections as kernels; its latent expansion and attention as in `mla.py`."""
+        from glassformer.components.kv_cache import attention_mask
+        from glassformer.kernels.dispatch import attention
+
+        attn = self.block.attn
+        pos = {"positions": t}
+        if "attn.q_a_proj" in self.nodes:
+            c_q = self._run("attn.q_a_proj", rows)["c_q"]
+            q = self._run("attn.q_b_proj", c_q, loads=rot, **pos)
+        else:
+            q = self._run("attn.q_proj", rows, loads=rot, **pos)
+        q = next(iter(q.values())).view(b, t, attn.n_heads, -1).transpose(1, 2)
+        kv = self._run("attn.kv_a_proj", rows, loads=rot, **pos)
+        c_kv = kv["c_kv"].view(b, t, -1)
+        k_rope = kv["k_rope"].view(b, t, -1) if "k_rope" in kv else None
+        if k_rope is None:  # no rotary positions: the rope key is the projection's tail
+            raise ValueError("fusion: MLA without RoPE is not generated")
+        key_positions = positions
+        if cache is not None:
+            c_kv, k_rope, key_positions = cache.update(c_kv, k_rope, positions)
+        s = c_kv.shape[1]
+        h = attn.n_heads
+        kvx = attn.kv_b_proj(c_kv).view(b, s, h, -1).transpose(1, 2)
+        k_nope, v = kvx.split([attn.nope_dim, attn.v_dim], dim=-1)
+        k = torch.cat((k_nope, k_rope[:, None].expand(b, h, s, attn.rope_dim)), -1)
+        mask = attention_mask(positions, key_positions, attn.window, key_valid, cache is not None)
+        out = attention(q, k, v, mask, scale=attn.scale, impl=attn.impl)
+        return out.transpose(1, 2).reshape(b, t, -1)
+
+
+def fuse(model: nn.Module) -> nn.Module:
+    """Put each block the generator covers on its generated kernels, in place; returns the
+    model. Same parameters, same outputs (to float rounding); gradients flow through the
+    kernels' backward."""
+    cfg = model.config
+    for i, block in enumerate(model.layers):
+        if isinstance(getattr(block, "fused", None), FusedBlock) or why_unfused(model, i):
+            continue
+        fused = FusedBlock(block, block_program(cfg, i), cfg.attention == "mla")
+        block.fused = fused
+        block.forward = fused.forward
+    return model
+
+
+def gemm_nodes(model: nn.Module) -> list[Gemm]:
+    """The GEMM nodes the fused model runs as kernels."""
+    return [n for b in model.layers if hasattr(b, "fused") for n in b.fused.nodes.values()]

@@ -1,0 +1,379 @@
+"""Running a `Gemm` node: its generated Triton kernel, and the reference PyTorch program.
+
+`reference` interprets the node's program op by op on whole tensors (what each kernel must
+equal); `run` launches the kernel `codegen` generates from the same program. Inputs are 2-D
+[rows, width] (rows = batch x tokens); `params` maps a module path of the block (the node's
+weights, the prologue's norm, each step's `param`) to its module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from glassformer.fusion.codegen import _Gen, backward_unsupported, compile_source
+from glassformer.fusion.ir import Gemm, Step
+
+__all__ = ["node_apply", "reference", "run", "tiles"]
+
+
+def tiles(device: torch.device) -> tuple[int, int, int]:
+    """(BM, BK, BN): on a GPU, tiles for tensor cores; under the interpreter, the smallest
+    `tl.dot` takes, so the tiny test shapes cross several tiles."""
+    return (64, 32, 64) if device.type == "cuda" else (32, 32, 32)
+
+
+# --- the reference program -------------------------------------------------------------------
+def _groups(node: Gemm) -> int:
+    g = node.group or node.width
+    return node.width // g
+
+
+def _rope_ref(x: torch.Tensor, node: Gemm, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [M, width] -> RoPE on dims offset..offset+dim of each group (as components/rope.py)."""
+    assert node.rope is not None
+    m = x.shape[0]
+    g = node.group or node.width
+    x = x.view(m, -1, g)
+    o, r = node.rope.offset, node.rope.dim
+    seg = x[..., o : o + r]
+    c, s = cos[:, None], sin[:, None]
+    if node.rope.interleaved:
+        a, b = seg[..., 0::2], seg[..., 1::2]
+        rot = torch.stack((a * c - b * s, b * c + a * s), -1).flatten(-2)
+    else:
+        a, b = seg[..., : r // 2], seg[..., r // 2 :]
+        rot = torch.cat((a * c - b * s, b * c + a * s), -1)
+    return torch.cat((x[..., :o], rot, x[..., o + r :]), -1).reshape(m, -1)
+
+
+def _act_ref(name: str, x: torch.Tensor) -> torch.Tensor:
+    if name == "silu":
+        return torch.nn.functional.silu(x)
+    if name == "relu":
+        return torch.relu(x)
+    if name == "gelu":
+        return torch.nn.functional.gelu(x)
+    return torch.nn.functional.gelu(x, approximate="tanh")
+
+
+def _cols(step: Step, width: int) -> slice:
+    c = step.attrs.get("columns")
+    return slice(*c) if c else slice(0, width)
+
+
+def reference(
+    node: Gemm,
+    params: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    loads: Mapping[str, torch.Tensor] | None = None,
+    gate: torch.Tensor | None = None,
+    stats: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The node's stores, computed in float32 by PyTorch ops (autograd flows through it).
+    `loads`: the tensors its program loads ([rows, width]; cos and sin as [rows, rot/2])."""
+    loads = dict(loads or {})
+    pro = node.prologue
+    xf = x.float()
+    if gate is not None:
+        xf = xf * torch.sigmoid(gate.float())
+    rstd_in = None
+    if pro.norm:
+        w = params[pro.norm].weight.float()
+        rstd_in = torch.rsqrt(xf.pow(2).mean(-1) + pro.eps) if stats is None else stats.float()
+        xf = xf * (1.0 + w if pro.unit_offset else w)
+    a = xf.to(x.dtype)
+    vals: dict[str, torch.Tensor] = {}
+    for acc, path in zip(node.accs, node.weights, strict=True):
+        vals[acc] = a.float() @ params[path].weight.float().t()
+    for s in node.program:
+        v = vals[s.args[0]]
+        if s.op == "row_scale":
+            assert rstd_in is not None
+            out = v * rstd_in[:, None]
+        elif s.op == "bias":
+            out = v + params[s.param].bias.float()
+        elif s.op == "act":
+            out = _act_ref(s.attrs["act"], v)
+        elif s.op == "glu":
+            g, u = v, vals[s.args[1]]
+            alpha, limit, off = s.attrs["alpha"], s.attrs.get("limit"), s.attrs["offset"]
+            if alpha == 1.0 and limit is None and not off:
+                out = _act_ref(s.attrs["act"], g) * u
+            else:
+                if limit is not None:
+                    g, u = g.clamp(max=limit), u.clamp(-limit, limit)
+                out = (u + off) * (g * torch.sigmoid(g * alpha))
+        elif s.op in ("add", "mul"):
+            y = loads[s.args[1]].float() if s.args[1] in loads else vals[s.args[1]]
+            out = v + y if s.op == "add" else v * y
+        elif s.op == "rope":
+            cols = _cols(s, node.width)
+            full = _rope_ref(v, node, loads["cos"].float(), loads["sin"].float())
+            out = full[:, cols]
+        elif s.op == "rms_norm":
+            cols = _cols(s, node.width)
+            seg = v[:, cols]
+            per_head = s.attrs.get("group") == "head"
+            m = seg.shape[0]
+            grp = seg.view(m, -1, node.group) if per_head else seg.view(m, 1, -1)
+            out = grp * torch.rsqrt(grp.pow(2).mean(-1, keepdim=True) + s.attrs["eps"])
+            if s.param:
+                w = params[s.param].weight.float()
+                out = out * (1.0 + w if s.attrs.get("unit_offset") else w)
+            out = out.reshape(m, -1)
+        elif s.op == "rstd":
+            out = torch.rsqrt(v.pow(2).mean(-1) + s.attrs["eps"])
+        else:
+            raise ValueError(f"fusion: {node.name}: step {s.op!r} has no reference")
+        vals[s.out] = out
+    return {st.name: vals[st.name] for st in node.stores}
+
+
+# --- the generated kernel ----------------------------------------------------------------------
+def _source(node: Gemm, ieee: bool, tile: int, widen: bool) -> tuple[_Gen, str]:
+    gen = _Gen(node, tile, ieee, widen)
+    return gen, gen.forward_source()
+
+
+def run(
+    node: Gemm,
+    params: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    loads: Mapping[str, torch.Tensor] | None = None,
+    gate: torch.Tensor | None = None,
+    stats: torch.Tensor | None = None,
+    positions: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """The node's stores from its generated kernel: outputs in x's dtype, statistics in
+    float32. `positions`: tokens per sequence (row r's cos/sin row is r mod positions)."""
+    loads = dict(loads or {})
+    bm, bk, bn = tiles(x.device)
+    gen, src = _source(node, x.dtype == torch.float32, bn, x.device.type != "cuda")
+    fn = compile_source(src, "fwd")
+    m = x.shape[0]
+    args: list[object] = [x.contiguous()]
+    if node.prologue.gate:
+        assert gate is not None
+        args.append(gate.contiguous())
+    if node.prologue.norm:
+        args.append(params[node.prologue.norm].weight)
+        if node.prologue.stats != "loop":
+            assert stats is not None
+            args.append(stats.contiguous())
+    args += [params[w].weight for w in node.weights]
+    for p in gen.params:
+        for k in gen.pkinds(p):
+            args.append(params[p].bias if k == "b" else params[p].weight)
+    args += [loads[name].contiguous() for name in gen.loads]
+    outs = {}
+    for st in node.stores:
+        dtype = torch.float32 if st.f32 else x.dtype
+        outs[st.name] = torch.empty(m, st.width, device=x.device, dtype=dtype)
+        args.append(outs[st.name])
+    args += [m, positions or m]
+    grid = (math.ceil(m / bm), gen.n_groups)
+    fn[grid](*args, BM=bm, BK=bk)
+    # statistics are one float per row: [rows]
+    return {k: (v[:, 0] if v.shape[1] == 1 and k == "rstd" else v) for k, v in outs.items()}
+
+
+# --- autograd ---------------------------------------------------------------------------------
+def node_parameters(node: Gemm, params: Mapping[str, nn.Module]) -> list[torch.Tensor]:
+    """Every parameter the node reads: its weights, its prologue norm's, its steps'."""
+    out = [params[w].weight for w in node.weights]
+    if node.prologue.norm:
+        out.append(params[node.prologue.norm].weight)
+    for s in node.program:
+        if s.param:
+            out.append(params[s.param].bias if s.op == "bias" else params[s.param].weight)
+    return out
+
+
+def run_backward(
+    node: Gemm,
+    params: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    grads: Mapping[str, torch.Tensor | None],
+    loads: Mapping[str, torch.Tensor] | None = None,
+    gate: torch.Tensor | None = None,
+    stats: torch.Tensor | None = None,
+    positions: int | None = None,
+) -> dict[str, torch.Tensor | None]:
+    """Gradients of the node's inputs and parameters from the gradients of its stores: the
+    generated backward kernel gives d(acc_w), the loaded rows' and the row statistics'
+    gradients and the steps' parameter gradients; the GEMM's backward (dX = dacc W,
+    dW = dacc^T X) and the prologue's are PyTorch ops here. Keys: "input", "gate", "stats", each
+    load's name, and each parameter's module path + ".weight"/".bias"; "input" for x."""
+    loads = dict(loads or {})
+    bm, bk, bn = tiles(x.device)
+    gen = _Gen(node, bn, x.dtype == torch.float32, x.device.type != "cuda")
+    fn = compile_source(gen.backward_source(), "bwd")
+    m = x.shape[0]
+    f32 = dict(device=x.device, dtype=torch.float32)
+    pro = node.prologue
+    args: list[object] = [x.contiguous()]
+    if pro.gate:
+        args.append(gate.contiguous())
+    if pro.norm:
+        args.append(params[pro.norm].weight)
+        if pro.stats != "loop":
+            args.append(stats.contiguous())
+    args += [params[w].weight for w in node.weights]
+    pargs = []
+    for p in gen.params:
+        for k in gen.pkinds(p):
+            t = params[p].bias if k == "b" else params[p].weight
+            args.append(t)
+            pargs.append((p, k, t))
+    args += [loads[name].contiguous() for name in gen.loads]
+    for st in node.stores:
+        g = grads.get(st.name)
+        shape = (m,) if st.name == "rstd" else (m, st.width)
+        args.append(torch.zeros(shape, **f32) if g is None else g.float().contiguous())
+    dacc = [torch.zeros(m, node.width, **f32) for _ in node.weights]
+    args += dacc
+    dloads = {
+        name: torch.zeros(m, loads[name].shape[1], **f32)
+        for name in gen.loads
+        if name not in ("cos", "sin")
+    }
+    args += list(dloads.values())
+    drstd = torch.zeros(m, **f32)
+    if pro.norm:
+        args.append(drstd)
+    dparams = [torch.zeros(t.shape, **f32) for _, _, t in pargs]
+    args += dparams
+    args += [m, positions or m]
+    fn[(math.ceil(m / bm), gen.n_groups)](*args, BM=bm, BK=bk)
+
+    # the GEMM and the prologue, in PyTorch: a = prologue(x) as the kernel fed it to tl.dot
+    out: dict[str, torch.Tensor | None] = {}
+    xf = x.float()
+    scale = torch.ones_like(xf)
+    if pro.gate:
+        sg = torch.sigmoid(gate.float())
+        scale = scale * sg
+    if pro.norm:
+        w = params[pro.norm].weight.float()
+        wn = 1.0 + w if pro.unit_offset else w
+        scale = scale * wn
+    a = (xf * scale).to(x.dtype).float()
+    da = torch.zeros_like(xf)
+    for path, d in zip(node.weights, dacc, strict=True):
+        weight = params[path].weight
+        out[path + ".weight"] = (d.t() @ a).to(weight.dtype)
+        da += d @ weight.float()
+    dx = da * scale
+    if pro.gate:
+        wpart = wn if pro.norm else 1.0
+        out["gate"] = (da * xf * wpart * sg * (1 - sg)).to(gate.dtype)
+    if pro.norm:
+        sg_part = sg if pro.gate else 1.0
+        out[pro.norm + ".weight"] = (da * xf * sg_part).sum(0).to(params[pro.norm].weight.dtype)
+        if pro.stats == "loop":  # rstd = (mean(x^2) + eps)^-1/2
+            rstd = torch.rsqrt(xf.pow(2).mean(-1) + pro.eps)
+            dx = dx - (drstd * rstd.pow(3) / x.shape[1])[:, None] * xf
+        else:
+            out["stats"] = drstd.to(stats.dtype)
+    out["input"] = dx.to(x.dtype)
+    for name, d in dloads.items():
+        out[name] = d.to(loads[name].dtype)
+    for (path, kind, t), d in zip(pargs, dparams, strict=True):
+        out[path + (".bias" if kind == "b" else ".weight")] = d.to(t.dtype)
+    return out
+
+
+class _NodeFunction(torch.autograd.Function):
+    """Forward: the generated kernel. Backward: the generated backward kernel and the GEMM's
+    backward in PyTorch (`run_backward`), or, for a program the generator has no backward for,
+    autograd through the reference program recomputed from the saved inputs."""
+
+    @staticmethod
+    def forward(ctx, node, params, names, positions, x, gate, stats, *tensors):  # type: ignore[override]
+        loads = dict(zip(names, tensors[: len(names)], strict=True))
+        outs = run(node, params, x, loads, gate, stats, positions)
+        ctx.node, ctx.params, ctx.names, ctx.positions = node, params, names, positions
+        ctx.save_for_backward(x, gate, stats, *tensors)
+        return tuple(outs[s.name] for s in node.stores)
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[override]
+        x, gate, stats, *tensors = ctx.saved_tensors
+        node, names = ctx.node, ctx.names
+        n_loads = len(names)
+        loads = dict(zip(names, tensors[:n_loads], strict=True))
+        g = {s.name: gr for s, gr in zip(node.stores, grads, strict=True)}
+        if backward_unsupported(node) is None:
+            got = run_backward(node, ctx.params, x, g, loads, gate, stats, ctx.positions)
+            keys = [f"{p}.weight" for p in node.weights]
+            if node.prologue.norm:
+                keys.append(f"{node.prologue.norm}.weight")
+            keys += [
+                f"{s.param}.{'bias' if s.op == 'bias' else 'weight'}"
+                for s in node.program
+                if s.param
+            ]
+            return (
+                None,
+                None,
+                None,
+                None,
+                got.get("input"),
+                got.get("gate"),
+                got.get("stats"),
+                *(got.get(n) for n in names),
+                *(got.get(k) for k in keys),
+            )
+        with torch.enable_grad():
+            xs = [
+                t.detach().requires_grad_(t.requires_grad) if t is not None else None
+                for t in (x, gate, stats)
+            ]
+            lv = {n: t.detach().requires_grad_(t.requires_grad) for n, t in loads.items()}
+            outs = reference(node, ctx.params, xs[0], lv, xs[1], xs[2])
+            everything = (*xs, *lv.values(), *tensors[n_loads:])
+            inputs = [t for t in everything if t is not None and t.requires_grad]
+            pairs = [
+                (outs[s.name], gr)
+                for s, gr in zip(node.stores, grads, strict=True)
+                if gr is not None
+            ]
+            got_t = torch.autograd.grad(
+                [p[0] for p in pairs], inputs, [p[1] for p in pairs], allow_unused=True
+            )
+        it = iter(got_t)
+        result = []
+        for t in everything:
+            gr = next(it) if t is not None and t.requires_grad else None
+            result.append(None if gr is None else gr.to(t.dtype))
+        return (None, None, None, None, *result)
+
+
+def node_apply(
+    node: Gemm,
+    params: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    loads: Mapping[str, torch.Tensor] | None = None,
+    gate: torch.Tensor | None = None,
+    stats: torch.Tensor | None = None,
+    positions: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """`run` with gradients: the node's stores as a dict."""
+    loads = {ld.name: loads[ld.name] for ld in node.loads} if node.loads else {}
+    names = tuple(loads)
+    outs = _NodeFunction.apply(
+        node,
+        params,
+        names,
+        positions,
+        x,
+        gate,
+        stats,
+        *loads.values(),
+        *node_parameters(node, params),
+    )
+    return {s.name: o for s, o in zip(node.stores, outs, strict=True)}
