@@ -25,8 +25,8 @@ except ImportError:
 
 import glassformer as gf
 from glassformer.fusion import fuse
+from glassformer.fusion.blocks import why_unfused
 from glassformer.fusion.codegen import backward_unsupported, unsupported
-from glassformer.fusion.fuse import why_unfused
 from glassformer.fusion.ir import Gemm, block_program
 from glassformer.fusion.kernels import node_parameters, reference, run, run_backward
 from glassformer.fusion.lm_head_loss import available
@@ -211,6 +211,9 @@ def test_fused_model_equals_the_plain_model(family: str) -> None:
         losses.append((logits, loss))
     assert (losses[0][0] - losses[1][0]).abs().max().item() <= 1e-4
     assert abs(losses[0][1].item() - losses[1][1].item()) <= 1e-4
+    # the training loss of forward(labels=) runs the LM-head kernel
+    labelled = [m(ids[:, :-1], labels=ids[:, 1:]) for m in (plain, fused)]
+    assert abs(labelled[0].item() - labelled[1].item()) <= 1e-4 * max(1.0, labelled[0].item())
     fused_params = dict(fused.named_parameters())
     assert fused_params.keys() == dict(plain.named_parameters()).keys()
     for n, p in plain.named_parameters():

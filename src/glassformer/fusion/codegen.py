@@ -35,12 +35,6 @@ from typing import Any
 
 from glassformer.fusion.ir import Gemm, Step
 
-try:  # optional: only the generated kernels need it
-    import triton
-    import triton.language as tl  # noqa: F401  (the generated source uses it)
-except ImportError:  # pragma: no cover
-    triton = None
-
 SUPPORTED_OPS = ("row_scale", "bias", "act", "glu", "rope", "add", "mul", "rms_norm", "rstd")
 ACTS = ("silu", "gelu", "gelu_tanh", "relu")
 
@@ -581,8 +575,11 @@ _CACHE: dict[str, Any] = {}
 
 def compile_source(source: str, name: str) -> Any:
     """triton.jit needs the function's source in a file: write it once per distinct text."""
-    if triton is None:
-        raise RuntimeError("fusion: triton is not installed (pip install triton)")
+    # imported here, not with the package: TRITON_INTERPRET is read when triton is imported
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        raise RuntimeError("fusion: triton is not installed (pip install triton)") from None
     key = hashlib.sha1(source.encode()).hexdigest()[:16]
     if key in _CACHE:
         return getattr(_CACHE[key], name)

@@ -156,10 +156,14 @@ class FusedBlock:
 
 
 def fuse(model: nn.Module) -> nn.Module:
-    """Put each block the generator covers on its generated kernels, in place; returns the
+    """Put each block the generator covers on its generated kernels, and the training loss
+    (`forward(ids, labels=...)`) on the LM-head cross-entropy kernel, in place; returns the
     model. Same parameters, same outputs (to float rounding); gradients flow through the
     kernels' backward."""
+    from glassformer.fusion.lm_head_loss import use_for_training_loss
+
     cfg = model.config
+    use_for_training_loss(model)  # forward(ids, labels=...): the LM head + loss kernel
     for i, block in enumerate(model.layers):
         if isinstance(getattr(block, "fused", None), FusedBlock) or why_unfused(model, i):
             continue
