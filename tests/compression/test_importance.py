@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -35,7 +36,7 @@ def _seq_losses(model: gf.Transformer, ids: torch.Tensor) -> torch.Tensor:
     return ce.view(ids.shape[0], -1).mean(1)
 
 
-# --- the head mask ---------------------------------------------------------------------------------
+# --- the head mask ---
 @pytest.mark.parametrize("name", ["tiny", "tiny-gpt2", "tiny-deepseek-v3", "tiny-mixtral"])
 def test_head_mask_of_ones_changes_nothing_and_zero_removes_the_head(name: str) -> None:
     model = _model(name)
@@ -66,7 +67,7 @@ def test_head_mask_rejects_a_wrong_shape() -> None:
         HeadMask(model, torch.ones(3, 4))
 
 
-# --- each measure against a direct computation ------------------------------------------------------
+# --- each measure against a direct computation ---
 def test_head_gradient_equals_finite_differences_of_the_mask() -> None:
     model = _model("tiny", n_layers=2).double()
     model.set_attention_impl("eager")  # float64 throughout (the CPU causal kernel is float32)
@@ -100,10 +101,7 @@ def test_block_influence_equals_the_direct_cosine() -> None:
             head.layers = head.layers[:n]
             streams.append(head.hidden_states(ids)[0].double())
     expected = torch.stack(
-        [
-            1 - F.cosine_similarity(x, y, dim=-1).mean()
-            for x, y in zip(streams[:-1], streams[1:], strict=True)
-        ]
+        [1 - F.cosine_similarity(x, y, dim=-1).mean() for x, y in itertools.pairwise(streams)]
     )
     torch.testing.assert_close(scores.layers.double(), expected, rtol=0, atol=1e-6)
 
@@ -215,7 +213,7 @@ def test_embedding_channels_sum_the_rms_of_every_stream_norm() -> None:
     torch.testing.assert_close(scores.embedding.double(), expected, rtol=1e-5, atol=1e-6)
 
 
-# --- the Scores record -------------------------------------------------------------------------------
+# --- the Scores record ---
 def test_scores_round_trip_through_json_keeping_nans(tmp_path) -> None:
     model = _model("tiny-deepseek-v3")  # a dense first layer: NaN rows in the expert scores
     scores = compute_importance(model, _ids(model))

@@ -25,7 +25,7 @@ def _stream_norms(model: nn.Module) -> list[nn.Module]:
         for m in (getattr(block, "attn_norm", None), getattr(block, "mlp_norm", None))
         if m is not None
     ]
-    return norms + [model.final_norm]
+    return [*norms, model.final_norm]
 
 
 class EmbeddingChannels:
