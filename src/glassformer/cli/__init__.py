@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "glassformer.cli.export",
     "glassformer.cli.fusion",
     "glassformer.cli.generate",
+    "glassformer.cli.importance",
     "glassformer.cli.info",
     "glassformer.cli.prune",
     "glassformer.cli.serve",
