@@ -26,6 +26,12 @@ def register(app: typer.Typer) -> None:
             "magnitude", help="What decides what goes: importance, magnitude or random."
         ),
         seed: int = typer.Option(0, help="Seed of --by random and of the healing run."),
+        calib_tokens: int = typer.Option(
+            4096,
+            "--calib-tokens",
+            min=1,
+            help="Calibration tokens of the default corpus for --by importance.",
+        ),
         round_to: int = typer.Option(
             32,
             min=1,
@@ -80,9 +86,22 @@ def register(app: typer.Typer) -> None:
         with console.status(f"pruning {model} ..."):
             with reading(source):
                 teacher = load_model(source)
+            scores = None
+            if by == "importance":  # measured on calibration text in the model's tokenizer
+                from glassformer.compression.importance import compute_importance
+                from glassformer.compression.prune import as_score_dict
+                from glassformer.tokenizer import load_tokenizer
+
+                measured = compute_importance(
+                    teacher,
+                    tokenizer=load_tokenizer(source),
+                    tokens=calib_tokens,
+                    measures=("heads", "neurons", "layers"),
+                )
+                scores = as_score_dict(teacher, measured)
             try:
                 plan = plan_pruning(
-                    teacher, heads, mlp, layers, by=by, seed=seed, round_to=round_to
+                    teacher, heads, mlp, layers, by=by, scores=scores, seed=seed, round_to=round_to
                 )
             except ValueError as err:  # a request the model cannot satisfy (too much, ...)
                 raise typer.BadParameter(str(err)) from None

@@ -125,19 +125,31 @@ def _none_to_nan(v: Any) -> Any:
 
 def compute_importance(
     model: nn.Module,
-    windows: torch.Tensor | Sequence[torch.Tensor],
+    windows: torch.Tensor | Sequence[torch.Tensor] | None = None,
     *,
+    tokenizer: Any = None,
+    tokens: int = 4096,
+    seq_len: int = 256,
+    seed: int = 0,
     measures: Sequence[str] = MEASURES,
     batch_size: int = 4,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Scores:
     """The scores of `model` over calibration `windows` ([n, seq_len] token ids, or a list of
-    [b, seq_len] batches). `measures`: which of MEASURES to compute ("attention": entropy and
+    [b, seq_len] batches); without windows, over `tokens` tokens of the default corpus encoded
+    by `tokenizer` (`calibration.calibration_windows`, in windows of `seq_len`, document order
+    seeded by `seed`). `measures`: which of MEASURES to compute ("attention": entropy and
     confidence; the others as named), fewer for speed. `progress(stage, done, total)` is called
     after each batch."""
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
         raise ValueError(f"measures: unknown {unknown}, expected some of {', '.join(MEASURES)}")
+    if windows is None:
+        if tokenizer is None:
+            raise ValueError("windows: give calibration windows, or a tokenizer to cut them")
+        from glassformer.compression.calibration import calibration_windows
+
+        windows = calibration_windows(tokenizer, tokens, seq_len, seed)
     batches = list(windows.split(batch_size)) if torch.is_tensor(windows) else list(windows)
     if not batches or batches[0].dim() != 2 or batches[0].shape[1] < 2:
         raise ValueError("windows: expected token ids [n, seq_len] with n >= 1, seq_len >= 2")
