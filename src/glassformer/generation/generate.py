@@ -114,10 +114,13 @@ def generate(
     prompts: str | Sequence[str] | Sequence[Sequence[int]],
     config: GenerationConfig | None = None,
     on_text: Callable[[int, str], None] | None = None,
+    media: dict[str, torch.Tensor] | None = None,
 ) -> Generation | list[Generation]:
     """Generate continuations of one prompt (returns a Generation) or a batch (a list).
 
     `prompts` may be text or token ids. `on_text(row, text)` receives streamed text pieces.
+    `media`: the multimodal keyword inputs of the prompt's prefill (`pixel_values`, ...: see
+    `glassformer.multimodal.prepare`), for one prompt whose ids hold their placeholders.
     """
     config = config or GenerationConfig()
     single = isinstance(prompts, str) or (
@@ -166,7 +169,10 @@ def generate(
 
     n_text = _n_text(model, tokenizer)
     start = time.perf_counter()
-    logits = model(input_ids, cache, attention_mask=mask if padded else None)[:, -1, :n_text]
+    if media and (batch > 1 or padded):
+        raise ValueError("media: given for one unpadded prompt only")
+    logits = model(input_ids, cache, attention_mask=mask if padded else None, **(media or {}))
+    logits = logits[:, -1, :n_text]
     _check_finite(logits, 0)
     prefill_seconds = time.perf_counter() - start
     for result in results:

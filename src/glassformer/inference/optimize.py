@@ -83,14 +83,16 @@ class InferenceTransformer(Transformer):
         cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
         last_only: bool = False,
+        **media: torch.Tensor | None,
     ) -> torch.Tensor:
-        """As `Transformer.forward`; with `last_only`, logits [batch, 1, vocab] of the last
-        position only."""
-        if input_ids.shape[1] == 1 and cache is not None and attention_mask is None:
+        """As `Transformer.forward` (`media`: its multimodal keyword inputs); with `last_only`,
+        logits [batch, 1, vocab] of the last position only."""
+        media = {k: v for k, v in media.items() if v is not None}
+        if input_ids.shape[1] == 1 and cache is not None and attention_mask is None and not media:
             plan = self.decode_plan(cache)
             if plan is not None:
                 return plan.step(input_ids[:, 0]).clone()[:, None]
-        hidden, _, _ = self.hidden_states(input_ids, cache, attention_mask)
+        hidden, _, _ = self.hidden_states(input_ids, cache, attention_mask, **media)
         if last_only:
             hidden = hidden[:, -1:]
         return self.head(self.final_norm(hidden))
@@ -247,6 +249,7 @@ def _fuse(model: Transformer) -> None:
             and attn.sinks is None
             and not attn.gated  # the output gate rides in q_proj's rows
             and attn.fusable
+            and cfg.image_bidirectional == "none"  # the fused module builds no image-block mask
             and can_concat([attn.q_proj, attn.k_proj, attn.v_proj])
         ):
             block.attn = FusedAttention.from_attention(attn)
