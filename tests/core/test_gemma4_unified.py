@@ -255,6 +255,17 @@ def test_config_and_weights_round_trip(pair: tuple[Any, gf.Transformer]) -> None
         assert torch.equal(hf_logits(back, inputs).logits, hf_logits(hf, inputs).logits)
 
 
+def test_from_a_saved_directory(pair: tuple[Any, gf.Transformer], tmp_path: Any) -> None:
+    """HF saves the image embedder under its checkpoint names (vision_embedder.*,
+    embed_vision.embedding_projection); loading the directory finds them."""
+    hf, _ = pair
+    hf.save_pretrained(tmp_path)
+    ours = gf.from_hf(tmp_path).eval()
+    inputs = prompt(CASES["image+audio"])
+    with torch.no_grad():
+        assert (ours(**inputs) - hf_logits(hf, inputs).logits).abs().max().item() <= 1e-4
+
+
 def test_wrong_counts_and_shapes_are_refused(pair: tuple[Any, gf.Transformer]) -> None:
     _, ours = pair
     inputs = prompt(CASES["image"])

@@ -75,6 +75,43 @@ def _config(**kw):
     return GenerationConfig(**kw)
 
 
+IMAGE_HELP = (
+    "An image for the prompt (repeatable), for a model with an image embedder (Gemma 4 "
+    "unified): placed at each <|image|> in the prompt, else before it."
+)
+AUDIO_HELP = (
+    "A 16 kHz PCM WAV clip for the prompt (repeatable), for a model with an audio embedder: "
+    "placed at each <|audio|> in the prompt, else before it (after the images)."
+)
+IMAGE_TOKENS_HELP = "Soft tokens an image may use: 70, 140, 280, 560 or 1120."
+
+
+def _with_markers(text: str, n_images: int, n_audio: int) -> str:
+    """The prompt with a marker for each image and clip, unless it places them itself."""
+    from glassformer.multimodal import AUDIO_MARKER, IMAGE_MARKER
+
+    if IMAGE_MARKER in text or AUDIO_MARKER in text:
+        return text
+    return IMAGE_MARKER * n_images + AUDIO_MARKER * n_audio + text
+
+
+def _media_inputs(net, tok, text: str, images, audio, image_tokens: int, add_special: bool):
+    """(prompt ids, the prefill's multimodal keyword inputs) for a prompt with media."""
+    from glassformer.multimodal import prepare
+
+    if not net.config.multimodal:
+        raise ValueError(
+            "--image/--audio: this model has no image or audio embedders (a Gemma 4 unified "
+            "model has both)"
+        )
+    inputs = prepare(
+        tok, text, net.config, [str(i) for i in images], [str(a) for a in audio],
+        max_soft_tokens=image_tokens, add_special_tokens=add_special,
+    )  # fmt: skip
+    ids = inputs.pop("input_ids")[0].tolist()
+    return ids, inputs
+
+
 def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate_cmd(
@@ -97,20 +134,32 @@ def register(app: typer.Typer) -> None:
         quant: str = typer.Option("none", "--quant", help=QUANT_HELP),
         plain: bool = typer.Option(False, "--plain", help=PLAIN_HELP),
         threads: int | None = typer.Option(None, "--threads", "-t", min=1, help=THREADS_HELP),
+        image: list[str] = typer.Option([], "--image", help=IMAGE_HELP),
+        audio: list[str] = typer.Option([], "--audio", help=AUDIO_HELP),
+        image_tokens: int = typer.Option(280, "--image-tokens", help=IMAGE_TOKENS_HELP),
     ) -> None:
         """Generate a continuation of PROMPT, streamed to the terminal (KV-cached decoding).
 
         Stops at end of text, a stop string, -n tokens, or the model's context length,
-        whichever comes first."""
+        whichever comes first. With --image / --audio the model sees them too (encoder-free
+        multimodal models: docs/multimodal.md)."""
         net, tok, load_seconds = _load(model, quant, plain, threads, quiet=as_json)
         from glassformer.generation import generate
 
-        text = prompt
+        content = _with_markers(prompt, len(image), len(audio)) if image or audio else prompt
+        text = content
         if chat:
             messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": prompt}
+                {"role": "user", "content": content}
             ]
             text = tok.apply_chat_template(messages, add_generation_prompt=True)
+        media = None
+        if image or audio:
+            try:
+                text, media = _media_inputs(net, tok, text, image, audio, image_tokens, not chat)
+            except ValueError as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from None
         config = _config(
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -129,7 +178,7 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(piece)
             sys.stdout.flush()
 
-        result = generate(net, tok, text, config, on_text=None if as_json else show)
+        result = generate(net, tok, text, config, on_text=None if as_json else show, media=media)
         if as_json:
             out = result.to_dict()
             out.update(
@@ -167,8 +216,11 @@ def register(app: typer.Typer) -> None:
             help="For scripts: read one user turn per stdin line and print one JSON object per "
             "answer on stdout (no prompt, no streaming).",
         ),
+        image_tokens: int = typer.Option(280, "--image-tokens", help=IMAGE_TOKENS_HELP),
     ) -> None:
-        """Interactive multi-turn chat with streaming. Commands: /reset, /exit (or Ctrl-D)."""
+        """Interactive multi-turn chat with streaming. Commands: /reset, /exit (or Ctrl-D);
+        for a model with image or audio embedders, /image PATH and /audio PATH attach a file
+        to the next turn."""
         net, tok, _ = _load(model, quant, plain, threads)
         from glassformer.generation import generate
         from glassformer.threads import configure_threads
@@ -184,6 +236,10 @@ def register(app: typer.Typer) -> None:
             add_special_tokens=False,
         )
         history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+        # media of the whole conversation in prompt order, and those waiting for the next turn
+        images: list[str] = []
+        clips: list[str] = []
+        pending: tuple[list[str], list[str]] = ([], [])
         typer.echo("glassformer chat: /reset clears the history, /exit quits.", err=True)
         while True:
             try:
@@ -196,12 +252,36 @@ def register(app: typer.Typer) -> None:
                 return
             if command == "/reset":
                 history = history[:1] if system else []
+                images, clips, pending = [], [], ([], [])
                 typer.echo("(history cleared)", err=as_json)
+                continue
+            if command.startswith(("/image ", "/audio ")):
+                kind, path = command.split(maxsplit=1)
+                if not net.config.multimodal:
+                    typer.echo(f"error: {model} has no image or audio embedders", err=True)
+                    continue
+                pending[0 if kind == "/image" else 1].append(path)
+                typer.echo(f"({path} attached to the next turn)", err=as_json)
                 continue
             if not command:
                 continue
-            history.append({"role": "user", "content": line})
+            content = line
+            if pending[0] or pending[1]:
+                content = _with_markers(line, len(pending[0]), len(pending[1]))
+            history.append({"role": "user", "content": content})
             text = tok.apply_chat_template(history, add_generation_prompt=True)
+            turn_images, turn_clips = images + pending[0], clips + pending[1]
+            media = None
+            if turn_images or turn_clips:
+                try:
+                    text, media = _media_inputs(
+                        net, tok, text, turn_images, turn_clips, image_tokens, False
+                    )
+                except ValueError as err:
+                    typer.echo(f"error: {err}", err=True)
+                    history.pop()
+                    pending = ([], [])
+                    continue
             if threads is None:  # the machine's load changes between turns: choose again
                 configure_threads()
             try:
@@ -213,6 +293,7 @@ def register(app: typer.Typer) -> None:
                     on_text=None
                     if as_json
                     else lambda _, piece: (sys.stdout.write(piece), sys.stdout.flush()),
+                    media=media,
                 )
             except KeyboardInterrupt:
                 typer.echo("\n(interrupted)", err=as_json)
@@ -227,6 +308,7 @@ def register(app: typer.Typer) -> None:
             else:
                 sys.stdout.write("\n")
             history.append({"role": "assistant", "content": result.text})
+            images, clips, pending = turn_images, turn_clips, ([], [])
             if result.finish_reason == "context":
                 typer.echo(
                     f"(the conversation fills {model}'s context of {net.config.max_seq_len} "

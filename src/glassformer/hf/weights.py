@@ -112,6 +112,25 @@ def _multimodal_rules(cfg: Config) -> list[Rule]:
     return rules
 
 
+# The names HF's Gemma 4 unified checkpoints store the vision embedder under (its
+# conversion_mapping renames them on loading): on disk -> in memory
+_CHECKPOINT_NAMES = (
+    ("model.vision_embedder.", _VISION + "."),
+    (_VISION + ".embedding_projection.", _VISION + ".multimodal_embedder.embedding_projection."),
+)
+
+
+def unify_multimodal_names(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoint names of the image embedder -> the names HF's model holds."""
+    out = {}
+    for name, tensor in hf_state.items():
+        for disk, memory in _CHECKPOINT_NAMES:
+            if name.startswith(disk):
+                name = memory + name.removeprefix(disk)
+        out[name] = tensor
+    return out
+
+
 def wrap_text_names(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A multimodal model's HF names: the text model's `model.*` under `model.language_model.`
     (the embedders and the head keep theirs)."""
@@ -500,6 +519,8 @@ def hf_to_ours(config: Config, hf_state: dict[str, torch.Tensor]) -> dict[str, t
     hf_state = {k.removeprefix(_LM_PREFIX): v for k, v in hf_state.items()}
     hf_state = dequantize_mxfp4(hf_state)
     hf_state = unify_expert_layout(hf_state)
+    if config.multimodal:
+        hf_state = unify_multimodal_names(hf_state)
     hf_state = {k: v for k, v in hf_state.items() if not k.endswith(_HF_IGNORABLE_SUFFIXES)}
     hf_state = _drop_mtp_extras(config, hf_state)
     if config.tie_embeddings:
