@@ -248,3 +248,16 @@ def test_diagnostics_read_each_layer(kind: str) -> None:
     for a, b in zip(ours, ref, strict=True):
         assert (a - b).abs().max().item() <= 1e-6
     assert not hasattr(model.connections, "__dict__") or "layer" not in vars(model.connections)
+
+
+def test_static_connection_weights_are_not_decayed() -> None:
+    """Weight decay pulls towards zero; the static connection weights start at the identity
+    connection, so the optimizer leaves them undecayed (as every vector)."""
+    from glassformer.training.optim import param_groups
+
+    for kind in VARIANTS:
+        model = Transformer(tiny(connections=kind))
+        decayed = {id(p) for p in param_groups(model, 0.1)[0]["params"]}
+        for name, p in model.connections.named_parameters():  # type: ignore[union-attr]
+            static = name.endswith(("static_alpha", "static_beta", "bias")) or "alpha." in name
+            assert (id(p) in decayed) == (not static and p.dim() >= 2), name

@@ -88,6 +88,7 @@ def gguf_refusal(config: Config) -> str | None:
         "attn_sinks": False,
         "attn_output_gate": False,
         "nope_layers": (),
+        "connections": "residual",  # llama.cpp has one residual stream
     }
     for name, want in same.items():
         value = getattr(config, name)

@@ -25,12 +25,15 @@ __all__ = ["autocast_dtype", "make_optimizer", "make_schedule", "param_groups", 
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices (and embeddings); not norms, biases or other vectors."""
+    """Decay matrices (and embeddings); not norms, biases or other vectors, nor parameters
+    marked `no_weight_decay` (the static weights of cross-layer connections, whose init is the
+    identity connection, not zero)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 else no_decay).append(p)
+        matrix = p.dim() >= 2 and not getattr(p, "no_weight_decay", False)
+        (decay if matrix else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})

@@ -400,9 +400,14 @@ class Trainer:
         try:
             save_hf_dir(directory, self.model_config, msd)
         except Exception as err:  # an architecture without an HF mapping: keep our format
-            directory.mkdir(parents=True, exist_ok=True)
-            torch.save(msd, directory / "model.pt")
-            print(f"note: no HF export ({err}); wrote model.pt", file=sys.stderr)
+            from glassformer.compression.export import save_model_dir
+
+            save_model_dir(directory, self.model_config, msd, gguf=False)
+            print(
+                f"note: no HF export ({err}); wrote glassformer's own format (glassformer.json "
+                "+ model.safetensors, which glassformer.load reads)",
+                file=sys.stderr,
+            )
         self.model_config.save(directory / "glassformer_config.json")
         if self.tokenizer_dir is not None:
             for name in ("tokenizer.json", "tokenizer_config.json"):

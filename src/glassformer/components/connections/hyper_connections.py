@@ -60,6 +60,7 @@ class HyperConnection(ConnectionModule):
         self.eps, self.iters = config.norm_eps, config.mhc_sinkhorn_iters
         self.static_alpha = nn.Parameter(torch.empty(n, 1 + n))
         self.static_beta = nn.Parameter(torch.empty(n))
+        self.static_alpha.no_weight_decay = True  # type: ignore[attr-defined]  # init: e_k, I
         self.dynamic = config.hyper_dynamic
         if self.dynamic:
             # columns: [W_alpha (1 + n) | W_beta (1)]; one product for all of them

@@ -63,6 +63,7 @@ class DynamicDense(ConnectionModule):
         self.w1 = nn.Parameter(torch.empty(d_model, width))
         self.w2 = nn.Parameter(torch.empty(width, width))
         self.bias = nn.Parameter(torch.empty(streams, sources))
+        self.bias.no_weight_decay = True  # type: ignore[attr-defined]  # init: one-hot on j = i
 
     @torch.no_grad()
     def reset_parameters(self, std: float) -> None:
