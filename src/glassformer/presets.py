@@ -252,6 +252,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         d_ff=10240, sliding_window=1024, max_seq_len=131072,
         rope_scaling=dict(type="linear", factor=8.0),
     ),
+    # Gemma 3 12B's text model (its image path is a SigLIP tower: the explorer's `compare
+    # --image` costs it beside Gemma 4 12B's encoder-free one)
+    "gemma-3-12b": dict(
+        _GEMMA3, vocab_size=262208, d_model=3840, n_layers=48, n_heads=16, n_kv_heads=8,
+        d_ff=15360, sliding_window=1024, max_seq_len=131072,
+        rope_scaling=dict(type="linear", factor=8.0),
+    ),
     # --- Gemma 4 (text models; E2B's layers 4 sliding : 1 full, the others the family's 5 : 1) -
     "gemma-4-e2b": dict(
         _GEMMA4_E, d_model=1536, n_layers=35,

@@ -98,6 +98,38 @@ def _settings(
     return dict(mode=mode, batch=batch, seq=seq, dtype=dtype, hardware=hardware), attention, mla
 
 
+IMAGE_OPT_HELP = (
+    "HxW: also cost one image of this size (e.g. 896x896): a model with an image embedder "
+    "through its encoder-free path, any other through Gemma 3's SigLIP tower "
+    "(docs/multimodal.md)."
+)
+
+
+def _image_costs(models: list[str], image: str, tokens: int, dtype: str, hardware: str,
+                 attention: str) -> list[dict[str, Any]]:  # fmt: skip
+    from glassformer.explorer.multimodal import image_cost, siglip_image_cost
+
+    match = re.fullmatch(r"(\d+)[xX](\d+)", image.strip())
+    if match is None:
+        raise typer.BadParameter(
+            f"expected HxW (e.g. 896x896), got {image!r}", param_hint="--image"
+        )
+    height, width = int(match.group(1)), int(match.group(2))
+    out = []
+    for m in models:
+        try:
+            cfg = load_model_config(m)
+            if cfg.vision_patch_size:
+                out.append(image_cost(cfg, height, width, tokens, dtype, hardware, attention))
+            else:
+                out.append(siglip_image_cost(cfg, dtype=dtype, hardware=hardware,
+                                             attention=attention))  # fmt: skip
+        except ValueError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from err
+    return out
+
+
 def register(app: typer.Typer) -> None:
     mode_opt = typer.Option("prefill", "--mode", help="prefill | decode | train.")
     batch_opt = typer.Option(1, "--batch", min=1, help="Sequences per step.")
@@ -122,6 +154,10 @@ def register(app: typer.Typer) -> None:
         "--mtp/--no-mtp",
         help="Include DeepSeek MTP heads (default: when the config builds them).",
     )
+    image_opt = typer.Option(None, "--image", help=IMAGE_OPT_HELP)
+    image_tokens_opt = typer.Option(
+        280, "--image-tokens", help="Soft-token budget of an image: 70, 140, 280, 560 or 1120."
+    )
 
     @app.command("explore")
     def explore(
@@ -139,10 +175,17 @@ def register(app: typer.Typer) -> None:
         per_op: bool = typer.Option(False, "--per-op", help="Print every op of every section."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
         html: Path | None = EXPLORE_HTML,
+        image: str | None = image_opt,
+        image_tokens: int = image_tokens_opt,
     ) -> None:
-        """Cost of one pass: params, FLOPs, bytes, KV cache, roofline time, per op."""
+        """Cost of one pass: params, FLOPs, bytes, KV cache, roofline time, per op; with
+        --image, also one image's cost."""
         settings, attention, mla = _settings(mode, batch, seq, dtype, hardware, attention, mla)
         result = _analyze(model, attention=attention, mla_order=mla, mtp=mtp, **settings)
+        if image is not None:
+            result["image"] = _image_costs(
+                [model], image, image_tokens, settings["dtype"], hardware, attention
+            )[0]
         if html is not None:
             from glassformer.explorer.html import write_html
 
@@ -155,6 +198,10 @@ def register(app: typer.Typer) -> None:
         from glassformer.explorer.report import render
 
         render(_for_terminal(result), per_op=per_op)
+        if image is not None:
+            from glassformer.explorer.report import render_images
+
+            render_images([_for_terminal(result["image"])])
         if html is not None:
             typer.echo(f"wrote {html}")
 
@@ -172,8 +219,11 @@ def register(app: typer.Typer) -> None:
         per_op: bool = typer.Option(False, "--per-op", help="Also print each model's op tables."),
         as_json: bool = typer.Option(False, "--json", help='Print {"models": [...]} as JSON.'),
         html: Path | None = COMPARE_HTML,
+        image: str | None = image_opt,
+        image_tokens: int = image_tokens_opt,
     ) -> None:
-        """Several models side by side under the same settings."""
+        """Several models side by side under the same settings; with --image, one image's cost
+        through each (encoder-free or SigLIP)."""
         if len(models) < 2:
             raise typer.BadParameter(
                 f"expected two or more models, got {len(models)} (use `glassformer explore` "
@@ -192,13 +242,20 @@ def register(app: typer.Typer) -> None:
                 label = re.sub(r"[^A-Za-z0-9._-]+", "-", str(r["model"])).strip(".-") or "model"
                 target = html.with_name(f"{html.stem}-{label}{html.suffix or '.html'}")
                 write_html(load_model_config(m), target, attention=attention, mtp=mtp, **settings)
+        images = None
+        if image is not None:
+            images = _image_costs(
+                models, image, image_tokens, settings["dtype"], hardware, attention
+            )
         if as_json:
-            typer.echo(json.dumps({"models": results}))
+            typer.echo(json.dumps({"models": results, **({"images": images} if images else {})}))
             return
-        from glassformer.explorer.report import render, render_compare
+        from glassformer.explorer.report import render, render_compare, render_images
 
         shown = [_for_terminal(r) for r in results]
         render_compare(shown)
+        if images:
+            render_images([_for_terminal(c) for c in images])
         if per_op:
             for r in shown:
                 render(r, per_op=True)

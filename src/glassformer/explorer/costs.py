@@ -379,8 +379,11 @@ def connections_summary(
 
 def parameter_counts(cfg: Config) -> dict[str, int]:
     """Exact parameter counts, summed over the op list (no weights allocated)."""
+    from glassformer.explorer.multimodal import multimodal_params  # it imports this module
+
     sections = build_sections(cfg, "prefill", "plain", mtp=True)
     base = sum(op.params * s.count for s in sections if s.kind != "mtp" for op in s.ops)
+    base += multimodal_params(cfg)  # image and audio embedders (explorer/multimodal.py)
     mtp = sum(op.params for s in sections if s.kind == "mtp" for op in s.ops)
     embed = sum(op.params for s in sections if s.kind == "embed" for op in s.ops)
     n_moe = moe_layer_count(cfg)

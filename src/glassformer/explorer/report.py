@@ -306,3 +306,33 @@ def render_compare(analyses: list[dict[str, Any]], console: Console | None = Non
     for label, fn in COMPARE_ROWS:
         t.add_row(label, *(str(fn(a)) for a in analyses))
     console.print(t)
+
+
+IMAGE_ROWS = (
+    ("image path", lambda c: c["path"]),
+    ("image (resized)", lambda c: "x".join(map(str, c["resized"]))),
+    ("image tokens", lambda c: str(c["image_tokens"])),
+    ("encoder / embedder params", lambda c: params_count(c["encoder"]["params"])),
+    ("encoder / embedder FLOPs", lambda c: si(c["encoder"]["flops"])),
+    ("decoder prefill FLOPs", lambda c: si(c["decoder"]["flops_executed"])),
+    ("prefill FLOPs (total)", lambda c: si(c["prefill_flops"])),
+    ("weights", lambda c: nbytes(c["weights_bytes"])),
+    ("encoder / embedder time", lambda c: seconds(c["encoder"]["time_s"])),
+    ("time to first token", lambda c: seconds(c["ttft_s"])),
+)
+
+
+def render_images(costs: list[dict[str, Any]], console: Console | None = None) -> None:
+    """One image's cost per model (`explorer.multimodal`), side by side."""
+    console = console or default_console()
+    first = costs[0]
+    t = Table(
+        title=f"one {first['image'][0]}x{first['image'][1]} image: prefill of its tokens, "
+        f"{first['dtype']}, {first['hardware']}"
+    )
+    t.add_column("", style="bold")
+    for c in costs:
+        t.add_column(c["model"], justify="right")
+    for label, fn in IMAGE_ROWS:
+        t.add_row(label, *(fn(c) for c in costs))
+    console.print(t)
