@@ -194,10 +194,21 @@ def test_kernel_traffic_is_the_irs() -> None:
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3_text", "deepseek_v3"])
 def test_fused_model_equals_the_plain_model(family: str) -> None:
     """Logits, loss and every parameter's gradient of a whole model on the kernels."""
-    plain = _model(TINY_HF_CONFIGS[family])
-    fused = fuse(_model(TINY_HF_CONFIGS[family]))
+    fused = check_model(TINY_HF_CONFIGS[family])
     assert all(why_unfused(fused, i) is None for i in range(fused.config.n_layers))
     assert all(hasattr(b, "fused") for b in fused.layers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(TINY_HF_CONFIGS))
+def test_every_fused_family_equals_the_plain_model(family: str) -> None:
+    """Every tiny config: the blocks `fuse` covers on kernels, the rest plain."""
+    check_model(TINY_HF_CONFIGS[family])
+
+
+def check_model(hf: dict) -> gf.Transformer:
+    plain = _model(hf)
+    fused = fuse(_model(hf))
     ids = torch.randint(
         0, plain.config.vocab_size, (2, 19), generator=torch.Generator().manual_seed(0)
     )
@@ -219,3 +230,4 @@ def test_fused_model_equals_the_plain_model(family: str) -> None:
     for n, p in plain.named_parameters():
         if p.grad is not None:
             _close(fused_params[n].grad, p.grad, 1e-4, n)
+    return fused

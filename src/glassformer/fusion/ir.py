@@ -326,7 +326,7 @@ class _Builder:
                 steps.append(Step("row_scale", f"{which}0", (x,), explorer=pro.explorer and None))
                 x = f"{which}0"
             if c.qkv_bias:
-                steps.append(Step("bias", f"{which}1", (x,), f"{name}.bias"))
+                steps.append(Step("bias", f"{which}1", (x,), name))
                 x = f"{which}1"
             width = n_heads * hd * (2 if gated and which == "q" else 1)
             group = hd
@@ -475,7 +475,7 @@ class _Builder:
             steps = [Step("row_scale", "cq0", ("acc_q_a",))] if pro.norm else []
             x = "cq0" if pro.norm else "acc_q_a"
             if c.qkv_bias:
-                steps.append(Step("bias", "cq1", (x,), "attn.q_a_proj.bias"))
+                steps.append(Step("bias", "cq1", (x,), "attn.q_a_proj"))
                 x = "cq1"
             steps.append(
                 Step(
@@ -537,7 +537,7 @@ class _Builder:
         steps = [Step("row_scale", "ckv0", ("acc_kv_a",))] if first.norm else []
         x = "ckv0" if first.norm else "acc_kv_a"
         if c.qkv_bias:
-            steps.append(Step("bias", "ckv1", (x,), "attn.kv_a_proj.bias"))
+            steps.append(Step("bias", "ckv1", (x,), "attn.kv_a_proj"))
             x = "ckv1"
         steps.append(
             Step(
@@ -626,7 +626,7 @@ class _Builder:
 
     def _bias_steps(self, name: str, acc: str, bias: bool) -> tuple[list[Step], str]:
         if bias:
-            return [Step("bias", "o1", (acc,), f"{name}.bias")], "o1"
+            return [Step("bias", "o1", (acc,), name)], "o1"
         return [], acc
 
     def _residual_tail(
@@ -653,22 +653,27 @@ class _Builder:
         if self.placement == "post":
             steps.append(Step(op, out, (summed,), next_norm, norm_attrs, explorer=next_norm))
             stores = (Store(out, c.d_model),)
-        elif next_norm == "mlp_norm" and self.placement != "output" and self._dense_ffn():
+        elif next_norm == "mlp_norm" and self._stats_for_mlp():
             steps.append(
                 Step("rstd", "rstd", (out,), attrs={"eps": c.norm_eps}, explorer=next_norm)
             )
             stores += (Store("rstd", 1, f32=True),)
         return steps, out, stores
 
-    def _dense_ffn(self) -> bool:
-        return not self.cfg.is_moe_layer(self.layer) or self.cfg.moe_beside_mlp
+    def _stats_for_mlp(self) -> bool:
+        """Whether the output projection stores the MLP norm's 1/rms for the gate/up kernel:
+        an RMSNorm on the MLP's input, read by a dense MLP (the router of an MoE layer reads
+        the normalised tokens themselves)."""
+        c = self.cfg
+        dense = not c.is_moe_layer(self.layer) or c.moe_beside_mlp
+        return self.placement in ("pre", "sandwich") and c.norm == "rmsnorm" and dense
 
     # --- feed-forward ---
     def _ffn(self) -> None:
         c, layer = self.cfg, self.layer
         beside = c.moe_beside_mlp and c.is_moe_layer(layer)
         moe = c.is_moe_layer(layer) and not beside
-        stats = "rstd" if self.placement != "post" else "loop"
+        stats = "rstd" if self._stats_for_mlp() else "loop"
         pro = self._input_norm("mlp_norm", "mlp_norm", stats)
         if self.placement == "post":
             pro = Prologue()
@@ -705,7 +710,7 @@ class _Builder:
                 steps.append(Step("row_scale", a[4:] + "0", (x,)))
                 x = a[4:] + "0"
             if c.mlp_bias:
-                steps.append(Step("bias", a[4:] + "1", (x,), f"{w}.bias"))
+                steps.append(Step("bias", a[4:] + "1", (x,), w))
                 x = a[4:] + "1"
             xs.append(x)
         if gated:

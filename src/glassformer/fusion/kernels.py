@@ -14,24 +14,23 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from glassformer.fusion.codegen import _Gen, backward_unsupported, compile_source
+from glassformer.fusion.codegen import _Gen, backward_unsupported, compile_source, layout
 from glassformer.fusion.ir import Gemm, Step
 
 __all__ = ["node_apply", "reference", "run", "tiles"]
 
 
-def tiles(device: torch.device) -> tuple[int, int, int]:
-    """(BM, BK, BN): on a GPU, tiles for tensor cores; under the interpreter, the smallest
-    `tl.dot` takes, so the tiny test shapes cross several tiles."""
-    return (64, 32, 64) if device.type == "cuda" else (32, 32, 32)
+def tiles(device: torch.device, node: Gemm | None = None) -> tuple[int, int, int]:
+    """(BM, BK, BN): on a GPU, tiles for tensor cores, with fewer rows when a row reduction
+    keeps a whole row (d_model columns) of accumulators in one program; under the interpreter,
+    tiles small enough that the tiny test shapes cross several of them."""
+    if device.type != "cuda":
+        return 32, 32, 32
+    widest = max((p.size for p in layout(node)[1]), default=64) if node is not None else 64
+    return (64 if widest <= 256 else 16), 32, 64
 
 
 # --- the reference program -------------------------------------------------------------------
-def _groups(node: Gemm) -> int:
-    g = node.group or node.width
-    return node.width // g
-
-
 def _rope_ref(x: torch.Tensor, node: Gemm, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x [M, width] -> RoPE on dims offset..offset+dim of each group (as components/rope.py)."""
     assert node.rope is not None
@@ -151,7 +150,7 @@ def run(
     """The node's stores from its generated kernel: outputs in x's dtype, statistics in
     float32. `positions`: tokens per sequence (row r's cos/sin row is r mod positions)."""
     loads = dict(loads or {})
-    bm, bk, bn = tiles(x.device)
+    bm, bk, bn = tiles(x.device, node)
     gen, src = _source(node, x.dtype == torch.float32, bn, x.device.type != "cuda")
     fn = compile_source(src, "fwd")
     m = x.shape[0]
@@ -209,7 +208,7 @@ def run_backward(
     dW = dacc^T X) and the prologue's are PyTorch ops here. Keys: "input", "gate", "stats", each
     load's name, and each parameter's module path + ".weight"/".bias"; "input" for x."""
     loads = dict(loads or {})
-    bm, bk, bn = tiles(x.device)
+    bm, bk, bn = tiles(x.device, node)
     gen = _Gen(node, bn, x.dtype == torch.float32, x.device.type != "cuda")
     fn = compile_source(gen.backward_source(), "bwd")
     m = x.shape[0]
