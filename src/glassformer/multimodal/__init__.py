@@ -11,9 +11,10 @@ The prompt gets one placeholder token per soft token, wrapped in the begin/end m
     audio: boa, audio_token x m, eoa        (m: the clip's frames)
 
 and mm_token_type_ids marks them (text 0, image 1, audio 3: HF's processor's values), which
-is what the attention mask's image rule reads. In the text, `<|image|>` and `<|audio|>`
-(Gemma 4's placeholder strings, which its chat template writes) stand where each image and clip
-goes, in order; a text without markers gets the images, then the clips, before it.
+is what the attention mask's image rule reads. In the text, `<|image|>` and `<|audio|>` stand
+where each image and clip goes, in order (they are replaced by the runs above, whatever the
+tokenizer would make of them); a text without markers gets the images, then the clips, before
+it.
 """
 
 from __future__ import annotations
