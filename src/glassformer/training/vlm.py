@@ -53,7 +53,7 @@ def collate(examples: Iterable[VLMExample], vocab: VLMVocab, patch: int) -> dict
     for ex in examples:
         patches, pos = patchify(ex.image, patch)
         prompt = [vocab.bos_id] + [vocab.image_id] * len(patches) + vocab.encode(ex.question)
-        answer = vocab.encode(ex.answer) + [vocab.eos_id]
+        answer = [*vocab.encode(ex.answer), vocab.eos_id]
         rows.append((prompt, answer))
         pixels.append(torch.from_numpy(patches))
         positions.append(torch.from_numpy(pos))
