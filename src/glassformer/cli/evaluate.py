@@ -1,9 +1,10 @@
-"""`glassformer eval ...` (ifeval-lite, perplexity, multiple-choice) and
+"""`glassformer eval ...` (ifeval-lite, perplexity, multiple-choice, vlm) and
 `glassformer data preferences`.
 
 glassformer eval ifeval-lite --model smollm2-135m-instruct --limit 40 --json
 glassformer eval perplexity --model smollm2-135m-instruct --data held_out.txt
 glassformer eval multiple-choice --model smollm2-135m-instruct --data task.jsonl
+glassformer eval vlm runs/tiny-vlm --json
 glassformer data preferences --model smollm2-135m-instruct --out pairs.jsonl
 """
 
@@ -66,7 +67,9 @@ def _echo(summary: dict[str, Any], as_json: bool, keys: tuple[str, ...]) -> None
 def register(app: typer.Typer) -> None:
     from glassformer.cli.train import _errors, _group
 
-    eval_app = _group(app, "eval", "Evaluate a model: ifeval-lite, perplexity, multiple-choice.")
+    eval_app = _group(
+        app, "eval", "Evaluate a model: ifeval-lite, perplexity, multiple-choice, vlm."
+    )
     data_app = _group(app, "data", "Prepare training data (token shards, preference pairs).")
 
     @eval_app.command("ifeval-lite")
@@ -164,6 +167,36 @@ def register(app: typer.Typer) -> None:
         if not as_json:
             summary.pop("results")
         _echo(summary, as_json, ("model", "items", "acc", "acc_norm", "seconds"))
+
+    @eval_app.command("vlm")
+    def vlm_cmd(
+        checkpoint: Annotated[
+            Path, typer.Argument(help="A `train --task vlm` run directory or checkpoint file.")
+        ],
+        n: int = typer.Option(500, "--examples", "-n", min=1, help="Held-out questions."),
+        batch_size: int = typer.Option(50, min=1, help="Questions scored together."),
+        threads: int = typer.Option(None, "--threads", "-t", min=1, help=THREADS_HELP),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    ) -> None:
+        """Exact match of a trained vision-language model on held-out synthetic questions
+        (the run's own generator, held-out split), overall and per question type."""
+        from glassformer.threads import configure_threads
+        from glassformer.training.vlm import evaluate_vlm, load_vlm_checkpoint
+
+        configure_threads(threads)
+        with _errors():
+            net, gen, patch, info = load_vlm_checkpoint(checkpoint)
+        start = time.perf_counter()
+        with _bar(n, "vlm", progress) as update:
+            result = evaluate_vlm(net, gen, patch, n, batch_size, update)
+        summary = {**info, **result, "seconds": time.perf_counter() - start}
+        if as_json:
+            _echo(summary, True, ())
+            return
+        _echo(summary, False, ("checkpoint", "step", "examples", "exact_match", "seconds"))
+        for kind, acc in summary["per_type"].items():
+            typer.echo(f"  {kind:26s} {acc:.4f} (n={summary['counts'][kind]})")
 
     @data_app.command("preferences")
     def preferences_cmd(

@@ -224,8 +224,9 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         task: str = typer.Option(
             "lm",
-            help="lm (pretraining) | sft | classify | dpo | ipo | simpo | orpo: the others "
-            "fine-tune --model as `glassformer finetune` does.",
+            help="lm (pretraining) | vlm (a vision-language model from scratch on synthetic "
+            "picture questions; --preset tiny-vlm) | sft | classify | dpo | ipo | simpo | orpo: "
+            "the others fine-tune --model as `glassformer finetune` does.",
         ),
         model: str = typer.Option(
             None, help="Fine-tuning tasks: the model (smollm2-135m-instruct, GGUF, HF dir)."
@@ -304,7 +305,11 @@ def register(app: typer.Typer) -> None:
         fine-tune one with --task and --model (e.g. --task dpo --data pairs.jsonl)."""
         from glassformer.training.trainer import TrainConfig, train
 
-        if task != "lm":
+        if preset == "tiny-vlm" and task == "lm":
+            task = "vlm"  # the preset reads pictures: its data is the synthetic VQA task
+        if task == "vlm" and preset == "tiny" and config is None:
+            preset = "tiny-vlm"  # the default text preset has no vision embedder
+        if task not in ("lm", "vlm"):
             if not model or not data:
                 raise typer.BadParameter(f"--task {task} needs --model and --data")
             def given(name: str, fallback: Any) -> Any:
@@ -370,7 +375,13 @@ def register(app: typer.Typer) -> None:
             extra={"set": _parse_sets(set_)},
         )
         with _errors():
-            summary = train(tc, model_config=model_config)
+            if task == "vlm":
+                from glassformer.training.vlm import vlm_task
+
+                job, model_config = vlm_task(tc, model_config)
+                summary = train(tc, model_config=model_config, task=job)
+            else:
+                summary = train(tc, model_config=model_config)
         summary["threads"] = n_threads
         if _is_main():
             if plot:

@@ -204,3 +204,35 @@ def load_vlm_checkpoint(path: str | Path) -> tuple[nn.Module, SyntheticVQA, int,
     gen, patch = generator_of(settings)
     info = {"checkpoint": str(p), "step": int(state["step"]), "samples": state["samples_seen"]}
     return model, gen, patch, info
+
+
+def vlm_task(tc: Any, model_config: Any, eval_examples: int = 512) -> tuple[VLMTask, Any]:
+    """The synthetic VQA task of run `tc` (generator seeded with tc.seed) and `model_config`
+    fitted to it: the synthetic vocabulary, its placeholder, padding and end ids, and room
+    for the longest sample. Records the generator's settings in tc.extra["vlm"]."""
+    if not model_config.vision_patch_size:
+        raise ValueError(
+            f"vision_patch_size: the model config {model_config.name!r} has no vision embedder "
+            "(use --preset tiny-vlm, or a config with vision_patch_size > 0)"
+        )
+    gen = SyntheticVQA(seed=tc.seed)
+    patch = model_config.vision_patch_size * model_config.vision_pool
+    task = VLMTask(gen, patch, eval_examples)
+    vocab = task.vocab
+    longest = 1 + task.image_tokens + 8 + 3  # <bos>, image, question, answer + <eos>
+    grid = gen.image_size // patch
+    if model_config.vision_posemb_size < grid:
+        raise ValueError(
+            f"vision_posemb_size: {model_config.vision_posemb_size} rows cannot place a "
+            f"{grid} x {grid} patch grid"
+        )
+    config = model_config.replace(
+        vocab_size=vocab.vocab_size,
+        image_token_id=vocab.image_id,
+        mm_pad_token_id=vocab.pad_id,
+        bos_token_id=vocab.bos_id,
+        eos_token_id=vocab.eos_id,
+        max_seq_len=max(model_config.max_seq_len, longest),
+    )
+    tc.extra = {**tc.extra, "vlm": vlm_settings(gen, patch)}
+    return task, config
