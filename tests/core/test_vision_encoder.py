@@ -16,7 +16,7 @@ def test_matches_torch_transformer_encoder_layers_with_padding():
     ref = nn.ModuleList(
         nn.TransformerEncoderLayer(
             width, heads, ff, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )  # fmt: skip
+        )
         for _ in range(layers)
     ).double()
     for mine, theirs in zip(ours.layers, ref, strict=True):
