@@ -22,15 +22,15 @@ def test_matches_torch_transformer_encoder_layers_with_padding():
     for mine, theirs in zip(ours.layers, ref, strict=True):
         for p in mine.parameters():  # perturbed: LayerNorm scales and biases away from 1 and 0
             nn.init.normal_(p, std=0.3)
-        theirs.self_attn.in_proj_weight.data.copy_(mine.qkv.weight)
-        theirs.self_attn.in_proj_bias.data.copy_(mine.qkv.bias)
-        theirs.self_attn.out_proj.weight.data.copy_(mine.out.weight)
-        theirs.self_attn.out_proj.bias.data.copy_(mine.out.bias)
+        theirs.self_attn.in_proj_weight.data.copy_(mine.qkv_proj.weight)
+        theirs.self_attn.in_proj_bias.data.copy_(mine.qkv_proj.bias)
+        theirs.self_attn.out_proj.weight.data.copy_(mine.o_proj.weight)
+        theirs.self_attn.out_proj.bias.data.copy_(mine.o_proj.bias)
         for a, b in (
             ("norm1", "norm1"),
             ("norm2", "norm2"),
-            ("fc1", "linear1"),
-            ("fc2", "linear2"),
+            ("up_proj", "linear1"),
+            ("down_proj", "linear2"),
         ):
             getattr(theirs, b).load_state_dict(getattr(mine, a).state_dict())
     ref.eval()

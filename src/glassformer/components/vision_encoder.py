@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glassformer.components.norms import LayerNorm
+
 __all__ = ["VisionEncoder", "VisionEncoderLayer"]
 
 
@@ -34,22 +36,22 @@ class VisionEncoderLayer(nn.Module):
         if width % n_heads:
             raise ValueError(f"vision_encoder_heads: {n_heads} does not divide the width {width}")
         self.n_heads = n_heads
-        self.norm1 = nn.LayerNorm(width, eps=eps)
-        self.qkv = nn.Linear(width, 3 * width)
-        self.out = nn.Linear(width, width)
-        self.norm2 = nn.LayerNorm(width, eps=eps)
-        self.fc1 = nn.Linear(width, d_ff)
-        self.fc2 = nn.Linear(d_ff, width)
+        self.norm1 = LayerNorm(width, eps)
+        self.qkv_proj = nn.Linear(width, 3 * width)
+        self.o_proj = nn.Linear(width, width)
+        self.norm2 = LayerNorm(width, eps)
+        self.up_proj = nn.Linear(width, d_ff)
+        self.down_proj = nn.Linear(d_ff, width)
 
     def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
         """x [images, patches, width]; key_bias [images, 1, 1, patches] (0 or -inf)."""
         n, p, d = x.shape
         h = self.n_heads
-        q, k, v = self.qkv(self.norm1(x)).view(n, p, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv_proj(self.norm1(x)).view(n, p, 3, h, d // h).permute(2, 0, 3, 1, 4)
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // h) + key_bias
         mixed = (scores.softmax(-1) @ v).transpose(1, 2).reshape(n, p, d)
-        x = x + self.out(mixed)
-        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        x = x + self.o_proj(mixed)
+        return x + self.down_proj(F.gelu(self.up_proj(self.norm2(x))))
 
 
 class VisionEncoder(nn.Module):
