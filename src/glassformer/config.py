@@ -45,7 +45,7 @@ MULTIMODAL_FIELDS = (
     "vision_patch_size", "vision_pool", "vision_embed_dim", "vision_posemb_size",
     "vision_norm_eps", "audio_frame_size", "audio_norm_eps", "image_token_id", "audio_token_id",
     "video_token_id", "mm_pad_token_id", "boi_token_id", "eoi_token_id", "boa_token_id",
-    "eoa_token_id", "image_bidirectional",
+    "eoa_token_id", "image_bidirectional", "vision_encoder_layers", "vision_encoder_heads",
 )  # fmt: skip
 
 ROPE_SCALING_TYPES = ("linear", "llama3", "yarn", "longrope", "proportional")
@@ -383,6 +383,14 @@ class Config:
     hyper_dynamic: bool = True  # token-dependent connection weights besides the static ones
     mhc_sinkhorn_iters: int = 20  # mHC: Sinkhorn-Knopp normalisations of the stream mixing
 
+    # --- a ViT encoder over the patches (components/vision_encoder.py) -----------------------
+    # Pre-norm Transformer layers of width vision_embed_dim over each image's patches, between
+    # the position embedding and the projection into d_model (MLP 4 x wide). 0: none, the
+    # encoder-free path. No HF config has it (to_hf refuses); it is the baseline the
+    # encoder-free path is compared with (benchmarks/vlm.py).
+    vision_encoder_layers: int = 0
+    vision_encoder_heads: int = 4
+
     # --- bookkeeping -------------------------------------------------------------------------
     init_std: float = 0.02
     bos_token_id: int | None = None
@@ -555,6 +563,7 @@ class Config:
         self._validate_multimodal()
         self._validate_per_layer_sizes()
         self._validate_connections()
+        self._validate_vision_encoder()
 
     def _validate_connections(self) -> None:
         if self.connections not in CONNECTIONS:
@@ -698,6 +707,23 @@ class Config:
             raise ValueError(
                 f"image_bidirectional: {self.image_bidirectional!r} needs a vision embedder "
                 "(vision_patch_size > 0)"
+            )
+
+    def _validate_vision_encoder(self) -> None:
+        n = self.vision_encoder_layers
+        if n < 0:
+            raise ValueError(f"vision_encoder_layers: must be an integer >= 0, got {n!r}")
+        if not n:
+            return
+        if not self.vision_patch_size:
+            raise ValueError(
+                f"vision_encoder_layers: {n} needs a vision embedder (vision_patch_size > 0)"
+            )
+        heads = self.vision_encoder_heads
+        if not _positive_int(heads) or self.vision_embed_dim % heads:
+            raise ValueError(
+                f"vision_encoder_heads: {heads!r} must be a positive divisor of vision_embed_dim "
+                f"{self.vision_embed_dim}"
             )
 
     @property

@@ -383,6 +383,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         _TINY, family="mixtral", tie_embeddings=False, n_experts=4, n_experts_per_token=2,
         d_ff=192, moe_d_ff=192,
     ),
+    # A small encoder-free vision-language model (Gemma 4 unified layout) for training from
+    # scratch on synthetic picture questions (`train --task vlm`, training/vlm.py): 64 x 64
+    # pictures in 16 x 16-pixel patches, one soft token each; the vocabulary is the task's.
+    "tiny-vlm": dict(
+        _GEMMA4, family="gemma4_unified_text", vocab_size=64, d_model=128, n_layers=4,
+        n_heads=4, n_kv_heads=2, head_dim=32, global_head_dim=32, d_ff=512, max_seq_len=128,
+        sliding_window=64, bos_token_id=1, eos_token_id=2,
+        layer_types=("sliding", "sliding", "sliding", "full"), vision_patch_size=16,
+        vision_pool=1, vision_embed_dim=128, vision_posemb_size=16, image_token_id=3,
+        mm_pad_token_id=0, image_bidirectional="sliding",
+    ),
     "tiny-deepseek-v3": dict(
         _TINY, family="deepseek_v3", tie_embeddings=False, n_kv_heads=4, q_lora_rank=64,
         kv_lora_rank=32, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,

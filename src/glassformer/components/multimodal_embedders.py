@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from glassformer.components.norms import LayerNorm, unit_rms_norm
+from glassformer.components.vision_encoder import VisionEncoder
 from glassformer.config import Config
 
 # HF's Gemma 4 unified embedder builds its LayerNorms with PyTorch's default eps.
@@ -52,6 +53,12 @@ class VisionEmbedder(nn.Module):
         # initialised by Transformer.reset_parameters
         self.pos_embedding = nn.Parameter(torch.empty(config.vision_posemb_size, 2, e))
         self.pos_norm = LayerNorm(e, PATCH_LAYERNORM_EPS)
+        # A ViT tower over the patches (Config.vision_encoder_layers; none in Gemma 4)
+        self.encoder = (
+            VisionEncoder(e, config.vision_encoder_layers, config.vision_encoder_heads, 4 * e)
+            if config.vision_encoder_layers
+            else None
+        )
         self.eps = config.vision_norm_eps
         self.projection = nn.Linear(e, config.d_model, bias=False)
 
@@ -59,6 +66,8 @@ class VisionEmbedder(nn.Module):
         dtype = self.patch_dense.weight.dtype
         h = self.patch_ln2(self.patch_dense(self.patch_ln1(pixel_values.to(dtype))))
         h = self.pos_norm(h + self.position_embedding(positions))
+        if self.encoder is not None:
+            h = self.encoder(h, (positions != -1).all(-1))
         return self.projection(unit_rms_norm(h, self.eps))
 
     def position_embedding(self, positions: torch.Tensor) -> torch.Tensor:
