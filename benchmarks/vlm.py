@@ -17,8 +17,9 @@ accuracy against training FLOPs; the training loss comes from each run's metrics
 time and the process's CPU time are recorded per run (the CPU time is what a busy, shared
 machine does not inflate), with the machine's load average beside them.
 
-    python benchmarks/vlm.py --out runs/vlm-bench [--steps 2000] [--encoder-layers 2]
-                             [--parallel] [--plot docs/img/vlm_curves.png] [--json]
+    python benchmarks/vlm.py --out runs/vlm-bench [--steps 6000] [--encoder-layers 2]
+                             [--questions colour,shape,count] [--parallel]
+                             [--plot docs/img/vlm_curves.png] [--json] [--eval-only]
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def model_config(encoder_layers: int) -> Any:
     return cfg.replace(vision_encoder_layers=encoder_layers) if encoder_layers else cfg
 
 
-def step_flops(cfg: Any, batch_size: int, seed: int) -> float:
+def step_flops(cfg: Any, batch_size: int, seed: int, kinds: tuple[str, ...]) -> float:
     """Matrix FLOPs of one training step (forward + backward) on the run's first batch,
     counted by torch's FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -53,7 +54,7 @@ def step_flops(cfg: Any, batch_size: int, seed: int) -> float:
     from glassformer.training.config import TrainConfig
     from glassformer.training.vlm import vlm_task
 
-    task, cfg = vlm_task(TrainConfig(seed=seed), cfg)
+    task, cfg = vlm_task(TrainConfig(seed=seed), cfg, kinds)
     torch.manual_seed(0)
     model = Transformer(cfg)
     batch = task.batch(0, batch_size)
@@ -72,7 +73,7 @@ def train_cmd(arm: str, out: Path, steps: int, args: argparse.Namespace) -> list
         "--weight-decay", "0.0", "--eval-every", str(every), "--eval-batches", "4",
         "--checkpoint-every", str(every), "--keep-checkpoints", "0", "--seed", str(args.seed),
         "--threads", str(args.threads), "--no-progress", "--no-plot", "--no-export", "--force",
-        "--json",
+        "--questions", args.questions, "--json",
     ]  # fmt: skip
     if arm == "vit":
         cmd += ["--set", f"vision_encoder_layers={args.encoder_layers}"]
@@ -161,10 +162,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/vlm-bench"))
-    ap.add_argument("--steps", type=int, default=2000, help="Steps of the encoder-free run.")
+    ap.add_argument("--steps", type=int, default=6000, help="Steps of the encoder-free run.")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--encoder-layers", type=int, default=2)
+    ap.add_argument("--questions", default="colour,shape,count", help="Question types asked.")
+    ap.add_argument(
+        "--eval-only", action="store_true", help="Score the runs already in OUT (no training)."
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="Compute threads per run.")
     ap.add_argument("--eval-examples", type=int, default=500)
@@ -176,11 +181,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     configs = {"encoder-free": model_config(0), "vit": model_config(args.encoder_layers)}
-    flops = {arm: step_flops(cfg, args.batch_size, args.seed) for arm, cfg in configs.items()}
+    kinds = tuple(args.questions.split(","))
+    flops = {
+        arm: step_flops(cfg, args.batch_size, args.seed, kinds) for arm, cfg in configs.items()
+    }
     steps = {"encoder-free": args.steps}
     steps["vit"] = max(1, round(args.steps * flops["encoder-free"] / flops["vit"]))
-    cmds = {arm: train_cmd(arm, args.out, steps[arm], args) for arm in ARMS}
-    timings = run_arms(cmds, args.parallel, args.out)
+    timings_file = args.out / "timings.json"
+    if args.eval_only:
+        timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    else:
+        cmds = {arm: train_cmd(arm, args.out, steps[arm], args) for arm in ARMS}
+        timings = run_arms(cmds, args.parallel, args.out)
+        timings_file.write_text(json.dumps(timings, indent=2) + "\n")
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -198,7 +211,7 @@ def main() -> None:
             "flops_per_step": flops[arm],
             "train_flops": steps[arm] * flops[arm],
             "params": n_params,
-            **timings[arm],
+            **timings.get(arm, {}),
             "curves": curves(args.out / arm, flops[arm], args.eval_examples),
         }
     path = args.plot or args.out / "vlm_curves.png"
@@ -213,7 +226,8 @@ def main() -> None:
         last = r["curves"]["exact_match"][-1]
         per = ", ".join(f"{k} {100 * v:.1f}" for k, v in last["per_type"].items())
         print(f"{arm:13s} {r['params']:,} params, {r['steps']} steps x {r['flops_per_step']:.3g}"
-              f" FLOPs = {r['train_flops']:.3g}; wall {r['wall_s']:.0f}s, CPU {r['cpu_s']:.0f}s;"
+              f" FLOPs = {r['train_flops']:.3g}; wall {r.get('wall_s', 0):.0f}s,"
+              f" CPU {r.get('cpu_s', 0):.0f}s;"
               f" exact match {100 * last['exact_match']:.1f}% ({per})")  # fmt: skip
     print(f"plot: {path}")
 

@@ -20,9 +20,9 @@ def test_collate_lays_out_image_question_answer():
     for r, ex in enumerate(exs):
         ids, labels = b["input_ids"][r].tolist(), b["labels"][r].tolist()
         q, a = vocab.encode(ex.question), vocab.encode(ex.answer)
-        n = 1 + 16 + len(q)
-        assert ids[: n + len(a)] == [vocab.bos_id] + [vocab.image_id] * 16 + q + a
-        # only the answer and <eos> are predicted, from the question's last word on
+        n = 1 + len(q) + 16
+        assert ids[: n + len(a)] == [vocab.bos_id, *q] + [vocab.image_id] * 16 + a
+        # only the answer and <eos> are predicted, from the last image token on
         assert [t for t in labels if t != IGNORE] == [*a, vocab.eos_id]
         assert labels[n - 1] == a[0] and all(t == IGNORE for t in labels[: n - 1])
         assert b["mm_token_type_ids"][r].tolist() == [int(t == vocab.image_id) for t in ids]
@@ -59,10 +59,10 @@ class AlwaysSays(nn.Module):
         logits = torch.zeros(b, t, self.vocab.vocab_size)
         for r in range(b):
             row = input_ids[r].tolist()
-            q_end = row.index(self.vocab.stoi["?"])  # the question's last word
+            last = t - 1 - row[::-1].index(self.vocab.image_id)  # the last image token
             for i, tok in enumerate(self.answer):
-                if q_end + i < t:
-                    logits[r, q_end + i, tok] = 1.0
+                if last + i < t:
+                    logits[r, last + i, tok] = 1.0
         return logits
 
 

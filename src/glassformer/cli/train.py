@@ -234,6 +234,10 @@ def register(app: typer.Typer) -> None:
         lora_rank: int = typer.Option(8, help="Fine-tuning tasks: LoRA rank (0: full)."),
         beta: float = typer.Option(None, help="Preference tasks: beta (see finetune)."),
         preset: str = typer.Option("tiny", help="Architecture preset (see `presets`)."),
+        questions: str = typer.Option(
+            "colour,shape,count,position,digit",
+            help="--task vlm: the question types asked (comma-separated).",
+        ),
         config: str = typer.Option(None, help="Model Config JSON (or HF config.json)."),
         set_: Annotated[
             list[str] | None,
@@ -378,7 +382,8 @@ def register(app: typer.Typer) -> None:
             if task == "vlm":
                 from glassformer.training.vlm import vlm_task
 
-                job, model_config = vlm_task(tc, model_config)
+                kinds = tuple(q.strip() for q in questions.split(",") if q.strip())
+                job, model_config = vlm_task(tc, model_config, kinds)
                 summary = train(tc, model_config=model_config, task=job)
             else:
                 summary = train(tc, model_config=model_config)

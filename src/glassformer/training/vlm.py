@@ -3,9 +3,12 @@
 A sample is one picture, one question and its answer (`vlm_data.SyntheticVQA`), laid out as
 the model reads it:
 
-    <bos> <image> x P  question words  answer words <eos>
+    <bos>  question words  <image> x P  answer words <eos>
 
-The P placeholders are replaced inside the model by the P patch embeddings of the picture
+The question comes first, so every patch token can attend to it (early fusion: a patch can
+tell whether it is what is asked about, and the answer position pools those verdicts; a
+count becomes an average). The P placeholders are replaced inside the model by the P patch
+embeddings of the picture
 (`pixel_values` [B, P, patch*patch*3], `image_position_ids` [B, P, 2] as (x, y),
 `mm_token_type_ids` 1 on the placeholders: HF's keyword inputs for Gemma 4's encoder-free
 path). The loss is the next-token cross-entropy on the answer words and the closing <eos>
@@ -46,13 +49,14 @@ TRAIN_SAMPLES = 1_000_000
 
 
 def collate(examples: Iterable[VLMExample], vocab: VLMVocab, patch: int) -> dict[str, torch.Tensor]:
-    """Right-padded rows of the layout above: input_ids, labels (IGNORE except the answer and
-    <eos> targets), mm_token_type_ids, pixel_values, image_position_ids, and `kind` (the index
-    of each row's question type in QUESTION_TYPES)."""
+    """Right-padded rows of the layout above: input_ids, labels (IGNORE except the answer
+    and <eos> targets, predicted from the last image token on), mm_token_type_ids,
+    pixel_values, image_position_ids, and `kind` (each row's question type, as its index in
+    QUESTION_TYPES)."""
     rows, pixels, positions, kinds = [], [], [], []
     for ex in examples:
         patches, pos = patchify(ex.image, patch)
-        prompt = [vocab.bos_id] + [vocab.image_id] * len(patches) + vocab.encode(ex.question)
+        prompt = [vocab.bos_id, *vocab.encode(ex.question)] + [vocab.image_id] * len(patches)
         answer = [*vocab.encode(ex.answer), vocab.eos_id]
         rows.append((prompt, answer))
         pixels.append(torch.from_numpy(patches))
@@ -206,16 +210,22 @@ def load_vlm_checkpoint(path: str | Path) -> tuple[nn.Module, SyntheticVQA, int,
     return model, gen, patch, info
 
 
-def vlm_task(tc: Any, model_config: Any, eval_examples: int = 512) -> tuple[VLMTask, Any]:
-    """The synthetic VQA task of run `tc` (generator seeded with tc.seed) and `model_config`
-    fitted to it: the synthetic vocabulary, its placeholder, padding and end ids, and room
-    for the longest sample. Records the generator's settings in tc.extra["vlm"]."""
+def vlm_task(
+    tc: Any,
+    model_config: Any,
+    kinds: tuple[str, ...] = QUESTION_TYPES,
+    eval_examples: int = 512,
+) -> tuple[VLMTask, Any]:
+    """The synthetic VQA task of run `tc` (generator seeded with tc.seed, asking the question
+    types `kinds`) and `model_config` fitted to it: the synthetic vocabulary, its placeholder,
+    padding and end ids, and room for the longest sample. Records the generator's settings
+    in tc.extra["vlm"]."""
     if not model_config.vision_patch_size:
         raise ValueError(
             f"vision_patch_size: the model config {model_config.name!r} has no vision embedder "
             "(use --preset tiny-vlm, or a config with vision_patch_size > 0)"
         )
-    gen = SyntheticVQA(seed=tc.seed)
+    gen = SyntheticVQA(seed=tc.seed, kinds=tuple(kinds))
     patch = model_config.vision_patch_size * model_config.vision_pool
     task = VLMTask(gen, patch, eval_examples)
     vocab = task.vocab
