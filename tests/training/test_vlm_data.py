@@ -11,7 +11,6 @@ from glassformer.training.vlm_data import (
     PLURALS,
     SyntheticVQA,
     VLMVocab,
-    patchify,
 )
 
 
@@ -112,7 +111,7 @@ def test_digit_scene_draws_the_digit_in_its_colour():
     assert np.all(ex.image == np.array(COLOURS[colour]), axis=-1).sum() > 30
 
 
-def test_vocab_round_trip_and_patchify_layout():
+def test_vocab_round_trip():
     vocab = VLMVocab()
     gen = SyntheticVQA(seed=0)
     for k in range(20):
@@ -120,11 +119,6 @@ def test_vocab_round_trip_and_patchify_layout():
         assert vocab.decode(vocab.encode(ex.question)) == ex.question
     with pytest.raises(ValueError, match="zebra"):
         vocab.encode("what zebra")
-    image = np.arange(16 * 8 * 3, dtype=np.uint8).reshape(8, 16, 3)
-    patches, pos = patchify(image, 4)
-    assert patches.shape == (8, 48) and pos.tolist()[:5] == [[0, 0], [1, 0], [2, 0], [3, 0], [0, 1]]
-    # patch (x=1, y=1): rows 4..7, columns 4..7, flattened (row, col, channel)
-    np.testing.assert_array_equal(patches[5] * 255, image[4:8, 4:8].reshape(-1))
 
 
 def test_bad_settings_name_the_field():

@@ -34,13 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from glassformer.components.head_loss import IGNORE
-from glassformer.training.vlm_data import (
-    QUESTION_TYPES,
-    SyntheticVQA,
-    VLMExample,
-    VLMVocab,
-    patchify,
-)
+from glassformer.multimodal.image import patchify
+from glassformer.training.vlm_data import QUESTION_TYPES, SyntheticVQA, VLMExample, VLMVocab
 
 __all__ = ["VLMTask", "collate", "exact_match", "load_vlm_checkpoint", "vlm_settings"]
 
@@ -55,7 +50,9 @@ def collate(examples: Iterable[VLMExample], vocab: VLMVocab, patch: int) -> dict
     QUESTION_TYPES)."""
     rows, pixels, positions, kinds = [], [], [], []
     for ex in examples:
-        patches, pos = patchify(ex.image, patch)
+        # Gemma 4's preprocessing of a picture already at its size: [0, 1] values, merged
+        # patches in raster order with their (x, y) grid cells
+        patches, pos = patchify(ex.image.astype(np.float32) / 255.0, patch)
         prompt = [vocab.bos_id, *vocab.encode(ex.question)] + [vocab.image_id] * len(patches)
         answer = [*vocab.encode(ex.answer), vocab.eos_id]
         rows.append((prompt, answer))

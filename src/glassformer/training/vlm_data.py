@@ -41,7 +41,6 @@ __all__ = [
     "SyntheticVQA",
     "VLMExample",
     "VLMVocab",
-    "patchify",
 ]
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -120,20 +119,6 @@ class VLMVocab:
 
     def decode(self, ids: list[int]) -> str:
         return " ".join(self.itos[i] for i in ids)
-
-
-def patchify(image: np.ndarray, patch: int) -> tuple[np.ndarray, np.ndarray]:
-    """[H, W, 3] uint8 -> (patches [n, patch * patch * 3] float32 in [0, 1], positions [n, 2]
-    as (x, y) grid coordinates), patches in row-major order, each flattened (row, col, channel)."""
-    h, w, c = image.shape
-    if h % patch or w % patch:
-        raise ValueError(f"image {w}x{h} is not a multiple of the patch size {patch}")
-    gh, gw = h // patch, w // patch
-    x = image.reshape(gh, patch, gw, patch, c).transpose(0, 2, 1, 3, 4)
-    patches = x.reshape(gh * gw, patch * patch * c).astype(np.float32) / 255.0
-    ys, xs = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
-    positions = np.stack([xs.reshape(-1), ys.reshape(-1)], axis=1).astype(np.int64)
-    return patches, positions
 
 
 class SyntheticVQA:
