@@ -21,7 +21,7 @@ from tests.families import perturb
 def tiny(vocab: int = 256, seed: int = 0) -> gf.Transformer:
     cfg = gf.Config(
         vocab_size=vocab, d_model=64, n_layers=3, n_heads=4, n_kv_heads=2, d_ff=128,
-        max_seq_len=128, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
+        max_seq_len=128, rope_theta=10000.0, bos_token_id=1, eos_token_id=2, hf_model_type="llama",
     )  # fmt: skip
     torch.manual_seed(seed)
     model = gf.Transformer(cfg).eval()
@@ -156,3 +156,37 @@ def test_llama_cpp_runs_the_pruned_gguf_greedily_as_we_do(
             break
     assert len(set(ours)) > 3  # a sequence that tells the two apart, not one repeated token
     assert theirs == ours
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma3_text", "qwen3_moe"])
+def test_uniformly_pruned_model_exports_to_hf(tmp_path: Path, name: str) -> None:
+    """Uniform cuts are an ordinary config of the family: HF transformers loads the export and
+    computes the same logits."""
+    from transformers import AutoModelForCausalLM
+
+    from glassformer.hf.export import export_hf
+    from tests.families import build_hf, our_config
+
+    hf = build_hf(name)
+    model = gf.Transformer(our_config(name)).eval()
+    model.load_state_dict(gf.from_hf(hf).state_dict())
+    small = apply_plan(model, plan_pruning(model, heads="50%", mlp="50%", layers=1))
+    assert small.config.heads_per_layer is None and small.config.d_ff_per_layer is None
+    export_hf(tmp_path, small.config, small.state_dict())
+    back = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    x = torch.randint(
+        0, small.config.vocab_size, (2, 20), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        assert (back(x).logits - small(x)).abs().max() <= 1e-4
+
+
+def test_per_layer_pruned_model_is_refused_by_hf_export(tmp_path: Path) -> None:
+    from glassformer.hf.export import export_hf
+
+    small = apply_plan(tiny(), UNEVEN)
+    with pytest.raises(
+        ValueError, match=r"heads_per_layer=\(2, 4\): HF configs have one size for all layers"
+    ):
+        export_hf(tmp_path, small.config, small.state_dict())
+    assert not (tmp_path / "config.json").exists()
