@@ -50,7 +50,13 @@ MULTIMODAL_FIELDS = (
 
 ROPE_SCALING_TYPES = ("linear", "llama3", "yarn", "longrope", "proportional")
 # Config fields that give one size per layer (structured pruning)
-_PER_LAYER_SIZES = ("heads_per_layer", "kv_heads_per_layer", "d_ff_per_layer", "moe_d_ff_per_layer")
+_PER_LAYER_SIZES = (
+    "heads_per_layer",
+    "kv_heads_per_layer",
+    "d_ff_per_layer",
+    "moe_d_ff_per_layer",
+    "experts_per_layer",
+)
 
 
 def _positive_int(value: object) -> bool:
@@ -362,13 +368,14 @@ class Config:
     # 2024). None: every layer has the uniform sizes above. A layer i then has
     # heads_per_layer[i] query heads and kv_heads_per_layer[i] KV heads (a divisor of them, so
     # each KV head still serves a whole group), and a dense MLP of d_ff_per_layer[i]
-    # (its experts moe_d_ff_per_layer[i] wide on an MoE layer). Linear-attention layers keep
-    # their linear_* sizes. llama.cpp's "deci" architecture (Nemotron-NAS) carries the same
-    # per-layer arrays in GGUF.
+    # (its experts_per_layer[i] routed experts moe_d_ff_per_layer[i] wide on an MoE layer).
+    # Linear-attention layers keep their linear_* sizes. llama.cpp's "deci" architecture
+    # (Nemotron-NAS) carries the head counts and widths as per-layer arrays in GGUF.
     heads_per_layer: tuple[int, ...] | None = None
     kv_heads_per_layer: tuple[int, ...] | None = None
     d_ff_per_layer: tuple[int, ...] | None = None
     moe_d_ff_per_layer: tuple[int, ...] | None = None
+    experts_per_layer: tuple[int, ...] | None = None
 
     # --- cross-layer connections (components/connections/) -----------------------------------
     # How block outputs reach later blocks: "residual" (one stream, x_l = x_{l-1} + f(x_{l-1})),
@@ -772,6 +779,20 @@ class Config:
                     )
         if self.moe_d_ff_per_layer is not None and not self.n_experts:
             raise ValueError("moe_d_ff_per_layer: the config has n_experts=0")
+        if self.experts_per_layer is not None:
+            if not self.n_experts:
+                raise ValueError("experts_per_layer: the config has n_experts=0")
+            if self.router_n_groups > 1 or self.moe_beside_mlp:
+                raise ValueError(
+                    "experts_per_layer: per-layer expert counts with grouped routing or "
+                    "experts beside the MLP are not implemented"
+                )
+            few = min(self.experts_per_layer)
+            if few < self.n_experts_per_token:
+                raise ValueError(
+                    f"experts_per_layer: a layer with {few} experts cannot route each token "
+                    f"to n_experts_per_token={self.n_experts_per_token}"
+                )
 
     def _validate_linear_attention(self) -> None:
         """Linear (Gated DeltaNet) layers need their four sizes; the value heads are shared out
@@ -933,6 +954,10 @@ class Config:
     def layer_n_heads(self, layer: int) -> int:
         """Query heads of a layer (fewer than n_heads in a pruned model)."""
         return self.n_heads if self.heads_per_layer is None else self.heads_per_layer[layer]
+
+    def layer_n_experts(self, layer: int) -> int:
+        """Routed experts of an MoE layer (fewer than n_experts in a pruned model)."""
+        return self.n_experts if self.experts_per_layer is None else self.experts_per_layer[layer]
 
     def layer_moe_d_ff(self, layer: int) -> int:
         """Width of one routed expert of an MoE layer."""

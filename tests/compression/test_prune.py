@@ -51,7 +51,8 @@ def ids(batch: int = 2, seq: int = SEQ) -> torch.Tensor:
 @torch.no_grad()
 def masked(model: Transformer, plan: PrunePlan) -> Transformer:
     """The unpruned model with the plan's removed heads and neurons zeroed where they leave
-    their layer (output-projection columns), and removed layers passed through by a hook."""
+    their layer (output-projection columns), removed experts' router logits (and balancing
+    biases) at -inf, and removed layers passed through by a hook."""
     ref = copy.deepcopy(model)
     cfg = model.config
     for i, block in enumerate(ref.layers):
@@ -63,6 +64,14 @@ def masked(model: Transformer, plan: PrunePlan) -> Transformer:
             for h in range(cfg.layer_n_heads(i)):
                 if h not in plan.heads[i]:
                     block.attn.o_proj.weight[:, h * hd : (h + 1) * hd] = 0
+        if i in plan.experts:
+            router = block.mlp.router
+            gone = [e for e in range(router.weight.shape[0]) if e not in plan.experts[i]]
+            bias = torch.zeros(router.weight.shape[0]) if router.bias is None else router.bias
+            bias = bias.detach().clone().index_fill_(0, torch.tensor(gone), -torch.inf)
+            router.bias = torch.nn.Parameter(bias)
+            if router.score_bias is not None:
+                router.score_bias.index_fill_(0, torch.tensor(gone), -torch.inf)
         if i in plan.neurons:
             mlp = block.mlp
             experts = getattr(mlp, "experts", None)
@@ -91,7 +100,9 @@ def test_pruning_nothing_changes_nothing(name: str) -> None:
 def test_pruned_equals_masked(name: str, by: str) -> None:
     model = build(name)
     cfg = model.config
-    plan = plan_pruning(model, heads="50%", mlp="30%", layers=0, by=by)
+    experts = "34%" if cfg.n_experts else 0  # MoE: a third of the experts too
+    plan = plan_pruning(model, heads="50%", mlp="30%", layers=0, by=by, experts=experts)
+    assert bool(plan.experts) == bool(cfg.n_experts)
     small = apply_plan(model, plan)
     assert small.num_parameters() < model.num_parameters()
     # the pruned module's parameters are what its Config says (explorer's count)
@@ -166,6 +177,11 @@ def test_bad_requests_raise_clear_errors() -> None:
         plan_pruning(model, layers=2)
     with pytest.raises(ValueError, match="empties its KV groups"):
         plan_pruning(model, heads="90%")
+    with pytest.raises(ValueError, match="experts: the model has no routed experts"):
+        plan_pruning(model, experts="25%")
+    moe = build("mixtral")  # 4 experts, top-2
+    with pytest.raises(ValueError, match="fewer than the 2 each token is routed to"):
+        plan_pruning(moe, experts="75%")
     with pytest.raises(ValueError, match="by: expected one of"):
         plan_pruning(model, heads="25%", by="loudest")
     with pytest.raises(ValueError, match="remove the layer instead"):
@@ -226,3 +242,29 @@ def test_uneven_pruned_model_on_the_fast_decode_path(quant: str) -> None:
     assert rel(steps[True], steps[False]) < (1e-5 if quant == "none" else 1e-6)
     if quant == "none":
         assert rel(steps[True], reference) < 1e-5
+
+
+def test_uneven_expert_counts() -> None:
+    """Per-layer expert counts and widths in an MoE model: equal to masking, cached decoding
+    equals the full forward, the explorer counts the module's parameters (total and active)."""
+    from glassformer.explorer.costs import parameter_counts
+
+    model = build("qwen3_moe")  # 6 experts, top-2, 2 layers
+    plan = PrunePlan((0, 1), experts={0: (0, 2, 5)}, neurons={1: tuple(range(0, 40, 2))})
+    small = apply_plan(model, plan)
+    cfg = small.config
+    assert cfg.experts_per_layer == (3, 6) and cfg.moe_d_ff_per_layer is not None
+    counts = parameter_counts(cfg)
+    assert counts["params_total"] == small.num_parameters()
+    per_expert = [small.layers[i].mlp.experts.up_proj[0].numel() * 3 for i in range(2)]
+    idle = [(3 - 2) * per_expert[0], (6 - 2) * per_expert[1]]
+    assert counts["params_active"] == small.num_parameters() - sum(idle)
+    x = ids(seq=12)
+    with torch.no_grad():
+        full = small(x)
+        assert (full - masked(model, plan)(x)).abs().max() <= 1e-5
+        cache = small.new_cache(2, 16)
+        steps = [small(x[:, :5], cache)] + [small(x[:, t : t + 1], cache) for t in range(5, 12)]
+    assert (torch.cat(steps, 1) - full).abs().max() <= 1e-4
+    with pytest.raises(ValueError, match="experts_per_layer: a layer with 1 experts"):
+        cfg.replace(experts_per_layer=(1, 6))

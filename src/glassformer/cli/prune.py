@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
             "0%", help="Share of each layer's attention heads to remove (25% or 0.25)."
         ),
         mlp: str = typer.Option("0%", help="Share of each layer's MLP neurons to remove."),
+        experts: str = typer.Option(
+            "0%", help="Share of each MoE layer's routed experts to remove."
+        ),
         layers: str = typer.Option(
             "0", help="Whole layers to remove: a count (2) or a share of the layers (25%)."
         ),
@@ -76,7 +79,8 @@ def register(app: typer.Typer) -> None:
                 f"{out} is a file or an HF model directory; give a new or a pruned-model directory",
                 param_hint="--out",
             )
-        for value, hint in ((heads, "--heads"), (mlp, "--mlp"), (layers, "--layers")):
+        amounts = ((heads, "--heads"), (mlp, "--mlp"), (layers, "--layers"), (experts, "--experts"))
+        for value, hint in amounts:
             try:
                 parse_amount(value, hint.lstrip("-"))
             except ValueError as err:
@@ -96,12 +100,20 @@ def register(app: typer.Typer) -> None:
                     teacher,
                     tokenizer=load_tokenizer(source),
                     tokens=calib_tokens,
-                    measures=("heads", "neurons", "layers"),
+                    measures=("heads", "neurons", "layers", "experts"),
                 )
                 scores = as_score_dict(teacher, measured)
             try:
                 plan = plan_pruning(
-                    teacher, heads, mlp, layers, by=by, scores=scores, seed=seed, round_to=round_to
+                    teacher,
+                    heads,
+                    mlp,
+                    layers,
+                    by,
+                    experts,
+                    scores=scores,
+                    seed=seed,
+                    round_to=round_to,
                 )
             except ValueError as err:  # a request the model cannot satisfy (too much, ...)
                 raise typer.BadParameter(str(err)) from None
@@ -136,6 +148,7 @@ def register(app: typer.Typer) -> None:
             )
         record = provenance(
             teacher, plan, by, source=str(source), heads=heads, mlp=mlp, layers=layers,
+            experts=experts,
             heal=summary.get("heal"),
         )  # fmt: skip
         with console.status(f"writing {out} ..."):

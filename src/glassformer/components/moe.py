@@ -30,14 +30,13 @@ from glassformer.config import Config
 
 
 class Router(nn.Module):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, n_experts: int | None = None) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(config.n_experts, config.d_model))
-        self.bias = (
-            nn.Parameter(torch.empty(config.n_experts)) if config.router_logit_bias else None
-        )
+        e = n_experts or config.n_experts
+        self.weight = nn.Parameter(torch.empty(e, config.d_model))
+        self.bias = nn.Parameter(torch.empty(e)) if config.router_logit_bias else None
         if config.router_bias:
-            self.register_buffer("score_bias", torch.zeros(config.n_experts))
+            self.register_buffer("score_bias", torch.zeros(e))
         else:
             self.score_bias = None
         self.top_k = config.n_experts_per_token
@@ -73,9 +72,11 @@ class Router(nn.Module):
 class Experts(nn.Module):
     """E gated MLPs as stacked weights; each expert runs only on the tokens routed to it."""
 
-    def __init__(self, config: Config, d_ff: int | None = None) -> None:
+    def __init__(
+        self, config: Config, d_ff: int | None = None, n_experts: int | None = None
+    ) -> None:
         super().__init__()
-        e, d, f = config.n_experts, config.d_model, d_ff or config.moe_d_ff
+        e, d, f = n_experts or config.n_experts, config.d_model, d_ff or config.moe_d_ff
         self.gated = config.mlp == "glu"
         self.gate_proj = nn.Parameter(torch.empty(e, f, d)) if self.gated else None
         self.up_proj = nn.Parameter(torch.empty(e, f, d))
@@ -126,8 +127,10 @@ class Experts(nn.Module):
 class MoE(nn.Module):
     def __init__(self, config: Config, layer: int | None = None) -> None:
         super().__init__()
-        self.router = Router(config)
-        self.experts = Experts(config, None if layer is None else config.layer_moe_d_ff(layer))
+        # a pruned model's layers may differ in expert count and width
+        e = None if layer is None else config.layer_n_experts(layer)
+        self.router = Router(config, e)
+        self.experts = Experts(config, None if layer is None else config.layer_moe_d_ff(layer), e)
         self.shared = MLP(config, d_ff=config.shared_d_ff) if config.n_shared_experts else None
         self.shared_gate = (
             nn.Linear(config.d_model, 1, bias=False) if config.shared_expert_gate else None

@@ -1,4 +1,5 @@
-"""Structured pruning: remove attention heads, MLP neurons, expert channels and whole layers.
+"""Structured pruning: remove attention heads, MLP neurons, experts, expert channels and whole
+layers.
 
 A head h of a layer contributes o_h W_o[h] to the attention output (o_h its softmax-weighted
 values, W_o[h] its rows of the output projection), and a neuron j of an MLP contributes
@@ -8,6 +9,8 @@ a_j W_down[:, j]; removing either is exact surgery on the weight matrices:
                sink logit; a KV head goes with the last query head of its group
     neuron j:  row j of W_gate and W_up (and their biases), column j of W_down; in an MoE
                layer, channel j of every expert
+    expert e:  row e of the router (its logit) and the expert's weights; the router then
+               chooses among the others, as the unpruned router does with logit e at -inf
     layer l:   the whole block (the residual stream passes it unchanged)
 
 so the pruned model computes exactly what the unpruned one computes with those heads and
@@ -45,18 +48,21 @@ METHODS = ("importance", "magnitude", "random")
 
 @dataclass(frozen=True)
 class PrunePlan:
-    """What to keep. `heads[i]` / `neurons[i]`: the kept query heads / MLP (or expert) channels
-    of original layer i (absent: all of them); `layers`: the kept original layers, in order."""
+    """What to keep. `heads[i]` / `neurons[i]` / `experts[i]`: the kept query heads / MLP (or
+    expert) channels / routed experts of original layer i (absent: all of them); `layers`: the
+    kept original layers, in order."""
 
     layers: tuple[int, ...]
     heads: dict[int, tuple[int, ...]] = field(default_factory=dict)
     neurons: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    experts: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "layers": list(self.layers),
             "heads": {str(i): list(v) for i, v in sorted(self.heads.items())},
             "neurons": {str(i): list(v) for i, v in sorted(self.neurons.items())},
+            "experts": {str(i): list(v) for i, v in sorted(self.experts.items())},
         }
 
     @classmethod
@@ -65,6 +71,7 @@ class PrunePlan:
             tuple(data["layers"]),
             {int(i): tuple(v) for i, v in data.get("heads", {}).items()},
             {int(i): tuple(v) for i, v in data.get("neurons", {}).items()},
+            {int(i): tuple(v) for i, v in data.get("experts", {}).items()},
         )
 
 
@@ -151,6 +158,7 @@ def magnitude_scores(model: Transformer) -> dict[str, Any]:
     cfg = model.config
     heads: dict[int, torch.Tensor] = {}
     neurons: dict[int, torch.Tensor] = {}
+    experts: dict[int, torch.Tensor] = {}
     layers = torch.zeros(cfg.n_layers)
     with torch.no_grad():
         for i, block in enumerate(model.layers):
@@ -169,9 +177,11 @@ def magnitude_scores(model: Transformer) -> dict[str, Any]:
                     in_norm = in_norm + gate.float().pow(2).sum(-1).sqrt()
                 score = out_norm * in_norm
                 neurons[i] = score.sum(0) if score.dim() == 2 else score
+                if score.dim() == 2:  # an expert's score: its channels' scores summed
+                    experts[i] = score.sum(1)
                 total += float(down.float().pow(2).sum())
             layers[i] = math.sqrt(total)
-    return {"heads": heads, "neurons": neurons, "layers": layers}
+    return {"heads": heads, "neurons": neurons, "experts": experts, "layers": layers}
 
 
 def random_scores(model: Transformer, seed: int = 0) -> dict[str, Any]:
@@ -179,12 +189,15 @@ def random_scores(model: Transformer, seed: int = 0) -> dict[str, Any]:
     cfg = model.config
     g = torch.Generator().manual_seed(seed)
     heads = {i: torch.rand(cfg.layer_n_heads(i), generator=g) for i in attention_layers(cfg)}
-    neurons = {}
+    neurons, experts = {}, {}
     for i, block in enumerate(model.layers):
         down, _, _ = _mlp_weights(block.mlp)
         if down is not None:
             neurons[i] = torch.rand(down.shape[-1], generator=g)
-    return {"heads": heads, "neurons": neurons, "layers": torch.rand(cfg.n_layers, generator=g)}
+            if down.dim() == 3:
+                experts[i] = torch.rand(down.shape[0], generator=g)
+    layers = torch.rand(cfg.n_layers, generator=g)
+    return {"heads": heads, "neurons": neurons, "experts": experts, "layers": layers}
 
 
 def _mlp_weights(mlp: nn.Module) -> tuple[Any, Any, Any]:
@@ -218,22 +231,32 @@ def scores_for(model: Transformer, by: str, seed: int = 0, **kwargs: Any) -> dic
 
 
 def as_score_dict(model: Transformer, scores: Any) -> dict[str, Any]:
-    """Scores as tensors heads [n_layers, n_heads], neurons [n_layers, d_ff], layers
-    [n_layers] (attributes or keys) -> the per-layer dicts `plan_pruning` reads."""
+    """Scores as tensors (attributes or keys: `importance.Scores`) -> the per-layer dicts
+    `plan_pruning` reads: heads [n_layers, n_heads], neurons [n_layers, d_ff] (an MoE layer's
+    channel scores: expert_channels [n_layers, n_experts, moe_d_ff] summed over its experts),
+    experts [n_layers, n_experts], layers [n_layers]. NaN marks a unit a layer lacks."""
 
     def get(name: str) -> Any:
         return scores.get(name) if isinstance(scores, Mapping) else getattr(scores, name, None)
 
     cfg = model.config
-    out: dict[str, Any] = {"heads": {}, "neurons": {}, "layers": get("layers")}
-    heads, neurons = get("heads"), get("neurons")
+    out: dict[str, Any] = {"heads": {}, "neurons": {}, "experts": {}, "layers": get("layers")}
+    heads, neurons, experts = get("heads"), get("neurons"), get("experts")
+    channels = get("expert_channels")
     for i in range(cfg.n_layers):
         if heads is not None and cfg.layer_type(i) != "linear":
             out["heads"][i] = torch.as_tensor(heads[i])[: cfg.layer_n_heads(i)].float()
-        if neurons is not None:
-            down, _, _ = _mlp_weights(model.layers[i].mlp)
-            if down is not None:
-                out["neurons"][i] = torch.as_tensor(neurons[i])[: down.shape[-1]].float()
+        down, _, _ = _mlp_weights(model.layers[i].mlp)
+        if down is None:
+            continue
+        if down.dim() == 3:  # routed experts [E, d, f]
+            if channels is not None:
+                per_expert = torch.as_tensor(channels[i])[: down.shape[0], : down.shape[-1]]
+                out["neurons"][i] = per_expert.float().nansum(0)
+            if experts is not None:
+                out["experts"][i] = torch.as_tensor(experts[i])[: down.shape[0]].float()
+        elif neurons is not None:
+            out["neurons"][i] = torch.as_tensor(neurons[i])[: down.shape[-1]].float()
     return out
 
 
@@ -244,13 +267,14 @@ def plan_pruning(
     mlp: float | int | str = 0.0,
     layers: float | int | str = 0,
     by: str = "magnitude",
+    experts: float | int | str = 0.0,
     scores: Mapping[str, Any] | None = None,
     seed: int = 0,
     round_to: int = 1,
 ) -> PrunePlan:
     """Choose what to remove: `layers` (a count, or a fraction of the layers) lowest-scored
-    whole layers, then in each remaining layer the fraction `heads` of its query heads and
-    `mlp` of its MLP (or expert) channels with the lowest scores.
+    whole layers, then in each remaining layer the fraction `heads` of its query heads, `mlp`
+    of its MLP (or expert) channels and `experts` of its routed experts with the lowest scores.
 
     In a grouped-query layer the heads go group by group: each KV group loses the same number
     of its lowest-scored query heads (a fraction that is not a multiple of the groups rounds to
@@ -261,7 +285,8 @@ def plan_pruning(
     if not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"round_to: must be a positive integer, got {round_to!r}")
     heads_f, mlp_f = parse_amount(heads, "heads"), parse_amount(mlp, "mlp")
-    for name, value in (("heads", heads_f), ("mlp", mlp_f)):
+    experts_f = parse_amount(experts, "experts")
+    for name, value in (("heads", heads_f), ("mlp", mlp_f), ("experts", experts_f)):
         if isinstance(value, int) and value:
             raise ValueError(f"{name}: give a fraction (25% or 0.25), got the count {value}")
     layer_amount = parse_amount(layers, "layers")
@@ -278,7 +303,20 @@ def plan_pruning(
         kept_layers = tuple(i for i in range(cfg.n_layers) if i not in drop)
     plan_heads: dict[int, tuple[int, ...]] = {}
     plan_neurons: dict[int, tuple[int, ...]] = {}
+    plan_experts: dict[int, tuple[int, ...]] = {}
+    if experts_f and not cfg.n_experts:
+        raise ValueError("experts: the model has no routed experts (n_experts=0)")
     for i in kept_layers:
+        if experts_f and cfg.is_moe_layer(i):
+            score = torch.as_tensor(s["experts"][i]).float()
+            n = score.numel()
+            k = n - round(experts_f * n)
+            if k < cfg.n_experts_per_token:
+                raise ValueError(
+                    f"experts: removing {experts_f:.0%} of layer {i}'s {n} experts leaves {k}, "
+                    f"fewer than the {cfg.n_experts_per_token} each token is routed to"
+                )
+            plan_experts[i] = tuple(sorted(score.argsort(descending=True)[:k].tolist()))
         if heads_f and cfg.layer_type(i) != "linear":
             plan_heads[i] = _lowest_heads_out(cfg, i, torch.as_tensor(s["heads"][i]), heads_f)
         if mlp_f and i in s["neurons"]:
@@ -292,7 +330,7 @@ def plan_pruning(
                     f"mlp: removing {mlp_f:.0%} of layer {i}'s {n} channels leaves none"
                 )
             plan_neurons[i] = tuple(sorted(score.argsort(descending=True)[:k].tolist()))
-    return PrunePlan(kept_layers, plan_heads, plan_neurons)
+    return PrunePlan(kept_layers, plan_heads, plan_neurons, plan_experts)
 
 
 def _lowest_heads_out(
@@ -342,6 +380,22 @@ def pruned_config(config: Config, plan: PrunePlan) -> Config:
         else config.layer_n_kv_heads(i)
         for i in kept
     ]
+    for i, chosen_experts in plan.experts.items():
+        if i not in kept or not config.is_moe_layer(i):
+            raise ValueError(f"experts: layer {i} is not a kept MoE layer")
+        e = config.layer_n_experts(i)
+        if (
+            len(chosen_experts) < config.n_experts_per_token
+            or len(set(chosen_experts)) != len(chosen_experts)
+            or min(chosen_experts) < 0
+            or max(chosen_experts) >= e
+        ):
+            raise ValueError(
+                f"experts: layer {i} has experts 0..{e - 1} and routes to "
+                f"{config.n_experts_per_token}, got {list(chosen_experts)[:8]}"
+            )
+    if plan.experts and (config.router_n_groups > 1 or config.moe_beside_mlp):
+        raise ValueError("experts: removing experts with grouped routing is not implemented")
     d_ff, moe_d_ff = [], []
     for i in kept:
         moe = config.is_moe_layer(i)
@@ -384,6 +438,12 @@ def pruned_config(config: Config, plan: PrunePlan) -> Config:
             changes["moe_d_ff_per_layer"] = None
         else:
             changes["moe_d_ff_per_layer"] = tuple(moe_d_ff)
+        n_e = [len(plan.experts.get(i, range(config.layer_n_experts(i)))) for i in kept]
+        if len({n_e[j] for j in routed}) <= 1:
+            changes["n_experts"] = n_e[routed[0]] if routed else config.n_experts
+            changes["experts_per_layer"] = None
+        else:
+            changes["experts_per_layer"] = tuple(n_e)
     if config.head_dim is not None:
         changes["head_dim"] = config.head_dim  # explicit: n_heads may no longer divide d_model
     return dataclasses.replace(config, **changes)
@@ -414,7 +474,10 @@ def prune_state_dict(
 
 def _cut(config: Config, i: int, rest: str, t: torch.Tensor, plan: PrunePlan) -> torch.Tensor:
     """The kept part of parameter `rest` of original layer i."""
-    heads, neurons = plan.heads.get(i), plan.neurons.get(i)
+    heads, neurons, experts = plan.heads.get(i), plan.neurons.get(i), plan.experts.get(i)
+    if experts is not None and rest.startswith(("mlp.router.", "mlp.experts.")):
+        # every router and expert tensor is indexed by expert first
+        t = t.index_select(0, torch.tensor(experts))
     if heads is not None and rest.startswith("attn."):
         hd, h = config.layer_head_dim(i), config.layer_n_heads(i)
         kv = check_heads(config, i, heads)

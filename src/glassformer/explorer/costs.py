@@ -393,9 +393,13 @@ def parameter_counts(cfg: Config) -> dict[str, int]:
         per = expert_params(cfg)
         idle = cfg.n_experts - cfg.n_experts_per_token
         inactive = n_moe * idle * per
-        if cfg.moe_d_ff_per_layer is not None:  # a pruned model: experts differ per layer
+        if cfg.moe_d_ff_per_layer is not None or cfg.experts_per_layer is not None:
+            # a pruned model: experts differ per layer
             moe_layers = [i for i in range(cfg.n_layers) if cfg.is_moe_layer(i)]
-            inactive = sum(idle * expert_params(cfg, i) for i in moe_layers)
+            inactive = sum(
+                (cfg.layer_n_experts(i) - cfg.n_experts_per_token) * expert_params(cfg, i)
+                for i in moe_layers
+            )
         if cfg.is_moe_layer(cfg.n_layers - 1):
             mtp_inactive = cfg.n_mtp_modules * (cfg.n_experts - cfg.n_experts_per_token) * per
     built_mtp = cfg.build_mtp

@@ -351,8 +351,10 @@ def mlp_ops(
 def moe_ops(
     cfg: Config, src: str, n: Value, lead: tuple[Value, ...], layer: int | None = None
 ) -> list[Op]:
-    d, e, k = cfg.d_model, cfg.n_experts, cfg.n_experts_per_token
-    f = cfg.moe_d_ff if layer is None else cfg.layer_moe_d_ff(layer)  # pruned: per layer
+    d, k = cfg.d_model, cfg.n_experts_per_token
+    # a pruned model's layers may differ in expert count and width
+    e = cfg.n_experts if layer is None else cfg.layer_n_experts(layer)
+    f = cfg.moe_d_ff if layer is None else cfg.layer_moe_d_ff(layer)
     gated = cfg.mlp == "glu"
     # Expected distinct experts touched by n tokens when each token picks each expert with
     # probability k/E (uniform routing): E (1 - (1 - k/E)^n). One token: k; many: E.
@@ -1261,7 +1263,7 @@ def mtp_ops(cfg: Config, depth: int, mode: str, train: bool, mla_order: MLAOrder
 def _per_layer_sizes(cfg: Config) -> bool:
     """Whether layers of one type may differ in size (a pruned model)."""
     names = ("heads_per_layer", "kv_heads_per_layer", "d_ff_per_layer", "moe_d_ff_per_layer")
-    return any(getattr(cfg, name) is not None for name in names)
+    return any(getattr(cfg, name) is not None for name in (*names, "experts_per_layer"))
 
 
 def layer_kinds(cfg: Config) -> dict[tuple, LayerSpans]:
@@ -1285,8 +1287,10 @@ def layer_kinds(cfg: Config) -> dict[tuple, LayerSpans]:
             if not _per_layer_sizes(cfg):
                 return base
             # a pruned model: layers of one kind but different sizes are different kinds
-            ff = cfg.layer_moe_d_ff(i) if cfg.is_moe_layer(i) else cfg.layer_d_ff(i)
-            return (*base, f"h{cfg.layer_n_heads(i)}kv{cfg.layer_n_kv_heads(i)}ff{ff}")
+            moe = cfg.is_moe_layer(i)
+            ff = cfg.layer_moe_d_ff(i) if moe else cfg.layer_d_ff(i)
+            e = f"e{cfg.layer_n_experts(i)}" if moe else ""
+            return (*base, f"h{cfg.layer_n_heads(i)}kv{cfg.layer_n_kv_heads(i)}{e}ff{ff}")
 
         parts, start = [], 0
         for i in range(1, n + 1):  # runs of equal (type, moe, rope)

@@ -642,7 +642,8 @@ def config_to_hf(cfg: Config) -> dict[str, Any]:
     """The HF `config.json` dict of the config's family (refused when the family cannot
     express the config: the first field that would change is named)."""
     refuse_connections(cfg)
-    for name in ("heads_per_layer", "kv_heads_per_layer", "d_ff_per_layer", "moe_d_ff_per_layer"):
+    per_layer = ("heads_per_layer", "kv_heads_per_layer", "d_ff_per_layer", "moe_d_ff_per_layer")
+    for name in (*per_layer, "experts_per_layer"):
         if getattr(cfg, name) is not None:
             raise ValueError(
                 f"config_to_hf: {name}={getattr(cfg, name)!r}: HF configs have one size for all "
