@@ -1,0 +1,157 @@
+"""Where a single-stream decode token's time goes: the native decode plan's kernels by kind
+(block products, attention, the LM head, RoPE + cache store, norms, SiLU and adds), the
+embedding lookup, the sampler, and what `generate` adds around the step in Python, next to the
+bandwidth bound (the bytes a step must read over the machine's measured copy bandwidth).
+
+    python benchmarks/decode_profile.py [--model smollm2-135m-instruct] [--quant int4]
+                                        [--threads 2] [--context 128] [--rounds 7] [--json]
+
+Each kernel call of the plan's program is run on its own (`gf_run_program` over one record),
+`--reps` times per round at a fixed position; a category's figure is the sum of its calls'
+best-of-rounds times, so a noisy machine inflates it less than a whole-step mean would. The
+parts are measured apart, so they need not add up to the whole step exactly (the whole step
+keeps caches warm across calls; one ctypes call per record adds ~1 us).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import time
+
+import torch
+
+from glassformer.inference import native
+
+KINDS = {
+    native.OP_RMSNORM: "norms",
+    native.OP_F32_MM: "products",
+    native.OP_Q4_MM: "products",
+    native.OP_Q8_MM: "products",
+    native.OP_SILU_MUL: "silu, adds",
+    native.OP_ADD: "silu, adds",
+    native.OP_ROPE_STORE: "rope + cache store",
+    native.OP_ATTEND: "attention",
+}
+
+
+def best(fn, reps: int, rounds: int) -> float:
+    """Best-of-rounds seconds per call."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        times.append((time.perf_counter() - start) / reps)
+    return min(times)
+
+
+def profile(args) -> dict:
+    from glassformer.generation import GenerationConfig, generate, load
+    from glassformer.generation.sampling import sample
+    from glassformer.inference.bench import measure_bandwidth
+    from glassformer.loaders.resolve import resolve
+
+    torch.set_num_threads(args.threads)
+    net, tok = load(resolve(args.model), quant=args.quant)
+    cache = net.new_cache(1, args.context + 64)
+    ids = torch.randint(100, 10_000, (1, args.context))
+    out: dict = {"model": args.model, "quant": args.quant, "threads": args.threads}
+    with torch.inference_mode():
+        net(ids, cache)
+        net(ids[:, -1:], cache)  # builds the plan
+        plan = net.decode_plan(cache)
+        assert plan is not None, "the model does not run on the native decode plan"
+        pos = cache.length
+        program, n = plan.program, len(plan.program)
+        size = ctypes.sizeof(native.Op)
+        base = ctypes.addressof(program)
+        last_mm = max(i for i in range(n) if KINDS[program[i].kind] == "products")
+        parts: dict[str, float] = {}
+        for i in range(n):
+            kind = "LM head" if i == last_mm else KINDS[program[i].kind]
+            op = ctypes.c_void_p(base + i * size)
+            t = best(lambda op=op: plan.lib.run_program(op, 1, pos), args.reps, args.rounds)
+            parts[kind] = parts.get(kind, 0.0) + t
+        step_ids = ids[0, -1:]
+        parts["embedding"] = best(lambda: plan._embed(step_ids), args.reps, args.rounds)
+
+        def whole_step() -> None:
+            cache.length = pos
+            plan.step(step_ids)
+
+        step = best(whole_step, args.reps, args.rounds)
+        logits = plan.logits[:, : tok.vocab_size if hasattr(tok, "vocab_size") else None]
+        empty = torch.empty(1, 0, dtype=torch.long)
+        for name, config in (
+            ("sampler (greedy)", GenerationConfig()),
+            ("sampler (T 0.7, top-p 0.9)", GenerationConfig(temperature=0.7, top_p=0.9, seed=0)),
+        ):
+            gen = torch.Generator().manual_seed(0)
+            parts[name] = best(lambda c=config, g=gen: sample(logits, empty, c, g), 20, args.rounds)
+        # generate() end to end: per new token, minus the plan step, is its Python around it
+        prompt = tok.decode(ids[0, : args.context].tolist())
+        new = 64
+        config = GenerationConfig(max_new_tokens=new, ignore_eos=True)
+        gen_times = []
+        for _ in range(3):
+            res = generate(net, tok, prompt, config)
+            gen_times.append(res.decode_seconds / max(1, len(res.tokens) - 1))
+        per_token = min(gen_times)
+    bandwidth = measure_bandwidth(args.threads)
+    weight_bytes = plan_bytes(plan)
+    out.update(
+        step_ms=1e3 * step,
+        generate_ms_per_token=1e3 * per_token,
+        python_ms_per_token=1e3 * (per_token - step - parts["sampler (greedy)"]),
+        parts_ms={k: 1e3 * v for k, v in parts.items()},
+        weight_mb=weight_bytes / 1e6,
+        bandwidth_gb_s=bandwidth,
+        bound_ms=1e3 * weight_bytes / (bandwidth * 1e9),
+    )
+    return out
+
+
+def plan_bytes(plan) -> int:
+    """Bytes of the weights the plan's products read (each pinned tensor read once a step,
+    the rotary tables, caches and buffers excluded: small beside them at short contexts)."""
+    model = plan.model
+    total = 0
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if "rope" in name or "inv_freq" in name:
+            continue
+        total += t.numel() * t.element_size()
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--quant", default="int4", choices=("none", "int8", "int4"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--context", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    out = profile(args)
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"{args.model} {args.quant}, {args.threads} threads, context {args.context}")
+    print("| part | ms / token | share of the plan step |")
+    print("|---|---|---|")
+    for name, ms in out["parts_ms"].items():
+        print(f"| {name} | {ms:.3f} | {100 * ms / out['step_ms']:.0f}% |")
+    print(f"| whole plan step | {out['step_ms']:.3f} | 100% |")
+    print(f"| generate() per token | {out['generate_ms_per_token']:.3f} | |")
+    print(f"| Python around the step | {out['python_ms_per_token']:.3f} | |")
+    print(
+        f"bandwidth bound: {out['weight_mb']:.1f} MB of weights / {out['bandwidth_gb_s']:.1f} "
+        f"GB/s = {out['bound_ms']:.2f} ms / token"
+    )
+
+
+if __name__ == "__main__":
+    main()
