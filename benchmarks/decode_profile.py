@@ -114,14 +114,20 @@ def profile(args) -> dict:
 
 
 def plan_bytes(plan) -> int:
-    """Bytes of the weights the plan's products read (each pinned tensor read once a step,
-    the rotary tables, caches and buffers excluded: small beside them at short contexts)."""
-    model = plan.model
+    """Bytes of the weights the plan's products read once a step, from their records: int4
+    codes (K / 2 bytes a row) and float16 d, mn per group; int8 codes and float32 scales;
+    float32 rows. Norm weights, rotary tables and the KV cache are small beside them."""
     total = 0
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if "rope" in name or "inv_freq" in name:
-            continue
-        total += t.numel() * t.element_size()
+    for op in plan.program:
+        a = op.a
+        if op.kind == native.OP_Q4_MM:  # x, M, K, q, d, mn, N, group
+            k, n, group = a[2], a[6], a[7]
+            total += n * k // 2 + 2 * 2 * n * (k // group)
+        elif op.kind == native.OP_Q8_MM:  # x, M, K, q, s, N, group
+            k, n, group = a[2], a[5], a[6]
+            total += n * k + 4 * n * (k // group)
+        elif op.kind == native.OP_F32_MM:  # x, M, K, w, N
+            total += 4 * a[2] * a[4]
     return total
 
 
