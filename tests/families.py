@@ -235,6 +235,17 @@ TINY_HF_CONFIGS: dict[str, dict[str, Any]] = {
                                 rope_theta=1000000.0),
         ),
     ),
+    # Gemma 4 unified's text stack (12B's layout; text only here, its images and audio in
+    # tests/core/test_gemma4_unified.py): keys-equal-values full layers with one KV head and
+    # their own head_dim, no per-layer inputs, final soft-capping
+    "gemma4_unified_text": dict(
+        model_type="gemma4_unified_text", vocab_size=VOCAB, hidden_size=64,
+        intermediate_size=48, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, global_head_dim=32, num_global_key_value_heads=1, attention_k_eq_v=True,
+        sliding_window=6, final_logit_softcapping=3.0,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention",
+                     "full_attention"],
+    ),
     # Gemma 4 MoE (26B-A4B's layout): experts beside every dense MLP, no per-layer
     # embeddings or KV sharing, separate v on full layers with their own head_dim
     "gemma4_text-moe": dict(
