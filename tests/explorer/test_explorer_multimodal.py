@@ -16,12 +16,13 @@ from glassformer.explorer import analyze
 from glassformer.explorer.multimodal import (
     GEMMA3_SIGLIP,
     SiglipTower,
+    audio_cost,
     image_cost,
     siglip_image_cost,
     siglip_ops,
 )
 from glassformer.multimodal.image import target_size
-from tests.core.test_gemma4_unified import IMAGE, hf_unified_config
+from tests.core.test_gemma4_unified import AUDIO, IMAGE, hf_unified_config
 from tests.explorer.flop_counting import counted
 
 transformers = pytest.importorskip("transformers")
@@ -132,3 +133,25 @@ def test_explore_and_compare_with_an_image() -> None:
     assert text.exit_code == 0 and "time to first token" in text.stdout
     bad = CliRunner().invoke(app, ["explore", "gemma-4-12b", "--image", "big"])
     assert bad.exit_code != 0
+
+
+def test_audio_flops_equal_the_modules() -> None:
+    """43 samples in frames of 8: 6 tokens (the last frame zero-padded)."""
+    cfg = tiny()
+    torch.manual_seed(0)
+    model = gf.Transformer(cfg).eval()
+    model.set_attention_impl("eager")
+    inputs = dict(
+        input_ids=torch.full((1, 6), AUDIO), mm_token_type_ids=torch.full((1, 6), 3),
+        input_features=torch.randn(1, 6, 8), input_features_mask=torch.ones(1, 6, dtype=torch.bool),
+    )  # fmt: skip
+    with torch.no_grad():
+        measured = counted(lambda: model(**inputs))
+    cost = audio_cost(cfg, 43 / 16000, attention="eager")
+    assert cost["audio_tokens"] == 6
+    assert cost["prefill_flops_matmul"] == measured
+    assert cost["encoder"]["params"] == sum(p.numel() for p in model.audio_embed.parameters())
+    out = CliRunner().invoke(app, ["explore", "gemma-4-12b", "--audio-seconds", "10", "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["audio"]["audio_tokens"] == 250
+    bad = CliRunner().invoke(app, ["explore", "gemma-3-12b", "--audio-seconds", "1"])
+    assert bad.exit_code == 2 and "no audio embedder" in bad.output

@@ -177,15 +177,29 @@ def register(app: typer.Typer) -> None:
         html: Path | None = EXPLORE_HTML,
         image: str | None = image_opt,
         image_tokens: int = image_tokens_opt,
+        audio_seconds: float | None = typer.Option(
+            None, "--audio-seconds", help="Also cost a clip this long through the audio embedder."
+        ),
     ) -> None:
         """Cost of one pass: params, FLOPs, bytes, KV cache, roofline time, per op; with
-        --image, also one image's cost."""
+        --image / --audio-seconds, also one image's / clip's cost."""
         settings, attention, mla = _settings(mode, batch, seq, dtype, hardware, attention, mla)
         result = _analyze(model, attention=attention, mla_order=mla, mtp=mtp, **settings)
         if image is not None:
             result["image"] = _image_costs(
                 [model], image, image_tokens, settings["dtype"], hardware, attention
             )[0]
+        if audio_seconds is not None:
+            from glassformer.explorer.multimodal import audio_cost
+
+            try:
+                result["audio"] = audio_cost(
+                    load_model_config(model), audio_seconds, settings["dtype"], hardware,
+                    attention,
+                )  # fmt: skip
+            except ValueError as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from err
         if html is not None:
             from glassformer.explorer.html import write_html
 
@@ -202,6 +216,10 @@ def register(app: typer.Typer) -> None:
             from glassformer.explorer.report import render_images
 
             render_images([_for_terminal(result["image"])])
+        if audio_seconds is not None:
+            from glassformer.explorer.report import render_audio
+
+            render_audio(_for_terminal(result["audio"]))
         if html is not None:
             typer.echo(f"wrote {html}")
 

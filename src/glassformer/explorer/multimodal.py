@@ -241,6 +241,31 @@ def image_cost(
                     decoder, hw, dtype, rows=max_soft_tokens)  # fmt: skip
 
 
+def audio_cost(
+    cfg: Config,
+    seconds: float,
+    dtype: str = "bf16",
+    hardware: str | Hardware = DEFAULT_HARDWARE,
+    attention: str = "flash",
+    sample_rate: int = 16_000,
+) -> dict[str, Any]:
+    """A clip of `seconds` through the audio embedder (one token per frame of
+    `audio_frame_size` samples, the last zero-padded) and the decoder's prefill of its tokens."""
+    if not cfg.audio_frame_size:
+        raise ValueError(f"{cfg.name}: no audio embedder (Config.audio_frame_size is 0)")
+    if not seconds > 0:
+        raise ValueError(f"seconds: must be > 0, got {seconds}")
+    hw = hardware if isinstance(hardware, Hardware) else get_hardware(hardware)
+    samples = round(seconds * sample_rate)
+    tokens = -(-samples // cfg.audio_frame_size)
+    embedder = _evaluate([(op, 1) for op in audio_embed_ops(cfg, tokens)], dtype, hw, attention)
+    decoder = _decoder(cfg, tokens, dtype, hw, attention)
+    out = _summary(cfg.name, "encoder-free audio", [samples], [samples], tokens, embedder,
+                   decoder, hw, dtype, rows=tokens)  # fmt: skip
+    out.update(seconds=seconds, audio_tokens=tokens)
+    return out
+
+
 def siglip_image_cost(
     cfg: Config,
     tower: SiglipTower = GEMMA3_SIGLIP,

@@ -336,3 +336,21 @@ def render_images(costs: list[dict[str, Any]], console: Console | None = None) -
     for label, fn in IMAGE_ROWS:
         t.add_row(label, *(fn(c) for c in costs))
     console.print(t)
+
+
+def render_audio(cost: dict[str, Any], console: Console | None = None) -> None:
+    """One audio clip's cost (`explorer.multimodal.audio_cost`)."""
+    console = console or default_console()
+    t = Table(title=f"{cost['seconds']} s of audio, {cost['dtype']}, {cost['hardware']}")
+    t.add_column("", style="bold")
+    t.add_column(cost["model"], justify="right")
+    rows = (
+        ("audio tokens", str(cost["audio_tokens"])),
+        ("embedder params", params_count(cost["encoder"]["params"])),
+        ("embedder FLOPs", si(cost["encoder"]["flops"])),
+        ("decoder prefill FLOPs", si(cost["decoder"]["flops_executed"])),
+        ("time to first token", seconds(cost["ttft_s"])),
+    )
+    for label, value in rows:
+        t.add_row(label, value)
+    console.print(t)
