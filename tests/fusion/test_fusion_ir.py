@@ -44,7 +44,7 @@ def _covered(g: Gemm) -> set[str]:
     ops = set(g.weights)
     if g.prologue.explorer:
         ops.add(g.prologue.explorer)
-    ops |= {s.explorer for s in g.program if s.explorer and s.op not in ("rstd",)}
+    ops |= {s.explorer for s in g.program if s.explorer and s.op != "sumsq"}
     return ops
 
 

@@ -104,7 +104,7 @@ class FusedBlock:
         h_rows = res["h"]
         if "mlp.gate_up" in self.nodes or "mlp.up_proj" in self.nodes:
             first = "mlp.gate_up" if "mlp.gate_up" in self.nodes else "mlp.up_proj"
-            a = self._run(first, h_rows, stats=res.get("rstd"))["a"]
+            a = self._run(first, h_rows, stats=res.get("sumsq"))["a"]
             y = self._run("mlp.down_proj", a, loads={"h": h_rows})["y"]
             return y.view(b, t, d)
         # MoE: the router and experts read the normalised tokens (opaque nodes: the modules)

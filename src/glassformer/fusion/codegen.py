@@ -35,7 +35,7 @@ from typing import Any
 
 from glassformer.fusion.ir import Gemm, Step
 
-SUPPORTED_OPS = ("row_scale", "bias", "act", "glu", "rope", "add", "mul", "rms_norm", "rstd")
+SUPPORTED_OPS = ("row_scale", "bias", "act", "glu", "rope", "add", "mul", "rms_norm", "sumsq")
 ACTS = ("silu", "gelu", "gelu_tanh", "relu")
 
 
@@ -81,7 +81,11 @@ def unsupported(node: Gemm) -> str | None:
 def layout(node: Gemm, tile: int = 64) -> tuple[int, list[Part], bool]:
     """(group width, parts, tiled): tiled groups are BN-wide column tiles of a program without
     row reductions or RoPE."""
-    reduces = any(s.kind == "row_reduction" for s in node.program) or node.rope is not None
+    # a row's sum of squares adds over column tiles (atomically); the other reductions need
+    # the whole group in one program
+    reduces = node.rope is not None or any(
+        s.kind == "row_reduction" and s.op != "sumsq" for s in node.program
+    )
     if not reduces:
         g = min(tile, max(16, 1 << (node.width - 1).bit_length()))
         return g, [Part("all", 0, g)], True
@@ -254,7 +258,8 @@ class _Gen:
             if n.prologue.stats == "loop":
                 self.emit(f"rstd_in = 1.0 / tl.sqrt(ss / {K} + {n.prologue.eps!r})")
             else:
-                self.emit("rstd_in = tl.load(STATS + rows, mask=rmask, other=0.0)")
+                self.emit("sumsq = tl.load(STATS + rows, mask=rmask, other=0.0)")
+                self.emit(f"rstd_in = 1.0 / tl.sqrt(sumsq / {K} + {n.prologue.eps!r})")
 
     def load_param(
         self,
@@ -312,12 +317,11 @@ class _Gen:
         for k, s in enumerate(n.program):
             out: dict[str, str] = {}
             x = vals[s.args[0]]
-            if s.op == "rstd":
+            if s.op == "sumsq":
                 self.emit(f"ss{k} = tl.zeros([BM], dtype=tl.float32)")
                 for v in x.values():
                     self.emit(f"ss{k} += tl.sum({v} * {v}, 1)")
-                self.emit(f"rstd{k} = 1.0 / tl.sqrt(ss{k} / {n.width} + {s.attrs['eps']!r})")
-                vals[s.out] = {"row": f"rstd{k}"}
+                vals[s.out] = {"row": f"ss{k}"}
                 continue
             if s.op == "rms_norm":
                 parts = [p for p in self.parts if p.name in x and _in_columns(p, s)]
@@ -404,9 +408,8 @@ class _Gen:
         for st in n.stores:
             v = vals[st.name]
             if "row" in v:
-                self.emit(
-                    f"tl.store(S_{st.name} + rows, {v['row']}, mask=rmask)"
-                )  # one group: the row
+                # a partial sum per column tile
+                self.emit(f"tl.atomic_add(S_{st.name} + rows, {v['row']}, mask=rmask)")
                 continue
             lo, _ = self.store_columns(st.name)
             for p in self.parts:
@@ -461,12 +464,9 @@ class _Gen:
                 continue
             x = vals[s.args[0]]
             a0 = s.args[0]
-            if s.op == "rstd":
-                self.emit(
-                    f"dss{k} = {dout['row']} * -0.5 * rstd{k} * rstd{k} * rstd{k} / {n.width}"
-                )
+            if s.op == "sumsq":
                 for p, xv in x.items():
-                    acc(a0, p, f"dss{k}[:, None] * 2.0 * {xv}")
+                    acc(a0, p, f"{dout['row']}[:, None] * 2.0 * {xv}")
                 continue
             if s.op == "rms_norm":
                 parts = [p for p in self.parts if p.name in dout]

@@ -42,9 +42,10 @@ OPS: dict[str, tuple[StepKind, str]] = {
     "mul": ("elementwise", "x * y"),
     "rms_norm": ("row_reduction", "x / sqrt(mean(x^2) + eps) * w  over each group of columns"),
     "layer_norm": ("row_reduction", "(x - mean(x)) / sqrt(var(x) + eps) * w + b  over the row"),
-    "rstd": (
+    "sumsq": (
         "row_reduction",
-        "1 / sqrt(mean(x^2) + eps)  over the row: the next norm's statistics",
+        "sum(x^2) over the row: the next norm's statistics (its consumer takes "
+        "1 / sqrt(sumsq / width + eps)); column tiles add their partial sums",
     ),
 }
 
@@ -177,7 +178,7 @@ class Gemm:
             if step.op in ("row_scale", "bias"):  # part of the GEMM (or the norm) unfused
                 alias[step.out], width[step.out] = alias[step.args[0]], width[step.args[0]]
                 continue
-            if step.op == "rstd":  # the norm's statistics: unfused, the norm computes them
+            if step.op == "sumsq":  # the norm's statistics: unfused, the norm computes them
                 width[step.out] = 1
                 credit(step.explorer, -r)  # stored; recomputing them would read the row
                 continue
@@ -654,10 +655,8 @@ class _Builder:
             steps.append(Step(op, out, (summed,), next_norm, norm_attrs, explorer=next_norm))
             stores = (Store(out, c.d_model),)
         elif next_norm == "mlp_norm" and self._stats_for_mlp():
-            steps.append(
-                Step("rstd", "rstd", (out,), attrs={"eps": c.norm_eps}, explorer=next_norm)
-            )
-            stores += (Store("rstd", 1, f32=True),)
+            steps.append(Step("sumsq", "sumsq", (out,), explorer=next_norm))
+            stores += (Store("sumsq", 1, f32=True),)
         return steps, out, stores
 
     def _stats_for_mlp(self) -> bool:
@@ -673,7 +672,7 @@ class _Builder:
         c, layer = self.cfg, self.layer
         beside = c.moe_beside_mlp and c.is_moe_layer(layer)
         moe = c.is_moe_layer(layer) and not beside
-        stats = "rstd" if self._stats_for_mlp() else "loop"
+        stats = "sumsq" if self._stats_for_mlp() else "loop"
         pro = self._input_norm("mlp_norm", "mlp_norm", stats)
         if self.placement == "post":
             pro = Prologue()
@@ -880,8 +879,12 @@ def format_program(p: BlockProgram) -> str:
         pro = n.prologue
         if pro.norm:
             w = f"(1 + {pro.norm}.weight)" if pro.unit_offset else f"{pro.norm}.weight"
-            src = "accumulated in the K loop" if pro.stats == "loop" else f"loaded: {pro.stats}"
-            lines.append(f"      prologue  x * {w} per input column; rstd {src}")
+            src = (
+                "sum(x^2) accumulated in the K loop"
+                if pro.stats == "loop"
+                else f"sum(x^2) loaded: {pro.stats}"
+            )
+            lines.append(f"      prologue  x * {w} per input column; rstd from {src}")
         if pro.gate:
             lines.append(f"      prologue  x * sigmoid({pro.gate})")
         if n.rope:

@@ -82,7 +82,8 @@ def reference(
     rstd_in = None
     if pro.norm:
         w = params[pro.norm].weight.float()
-        rstd_in = torch.rsqrt(xf.pow(2).mean(-1) + pro.eps) if stats is None else stats.float()
+        sumsq = xf.pow(2).sum(-1) if stats is None else stats.float()
+        rstd_in = torch.rsqrt(sumsq / x.shape[1] + pro.eps)
         xf = xf * (1.0 + w if pro.unit_offset else w)
     a = xf.to(x.dtype)
     vals: dict[str, torch.Tensor] = {}
@@ -124,8 +125,8 @@ def reference(
                 w = params[s.param].weight.float()
                 out = out * (1.0 + w if s.attrs.get("unit_offset") else w)
             out = out.reshape(m, -1)
-        elif s.op == "rstd":
-            out = torch.rsqrt(v.pow(2).mean(-1) + s.attrs["eps"])
+        elif s.op == "sumsq":
+            out = v.pow(2).sum(-1)
         else:
             raise ValueError(f"fusion: {node.name}: step {s.op!r} has no reference")
         vals[s.out] = out
@@ -170,14 +171,16 @@ def run(
     args += [loads[name].contiguous() for name in gen.loads]
     outs = {}
     for st in node.stores:
-        dtype = torch.float32 if st.f32 else x.dtype
-        outs[st.name] = torch.empty(m, st.width, device=x.device, dtype=dtype)
+        if st.f32:  # statistics: column tiles add their partial sums into it
+            outs[st.name] = torch.zeros(m, st.width, device=x.device, dtype=torch.float32)
+        else:
+            outs[st.name] = torch.empty(m, st.width, device=x.device, dtype=x.dtype)
         args.append(outs[st.name])
     args += [m, positions or m]
     grid = (math.ceil(m / bm), gen.n_groups)
     fn[grid](*args, BM=bm, BK=bk)
     # statistics are one float per row: [rows]
-    return {k: (v[:, 0] if v.shape[1] == 1 and k == "rstd" else v) for k, v in outs.items()}
+    return {k: (v[:, 0] if v.shape[1] == 1 and k == "sumsq" else v) for k, v in outs.items()}
 
 
 # --- autograd ---------------------------------------------------------------------------------
@@ -231,7 +234,7 @@ def run_backward(
     args += [loads[name].contiguous() for name in gen.loads]
     for st in node.stores:
         g = grads.get(st.name)
-        shape = (m,) if st.name == "rstd" else (m, st.width)
+        shape = (m,) if st.name == "sumsq" else (m, st.width)
         args.append(torch.zeros(shape, **f32) if g is None else g.float().contiguous())
     dacc = [torch.zeros(m, node.width, **f32) for _ in node.weights]
     args += dacc
@@ -273,11 +276,14 @@ def run_backward(
     if pro.norm:
         sg_part = sg if pro.gate else 1.0
         out[pro.norm + ".weight"] = (da * xf * sg_part).sum(0).to(params[pro.norm].weight.dtype)
-        if pro.stats == "loop":  # rstd = (mean(x^2) + eps)^-1/2
-            rstd = torch.rsqrt(xf.pow(2).mean(-1) + pro.eps)
-            dx = dx - (drstd * rstd.pow(3) / x.shape[1])[:, None] * xf
+        # rstd = (sumsq / K + eps)^-1/2: d rstd / d sumsq = -rstd^3 / (2 K)
+        sumsq = xf.pow(2).sum(-1) if pro.stats == "loop" else stats.float()
+        rstd = torch.rsqrt(sumsq / x.shape[1] + pro.eps)
+        dsumsq = -0.5 * drstd * rstd.pow(3) / x.shape[1]
+        if pro.stats == "loop":
+            dx = dx + 2.0 * dsumsq[:, None] * xf
         else:
-            out["stats"] = drstd.to(stats.dtype)
+            out["stats"] = dsumsq.to(stats.dtype)
     out["input"] = dx.to(x.dtype)
     for name, d in dloads.items():
         out[name] = d.to(loads[name].dtype)
