@@ -29,13 +29,25 @@ PRESETS = (
     "phi-3-mini-4k",
     "smollm3-3b",
     "glm-4.5-air",
+    "qwen3-8b-pruned",
 )
 TOKENS = 5
 ENV = {"B": 1, "T": TOKENS, "S": TOKENS, "eager": 0, "master": 0}
 
 
+def _config(name: str):
+    if name == "qwen3-8b-pruned":  # per-layer head counts and MLP widths
+        n = get_preset("qwen3-8b").n_layers
+        return get_preset("qwen3-8b").replace(
+            heads_per_layer=(16,) * (n - 1) + (32,),
+            kv_heads_per_layer=(4,) * (n - 1) + (8,),
+            d_ff_per_layer=(6144,) * (n - 1) + (12288,),
+        )
+    return get_preset(name)
+
+
 def _block_sections(name: str):
-    cfg = get_preset(name)
+    cfg = _config(name)
     return cfg, [s for s in build_sections(cfg, "prefill", "plain", False) if s.kind == "block"]
 
 
@@ -67,7 +79,7 @@ def test_unfused_traffic_is_the_explorers(name: str) -> None:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_explorer_epilogue_view_is_the_irs(name: str) -> None:
-    cfg = get_preset(name)
+    cfg = _config(name)
     a = analyze(cfg, "prefill", 1, TOKENS, dtype="fp32")
     sections = {s.key: s for s in build_sections(cfg, "prefill", "plain", False)}
     for sec in a["epilogue"]["sections"]:
@@ -91,7 +103,7 @@ def test_fused_traffic_is_loads_and_stores() -> None:
 
 def test_every_family_builds_and_prints() -> None:
     for name in PRESETS:
-        cfg = get_preset(name)
+        cfg = _config(name)
         for p in model_programs(cfg):
             text = format_program(p)
             assert text.startswith(f"block {p.layer}")

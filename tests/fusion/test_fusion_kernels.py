@@ -77,9 +77,9 @@ ODD = {
 }
 
 
-def _model(hf: dict, dtype: torch.dtype = torch.float32) -> gf.Transformer:
+def _model(hf: dict | gf.Config, dtype: torch.dtype = torch.float32) -> gf.Transformer:
     torch.manual_seed(0)
-    model = gf.Transformer(gf.Config.from_hf(hf))
+    model = gf.Transformer(hf if isinstance(hf, gf.Config) else gf.Config.from_hf(hf))
     with torch.no_grad():
         perturb(model)
     return model.to(dtype)
@@ -206,7 +206,17 @@ def test_every_fused_family_equals_the_plain_model(family: str) -> None:
     check_model(TINY_HF_CONFIGS[family])
 
 
-def check_model(hf: dict) -> gf.Transformer:
+def test_pruned_model_on_the_kernels() -> None:
+    """Per-layer head counts and MLP widths (a pruned model): each layer's program has its
+    own widths."""
+    cfg = gf.Config.from_hf(TINY_HF_CONFIGS["qwen3"]).replace(
+        heads_per_layer=(2, 4), kv_heads_per_layer=(1, 2), d_ff_per_layer=(112, 56)
+    )
+    fused = check_model(cfg)
+    assert all(hasattr(b, "fused") for b in fused.layers)
+
+
+def check_model(hf: dict | gf.Config) -> gf.Transformer:
     plain = _model(hf)
     fused = fuse(_model(hf))
     ids = torch.randint(

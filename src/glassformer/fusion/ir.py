@@ -304,7 +304,7 @@ class _Builder:
     # --- attention ---
     def _mha(self) -> None:
         c, layer = self.cfg, self.layer
-        h, hd = c.n_heads, c.layer_head_dim(layer)
+        h, hd = c.layer_n_heads(layer), c.layer_head_dim(layer)
         hkv = c.layer_n_kv_heads(layer)
         own_kv = c.kv_source(layer) is None
         rope = c.uses_rope(layer)
@@ -597,7 +597,7 @@ class _Builder:
         if c.attention == "mla":
             in_width = c.n_heads * c.v_head_dim
         else:
-            in_width = c.n_heads * c.layer_head_dim(layer)
+            in_width = c.layer_n_heads(layer) * c.layer_head_dim(layer)
         pro = Prologue()
         if c.attn_output_gate:
             pro = Prologue(gate="gate", explorer="attn.output_gate")
@@ -798,7 +798,7 @@ class _Builder:
 
     def _moe(self) -> None:
         c = self.cfg
-        e, k = c.n_experts, c.n_experts_per_token
+        e, k = c.layer_n_experts(self.layer), c.n_experts_per_token
         norm = (
             "mlp_norm(h), written once: the router reads it too; "
             if (self.placement != "output")
@@ -813,11 +813,11 @@ class _Builder:
             )
         )
         src = "hn_scaled" if c.router_scales_input else "hn"
-        self._mlp("mlp.experts", c.moe_d_ff, Prologue(), src, e, k)
+        self._mlp("mlp.experts", c.layer_moe_d_ff(self.layer), Prologue(), src, e, k)
         self.nodes.append(
             self._down(
                 "mlp.experts",
-                c.moe_d_ff,
+                c.layer_moe_d_ff(self.layer),
                 "mlp.experts.down_proj",
                 residual=False,
                 experts=e,
