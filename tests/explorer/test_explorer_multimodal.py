@@ -155,3 +155,32 @@ def test_audio_flops_equal_the_modules() -> None:
     assert out.exit_code == 0 and json.loads(out.stdout)["audio"]["audio_tokens"] == 250
     bad = CliRunner().invoke(app, ["explore", "gemma-3-12b", "--audio-seconds", "1"])
     assert bad.exit_code == 2 and "no audio embedder" in bad.output
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_vision_encoder_layers_counted(layers: int) -> None:
+    """With a ViT encoder inside the embedder (Config.vision_encoder_layers), the explorer's
+    image FLOPs still equal what FlopCounterMode counts, and its parameters the module's."""
+    from glassformer.explorer.multimodal import multimodal_params
+
+    cfg = tiny().replace(vision_encoder_layers=layers, vision_encoder_heads=4)
+    h, w = target_size(16, 24, cfg.vision_patch_size, cfg.vision_pool, 70)
+    n, cols = (h // 4) * (w // 4), w // 4
+    torch.manual_seed(0)
+    model = gf.Transformer(cfg).eval()
+    model.set_attention_impl("eager")
+    positions = torch.full((1, 70, 2), -1, dtype=torch.long)
+    positions[0, :n, 0], positions[0, :n, 1] = torch.arange(n) % cols, torch.arange(n) // cols
+    inputs = dict(
+        input_ids=torch.full((1, n), IMAGE), mm_token_type_ids=torch.ones(1, n, dtype=torch.long),
+        pixel_values=torch.rand(1, 70, cfg.vision_patch_dim), image_position_ids=positions,
+    )  # fmt: skip
+    with torch.no_grad():
+        measured = counted(lambda: model(**inputs))
+    cost = image_cost(cfg, 16, 24, max_soft_tokens=70, attention="eager")
+    assert cost["image_tokens"] == n
+    assert cost["prefill_flops_matmul"] == measured
+    plain = image_cost(tiny(), 16, 24, max_soft_tokens=70, attention="eager")
+    assert cost["encoder"]["flops_matmul"] > plain["encoder"]["flops_matmul"]
+    embedders = (model.vision_embed, model.audio_embed)
+    assert multimodal_params(cfg) == sum(p.numel() for m in embedders for p in m.parameters())

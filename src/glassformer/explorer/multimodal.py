@@ -7,7 +7,8 @@ embedder runs once over the padded rows of the budget (R = 280: HF's processor p
 to it, and the embedder projects padding rows too before they are dropped), and the decoder
 prefills n tokens:
     embedder   LN(P) -> Dense P x E -> LN(E) -> + T[x] + T[y] -> LN(E) -> RMS -> Linear E x d
-               over R rows (P = (k p)^2 * 3 = 6912, E = 3840 for the 12B)
+               over R rows (P = (k p)^2 * 3 = 6912, E = 3840 for the 12B); with
+               Config.vision_encoder_layers, that many ViT layers of width E before the RMS
     decoder    the model's prefill of n tokens (`costs.analyze`), the image's tokens attending
                to each other both ways on the sliding layers (the same products: the explorer
                counts the full grid in `flops_matmul`, visible pairs in `flops_matmul_causal`)
@@ -73,14 +74,59 @@ def vision_embed_ops(cfg: Config, rows: Value = T) -> list[Op]:
         params=table, flops_other=2 * rows * e, w_read=2 * rows * e, a_read=rows * e,
         a_write=rows * e, note="h + T[x, 0] + T[y, 1]: two rows of the table per patch",
     )  # fmt: skip
+    encoder: list[Op] = []
+    for i in range(cfg.vision_encoder_layers):
+        encoder += vision_encoder_layer_ops(f"vision.encoder.{i}", rows, e,
+                                            cfg.vision_encoder_heads)  # fmt: skip
+    last = encoder[-1].name if encoder else "vision.pos_norm"
     return [
         _layernorm("vision.patch_ln1", "pixels", rows, p),
         linear("vision.patch_dense", "vision.patch_ln1", rows, (rows,), p, e, bias=True),
         _layernorm("vision.patch_ln2", "vision.patch_dense", rows, e),
         position,
         _layernorm("vision.pos_norm", "vision.pos_embedding", rows, e),
-        _unscaled_rms("vision.norm", "vision.pos_norm", rows, e),
+        *encoder,
+        _unscaled_rms("vision.norm", last, rows, e),
         linear("vision.projection", "vision.norm", rows, (rows,), e, d, bias=False),
+    ]
+
+
+def vision_encoder_layer_ops(prefix: str, n: Value, w: int, heads: int) -> list[Op]:
+    """One ViT layer of the optional encoder over an image's n patch rows
+    (`components/vision_encoder.py`, Config.vision_encoder_layers): pre-norm attention over
+    every pair of rows (padding rows are masked as keys, but the products cover them), then a
+    GELU MLP 4 w wide."""
+    m, grid = 4 * w, heads * n * n
+    scores = Op(
+        f"{prefix}.scores", "attention", [Edge(f"{prefix}.qkv_proj", (heads, n, w // heads))],
+        (heads, n, n), flops_mm=2 * n * n * w, a_read=2 * n * w, a_write=grid,
+        note="every patch against every patch (bidirectional)",
+    )  # fmt: skip
+    softmax = Op(
+        f"{prefix}.softmax", "softmax", [Edge(f"{prefix}.scores", (heads, n, n))],
+        (heads, n, n), flops_other=(SOFTMAX_FLOPS + 1) * grid, a_read=grid, a_write=grid,
+    )  # fmt: skip
+    mix = Op(
+        f"{prefix}.mix", "attention", [Edge(f"{prefix}.softmax", (heads, n, n))], (n, w),
+        flops_mm=2 * n * n * w, a_read=grid + n * w, a_write=n * w,
+    )  # fmt: skip
+    gelu = Op(
+        f"{prefix}.gelu", "elementwise", [Edge(f"{prefix}.up_proj", (n, m))], (n, m),
+        flops_other=ACT_FLOPS["gelu"] * n * m, a_read=n * m, a_write=n * m,
+    )  # fmt: skip
+    return [
+        _layernorm(f"{prefix}.norm1", "x", n, w),
+        linear(f"{prefix}.qkv_proj", f"{prefix}.norm1", n, (n,), w, 3 * w, bias=True),
+        scores,
+        softmax,
+        mix,
+        linear(f"{prefix}.o_proj", f"{prefix}.mix", n, (n,), w, w, bias=True),
+        residual(f"{prefix}.residual1", f"{prefix}.o_proj", n, (n,), w, f"{prefix}.o_proj"),
+        _layernorm(f"{prefix}.norm2", f"{prefix}.residual1", n, w),
+        linear(f"{prefix}.up_proj", f"{prefix}.norm2", n, (n,), w, m, bias=True),
+        gelu,
+        linear(f"{prefix}.down_proj", f"{prefix}.gelu", n, (n,), m, w, bias=True),
+        residual(f"{prefix}.residual2", f"{prefix}.down_proj", n, (n,), w, f"{prefix}.down_proj"),
     ]
 
 
