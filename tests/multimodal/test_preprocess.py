@@ -153,6 +153,14 @@ def test_bad_images(tmp_path: Path) -> None:
     assert r > 200 and b < 50
 
 
+def test_decompression_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file declaring more than twice Pillow's pixel limit (lowered here to keep it small)."""
+    path = _png(tmp_path, Image.new("RGB", (64, 64)), "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValueError, match="too many pixels"):
+        open_image(path)
+
+
 def _wav(path: Path, samples: np.ndarray, rate: int = 16000, channels: int = 1) -> Path:
     with wave.open(str(path), "wb") as f:
         f.setnchannels(channels)

@@ -25,7 +25,8 @@ Conversions, so that any common file works: transparency (RGBA, LA, palette with
 transparency) is composited onto white, as HF's `convert_to_rgb` does; CMYK, grayscale,
 palette and YCbCr images are converted to RGB; 16-bit images keep their top 8 bits;
 an animated image (GIF, APNG, WebP) gives its first frame. A file Pillow cannot read (truncated,
-not an image) and an image with a zero side raise ValueError naming the file.
+not an image), one declaring more pixels than Pillow's decompression-bomb limit and an image
+with a zero side raise ValueError naming the file.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def open_image(source: str | os.PathLike[str] | Any) -> Any:
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"{name}: cannot read the image ({err})") from None
+    except Image.DecompressionBombError as err:  # Pillow's limit on pixels a file may declare
+        raise ValueError(f"{name}: refused, too many pixels ({err})") from None
     if image.width == 0 or image.height == 0:
         raise ValueError(f"{name}: zero-size image ({image.width} x {image.height} pixels)")
     return to_rgb(image, name)
