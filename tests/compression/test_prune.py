@@ -268,3 +268,49 @@ def test_uneven_expert_counts() -> None:
     assert (torch.cat(steps, 1) - full).abs().max() <= 1e-4
     with pytest.raises(ValueError, match="experts_per_layer: a layer with 1 experts"):
         cfg.replace(experts_per_layer=(1, 6))
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen3", "qwen3_moe", "gpt_oss"])
+def test_width_cut_is_exact_when_the_removed_channels_carry_nothing(name: str) -> None:
+    """Zero residual channels (their embedding columns and every row writing to them): the
+    stream stays 0 there, and cutting them (norm weights scaled by sqrt(d / d')) gives the same
+    logits; eps is tiny so that the norms' statistic is the mean square alone."""
+    torch.manual_seed(0)
+    model = Transformer(our_config(name).replace(norm_eps=1e-12)).float().eval()
+    perturb(model)
+    d = model.config.d_model
+    gone = torch.arange(1, d, 8)  # every eighth channel
+    with torch.no_grad():
+        model.embed.weight[:, gone] = 0
+        for block in model.layers:
+            block.attn.o_proj.weight[gone] = 0
+            if block.attn.o_proj.bias is not None:
+                block.attn.o_proj.bias[gone] = 0
+            experts = getattr(block.mlp, "experts", None)
+            if experts is not None:
+                experts.down_proj[:, gone] = 0
+                if experts.down_proj_bias is not None:
+                    experts.down_proj_bias[:, gone] = 0
+            else:
+                block.mlp.down_proj.weight[gone] = 0
+    keep = tuple(c for c in range(d) if c not in set(gone.tolist()))
+    small = apply_plan(model, PrunePlan(tuple(range(model.config.n_layers)), channels=keep))
+    assert small.config.d_model == len(keep)
+    from glassformer.explorer.costs import parameter_counts
+
+    assert parameter_counts(small.config)["params_total"] == small.num_parameters()
+    x = ids()
+    with torch.no_grad():
+        assert (small(x) - model(x)).abs().max() <= 1e-4
+
+
+def test_width_by_magnitude_and_refusals() -> None:
+    model = build("llama")
+    plan = plan_pruning(model, width="25%", by="magnitude")
+    assert plan.channels is not None and len(plan.channels) == 48
+    small = apply_plan(model, plan)
+    with torch.no_grad():
+        assert small(ids()).shape[-1] == model.config.vocab_size
+    for name, field in (("gpt2", "norm"), ("gemma3_text", "embed_scale")):
+        with pytest.raises(ValueError, match=f"{field}: "):
+            apply_plan(build(name), plan_pruning(build(name), width="25%"))

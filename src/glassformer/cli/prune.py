@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
         experts: str = typer.Option(
             "0%", help="Share of each MoE layer's routed experts to remove."
         ),
+        width: str = typer.Option(
+            "0%", help="Share of the residual stream's channels (the hidden width) to remove."
+        ),
         layers: str = typer.Option(
             "0", help="Whole layers to remove: a count (2) or a share of the layers (25%)."
         ),
@@ -79,7 +82,13 @@ def register(app: typer.Typer) -> None:
                 f"{out} is a file or an HF model directory; give a new or a pruned-model directory",
                 param_hint="--out",
             )
-        amounts = ((heads, "--heads"), (mlp, "--mlp"), (layers, "--layers"), (experts, "--experts"))
+        amounts = (
+            (heads, "--heads"),
+            (mlp, "--mlp"),
+            (layers, "--layers"),
+            (experts, "--experts"),
+            (width, "--width"),
+        )
         for value, hint in amounts:
             try:
                 parse_amount(value, hint.lstrip("-"))
@@ -100,7 +109,7 @@ def register(app: typer.Typer) -> None:
                     teacher,
                     tokenizer=load_tokenizer(source),
                     tokens=calib_tokens,
-                    measures=("heads", "neurons", "layers", "experts"),
+                    measures=("heads", "neurons", "layers", "experts", "embedding"),
                 )
                 scores = as_score_dict(teacher, measured)
             try:
@@ -114,6 +123,7 @@ def register(app: typer.Typer) -> None:
                     scores=scores,
                     seed=seed,
                     round_to=round_to,
+                    width=width,
                 )
             except ValueError as err:  # a request the model cannot satisfy (too much, ...)
                 raise typer.BadParameter(str(err)) from None
@@ -149,6 +159,7 @@ def register(app: typer.Typer) -> None:
         record = provenance(
             teacher, plan, by, source=str(source), heads=heads, mlp=mlp, layers=layers,
             experts=experts,
+            width=width,
             heal=summary.get("heal"),
         )  # fmt: skip
         with console.status(f"writing {out} ..."):

@@ -12,6 +12,14 @@ a_j W_down[:, j]; removing either is exact surgery on the weight matrices:
     expert e:  row e of the router (its logit) and the expert's weights; the router then
                chooses among the others, as the unpruned router does with logit e at -inf
     layer l:   the whole block (the residual stream passes it unchanged)
+    channel c: column c of the embedding and of every matrix reading the residual stream, row c
+               of every matrix writing to it, entry c of every norm on it (hidden width)
+
+The first four are exact. The hidden width is not: every RMSNorm on the residual stream
+normalises by the mean square over the channels, so removing channels changes the statistic
+of the others. The norms' weights are scaled by sqrt(d / d') (d' kept of d channels), which
+makes the cut exact when the removed channels carry nothing (the tests check this), and a
+good start for healing otherwise (Minitron prunes the width this way, then distils).
 
 so the pruned model computes exactly what the unpruned one computes with those heads and
 neurons masked to zero (Michel et al. 2019, "Are Sixteen Heads Really Better than One?";
@@ -56,6 +64,7 @@ class PrunePlan:
     heads: dict[int, tuple[int, ...]] = field(default_factory=dict)
     neurons: dict[int, tuple[int, ...]] = field(default_factory=dict)
     experts: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    channels: tuple[int, ...] | None = None  # kept residual-stream channels (None: all)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +72,7 @@ class PrunePlan:
             "heads": {str(i): list(v) for i, v in sorted(self.heads.items())},
             "neurons": {str(i): list(v) for i, v in sorted(self.neurons.items())},
             "experts": {str(i): list(v) for i, v in sorted(self.experts.items())},
+            "channels": None if self.channels is None else list(self.channels),
         }
 
     @classmethod
@@ -72,6 +82,7 @@ class PrunePlan:
             {int(i): tuple(v) for i, v in data.get("heads", {}).items()},
             {int(i): tuple(v) for i, v in data.get("neurons", {}).items()},
             {int(i): tuple(v) for i, v in data.get("experts", {}).items()},
+            None if data.get("channels") is None else tuple(data["channels"]),
         )
 
 
@@ -181,7 +192,15 @@ def magnitude_scores(model: Transformer) -> dict[str, Any]:
                     experts[i] = score.sum(1)
                 total += float(down.float().pow(2).sum())
             layers[i] = math.sqrt(total)
-    return {"heads": heads, "neurons": neurons, "experts": experts, "layers": layers}
+    with torch.no_grad():  # a residual channel: its embedding column's norm
+        channels = model.embed.weight.float().pow(2).sum(0).sqrt()
+    return {
+        "heads": heads,
+        "neurons": neurons,
+        "experts": experts,
+        "layers": layers,
+        "channels": channels,
+    }
 
 
 def random_scores(model: Transformer, seed: int = 0) -> dict[str, Any]:
@@ -197,7 +216,14 @@ def random_scores(model: Transformer, seed: int = 0) -> dict[str, Any]:
             if down.dim() == 3:
                 experts[i] = torch.rand(down.shape[0], generator=g)
     layers = torch.rand(cfg.n_layers, generator=g)
-    return {"heads": heads, "neurons": neurons, "experts": experts, "layers": layers}
+    channels = torch.rand(cfg.d_model, generator=g)
+    return {
+        "heads": heads,
+        "neurons": neurons,
+        "experts": experts,
+        "layers": layers,
+        "channels": channels,
+    }
 
 
 def _mlp_weights(mlp: nn.Module) -> tuple[Any, Any, Any]:
@@ -241,6 +267,7 @@ def as_score_dict(model: Transformer, scores: Any) -> dict[str, Any]:
 
     cfg = model.config
     out: dict[str, Any] = {"heads": {}, "neurons": {}, "experts": {}, "layers": get("layers")}
+    out["channels"] = get("embedding")  # importance.Scores' residual-channel scores
     heads, neurons, experts = get("heads"), get("neurons"), get("experts")
     channels = get("expert_channels")
     for i in range(cfg.n_layers):
@@ -269,12 +296,14 @@ def plan_pruning(
     by: str = "magnitude",
     experts: float | int | str = 0.0,
     scores: Mapping[str, Any] | None = None,
+    width: float | int | str = 0.0,
     seed: int = 0,
     round_to: int = 1,
 ) -> PrunePlan:
     """Choose what to remove: `layers` (a count, or a fraction of the layers) lowest-scored
     whole layers, then in each remaining layer the fraction `heads` of its query heads, `mlp`
-    of its MLP (or expert) channels and `experts` of its routed experts with the lowest scores.
+    of its MLP (or expert) channels and `experts` of its routed experts with the lowest scores;
+    `width`: the fraction of the residual stream's channels.
 
     In a grouped-query layer the heads go group by group: each KV group loses the same number
     of its lowest-scored query heads (a fraction that is not a multiple of the groups rounds to
@@ -286,7 +315,13 @@ def plan_pruning(
         raise ValueError(f"round_to: must be a positive integer, got {round_to!r}")
     heads_f, mlp_f = parse_amount(heads, "heads"), parse_amount(mlp, "mlp")
     experts_f = parse_amount(experts, "experts")
-    for name, value in (("heads", heads_f), ("mlp", mlp_f), ("experts", experts_f)):
+    width_f = parse_amount(width, "width")
+    for name, value in (
+        ("heads", heads_f),
+        ("mlp", mlp_f),
+        ("experts", experts_f),
+        ("width", width_f),
+    ):
         if isinstance(value, int) and value:
             raise ValueError(f"{name}: give a fraction (25% or 0.25), got the count {value}")
     layer_amount = parse_amount(layers, "layers")
@@ -330,7 +365,16 @@ def plan_pruning(
                     f"mlp: removing {mlp_f:.0%} of layer {i}'s {n} channels leaves none"
                 )
             plan_neurons[i] = tuple(sorted(score.argsort(descending=True)[:k].tolist()))
-    return PrunePlan(kept_layers, plan_heads, plan_neurons, plan_experts)
+    channels = None
+    if width_f:
+        if s.get("channels") is None:
+            raise ValueError("width: the scores have no residual-channel ('embedding') scores")
+        score = torch.as_tensor(s["channels"]).float()
+        k = cfg.d_model - round(width_f * cfg.d_model)
+        if round_to > 1 and k % round_to and cfg.d_model % round_to == 0:
+            k = max(round_to, round(k / round_to) * round_to)
+        channels = tuple(sorted(score.argsort(descending=True)[:k].tolist()))
+    return PrunePlan(kept_layers, plan_heads, plan_neurons, plan_experts, channels)
 
 
 def _lowest_heads_out(
@@ -446,7 +490,64 @@ def pruned_config(config: Config, plan: PrunePlan) -> Config:
             changes["experts_per_layer"] = tuple(n_e)
     if config.head_dim is not None:
         changes["head_dim"] = config.head_dim  # explicit: n_heads may no longer divide d_model
+    if plan.channels is not None:
+        width_prunable(config)
+        c = plan.channels
+        if not c or len(set(c)) != len(c) or min(c) < 0 or max(c) >= config.d_model:
+            raise ValueError(f"channels: expected channels of 0..{config.d_model - 1}")
+        changes["d_model"] = len(c)
     return dataclasses.replace(config, **changes)
+
+
+def width_prunable(config: Config) -> None:
+    """Raise ValueError for a config whose residual width this pruner does not cut."""
+    if config.norm != "rmsnorm":
+        # LayerNorm subtracts the mean over the channels: no weight scaling restores it
+        raise ValueError(f"norm: pruning the width needs rmsnorm, got {config.norm!r}")
+    if config.embed_scale:
+        raise ValueError("embed_scale: the sqrt(d_model) embedding scale changes with the width")
+    if config.layer_types is not None and "linear" in config.layer_types:
+        raise ValueError("layer_types: pruning the width of linear-attention layers")
+    if config.n_mtp_modules or config.position == "learned":
+        raise ValueError("n_mtp_modules/position: pruning the width of MTP or learned positions")
+
+
+# Parameters that read the residual stream (input columns) and that write to it (output rows),
+# by their name inside a block; the dim that runs over the residual channels
+_READS = {
+    "attn.q_proj.weight": 1, "attn.k_proj.weight": 1, "attn.v_proj.weight": 1,
+    "mlp.gate_proj.weight": 1, "mlp.up_proj.weight": 1, "mlp.router.weight": 1,
+    "mlp.experts.gate_proj": 2, "mlp.experts.up_proj": 2,
+    "mlp.shared.gate_proj.weight": 1, "mlp.shared.up_proj.weight": 1,
+    "mlp.shared_gate.weight": 1,
+}  # fmt: skip
+_WRITES = {
+    "attn.o_proj.weight": 0, "attn.o_proj.bias": 0, "mlp.down_proj.weight": 0,
+    "mlp.down_proj.bias": 0, "mlp.experts.down_proj": 1, "mlp.experts.down_proj_bias": 1,
+    "mlp.shared.down_proj.weight": 0, "mlp.shared.down_proj.bias": 0,
+}  # fmt: skip
+_NORMS = ("attn_norm.weight", "mlp_norm.weight", "post_attn_norm.weight", "post_mlp_norm.weight")
+
+
+def _cut_width(
+    config: Config, name: str, t: torch.Tensor, channels: tuple[int, ...]
+) -> torch.Tensor:
+    """The kept residual channels of parameter `name` (after the other cuts)."""
+    idx = torch.tensor(channels)
+    rest = name.split(".", 2)[2] if name.startswith("layers.") else name
+    if name in ("embed.weight", "lm_head.weight"):
+        return t.index_select(1, idx)
+    if rest in _READS:
+        return t.index_select(_READS[rest], idx)
+    if rest in _WRITES:
+        return t.index_select(_WRITES[rest], idx)
+    if rest in _NORMS or name == "final_norm.weight":
+        scale = math.sqrt(config.d_model / len(channels))
+        kept = t.index_select(0, idx)
+        if config.norm_unit_offset:  # stored around 0: y = x_hat (1 + w)
+            return (1 + kept) * scale - 1
+        return kept * scale
+    return t
 
 
 def _rows(n_units: int, size: int, kept: tuple[int, ...]) -> torch.Tensor:
@@ -469,6 +570,8 @@ def prune_state_dict(
         if i not in new_index:
             continue
         out[f"layers.{new_index[i]}.{rest}"] = _cut(config, i, rest, tensor, plan)
+    if plan.channels is not None:
+        out = {k: _cut_width(config, k, v, plan.channels).clone() for k, v in out.items()}
     return out
 
 
