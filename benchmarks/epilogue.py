@@ -555,16 +555,18 @@ def main() -> None:
     if gpu and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device")
     benches = {"block": bench_block, "head": bench_head, "model": bench_model}
-    report = [benches[kind](name, args) for kind in (args.only or benches) for name in args.shapes]
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     device = torch.cuda.get_device_name() if gpu else f"CPU, {args.threads} threads{load}"
-    header = f"{device}; {args.rounds} alternating rounds; times in ms (median, IQR)"
-    print_report(report, header)
-    if args.json:
-        payload = {"device": device, "rounds": args.rounds, "report": report}
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(args.json + ".tmp", args.json)
+    report: list[dict[str, Any]] = []
+    for kind in args.only or benches:
+        for name in args.shapes:
+            report.append(benches[kind](name, args))
+            if args.json:  # after every workload, so a run cut short keeps what it measured
+                payload = {"device": device, "rounds": args.rounds, "report": report}
+                with open(args.json + ".tmp", "w") as f:
+                    json.dump(payload, f, indent=2)
+                os.replace(args.json + ".tmp", args.json)
+    print_report(report, f"{device}; {args.rounds} alternating rounds; times in ms (median, IQR)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of the GEMM-epilogue fusion, in one run of a few minutes on one H100/H200:
+# The GPU checks of the GEMM-epilogue fusion, in one run of at most 11 minutes on one H100/H200:
 #   1. the fusion tests on the GPU (the Triton kernels compiled, not interpreted);
 #   2. Llama-3-8B- and Qwen3-30B-A3B-shaped blocks, bf16, 8 x 2048 tokens, forward + backward:
 #      fused vs unfused eager vs torch.compile(mode="max-autotune") (and Liger where it has the
@@ -22,17 +22,22 @@ mkdir -p "$OUT"
 if [[ "${1:-}" == "--cpu-dry-run" ]]; then
     BENCH=(--device cpu --batch 1 --seq 32 --rounds 2 --no-peak --no-compile)
 else
-    BENCH=(--device cuda)
+    # 10 rounds: each block step is tens of milliseconds; most of the time is torch.compile's
+    # max-autotune search (a few minutes for the two blocks and the two heads).
+    BENCH=(--device cuda --rounds 10)
     python - <<'EOF'
 import torch, sys
 if not torch.cuda.is_available():
     sys.exit("gpu_fusion_check.sh: no CUDA device (use --cpu-dry-run to try the script on a CPU)")
 print(torch.cuda.get_device_name(), "torch", torch.__version__)
 EOF
-    timeout 300 python -m pytest -q -p no:cacheprovider tests/fusion | tee "$OUT/gpu_fusion_tests.txt"
+    timeout 180 python -m pytest -q -p no:cacheprovider -m "not slow" tests/fusion \
+        | tee "$OUT/gpu_fusion_tests.txt" || echo "gpu_fusion_check.sh: tests failed (see above)"
 fi
-timeout 900 python benchmarks/epilogue.py "${BENCH[@]}" --only block --only head \
-    --json "$OUT/gpu_fusion_check.json" | tee "$OUT/gpu_fusion_check.txt"
+# The JSON grows after every workload: a run cut short still gets a verdict on what it measured.
+timeout 480 python benchmarks/epilogue.py "${BENCH[@]}" --only block --only head \
+    --json "$OUT/gpu_fusion_check.json" | tee "$OUT/gpu_fusion_check.txt" \
+    || echo "gpu_fusion_check.sh: the benchmark stopped early; the verdict covers what it measured"
 python - "$OUT" <<'EOF'
 import json, os, sys
 out = sys.argv[1]
