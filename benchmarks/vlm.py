@@ -17,7 +17,7 @@ accuracy against training FLOPs; the training loss comes from each run's metrics
 time and the process's CPU time are recorded per run (the CPU time is what a busy, shared
 machine does not inflate), with the machine's load average beside them.
 
-    python benchmarks/vlm.py --out runs/vlm-bench [--steps 6000] [--encoder-layers 2]
+    python benchmarks/vlm.py --out runs/vlm-bench [--steps 3500] [--encoder-layers 2]
                              [--questions colour,shape,count] [--parallel]
                              [--plot docs/img/vlm_curves.png] [--json] [--eval-only]
 """
@@ -162,7 +162,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/vlm-bench"))
-    ap.add_argument("--steps", type=int, default=6000, help="Steps of the encoder-free run.")
+    ap.add_argument("--steps", type=int, default=3500, help="Steps of the encoder-free run.")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--encoder-layers", type=int, default=2)
