@@ -190,3 +190,12 @@ def test_per_layer_pruned_model_is_refused_by_hf_export(tmp_path: Path) -> None:
     ):
         export_hf(tmp_path, small.config, small.state_dict())
     assert not (tmp_path / "config.json").exists()
+
+
+def test_rewriting_a_model_dir_leaves_no_stale_gguf(tmp_path: Path) -> None:
+    small = apply_plan(tiny(), UNEVEN)
+    save_model_dir(tmp_path, small.config, small.state_dict())
+    assert (tmp_path / "model.gguf").is_file()
+    info = save_model_dir(tmp_path, small.config, small.state_dict(), gguf=False)
+    assert info["gguf"] is None and not (tmp_path / "model.gguf").exists()
+    assert resolve_config(tmp_path) == small.config

@@ -253,6 +253,8 @@ def save_model_dir(
     if refused is None:
         gguf_path = write_gguf(directory / GGUF_FILE, config, tensors, gguf_source)
         written.append(gguf_path)
+    else:  # a model.gguf of an earlier run here would describe another model
+        (directory / GGUF_FILE).unlink(missing_ok=True)
     if src is not None and src.is_dir():
         from glassformer.hf.export import TOKENIZER_FILES
 
