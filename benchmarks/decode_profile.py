@@ -1,7 +1,8 @@
 """Where a single-stream decode token's time goes: the native decode plan's kernels by kind
 (block products, attention, the LM head, RoPE + cache store, norms, SiLU and adds), the
 embedding lookup, the sampler, and what `generate` adds around the step (its Python, and its
-prefill spread over the new tokens), next to the bandwidth bound (the bytes a step must read over the machine's measured copy bandwidth).
+prefill spread over the new tokens), next to the bandwidth bound (the bytes a step must read
+over the machine's measured read bandwidth).
 
     python benchmarks/decode_profile.py [--model smollm2-135m-instruct] [--quant int4]
                                         [--threads 2] [--context 128] [--rounds 7] [--json]
