@@ -1,9 +1,10 @@
 """`fuse(model)`: the model's blocks on the kernels generated from their fusion IR.
 
 Each block keeps its modules and weights; `FusedBlock` runs its forward as the IR's nodes: the
-GEMM nodes through their generated Triton kernels (`kernels.run`, wrapped in an
-`autograd.Function` so training works), the opaque nodes through the block's own modules
-(attention with its cache and mask, MLA's latent expansion, the router and experts). A block
+GEMM nodes through their generated Triton kernels (`kernels.node_apply`, an
+`autograd.Function`, so training works; the routed experts as grouped kernels over
+expert-sorted rows), the opaque nodes through the block's own modules (attention with its
+cache and mask, MLA's latent expansion, the router, the scatter of expert outputs). A block
 whose layer the generator does not cover (a linear-attention layer, gated attention, Gemma 4's
 per-layer inputs, KV sharing, post-norm, a LayerNorm prologue) runs its plain forward.
 
@@ -20,7 +21,7 @@ from torch import nn
 from glassformer.components.block import Block
 from glassformer.fusion.codegen import unsupported
 from glassformer.fusion.ir import BlockProgram, Gemm, block_program
-from glassformer.fusion.kernels import node_apply
+from glassformer.fusion.kernels import node_apply, route, tiles
 
 __all__ = ["FusedBlock", "fuse", "why_unfused"]
 
@@ -47,7 +48,7 @@ def why_unfused(model: nn.Module, layer: int) -> str | None:
             return "QK-norm over the whole projection"
     for node in block_program(cfg, layer).gemms:
         why = unsupported(node)
-        if why and not node.experts:
+        if why:
             return f"{node.name}: {why}"
     return None
 
@@ -62,6 +63,7 @@ class FusedBlock:
         self.program = program
         self.mla = mla
         self.nodes = {n.name: n for n in program.gemms}
+        self.kernel_calls = 0  # forward passes that ran the kernels (not the plain forward)
         self.params = dict(block.named_modules())
 
     def _run(self, name: str, x: torch.Tensor, **kw: Any) -> dict[str, torch.Tensor]:
@@ -78,10 +80,11 @@ class FusedBlock:
         shared_kv: dict | None = None,
         *rest: Any,
     ) -> torch.Tensor:
-        if rest or shared_kv:
+        if any(r is not None for r in rest) or shared_kv:  # image blocks, KV sharing
             return self.plain(
                 x, rope, positions, cache, key_valid, per_layer_input, shared_kv, *rest
             )
+        self.kernel_calls += 1
         b, t, d = x.shape
         rows = x.reshape(b * t, d)
         pos = {"positions": t}
@@ -107,13 +110,40 @@ class FusedBlock:
             a = self._run(first, h_rows, stats=res.get("sumsq"))["a"]
             y = self._run("mlp.down_proj", a, loads={"h": h_rows})["y"]
             return y.view(b, t, d)
-        # MoE: the router and experts read the normalised tokens (opaque nodes: the modules)
-        hv = h_rows.view(b, t, d)
         blk = self.block
-        branch = blk.mlp(blk.mlp_norm(hv))
+        hn = blk.mlp_norm(h_rows)  # the router reads it too: written once
+        branch = self._moe(hn)
         if blk.post_mlp_norm is not None:
             branch = blk.post_mlp_norm(branch)
-        return hv + branch
+        return (h_rows + branch).view(b, t, d)
+
+    def _moe(self, hn: torch.Tensor) -> torch.Tensor:
+        """The MoE layer: the router (opaque), the routed experts as grouped GEMM kernels over
+        expert-sorted rows, the shared experts as kernels, the weighted scatter back (opaque)."""
+        moe = self.block.mlp
+        weights, ids, _ = moe.router(hn)
+        if moe.experts.scale_input:  # Llama 4 scales each expert's input: the module's loop
+            routed = moe.experts(hn, ids, weights)
+        else:
+            rows = route(ids, moe.experts.up_proj.shape[0], tiles(hn.device)[0])
+            a = self._run(
+                "mlp.experts.gate_up" if moe.experts.gated else "mlp.experts.up_proj", hn, rows=rows
+            )["a"]
+            y = next(
+                iter(self._run("mlp.experts.down_proj", a, rows=rows.rows_of_output()).values())
+            )
+            valid = rows.valid
+            w = weights.flatten()[rows.pair[valid]]
+            routed = torch.zeros_like(hn).index_add(
+                0, rows.row_src[valid], (y[valid] * w[:, None]).to(hn.dtype)
+            )
+        if moe.shared is None:
+            return routed
+        first = "mlp.shared.gate_up" if moe.experts.gated else "mlp.shared.up_proj"
+        shared = next(iter(self._run("mlp.shared.down_proj", self._run(first, hn)["a"]).values()))
+        if moe.shared_gate is not None:
+            shared = torch.sigmoid(moe.shared_gate(hn)) * shared
+        return routed + shared
 
     def _mla(
         self,

@@ -10,6 +10,9 @@ whole row, or a BN-wide tile when the program has no row reduction and no RoPE):
         acc_w[part] += a @ W_w[part cols, k]^T      one accumulator per weight and part
     epilogue: the steps, per part, in registers; stores
 
+A grouped node (the experts of an MoE layer) gathers its input rows through a row index and
+reads the weights of its row block's expert.
+
 A group is cut into parts, column sets that are each a [BM, pow2] tile: RoPE pairs dim i with
 i + d/2 (half-split) or 2i with 2i + 1 (interleaved), so the rotated dims become two parts
 "lo" and "hi" whose columns are the pairs, and the rotation is element-wise between them; the
@@ -58,8 +61,6 @@ class Part:
 
 def unsupported(node: Gemm) -> str | None:
     """Why the generator cannot compile `node` (None: it can)."""
-    if node.experts:
-        return "grouped expert GEMMs run the model's own expert loop"
     if node.prologue.norm and node.prologue.kind != "rmsnorm":
         return f"prologue norm {node.prologue.kind!r}"
     for s in node.program:
@@ -166,6 +167,8 @@ class _Gen:
     def args(self, backward: bool) -> list[str]:
         n = self.node
         a = ["X"] + (["XG"] if n.prologue.gate else [])
+        if n.experts:  # each row's source row of X, each row block's expert
+            a += ["ROW_SRC", "BLOCK_EXPERT"]
         if n.prologue.norm:
             a += ["NORM_W"] + ([] if n.prologue.stats == "loop" else ["STATS"])
         a += [f"W{i}" for i in range(len(n.weights))]
@@ -204,6 +207,15 @@ class _Gen:
         self.emit("pid_g = tl.program_id(1)")
         self.emit("rows = pid_m * BM + tl.arange(0, BM)")
         self.emit("rmask = rows < M")
+        if n.experts:
+            # rows sorted by expert, each expert's run padded to BM (padding: source -1), so a
+            # row block has one expert; the input row is gathered
+            self.emit("src = tl.load(ROW_SRC + rows, mask=rmask, other=-1)")
+            self.emit("rmask = rmask & (src >= 0)")
+            self.emit("src = tl.where(rmask, src, 0)")
+            self.emit("ex = tl.load(BLOCK_EXPERT + pid_m)")
+        else:
+            self.emit("src = rows")
         self.emit("pos = rows % T_POS")
         for p in self.parts:
             self.emit(f"j_{p.name} = tl.arange(0, {p.size})")
@@ -225,7 +237,7 @@ class _Gen:
         self.emit("ks = k0 + tl.arange(0, BK)", 2)
         self.emit(f"km = ks < {K}", 2)
         self.emit("am = rmask[:, None] & km[None, :]", 2)
-        self.emit(f"a = tl.load(X + rows[:, None] * {K} + ks[None, :], mask=am, other=0.0)", 2)
+        self.emit(f"a = tl.load(X + src[:, None] * {K} + ks[None, :], mask=am, other=0.0)", 2)
         self.emit("af = a.to(tl.float32)", 2)
         if n.prologue.norm:
             if n.prologue.stats == "loop":
@@ -244,8 +256,9 @@ class _Gen:
         self.emit("a = af.to(a.dtype)", 2)
         for i in range(len(n.weights)):
             for p in self.parts:
+                base = f"W{i} + ex * {n.width * K}" if n.experts else f"W{i}"
                 self.emit(
-                    f"b = tl.load(W{i} + col_{p.name}[None, :] * {K} + ks[:, None], "
+                    f"b = tl.load({base} + col_{p.name}[None, :] * {K} + ks[:, None], "
                     f"mask=cm_{p.name}[None, :] & km[:, None], other=0.0)",
                     2,
                 )
@@ -272,6 +285,8 @@ class _Gen:
     ) -> str:
         """A per-column parameter tile [1, size] for part p."""
         idx = f"c_{p.name} - {offset}" if per_group else f"col_{p.name}"
+        if self.node.experts:  # a parameter per expert: [experts, width]
+            idx = f"ex * {self.node.width} + {idx}"
         v = f"pv_{self.pname(param, kind)}_{p.name}"
         self.emit(
             f"{v} = tl.load({self.pname(param, kind)} + {idx}, mask=cm_{p.name}, "
@@ -510,7 +525,9 @@ class _Gen:
                 elif s.op == "bias":
                     acc(a0, p.name, d)
                     self.emit(
-                        f"tl.atomic_add(DP_{self.pname(s.param, 'b')} + col_{p.name}, "
+                        f"tl.atomic_add(DP_{self.pname(s.param, 'b')} + "
+                        + (f"ex * {n.width} + " if n.experts else "")
+                        + f"col_{p.name}, "
                         f"tl.sum({d}, 0), mask=cm_{p.name})"
                     )
                 elif s.op == "act":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -28,6 +29,76 @@ def tiles(device: torch.device, node: Gemm | None = None) -> tuple[int, int, int
         return 32, 32, 32
     widest = max((p.size for p in layout(node)[1]), default=64) if node is not None else 64
     return (64 if widest <= 256 else 16), 32, 64
+
+
+# --- parameters and expert routing ------------------------------------------------------------
+def weight_of(params: Mapping[str, nn.Module], path: str) -> torch.Tensor:
+    """The weight at `path`: a module's `.weight`, or a stacked expert parameter of the block."""
+    m = params.get(path)
+    return m.weight if m is not None else params[""].get_parameter(path)
+
+
+def bias_of(params: Mapping[str, nn.Module], path: str) -> torch.Tensor:
+    m = params.get(path)
+    return m.bias if m is not None else params[""].get_parameter(path + "_bias")
+
+
+def key_of(params: Mapping[str, nn.Module], path: str, kind: str) -> str:
+    """The parameter's name in the block ("w": weight, "b": bias)."""
+    if params.get(path) is not None:
+        return f"{path}.{'bias' if kind == 'b' else 'weight'}"
+    return path + ("_bias" if kind == "b" else "")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Rows of a grouped expert GEMM: (token, choice) pairs sorted by expert, each expert's run
+    padded to the kernel's BM rows so that a row block has one expert. `row_src`: the input row
+    of each row (-1: padding); `row_expert`; `block_expert`: each row block's expert; `pair`:
+    the flat (token * k + choice) index of each row (-1: padding)."""
+
+    row_src: torch.Tensor
+    row_expert: torch.Tensor
+    block_expert: torch.Tensor
+    pair: torch.Tensor
+
+    @property
+    def valid(self) -> torch.Tensor:
+        return self.row_src >= 0
+
+    def rows_of_output(self) -> Route:
+        """The same rows read back by the next grouped GEMM: its input row is the row itself."""
+        rows = torch.arange(self.row_src.numel(), device=self.row_src.device)
+        return Route(
+            torch.where(self.valid, rows, -1), self.row_expert, self.block_expert, self.pair
+        )
+
+
+def route(ids: torch.Tensor, n_experts: int, bm: int) -> Route:
+    """ids [tokens, k] (each token's experts) -> the padded, expert-sorted rows."""
+    k = ids.shape[1]
+    flat = ids.flatten()
+    order = flat.argsort(stable=True)
+    counts = torch.bincount(flat, minlength=n_experts).tolist()
+    src, expert, pair, blocks = [], [], [], []
+    start = 0
+    for e, c in enumerate(counts):
+        if c == 0:
+            continue
+        padded = -(-c // bm) * bm
+        chosen = order[start : start + c]
+        pad = torch.full((padded - c,), -1, dtype=torch.long, device=ids.device)
+        src.append(torch.cat((chosen // k, pad)))
+        pair.append(torch.cat((chosen, pad)))
+        expert.append(torch.full((padded,), e, dtype=torch.long, device=ids.device))
+        blocks += [e] * (padded // bm)
+        start += c
+    return Route(
+        torch.cat(src),
+        torch.cat(expert),
+        torch.tensor(blocks, dtype=torch.long, device=ids.device),
+        torch.cat(pair),
+    )
 
 
 # --- the reference program -------------------------------------------------------------------
@@ -71,9 +142,11 @@ def reference(
     loads: Mapping[str, torch.Tensor] | None = None,
     gate: torch.Tensor | None = None,
     stats: torch.Tensor | None = None,
+    rows: Route | None = None,
 ) -> dict[str, torch.Tensor]:
     """The node's stores, computed in float32 by PyTorch ops (autograd flows through it).
-    `loads`: the tensors its program loads ([rows, width]; cos and sin as [rows, rot/2])."""
+    `loads`: the tensors its program loads ([rows, width]; cos and sin as [rows, rot/2]);
+    `rows`: a grouped node's routing (its padding rows come out zero)."""
     loads = dict(loads or {})
     pro = node.prologue
     xf = x.float()
@@ -81,21 +154,27 @@ def reference(
         xf = xf * torch.sigmoid(gate.float())
     rstd_in = None
     if pro.norm:
-        w = params[pro.norm].weight.float()
+        w = weight_of(params, pro.norm).float()
         sumsq = xf.pow(2).sum(-1) if stats is None else stats.float()
         rstd_in = torch.rsqrt(sumsq / x.shape[1] + pro.eps)
         xf = xf * (1.0 + w if pro.unit_offset else w)
     a = xf.to(x.dtype)
     vals: dict[str, torch.Tensor] = {}
     for acc, path in zip(node.accs, node.weights, strict=True):
-        vals[acc] = a.float() @ params[path].weight.float().t()
+        if rows is None:
+            vals[acc] = a.float() @ weight_of(params, path).float().t()
+        else:  # each row through its expert's weight
+            a_rows = a.float()[rows.row_src.clamp(min=0)]
+            w_rows = weight_of(params, path).float()[rows.row_expert]
+            vals[acc] = torch.einsum("rk,rnk->rn", a_rows, w_rows)
     for s in node.program:
         v = vals[s.args[0]]
         if s.op == "row_scale":
             assert rstd_in is not None
             out = v * rstd_in[:, None]
         elif s.op == "bias":
-            out = v + params[s.param].bias.float()
+            b = bias_of(params, s.param).float()
+            out = v + (b if rows is None else b[rows.row_expert])
         elif s.op == "act":
             out = _act_ref(s.attrs["act"], v)
         elif s.op == "glu":
@@ -122,7 +201,7 @@ def reference(
             grp = seg.view(m, -1, node.group) if per_head else seg.view(m, 1, -1)
             out = grp * torch.rsqrt(grp.pow(2).mean(-1, keepdim=True) + s.attrs["eps"])
             if s.param:
-                w = params[s.param].weight.float()
+                w = weight_of(params, s.param).float()
                 out = out * (1.0 + w if s.attrs.get("unit_offset") else w)
             out = out.reshape(m, -1)
         elif s.op == "sumsq":
@@ -130,6 +209,8 @@ def reference(
         else:
             raise ValueError(f"fusion: {node.name}: step {s.op!r} has no reference")
         vals[s.out] = out
+    if rows is not None:
+        return {st.name: vals[st.name] * rows.valid[:, None] for st in node.stores}
     return {st.name: vals[st.name] for st in node.stores}
 
 
@@ -147,32 +228,37 @@ def run(
     gate: torch.Tensor | None = None,
     stats: torch.Tensor | None = None,
     positions: int | None = None,
+    rows: Route | None = None,
 ) -> dict[str, torch.Tensor]:
     """The node's stores from its generated kernel: outputs in x's dtype, statistics in
-    float32. `positions`: tokens per sequence (row r's cos/sin row is r mod positions)."""
+    float32. `positions`: tokens per sequence (row r's cos/sin row is r mod positions);
+    `rows`: a grouped node's routing (built with this device's BM, `tiles`)."""
     loads = dict(loads or {})
     bm, bk, bn = tiles(x.device, node)
     gen, src = _source(node, x.dtype == torch.float32, bn, x.device.type != "cuda")
     fn = compile_source(src, "fwd")
-    m = x.shape[0]
+    m = x.shape[0] if rows is None else rows.row_src.numel()
     args: list[object] = [x.contiguous()]
     if node.prologue.gate:
         assert gate is not None
         args.append(gate.contiguous())
+    if rows is not None:
+        args += [rows.row_src, rows.block_expert]
     if node.prologue.norm:
-        args.append(params[node.prologue.norm].weight)
+        args.append(weight_of(params, node.prologue.norm))
         if node.prologue.stats != "loop":
             assert stats is not None
             args.append(stats.contiguous())
-    args += [params[w].weight for w in node.weights]
+    args += [weight_of(params, w) for w in node.weights]
     for p in gen.params:
         for k in gen.pkinds(p):
-            args.append(params[p].bias if k == "b" else params[p].weight)
+            args.append(bias_of(params, p) if k == "b" else weight_of(params, p))
     args += [loads[name].contiguous() for name in gen.loads]
     outs = {}
     for st in node.stores:
-        if st.f32:  # statistics: column tiles add their partial sums into it
-            outs[st.name] = torch.zeros(m, st.width, device=x.device, dtype=torch.float32)
+        if st.f32 or rows is not None:  # statistics add partial sums; padding rows stay 0
+            dtype = torch.float32 if st.f32 else x.dtype
+            outs[st.name] = torch.zeros(m, st.width, device=x.device, dtype=dtype)
         else:
             outs[st.name] = torch.empty(m, st.width, device=x.device, dtype=x.dtype)
         args.append(outs[st.name])
@@ -186,12 +272,15 @@ def run(
 # --- autograd ---------------------------------------------------------------------------------
 def node_parameters(node: Gemm, params: Mapping[str, nn.Module]) -> list[torch.Tensor]:
     """Every parameter the node reads: its weights, its prologue norm's, its steps'."""
-    out = [params[w].weight for w in node.weights]
+    return [(bias_of if k == "b" else weight_of)(params, p) for p, k in node_parameter_paths(node)]
+
+
+def node_parameter_paths(node: Gemm) -> list[tuple[str, str]]:
+    """(path, "w" or "b") of every parameter the node reads, in `node_parameters`' order."""
+    out = [(w, "w") for w in node.weights]
     if node.prologue.norm:
-        out.append(params[node.prologue.norm].weight)
-    for s in node.program:
-        if s.param:
-            out.append(params[s.param].bias if s.op == "bias" else params[s.param].weight)
+        out.append((node.prologue.norm, "w"))
+    out += [(s.param, "b" if s.op == "bias" else "w") for s in node.program if s.param]
     return out
 
 
@@ -204,31 +293,34 @@ def run_backward(
     gate: torch.Tensor | None = None,
     stats: torch.Tensor | None = None,
     positions: int | None = None,
+    rows: Route | None = None,
 ) -> dict[str, torch.Tensor | None]:
     """Gradients of the node's inputs and parameters from the gradients of its stores: the
     generated backward kernel gives d(acc_w), the loaded rows' and the row statistics'
     gradients and the steps' parameter gradients; the GEMM's backward (dX = dacc W,
     dW = dacc^T X) and the prologue's are PyTorch ops here. Keys: "input", "gate", "stats", each
-    load's name, and each parameter's module path + ".weight"/".bias"; "input" for x."""
+    load's name, and each parameter's name in the block (`key_of`)."""
     loads = dict(loads or {})
     bm, bk, bn = tiles(x.device, node)
     gen = _Gen(node, bn, x.dtype == torch.float32, x.device.type != "cuda")
     fn = compile_source(gen.backward_source(), "bwd")
-    m = x.shape[0]
+    m = x.shape[0] if rows is None else rows.row_src.numel()
     f32 = dict(device=x.device, dtype=torch.float32)
     pro = node.prologue
     args: list[object] = [x.contiguous()]
     if pro.gate:
         args.append(gate.contiguous())
+    if rows is not None:
+        args += [rows.row_src, rows.block_expert]
     if pro.norm:
-        args.append(params[pro.norm].weight)
+        args.append(weight_of(params, pro.norm))
         if pro.stats != "loop":
             args.append(stats.contiguous())
-    args += [params[w].weight for w in node.weights]
+    args += [weight_of(params, w) for w in node.weights]
     pargs = []
     for p in gen.params:
         for k in gen.pkinds(p):
-            t = params[p].bias if k == "b" else params[p].weight
+            t = bias_of(params, p) if k == "b" else weight_of(params, p)
             args.append(t)
             pargs.append((p, k, t))
     args += [loads[name].contiguous() for name in gen.loads]
@@ -260,22 +352,33 @@ def run_backward(
         sg = torch.sigmoid(gate.float())
         scale = scale * sg
     if pro.norm:
-        w = params[pro.norm].weight.float()
+        w = weight_of(params, pro.norm).float()
         wn = 1.0 + w if pro.unit_offset else w
         scale = scale * wn
     a = (xf * scale).to(x.dtype).float()
     da = torch.zeros_like(xf)
     for path, d in zip(node.weights, dacc, strict=True):
-        weight = params[path].weight
-        out[path + ".weight"] = (d.t() @ a).to(weight.dtype)
-        da += d @ weight.float()
+        weight = weight_of(params, path)
+        if rows is None:
+            out[key_of(params, path, "w")] = (d.t() @ a).to(weight.dtype)
+            da += d @ weight.float()
+            continue
+        # grouped: each expert's rows through its own weight; rows gathered, gradients added
+        dw = torch.zeros(weight.shape, **f32)
+        for e in rows.block_expert.unique().tolist():
+            sel = (rows.row_expert == e) & rows.valid
+            src = rows.row_src[sel]
+            dw[e] = d[sel].t() @ a[src]
+            da.index_add_(0, src, d[sel] @ weight[e].float())
+        out[key_of(params, path, "w")] = dw.to(weight.dtype)
     dx = da * scale
     if pro.gate:
         wpart = wn if pro.norm else 1.0
         out["gate"] = (da * xf * wpart * sg * (1 - sg)).to(gate.dtype)
     if pro.norm:
         sg_part = sg if pro.gate else 1.0
-        out[pro.norm + ".weight"] = (da * xf * sg_part).sum(0).to(params[pro.norm].weight.dtype)
+        norm_w = weight_of(params, pro.norm)
+        out[key_of(params, pro.norm, "w")] = (da * xf * sg_part).sum(0).to(norm_w.dtype)
         # rstd = (sumsq / K + eps)^-1/2: d rstd / d sumsq = -rstd^3 / (2 K)
         sumsq = xf.pow(2).sum(-1) if pro.stats == "loop" else stats.float()
         rstd = torch.rsqrt(sumsq / x.shape[1] + pro.eps)
@@ -288,7 +391,7 @@ def run_backward(
     for name, d in dloads.items():
         out[name] = d.to(loads[name].dtype)
     for (path, kind, t), d in zip(pargs, dparams, strict=True):
-        out[path + (".bias" if kind == "b" else ".weight")] = d.to(t.dtype)
+        out[key_of(params, path, kind)] = d.to(t.dtype)
     return out
 
 
@@ -298,10 +401,11 @@ class _NodeFunction(torch.autograd.Function):
     autograd through the reference program recomputed from the saved inputs."""
 
     @staticmethod
-    def forward(ctx, node, params, names, positions, x, gate, stats, *tensors):  # type: ignore[override]
+    def forward(ctx, node, params, names, positions, rows, x, gate, stats, *tensors):  # type: ignore[override]
         loads = dict(zip(names, tensors[: len(names)], strict=True))
-        outs = run(node, params, x, loads, gate, stats, positions)
+        outs = run(node, params, x, loads, gate, stats, positions, rows)
         ctx.node, ctx.params, ctx.names, ctx.positions = node, params, names, positions
+        ctx.rows = rows
         ctx.save_for_backward(x, gate, stats, *tensors)
         return tuple(outs[s.name] for s in node.stores)
 
@@ -313,16 +417,10 @@ class _NodeFunction(torch.autograd.Function):
         loads = dict(zip(names, tensors[:n_loads], strict=True))
         g = {s.name: gr for s, gr in zip(node.stores, grads, strict=True)}
         if backward_unsupported(node) is None:
-            got = run_backward(node, ctx.params, x, g, loads, gate, stats, ctx.positions)
-            keys = [f"{p}.weight" for p in node.weights]
-            if node.prologue.norm:
-                keys.append(f"{node.prologue.norm}.weight")
-            keys += [
-                f"{s.param}.{'bias' if s.op == 'bias' else 'weight'}"
-                for s in node.program
-                if s.param
-            ]
+            got = run_backward(node, ctx.params, x, g, loads, gate, stats, ctx.positions, ctx.rows)
+            keys = [key_of(ctx.params, p, k) for p, k in node_parameter_paths(node)]
             return (
+                None,
                 None,
                 None,
                 None,
@@ -339,7 +437,7 @@ class _NodeFunction(torch.autograd.Function):
                 for t in (x, gate, stats)
             ]
             lv = {n: t.detach().requires_grad_(t.requires_grad) for n, t in loads.items()}
-            outs = reference(node, ctx.params, xs[0], lv, xs[1], xs[2])
+            outs = reference(node, ctx.params, xs[0], lv, xs[1], xs[2], ctx.rows)
             everything = (*xs, *lv.values(), *tensors[n_loads:])
             inputs = [t for t in everything if t is not None and t.requires_grad]
             pairs = [
@@ -355,7 +453,7 @@ class _NodeFunction(torch.autograd.Function):
         for t in everything:
             gr = next(it) if t is not None and t.requires_grad else None
             result.append(None if gr is None else gr.to(t.dtype))
-        return (None, None, None, None, *result)
+        return (None, None, None, None, None, *result)
 
 
 def node_apply(
@@ -366,6 +464,7 @@ def node_apply(
     gate: torch.Tensor | None = None,
     stats: torch.Tensor | None = None,
     positions: int | None = None,
+    rows: Route | None = None,
 ) -> dict[str, torch.Tensor]:
     """`run` with gradients: the node's stores as a dict."""
     loads = {ld.name: loads[ld.name] for ld in node.loads} if node.loads else {}
@@ -375,6 +474,7 @@ def node_apply(
         params,
         names,
         positions,
+        rows,
         x,
         gate,
         stats,
