@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="where to write the pruned dir")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--no-speed", action="store_true", help="skip the decode timings (a busy machine)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -73,10 +76,31 @@ def main() -> None:
     written = save_model_dir(out, small.config, small.state_dict(), source)
     gguf_path = Path(written["gguf"])
 
-    llm = llama_cpp.Llama(
-        str(gguf_path), n_ctx=256, n_threads=args.threads, n_threads_batch=args.threads,
-        logits_all=True, verbose=False,
-    )  # fmt: skip
+    def open_llama(path: Path) -> llama_cpp.Llama:
+        # float32 keys and values (llama.cpp's default cache is f16), so that the comparison
+        # measures the model, not the cache's rounding
+        return llama_cpp.Llama(
+            str(path), n_ctx=256, n_threads=args.threads, n_threads_batch=args.threads,
+            logits_all=True, verbose=False, type_k=llama_cpp.GGML_TYPE_F32,
+            type_v=llama_cpp.GGML_TYPE_F32,
+        )  # fmt: skip
+
+    say("the unpruned model in float32 GGUF, for the baseline difference")
+    full_dir = Path(tempfile.mkdtemp(prefix="smollm2-f32-"))
+    full_gguf = Path(save_model_dir(full_dir, cfg, teacher.state_dict(), source)["gguf"])
+    baseline = []
+    full_llm = open_llama(full_gguf)
+    for prompt in PROMPTS:
+        ids = tok.encode(prompt)
+        with torch.no_grad():
+            ours_logits = teacher(torch.tensor([ids]))[0, -1]
+        full_llm.reset()
+        full_llm.eval(ids)
+        theirs_logits = torch.tensor(full_llm.scores[len(ids) - 1])
+        baseline.append(float((ours_logits - theirs_logits).abs().max()))
+    del full_llm
+
+    llm = open_llama(gguf_path)
     arch = llm.metadata.get("general.architecture")
     rows = []
     for prompt in PROMPTS:
@@ -131,14 +155,14 @@ def main() -> None:
                 break
         return (n - 1) / (time.perf_counter() - first)
 
-    say("decode speed")
-    full_dir = Path(tempfile.mkdtemp(prefix="smollm2-f32-"))
-    full_gguf = Path(save_model_dir(full_dir, cfg, teacher.state_dict(), source)["gguf"])
-    speed = {
-        "glassformer_none": (decode_speed(teacher, "none"), decode_speed(small, "none")),
-        "glassformer_int8": (decode_speed(teacher, "int8"), decode_speed(small, "int8")),
-        "llama_cpp_f32": (llama_speed(full_gguf), llama_speed(gguf_path)),
-    }
+    speed = {}
+    if not args.no_speed:
+        say("decode speed")
+        speed = {
+            "glassformer_none": (decode_speed(teacher, "none"), decode_speed(small, "none")),
+            "glassformer_int8": (decode_speed(teacher, "int8"), decode_speed(small, "int8")),
+            "llama_cpp_f32": (llama_speed(full_gguf), llama_speed(gguf_path)),
+        }
     summary = {
         "out": str(out),
         "gguf_architecture": arch,
@@ -150,6 +174,7 @@ def main() -> None:
         "heads_per_layer": [small.config.layer_n_heads(i) for i in range(small.config.n_layers)],
         "d_ff_per_layer": [small.config.layer_d_ff(i) for i in range(small.config.n_layers)],
         "prompts": rows,
+        "unpruned_max_abs_logit_diff": baseline,
         "decode_tokens_per_s_unpruned_pruned": speed,
         "threads": args.threads,
     }
@@ -165,6 +190,7 @@ def main() -> None:
             f"(first difference {r['first_difference']}), max |logit diff| "
             f"{r['max_abs_logit_diff']:.2e}"
         )
+    print(f"unpruned model, same comparison: max |logit diff| {max(baseline):.2e}")
     for name, (a, b) in speed.items():
         print(f"decode {name}: {a:.1f} -> {b:.1f} tok/s ({b / a:.2f}x)")
 
