@@ -208,18 +208,24 @@ def plot(rows: list[Row], model: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for method in dict.fromkeys(r.method for r in rows if r.model == model):
+    ours = [r for r in rows if r.model == model]
+    base = [r for r in ours if r.target == 0]
+    for n, method in enumerate(dict.fromkeys(r.method for r in ours if r.target > 0)):
+        color = f"C{n}"
         for healed, style in ((False, "--"), (True, "-")):
             pts = sorted(
                 (r.removed, r.ppl, r.decode_tok_s)
-                for r in rows
-                if r.model == model and r.method == method and (r.healed_tokens > 0) == healed
+                for r in ours
+                if r.target > 0 and r.method == method and (r.healed_tokens > 0) == healed
             )
+            if not healed:  # every method starts from the unpruned model
+                pts = [(r.removed, r.ppl, r.decode_tok_s) for r in base] + pts
             if pts:
                 label = f"{method}{' healed' if healed else ''}"
-                a.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=label)
+                xs = [p[0] for p in pts]
+                a.plot(xs, [p[1] for p in pts], style, color=color, marker="o", label=label)
                 if not healed:
-                    b.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=method)
+                    b.plot(xs, [p[2] for p in pts], color=color, marker="o", label=method)
     a.set_yscale("log")
     a.set_xlabel("fraction of non-embedding parameters removed")
     a.set_ylabel("held-out perplexity")
