@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from glassformer.components.multimodal_embedders import AUDIO, IMAGE, TEXT
 from glassformer.multimodal.audio import SAMPLE_RATE, frames, load_wav
 from glassformer.multimodal.image import (
     SOFT_TOKEN_BUDGETS,
@@ -54,8 +55,6 @@ __all__ = [
 
 IMAGE_MARKER = "<|image|>"
 AUDIO_MARKER = "<|audio|>"
-# mm_token_type_ids values (HF's processor)
-TEXT, IMAGE, AUDIO = 0, 1, 3
 
 Source = str | os.PathLike[str] | Any
 
