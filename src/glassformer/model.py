@@ -400,8 +400,6 @@ class Transformer(nn.Module):
             input_features=input_features,
             input_features_mask=input_features_mask,
         )
-        if all(v is None for v in media.values()):
-            media = {}
         hidden, _, _ = self.hidden_states(input_ids, cache, attention_mask, **media)
         normed = self.final_norm(hidden)
         if labels is None:

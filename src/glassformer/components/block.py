@@ -137,10 +137,8 @@ class Block(nn.Module):
         of the padding it needs only the new tokens' (key_valid is indexed by position)."""
         if self.linear:
             return self.attn(x, cache, None if key_valid is None else key_valid[:, positions])
-        if blocks is not None:  # image tokens seen both ways (Gemma 4 unified)
+        if shared_kv is not None or blocks is not None:  # KV sharing, image blocks (Gemma 4)
             return self.attn(x, rope, positions, cache, key_valid, shared_kv, blocks)
-        if shared_kv is not None:  # KV sharing (Gemma 4)
-            return self.attn(x, rope, positions, cache, key_valid, shared_kv)
         return self.attn(x, rope, positions, cache, key_valid)
 
 
