@@ -32,26 +32,35 @@ def connection_params(cfg: Config) -> int:
 
         return sum(len(js) for js in dwa_sources(cfg).values())
     if cfg.connections == "mudd":
-        from glassformer.components.connections.mudd import mudd_streams
-
-        total = 0
-        for i, c in enumerate(mudd_streams(cfg), start=1):
-            w = c * (i + 1)
-            total += cfg.d_model * w + w * w + w
-        return total
+        return sum(cfg.d_model * w + w * w + w for w in mudd_widths(cfg))
     if cfg.connections in ("hyper", "mhc"):
         return 2 * cfg.n_layers * hyper_params(cfg)
     return 0
 
 
-def hyper_params(cfg: Config) -> int:
-    """One Hyper-Connection: static A (n x (1+n)), static B (n), dynamic W (D x (n+2)) and its
-    scales."""
+def mudd_widths(cfg: Config) -> list[int]:
+    """C (i+1) of each dynamic dense connection DA_i: its weights per token."""
+    from glassformer.components.connections.mudd import mudd_streams
+
+    return [c * (i + 1) for i, c in enumerate(mudd_streams(cfg), start=1)]
+
+
+def hyper_static_params(cfg: Config) -> int:
+    """One Hyper-Connection's static A (n x (1+n)) and B (n)."""
     n = cfg.hyper_streams
-    static = n * (1 + n) + n
+    return n * (1 + n) + n
+
+
+def hyper_dynamic_params(cfg: Config) -> int:
+    """One Hyper-Connection's dynamic W (D x (n+2)) and its scales (0 when static)."""
     if not cfg.hyper_dynamic:
-        return static
-    return static + cfg.d_model * (n + 2) + (3 if cfg.connections == "mhc" else 2)
+        return 0
+    return cfg.d_model * (cfg.hyper_streams + 2) + (3 if cfg.connections == "mhc" else 2)
+
+
+def hyper_params(cfg: Config) -> int:
+    """One Hyper-Connection: its static and dynamic parameters."""
+    return hyper_static_params(cfg) + hyper_dynamic_params(cfg)
 
 
 def resident_per_token(cfg: Config) -> int:
@@ -108,11 +117,11 @@ def section_ops(cfg: Config, tokens: Value) -> list[Op]:
         from glassformer.components.connections.mudd import mudd_streams
 
         streams = mudd_streams(cfg)
-        widths = [c * (i + 1) for i, c in enumerate(streams, start=1)]
+        widths = mudd_widths(cfg)
         w1 = sum(d * w for w in widths)
         w2 = sum(w * w for w in widths)
         hidden = sum(widths)
-        reads = sum(c * (i + 1) for i, c in enumerate(streams, start=1))
+        reads = hidden  # each weight reads one stored d-vector
         terms = sum(c * (2 * (i + 1) - 1) for i, c in enumerate(streams, start=1))
         mixed = sum(streams)
         count = len(streams)
@@ -177,10 +186,10 @@ def hyper_sublayer_ops(
     d, s = cfg.d_model, cfg.hyper_streams
     mhc = cfg.connections == "mhc"
     ops: list[Op] = []
-    static = s * (1 + s) + s
+    static = hyper_static_params(cfg)
     src = "x"
     if cfg.hyper_dynamic:
-        params = d * (s + 2) + (3 if mhc else 2)
+        params = hyper_dynamic_params(cfg)
         coeff = n * s * (s + 2)
         other = NORM_FLOPS["rmsnorm"] * n * s * d + coeff * (TANH_FLOPS + 2)
         if mhc:  # exp, then per iteration a column and a row sum and division
