@@ -105,6 +105,42 @@ def test_denseformer_dilation_period_keep_init_and_count() -> None:
         assert (model.eval()(ids) - plain(ids)).abs().max().item() <= 1e-6
 
 
+def test_denseformer_equals_the_papers_equations() -> None:
+    """Trained-looking DWA weights: the model equals the plain network whose block outputs are
+    replaced, through hooks, by Y_i = sum_{j <= i, (i - j) % k == 0} alpha_{i,j} X_j after every
+    p-th block (Pagliardini et al. 2024, written out here from the paper, float64)."""
+    k, p = 2, 3
+    cfg = tiny(n_layers=6, connections="denseformer", dense_dilation=k, dense_period=p)
+    torch.manual_seed(0)
+    model = Transformer(cfg).double().eval()
+    perturb_connections(model)
+    plain = Transformer(cfg.replace(connections="residual")).double().eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    alpha = model.connections.alpha  # type: ignore[union-attr]
+    outputs: list[torch.Tensor] = []  # X_0 .. X_i
+
+    def keep_input(_: torch.nn.Module, args: tuple) -> None:
+        outputs.append(args[0])
+
+    def dwa(i: int):  # a forward hook on block i
+        def hook(_: torch.nn.Module, __: tuple, x: torch.Tensor) -> torch.Tensor:
+            outputs.append(x)
+            if i % p:
+                return x
+            js = [j for j in range(i + 1) if (i - j) % k == 0]
+            return sum(a * outputs[j] for a, j in zip(alpha[str(i)], js, strict=True))
+
+        return hook
+
+    plain.layers[0].register_forward_pre_hook(keep_input)
+    for i, block in enumerate(plain.layers, start=1):
+        block.register_forward_hook(dwa(i))
+    ids = torch.randint(0, 61, (2, 9))
+    with torch.no_grad():
+        err = (model(ids) - plain(ids)).abs().max().item()
+    assert len(outputs) == 7 and err <= 1e-10, err
+
+
 def test_mudd_streams_per_layer() -> None:
     """Four streams where keys and values have their own projections, two where one
     projection makes both (MLA, Gated DeltaNet), one into the final norm."""
