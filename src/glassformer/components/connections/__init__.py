@@ -28,6 +28,7 @@ computed in the same call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -71,3 +72,11 @@ def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
     """x / sqrt(mean(x^2) + eps) over the last dim, without a learned scale: the connection
     weights that read it are linear maps, which absorb any per-channel scale."""
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def weighted_sum(weights: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sum_m weights[m] * tensors[m] (weights: scalars, or per-token [..., 1] columns)."""
+    y = weights[0] * tensors[0]
+    for w, x in zip(weights[1:], tensors[1:], strict=True):
+        y = y + w * x
+    return y

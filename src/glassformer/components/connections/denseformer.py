@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from glassformer.components.connections import ConnectionModule
+from glassformer.components.connections import ConnectionModule, weighted_sum
 from glassformer.config import Config
 
 
@@ -70,11 +70,7 @@ class DenseFormer(ConnectionModule):
 
     def average(self, i: int, outputs: list[torch.Tensor]) -> torch.Tensor:
         alpha = self.alpha[str(i)].to(outputs[0].dtype)
-        js = self.sources[i]
-        y = alpha[0] * outputs[js[0]]
-        for m in range(1, len(js)):
-            y = y + alpha[m] * outputs[js[m]]
-        return y
+        return weighted_sum(alpha, [outputs[j] for j in self.sources[i]])
 
     def finish(self, state: tuple[list[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         return state[1]

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glassformer.components.connections import ConnectionModule, rms
+from glassformer.components.connections import ConnectionModule, rms, weighted_sum
 from glassformer.config import Config
 
 
@@ -78,14 +78,11 @@ class DynamicDense(ConnectionModule):
         return a.unflatten(-1, (self.streams, self.sources)) + self.bias
 
     def forward(self, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        a = self.weights(outputs[-1])
-        mixed = []
-        for s in range(self.streams):
-            y = a[..., s, 0, None] * outputs[0]
-            for j in range(1, self.sources):
-                y = y + a[..., s, j, None] * outputs[j]
-            mixed.append(y)
-        return mixed
+        a = self.weights(outputs[-1]).unsqueeze(-1)  # [..., C, i+1, 1]
+        return [
+            weighted_sum([a[..., s, j, :] for j in range(self.sources)], outputs)
+            for s in range(self.streams)
+        ]
 
 
 class MUDD(ConnectionModule):
