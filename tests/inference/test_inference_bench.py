@@ -63,3 +63,21 @@ def test_bench_help_and_bad_quant() -> None:
     assert "tokens/s" in runner.invoke(app, ["bench", "generate", "--help"]).stdout
     bad = runner.invoke(app, ["bench", "generate", "--quant", "int3", "--no-peers"])
     assert bad.exit_code != 0
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for() -> None:
+    """A peer library that kills its process (SIGILL on an instruction the VM does not run)
+    must end the benchmark's wait with an error naming the exit code, not hang it."""
+    import multiprocessing as mp
+    import os
+
+    from glassformer.inference.bench import _recv
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=os._exit, args=(3,))
+    proc.start()
+    child.close()
+    kind, message = _recv(parent, proc, "loading")
+    assert kind == "error"
+    assert message == "the worker process died while loading (exit code 3)"

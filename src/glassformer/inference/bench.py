@@ -223,6 +223,16 @@ def _worker(conn: Any, spec: dict[str, Any]) -> None:
 # --- the parent: interleaved rounds -------------------------------------------------------------
 
 
+def _recv(conn: Any, proc: Any, doing: str) -> tuple[str, Any]:
+    """A worker's next message, or ("error", ...) when the worker died (a peer library that
+    crashes the process, e.g. on an instruction the CPU advertises but the VM does not run)."""
+    try:
+        return conn.recv()
+    except EOFError:
+        proc.join()
+        return "error", f"the worker process died while {doing} (exit code {proc.exitcode})"
+
+
 def measure_bandwidth(threads: int, mbytes: int = 512, repeats: int = 5) -> float:
     """Best read bandwidth (GB/s) of a `threads`-thread sum over `mbytes` of float32."""
     import torch
@@ -289,8 +299,9 @@ def run(
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_worker, args=(child, full), daemon=True)
         proc.start()
+        child.close()  # so that a worker that dies ends our recv() with EOFError
         # Load one at a time: loading is not what is measured, and it would disturb the others.
-        kind, info = parent.recv()
+        kind, info = _recv(parent, proc, "loading")
         report = EngineReport(name)
         if kind == "error":
             report.error = info
@@ -304,9 +315,13 @@ def run(
             log(f"loaded {name}" + (f" ({report.error})" if report.error else ""))
     samples: dict[str, list[Sample]] = {name: [] for name in workers}
     for r in range(rounds):
-        for name, (_, conn) in workers.items():
+        for name, (proc, conn) in list(workers.items()):
             conn.send("run")
-            _, sample = conn.recv()
+            kind, sample = _recv(conn, proc, "running")
+            if kind == "error":
+                reports[name].error = sample
+                del workers[name]
+                continue
             samples[name].append(Sample(**sample))
         if log:
             log(f"round {r + 1}/{rounds} done")
