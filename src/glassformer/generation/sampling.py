@@ -10,6 +10,13 @@ Applied in this order (the order HF transformers and llama.cpp use):
 5. min-p (Nguyen et al. 2024): keep tokens whose probability is at least min_p times the
    largest probability;
 then sample from softmax of what is left. Removed tokens get -inf.
+
+Truncation works on a short candidate list rather than a sort of the whole vocabulary (a
+49k-entry sort costs milliseconds, a draw's budget many times over): top-k is the k largest
+logits; top-p takes the m largest (torch.topk), normalised over the whole vocabulary, and
+grows m until their mass reaches p, which proves every token past them is removed (the mass
+before each of them is already >= p). The draw is then among the candidates only: the same
+distribution as softmax over the full vector with -inf everywhere else.
 """
 
 from __future__ import annotations
@@ -66,27 +73,38 @@ def apply_repetition_penalty(
     return logits.scatter(1, context, seen)
 
 
-def apply_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    if k <= 0 or k >= logits.shape[-1]:
-        return logits
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
+# First candidate-list size for top-p; multiplied by GROWTH until it holds mass p. A
+# sharpened (T < 1) language model's nucleus is usually a few dozen tokens.
+TOP_P_START = 64
+TOP_P_GROWTH = 8
 
 
-def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
-    if p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    # mass strictly before each token: a token is kept while that mass is still below p
+def _top_p_in_sorted(values: torch.Tensor, log_z: torch.Tensor, p: float) -> torch.Tensor:
+    """values [B, m] descending logits, log_z [B, 1] the log normaliser over every token
+    still in play: values with the tokens top-p removes set to -inf. A token is kept while
+    the mass strictly before it is below p; the most likely token always stays."""
+    probs = (values - log_z).exp()
     mass_before = probs.cumsum(-1) - probs
-    remove_sorted = mass_before >= p
-    remove_sorted[..., 0] = False  # always keep the most likely token
-    remove = remove_sorted.scatter(-1, order, remove_sorted)
-    return logits.masked_fill(remove, float("-inf"))
+    remove = mass_before >= p
+    remove[..., 0] = False
+    return values.masked_fill(remove, float("-inf"))
 
 
-def apply_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+def _top_p_candidates(logits: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-p over the whole vocabulary from the m most likely tokens, m grown until their
+    mass reaches p in every row (or m is the vocabulary): then the first token past them has
+    mass before it >= p, so it and every later one are removed, as a full sort would find."""
+    vocab = logits.shape[-1]
+    log_z = torch.logsumexp(logits, -1, keepdim=True)
+    m = min(TOP_P_START, vocab)
+    while True:
+        values, ids = torch.topk(logits, m, dim=-1)
+        if m == vocab or bool(((values - log_z).exp().sum(-1) >= p).all()):
+            return _top_p_in_sorted(values, log_z, p), ids
+        m = min(m * TOP_P_GROWTH, vocab)
+
+
+def _apply_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     if min_p <= 0:
         return logits
     probs = logits.softmax(-1)
@@ -94,17 +112,45 @@ def apply_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     return logits.masked_fill(probs < threshold, float("-inf"))
 
 
+def candidates(
+    logits: torch.Tensor, context: torch.Tensor, config: SamplingConfig
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every logit transformation before the draw, on logits [B, V]: the surviving
+    candidates' logits [B, n] (removed ones -inf) and their token ids [B, n], or the whole
+    transformed vector [B, V] and None when neither top-k nor top-p shortens the list."""
+    logits = apply_repetition_penalty(logits.float(), context, config.repetition_penalty)
+    if config.greedy:
+        return logits, None
+    logits = logits / config.temperature
+    vocab = logits.shape[-1]
+    ids = None
+    if 0 < config.top_k < vocab:
+        values, ids = torch.topk(logits, config.top_k, dim=-1)  # descending
+        # every token tied with the k-th is kept too (as HF's top-k warper does)
+        n = int((logits >= values[..., -1:]).sum(-1).max())
+        if n > config.top_k:
+            values, ids = torch.topk(logits, n, dim=-1)
+            kth = values[..., config.top_k - 1 : config.top_k]
+            values = values.masked_fill(values < kth, float("-inf"))
+        logits = values
+        if config.top_p < 1.0:  # top-p's probabilities are over the tokens top-k kept
+            log_z = torch.logsumexp(logits, -1, keepdim=True)
+            logits = _top_p_in_sorted(logits, log_z, config.top_p)
+    elif config.top_p < 1.0:
+        logits, ids = _top_p_candidates(logits, config.top_p)
+    return _apply_min_p(logits, config.min_p), ids
+
+
 def process_logits(
     logits: torch.Tensor, context: torch.Tensor, config: SamplingConfig
 ) -> torch.Tensor:
-    """All logit transformations before the draw, in order; logits [B, V] in float32."""
-    logits = apply_repetition_penalty(logits.float(), context, config.repetition_penalty)
-    if config.greedy:
-        return logits
-    logits = logits / config.temperature
-    logits = apply_top_k(logits, config.top_k)
-    logits = apply_top_p(logits, config.top_p)
-    return apply_min_p(logits, config.min_p)
+    """All logit transformations before the draw, in order; logits [B, V] in float32, the
+    removed tokens -inf."""
+    values, ids = candidates(logits, context, config)
+    if ids is None:
+        return values
+    out = torch.full(logits.shape, float("-inf"), dtype=values.dtype)
+    return out.scatter(-1, ids, values)
 
 
 def sample(
@@ -114,8 +160,8 @@ def sample(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Next token ids [B] from logits [B, V]."""
-    logits = process_logits(logits, context, config)
+    values, ids = candidates(logits, context, config)
     if config.greedy:
-        return logits.argmax(-1)
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return values.argmax(-1)
+    drawn = torch.multinomial(values.softmax(-1), 1, generator=generator)
+    return (drawn if ids is None else ids.gather(-1, drawn)).squeeze(-1)
