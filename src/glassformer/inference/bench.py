@@ -23,12 +23,14 @@ measured here (a multi-threaded sum over 512 MB, best of several) or given.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import multiprocessing as mp
 import os
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,20 +145,44 @@ class _HF:
         return Sample(prefill, decode, tokens)
 
 
+@contextlib.contextmanager
+def _no_extra_bufts() -> Iterator[None]:
+    """llama.cpp's extra weight buffer types off (`use_extra_bufts`, llama.cpp's --no-repack)
+    for the models loaded inside: on a CPU that advertises AMX where the OS has not enabled
+    its tile state (a VM), llama.cpp puts the weights in AMX buffers and its prompt products
+    fault on `tilezero` (SIGILL). Off, every product runs on its AVX2/AVX-512 kernels.
+    llama_cpp.Llama takes no such argument; it reads the low-level default parameters."""
+    import llama_cpp.llama_cpp as low
+
+    default = low.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    low.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = default
+
+
 class _LlamaCpp:
     def __init__(self, path: Path, ids: list[int], new_tokens: int, threads: int) -> None:
         import llama_cpp
 
         from glassformer.loaders.gguf import config_from_header, read_header
 
-        self.llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=len(ids) + new_tokens + 8,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=len(ids),
-            verbose=False,
-        )
+        with _no_extra_bufts():
+            self.llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=len(ids) + new_tokens + 8,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_batch=len(ids),
+                verbose=False,
+            )
         self.ids, self.new_tokens = ids, new_tokens
         header = read_header(path, decode_arrays=False)
         self.weight_bytes = sum(
