@@ -81,3 +81,16 @@ def test_a_worker_that_dies_is_reported_not_waited_for() -> None:
     kind, message = _recv(parent, proc, "loading")
     assert kind == "error"
     assert message == "the worker process died while loading (exit code 3)"
+
+
+def test_llama_cpp_peer_loads_without_extra_buffer_types() -> None:
+    """Inside the peer's loading context llama.cpp's default model parameters (what
+    llama_cpp.Llama reads) have the extra weight buffers (AMX, repacked) off; after it, the
+    library's own defaults are back."""
+    low = pytest.importorskip("llama_cpp.llama_cpp")
+    from glassformer.inference.bench import _no_extra_bufts
+
+    assert low.llama_model_default_params().use_extra_bufts
+    with _no_extra_bufts():
+        assert not low.llama_model_default_params().use_extra_bufts
+    assert low.llama_model_default_params().use_extra_bufts
