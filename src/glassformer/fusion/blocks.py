@@ -21,7 +21,7 @@ from torch import nn
 from glassformer.components.block import Block
 from glassformer.fusion.codegen import unsupported
 from glassformer.fusion.ir import BlockProgram, Gemm, block_program
-from glassformer.fusion.kernels import node_apply, route, tiles
+from glassformer.fusion.kernels import CacheSlots, node_apply, route, run, tiles
 
 __all__ = ["FusedBlock", "fuse", "why_unfused"]
 
@@ -57,13 +57,20 @@ class FusedBlock:
     """The forward of a `Block` whose GEMM nodes run generated kernels. `fuse` installs it as
     the block's `forward`, so the block keeps its modules, parameter names and state dict."""
 
-    def __init__(self, block: Block, program: BlockProgram, mla: bool) -> None:
+    def __init__(
+        self, block: Block, program: BlockProgram, mla: bool, cached_program: BlockProgram
+    ) -> None:
         self.block = block
         self.plain = block.forward
         self.program = program
         self.mla = mla
         self.nodes = {n.name: n for n in program.gemms}
+        # decoding: the K and V kernels store into the cache's slots
+        self.cached_nodes = {
+            n.name: n for n in cached_program.gemms if any(s.cache for s in n.stores)
+        }
         self.kernel_calls = 0  # forward passes that ran the kernels (not the plain forward)
+        self.cache_stores = 0  # of those, the ones whose K/V kernels wrote the cache
         self.params = dict(block.named_modules())
 
     def _run(self, name: str, x: torch.Tensor, **kw: Any) -> dict[str, torch.Tensor]:
@@ -94,13 +101,16 @@ class FusedBlock:
             out = self._mla(rows, b, t, rot, positions, cache, key_valid)
         else:
             q = self._run("attn.q_proj", rows, loads=rot, **pos)["q"]
-            k = self._run("attn.k_proj", rows, loads=rot, **pos)["k"]
-            v = self._run("attn.v_proj", rows, **pos)["v"]
             hd, h, hk = attn.head_dim, attn.n_heads, attn.n_kv_heads
             q = q.view(b, t, h, hd).transpose(1, 2)
-            k = k.view(b, t, hk, hd).transpose(1, 2)
-            v = v.view(b, t, hk, hd).transpose(1, 2)
-            k, v, key_positions = attn._append_to_cache(k, v, positions, cache, q.dtype)
+            if self._stores_into(cache):
+                k, v, key_positions = self._kv_into_cache(rows, t, rot, positions, cache, q.dtype)
+            else:
+                k = self._run("attn.k_proj", rows, loads=rot, **pos)["k"]
+                v = self._run("attn.v_proj", rows, **pos)["v"]
+                k = k.view(b, t, hk, hd).transpose(1, 2)
+                v = v.view(b, t, hk, hd).transpose(1, 2)
+                k, v, key_positions = attn._append_to_cache(k, v, positions, cache, q.dtype)
             out = attn._attend(q, k, v, positions, key_positions, key_valid, cache is not None)
         name = "attn.o_proj"
         res = self._run(name, out.reshape(b * t, -1), loads={"x": rows})
@@ -116,6 +126,39 @@ class FusedBlock:
         if blk.post_mlp_norm is not None:
             branch = blk.post_mlp_norm(branch)
         return (h_rows + branch).view(b, t, d)
+
+    def _stores_into(self, cache: Any) -> bool:
+        """Whether the K and V kernels write this call's keys into the cache themselves: a
+        cache of slots written in order (a ring's attention still needs the slots it is about
+        to overwrite) and no gradient wanted (the stored keys leave the autograd graph)."""
+        if cache is None or cache.ring or len(self.cached_nodes) != 2:
+            return False
+        grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.block.parameters())
+        return not grad
+
+    def _kv_into_cache(
+        self,
+        rows: torch.Tensor,
+        t: int,
+        rot: dict[str, torch.Tensor],
+        positions: torch.Tensor,
+        cache: Any,
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """K and V straight into the cache's slots; every key and value written so far (in
+        `dtype`) and their positions, as `LayerCache.update` returns them."""
+        self.cache_stores += 1
+        start = int(positions[0])
+        k_node, v_node = self.cached_nodes["attn.k_proj"], self.cached_nodes["attn.v_proj"]
+        run(k_node, self.params, rows, rot, positions=t, cache=CacheSlots(cache.keys, start))
+        run(v_node, self.params, rows, positions=t, cache=CacheSlots(cache.values, start))
+        cache.positions[start : start + t] = positions
+        end = start + t
+        return (
+            cache.keys.narrow(2, 0, end).to(dtype),
+            cache.values.narrow(2, 0, end).to(dtype),
+            cache.positions[:end],
+        )
 
     def _moe(self, hn: torch.Tensor) -> torch.Tensor:
         """The MoE layer: the router (opaque), the routed experts as grouped GEMM kernels over
@@ -197,7 +240,12 @@ def fuse(model: nn.Module) -> nn.Module:
     for i, block in enumerate(model.layers):
         if isinstance(getattr(block, "fused", None), FusedBlock) or why_unfused(model, i):
             continue
-        fused = FusedBlock(block, block_program(cfg, i), cfg.attention == "mla")
+        fused = FusedBlock(
+            block,
+            block_program(cfg, i),
+            cfg.attention == "mla",
+            block_program(cfg, i, cached=True),
+        )
         block.fused = fused
         block.forward = fused.forward
     return model

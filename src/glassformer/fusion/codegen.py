@@ -182,6 +182,8 @@ class _Gen:
             a += [f"DP_{self.pname(p, k)}" for p in self.params for k in self.pkinds(p)]
         else:
             a += [f"S_{s.name}" for s in n.stores]
+            if any(s.cache for s in n.stores):  # the first slot written, slots per sequence
+                return [*a, "M", "T_POS", "CACHE_START", "CACHE_L"]
         return [*a, "M", "T_POS"]
 
     def pkinds(self, param: str) -> list[str]:
@@ -427,13 +429,26 @@ class _Gen:
                 self.emit(f"tl.atomic_add(S_{st.name} + rows, {v['row']}, mask=rmask)")
                 continue
             lo, _ = self.store_columns(st.name)
+            if st.cache:
+                # row b * T_POS + t, column h * head_dim + d -> cache[b, h, CACHE_START + t, d]
+                self.emit(
+                    f"base_{st.name} = (rows // T_POS).to(tl.int64) * ({st.width} * CACHE_L) + "
+                    f"(CACHE_START + pos).to(tl.int64) * {st.head_dim}"
+                )
             for p in self.parts:
                 if p.name in v:
                     col = f"col_{p.name}" if lo == 0 else f"(col_{p.name} - {lo})"
+                    if st.cache:
+                        hd = st.head_dim
+                        addr = (
+                            f"base_{st.name}[:, None] + (({col}) // {hd} * CACHE_L * {hd} + "
+                            f"({col}) % {hd})[None, :]"
+                        )
+                    else:
+                        addr = f"rows[:, None] * {st.width} + {col}[None, :]"
                     self.emit(
-                        f"tl.store(S_{st.name} + rows[:, None] * {st.width} + "
-                        f"{col}[None, :], {v[p.name]}.to(S_{st.name}.dtype.element_ty), "
-                        f"mask=m_{p.name})"
+                        f"tl.store(S_{st.name} + {addr}, "
+                        f"{v[p.name]}.to(S_{st.name}.dtype.element_ty), mask=m_{p.name})"
                     )
         return "\n".join(self.lines) + "\n"
 
@@ -576,6 +591,8 @@ def backward_unsupported(node: Gemm) -> str | None:
     why = unsupported(node)
     if why:
         return why
+    if any(s.cache for s in node.stores):
+        return "a KV-cache store (decoding writes the cache; training stores the keys)"
     for s in node.program:
         if s.op == "mul":
             return "step 'mul'"

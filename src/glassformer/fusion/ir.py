@@ -79,11 +79,17 @@ class Load:
 
 @dataclass(frozen=True)
 class Store:
-    """A tensor the kernel writes: `width` elements per row, `f32` for statistics."""
+    """A tensor the kernel writes: `width` elements per row, `f32` for statistics. A `cache`
+    store writes the rows straight into the KV cache's slots ([batch, heads, slots,
+    `head_dim`], token t of a sequence to slot start + t) instead of a tensor of its own: the
+    attention then reads the keys from the cache, and the separate copy into the cache (a read
+    and a write of the keys) is gone."""
 
     name: str
     width: int
     f32: bool = False
+    cache: bool = False
+    head_dim: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,15 +159,20 @@ class Gemm:
         if pro.norm and pro.stats != "loop":
             loads[pro.stats] = r
         stores = {s.name: r * s.width for s in self.stores}
+        saved: dict[str, int] = {}
+        for s in self.stores:
+            if s.cache:  # unfused: the cache append reads the stored rows and writes them again
+                unfused_cache = 2 * r * s.width
+                saved["attn.kv_cache_write"] = saved.get("attn.kv_cache_write", 0) + unfused_cache
         fused_in = r * self.in_width * (2 if pro.gate else 1)
         fused = fused_in + sum(loads.values()) + sum(stores.values())
-        saved: dict[str, int] = {}
 
         def credit(key: str | None, n: int) -> None:
             key = key or self.explorer
             saved[key] = saved.get(key, 0) + n
 
         unfused = r * (self.in_width + self.width) * len(self.weights)
+        unfused += sum(saved.values())  # the cache appends' read and write (fused: none)
         if pro.gate:  # o * sigmoid(g): read both, write the product
             unfused += 3 * r * self.in_width
             credit(pro.explorer, 2 * r * self.in_width)  # its write and the GEMM's read of it
@@ -257,15 +268,16 @@ class BlockProgram:
 
 
 # --- building the program from a Config ----------------------------------------------------
-def block_program(cfg: Config, layer: int) -> BlockProgram:
-    """The block of `layer` as GEMM nodes and opaque nodes, as the config builds it."""
-    b = _Builder(cfg, layer)
+def block_program(cfg: Config, layer: int, cached: bool = False) -> BlockProgram:
+    """The block of `layer` as GEMM nodes and opaque nodes, as the config builds it. `cached`:
+    decoding with a KV cache, the K and V projections store into the cache's slots."""
+    b = _Builder(cfg, layer, cached)
     return BlockProgram(layer, cfg.layer_type(layer), tuple(b.build()))
 
 
 class _Builder:
-    def __init__(self, cfg: Config, layer: int) -> None:
-        self.cfg, self.layer = cfg, layer
+    def __init__(self, cfg: Config, layer: int, cached: bool = False) -> None:
+        self.cfg, self.layer, self.cached = cfg, layer, cached
         self.nodes: list[Node] = []
         self.placement = cfg.norm_placement
 
@@ -407,7 +419,7 @@ class _Builder:
                     (name,),
                     width,
                     tuple(steps),
-                    (Store(out, width),),
+                    (Store(out, width, cache=self.cached and which != "q", head_dim=hd),),
                     loads,
                     pro,
                     group,
@@ -426,9 +438,16 @@ class _Builder:
             Opaque(
                 "attn.core",
                 "softmax(scale q k^T + mask) v: a softmax over keys mixes rows (flash kernel"
-                + ("; KV-cache append" if own_kv else "; keys and values of an earlier layer")
+                + (
+                    "; keys and values read from the cache its K/V kernels wrote"
+                    if own_kv and self.cached
+                    else "; KV-cache append"
+                    if own_kv
+                    else "; keys and values of an earlier layer"
+                )
                 + ")",
-                ("attn.scores", "attn.softmax", "attn.value", "attn.kv_cache_write"),
+                ("attn.scores", "attn.softmax", "attn.value")
+                + (() if own_kv and self.cached else ("attn.kv_cache_write",)),
             )
         )
 

@@ -18,7 +18,7 @@ from torch import nn
 from glassformer.fusion.codegen import _Gen, backward_unsupported, compile_source, layout
 from glassformer.fusion.ir import Gemm, Step
 
-__all__ = ["node_apply", "reference", "run", "tiles"]
+__all__ = ["CacheSlots", "node_apply", "reference", "run", "tiles"]
 
 
 def tiles(device: torch.device, node: Gemm | None = None) -> tuple[int, int, int]:
@@ -101,6 +101,35 @@ def route(ids: torch.Tensor, n_experts: int, bm: int) -> Route:
     )
 
 
+@dataclass(frozen=True)
+class CacheSlots:
+    """Where a node's cache store writes: `buffer` [batch, heads, slots, head_dim] (a
+    `LayerCache`'s keys or values), token t of each sequence to slot `start` + t."""
+
+    buffer: torch.Tensor
+    start: int
+
+
+def _write_cache(
+    node: Gemm, vals: Mapping[str, torch.Tensor], cache: CacheSlots | None, positions: int | None
+) -> dict[str, torch.Tensor]:
+    """The reference cache store: rows [B * T, H * D] into buffer[:, :, start:start + T]."""
+    out = {}
+    for st in node.stores:
+        if not st.cache:
+            out[st.name] = vals[st.name]
+            continue
+        if cache is None:
+            raise ValueError(f"fusion: {node.name}: a cache store needs its cache slots")
+        buf = cache.buffer
+        m = vals[st.name].shape[0]
+        t = positions or m
+        rows = vals[st.name].view(m // t, t, -1, st.head_dim).transpose(1, 2)
+        buf.narrow(2, cache.start, t).copy_(rows.to(buf.dtype))
+        out[st.name] = buf
+    return out
+
+
 # --- the reference program -------------------------------------------------------------------
 def _rope_ref(x: torch.Tensor, node: Gemm, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x [M, width] -> RoPE on dims offset..offset+dim of each group (as components/rope.py)."""
@@ -143,10 +172,14 @@ def reference(
     gate: torch.Tensor | None = None,
     stats: torch.Tensor | None = None,
     rows: Route | None = None,
+    cache: CacheSlots | None = None,
+    positions: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """The node's stores, computed in float32 by PyTorch ops (autograd flows through it).
     `loads`: the tensors its program loads ([rows, width]; cos and sin as [rows, rot/2]);
-    `rows`: a grouped node's routing (its padding rows come out zero)."""
+    `rows`: a grouped node's routing (its padding rows come out zero); `cache`: where a cache
+    store writes (its value in the result is the cache buffer), `positions` tokens per
+    sequence."""
     loads = dict(loads or {})
     pro = node.prologue
     xf = x.float()
@@ -211,7 +244,7 @@ def reference(
         vals[s.out] = out
     if rows is not None:
         return {st.name: vals[st.name] * rows.valid[:, None] for st in node.stores}
-    return {st.name: vals[st.name] for st in node.stores}
+    return _write_cache(node, vals, cache, positions)
 
 
 # --- the generated kernel ----------------------------------------------------------------------
@@ -229,10 +262,12 @@ def run(
     stats: torch.Tensor | None = None,
     positions: int | None = None,
     rows: Route | None = None,
+    cache: CacheSlots | None = None,
 ) -> dict[str, torch.Tensor]:
     """The node's stores from its generated kernel: outputs in x's dtype, statistics in
     float32. `positions`: tokens per sequence (row r's cos/sin row is r mod positions);
-    `rows`: a grouped node's routing (built with this device's BM, `tiles`)."""
+    `rows`: a grouped node's routing (built with this device's BM, `tiles`); `cache`: where a
+    cache store writes (its value in the result is the cache buffer)."""
     loads = dict(loads or {})
     bm, bk, bn = tiles(x.device, node)
     gen, src = _source(node, x.dtype == torch.float32, bn, x.device.type != "cuda")
@@ -256,13 +291,25 @@ def run(
     args += [loads[name].contiguous() for name in gen.loads]
     outs = {}
     for st in node.stores:
-        if st.f32 or rows is not None:  # statistics add partial sums; padding rows stay 0
+        if st.cache:
+            if cache is None:
+                raise ValueError(f"fusion: {node.name}: a cache store needs its cache slots")
+            t = positions or m
+            if cache.start + t > cache.buffer.shape[2]:
+                raise ValueError(
+                    f"KV cache full: {cache.start + t} positions exceed its capacity "
+                    f"{cache.buffer.shape[2]}"
+                )
+            outs[st.name] = cache.buffer
+        elif st.f32 or rows is not None:  # statistics add partial sums; padding rows stay 0
             dtype = torch.float32 if st.f32 else x.dtype
             outs[st.name] = torch.zeros(m, st.width, device=x.device, dtype=dtype)
         else:
             outs[st.name] = torch.empty(m, st.width, device=x.device, dtype=x.dtype)
         args.append(outs[st.name])
     args += [m, positions or m]
+    if cache is not None:
+        args += [cache.start, cache.buffer.shape[2]]
     grid = (math.ceil(m / bm), gen.n_groups)
     fn[grid](*args, BM=bm, BK=bk)
     # statistics are one float per row: [rows]
