@@ -68,3 +68,32 @@ class AttentionMaps(TorchFunctionMode):
             for consume in self.consumers:
                 consume(self.layer, rows)
         return out
+
+
+class HeadRowMean:
+    """A consumer of `AttentionMaps`: per layer and head, the mean over batch and query rows of
+    a per-row statistic of the attention weights (`row_stat`), NaN for layers without
+    attention. A measure names its result `key` and defines `row_stat`."""
+
+    needs_attention_maps = True
+    key: str
+
+    def __init__(self, model: nn.Module) -> None:
+        c = model.config
+        self.total = torch.zeros(c.n_layers, c.n_heads, dtype=torch.float64)
+        self.rows = torch.zeros(c.n_layers, dtype=torch.float64)
+        self.layers = attention_layers(model)
+
+    def row_stat(self, a: torch.Tensor) -> torch.Tensor:
+        """a [b, H, rows, keys] -> [b, H, rows]."""
+        raise NotImplementedError
+
+    def __call__(self, layer: int, a: torch.Tensor) -> None:
+        """a [b, H, rows, keys]: one layer's attention weights."""
+        self.total[layer] += self.row_stat(a).sum((0, 2)).double()
+        self.rows[layer] += a.shape[0] * a.shape[2]
+
+    def result(self) -> dict[str, torch.Tensor]:
+        out = torch.full_like(self.total, float("nan"))
+        out[self.layers] = self.total[self.layers] / self.rows[self.layers, None].clamp_min(1)
+        return {self.key: out.float()}

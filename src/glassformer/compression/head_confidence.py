@@ -15,25 +15,12 @@ confidence on its own is not proof of a useful head. Queries seeing a single key
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from glassformer.compression.head_mask import attention_layers
+from glassformer.compression.attention_maps import HeadRowMean
 
 
-class HeadConfidence:
-    needs_attention_maps = True
+class HeadConfidence(HeadRowMean):
+    key = "head_confidence"
 
-    def __init__(self, model: nn.Module) -> None:
-        c = model.config
-        self.total = torch.zeros(c.n_layers, c.n_heads, dtype=torch.float64)
-        self.rows = torch.zeros(c.n_layers, dtype=torch.float64)
-        self.layers = attention_layers(model)
-
-    def __call__(self, layer: int, a: torch.Tensor) -> None:
-        self.total[layer] += a.amax(-1).sum((0, 2)).double()
-        self.rows[layer] += a.shape[0] * a.shape[2]
-
-    def result(self) -> dict[str, torch.Tensor]:
-        out = torch.full_like(self.total, float("nan"))
-        out[self.layers] = self.total[self.layers] / self.rows[self.layers, None].clamp_min(1)
-        return {"head_confidence": out.float()}
+    def row_stat(self, a: torch.Tensor) -> torch.Tensor:
+        return a.amax(-1)

@@ -13,27 +13,13 @@ mean important: a head that attends to the first token only (an attention sink) 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from glassformer.compression.head_mask import attention_layers
+from glassformer.compression.attention_maps import HeadRowMean
 
 
-class HeadEntropy:
-    needs_attention_maps = True
+class HeadEntropy(HeadRowMean):
+    key = "head_entropy"
 
-    def __init__(self, model: nn.Module) -> None:
-        c = model.config
-        self.total = torch.zeros(c.n_layers, c.n_heads, dtype=torch.float64)
-        self.rows = torch.zeros(c.n_layers, dtype=torch.float64)
-        self.layers = attention_layers(model)
-
-    def __call__(self, layer: int, a: torch.Tensor) -> None:
-        """a [b, H, rows, keys]: one layer's attention weights."""
+    def row_stat(self, a: torch.Tensor) -> torch.Tensor:
         plogp = torch.where(a > 0, a * a.clamp_min(1e-30).log(), torch.zeros_like(a))
-        self.total[layer] += (-plogp.sum(-1)).sum((0, 2)).double()
-        self.rows[layer] += a.shape[0] * a.shape[2]
-
-    def result(self) -> dict[str, torch.Tensor]:
-        out = torch.full_like(self.total, float("nan"))
-        out[self.layers] = self.total[self.layers] / self.rows[self.layers, None].clamp_min(1)
-        return {"head_entropy": out.float()}
+        return -plogp.sum(-1)
