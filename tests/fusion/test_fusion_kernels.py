@@ -2,26 +2,14 @@
 same IR (fusion/kernels.py: PyTorch ops on whole tensors), forward and gradients, and whole
 models on the kernels (`fuse`) against the plain model.
 
-On a CPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1, set here before triton
-is imported). Shapes are odd on purpose: 37 rows (not a multiple of the 16-row block), widths 48
-and 80, head_dim 12 (RoPE halves of 6 in 16-wide tiles)."""
+On a CPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1, set by tests/conftest.py
+before triton is imported). Shapes are odd on purpose: 37 rows (not a multiple of the 16-row
+block), widths 48 and 80, head_dim 12 (RoPE halves of 6 in 16-wide tiles)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-try:
-    import triton  # noqa: F401
-except ImportError:
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("triton is not installed (pip install triton)", allow_module_level=True)
 
 import glassformer as gf
 from glassformer.fusion import fuse
@@ -37,11 +25,10 @@ from glassformer.fusion.kernels import (
     run_backward,
     tiles,
 )
-from glassformer.fusion.lm_head_loss import available
 from tests.families import TINY_HF_CONFIGS, perturb
+from tests.fusion.needs_triton import require_triton
 
-if not available():
-    pytest.skip("triton imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
+require_triton()
 
 ROWS = 37
 

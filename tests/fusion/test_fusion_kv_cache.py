@@ -6,30 +6,17 @@ imported)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-try:
-    import triton  # noqa: F401
-except ImportError:
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("triton is not installed (pip install triton)", allow_module_level=True)
 
 import glassformer as gf
 from glassformer.fusion import fuse
 from glassformer.fusion.ir import block_program
 from glassformer.fusion.kernels import CacheSlots, reference, run
-from glassformer.fusion.lm_head_loss import available
 from tests.families import TINY_HF_CONFIGS, perturb
+from tests.fusion.needs_triton import require_triton
 
-if not available():
-    pytest.skip("triton imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
+require_triton()
 
 # head_dim 12: RoPE halves of 6 in 16-wide tiles; 2 KV heads
 ODD = {

@@ -2,32 +2,21 @@
 F.cross_entropy(softcap(h W^T)) with reduction="sum" and ignore_index=-100, forward and both
 gradients, on shapes that are no multiple of any tile (37 rows, vocabulary 1000, width 48).
 
-On a CPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1, set here before
-triton is imported)."""
-
-import os
+On a CPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1, set by
+tests/conftest.py before triton is imported)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from glassformer.components.head_loss import linear_cross_entropy
+from glassformer.fusion.lm_head_loss import linear_cross_entropy_triton
+from tests.fusion.needs_triton import require_triton
+
+require_triton()
+
 # On a GPU the kernels are compiled; elsewhere they run under the interpreter.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu":
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-try:
-    import triton  # noqa: F401
-except ImportError:
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("triton is not installed (pip install triton)", allow_module_level=True)
-
-from glassformer.components.head_loss import linear_cross_entropy  # noqa: E402
-from glassformer.fusion.lm_head_loss import available, linear_cross_entropy_triton  # noqa: E402
-
-if not available():
-    pytest.skip("triton imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
 
 ROWS, VOCAB, WIDTH = 37, 1000, 48
 # Several tiles in every dimension, the last one partial in each (the interpreter's time is
