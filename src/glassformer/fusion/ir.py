@@ -451,6 +451,29 @@ class _Builder:
             )
         )
 
+    def _latent_steps(
+        self, norm: bool, proj: str, tmp: str, out: str, attrs: dict
+    ) -> tuple[list[Step], str]:
+        """MLA's down-projection `attn.<proj>_proj` epilogue: the input norm's row scale, the
+        bias, then the latent's RMSNorm `attn.<proj>_norm` into `out` (`attrs`: its extra
+        attributes). Returns the steps and the name of the tensor the norm reads."""
+        steps = [Step("row_scale", f"{tmp}0", (f"acc_{proj}",))] if norm else []
+        x = f"{tmp}0" if norm else f"acc_{proj}"
+        if self.cfg.qkv_bias:
+            steps.append(Step("bias", f"{tmp}1", (x,), f"attn.{proj}_proj"))
+            x = f"{tmp}1"
+        steps.append(
+            Step(
+                "rms_norm",
+                out,
+                (x,),
+                f"attn.{proj}_norm",
+                {"eps": 1e-6, "group": "row", **attrs},
+                explorer=f"attn.{proj}_norm",
+            )
+        )
+        return steps, x
+
     def _mla(self) -> None:
         c = self.cfg
         h = c.n_heads
@@ -492,21 +515,7 @@ class _Builder:
             )
         else:
             rq = c.q_lora_rank
-            steps = [Step("row_scale", "cq0", ("acc_q_a",))] if pro.norm else []
-            x = "cq0" if pro.norm else "acc_q_a"
-            if c.qkv_bias:
-                steps.append(Step("bias", "cq1", (x,), "attn.q_a_proj"))
-                x = "cq1"
-            steps.append(
-                Step(
-                    "rms_norm",
-                    "c_q",
-                    (x,),
-                    "attn.q_a_norm",
-                    {"eps": 1e-6, "group": "row"},
-                    explorer="attn.q_a_norm",
-                )
-            )
+            steps, _ = self._latent_steps(pro.norm, "q_a", "cq", "c_q", {})
             self.nodes.append(
                 Gemm(
                     "attn.q_a_proj",
@@ -554,21 +563,7 @@ class _Builder:
             first = plain
         # kv_a: [c_kv | k_rope]; the latent's norm spans its first `rank` columns (one group),
         # RoPE the rope key's columns: two groups of different widths, so two programs
-        steps = [Step("row_scale", "ckv0", ("acc_kv_a",))] if first.norm else []
-        x = "ckv0" if first.norm else "acc_kv_a"
-        if c.qkv_bias:
-            steps.append(Step("bias", "ckv1", (x,), "attn.kv_a_proj"))
-            x = "ckv1"
-        steps.append(
-            Step(
-                "rms_norm",
-                "c_kv",
-                (x,),
-                "attn.kv_a_norm",
-                {"eps": 1e-6, "group": "row", "columns": (0, rank)},
-                explorer="attn.kv_a_norm",
-            )
-        )
+        steps, x = self._latent_steps(first.norm, "kv_a", "ckv", "c_kv", {"columns": (0, rank)})
         if r is not None:
             steps.append(
                 Step(
