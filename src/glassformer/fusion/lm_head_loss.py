@@ -94,6 +94,16 @@ if triton is not None:
         return tl.dot(a, b, acc, input_precision="ieee")
 
     @triton.jit
+    def _load_tile(ptr, idx, n, stride, ds, width):
+        """The [len(idx), len(ds)] tile of the [n, width] matrix at ptr (row stride `stride`),
+        zero outside it."""
+        return tl.load(
+            ptr + idx[:, None] * stride + ds[None, :],
+            mask=(idx[:, None] < n) & (ds[None, :] < width),
+            other=0.0,
+        )
+
+    @triton.jit
     def _logit_tile(
         h_ptr,
         w_ptr,
@@ -113,16 +123,8 @@ if triton is not None:
         acc = tl.zeros((BLOCK_M, BLOCK_V), dtype=tl.float32)
         for d0 in range(0, width, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
-            h = tl.load(
-                h_ptr + rows[:, None] * stride_h + ds[None, :],
-                mask=(rows[:, None] < n_rows) & (ds[None, :] < width),
-                other=0.0,
-            )
-            w = tl.load(
-                w_ptr + cols[:, None] * stride_w + ds[None, :],
-                mask=(cols[:, None] < vocab) & (ds[None, :] < width),
-                other=0.0,
-            )
+            h = _load_tile(h_ptr, rows, n_rows, stride_h, ds, width)
+            w = _load_tile(w_ptr, cols, vocab, stride_w, ds, width)
             acc = _dot(h, tl.trans(w), acc, DOT_F32)
         return acc
 
@@ -244,22 +246,14 @@ if triton is not None:
             ds = d0 + tl.arange(0, BLOCK_D)
             in_ds = ds < width
             if NEED_H:
-                w = tl.load(
-                    w_ptr + cols[:, None] * stride_w + ds[None, :],
-                    mask=in_cols[:, None] & in_ds[None, :],
-                    other=0.0,
-                )
+                w = _load_tile(w_ptr, cols, vocab, stride_w, ds, width)
                 tl.atomic_add(
                     dh_ptr + rows[:, None] * width + ds[None, :],
                     _dot(dz, w, zero_h, DOT_F32),
                     mask=in_rows[:, None] & in_ds[None, :],
                 )
             if NEED_W:
-                h = tl.load(
-                    h_ptr + rows[:, None] * stride_h + ds[None, :],
-                    mask=in_rows[:, None] & in_ds[None, :],
-                    other=0.0,
-                )
+                h = _load_tile(h_ptr, rows, n_rows, stride_h, ds, width)
                 tl.atomic_add(
                     dw_ptr + cols[:, None] * width + ds[None, :],
                     _dot(tl.trans(dz), h, zero_w, DOT_F32),
