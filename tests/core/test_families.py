@@ -54,6 +54,7 @@ def test_traits_are_not_also_read_from_the_config(model_type: str) -> None:
 def test_gguf_architectures_name_their_family() -> None:
     assert {a: f.model_type for a, f in GGUF_ARCHITECTURES.items()} == {
         "llama": "llama",
+        "deci": "llama",  # Llama blocks of per-layer sizes (pruned models)
         "qwen2": "qwen2",
         "qwen3": "qwen3",
         "gemma3": "gemma3_text",

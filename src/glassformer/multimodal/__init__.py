@@ -22,12 +22,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from glassformer.components.multimodal_embedders import AUDIO, IMAGE, TEXT
 from glassformer.multimodal.audio import SAMPLE_RATE, frames, load_wav
 from glassformer.multimodal.image import (
     SOFT_TOKEN_BUDGETS,
@@ -37,6 +35,9 @@ from glassformer.multimodal.image import (
     preprocess_image,
     target_size,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "AUDIO_MARKER",
@@ -70,6 +71,11 @@ def prepare(
 ) -> dict[str, torch.Tensor]:
     """The model's keyword inputs for one prompt with images (paths or Pillow images) and
     audio clips (WAV paths or 16 kHz mono float arrays); see the module docstring."""
+    # here, not at the top: the explorer reads image sizes from this package without torch
+    import torch
+
+    from glassformer.components.multimodal_embedders import AUDIO, IMAGE, TEXT
+
     if images and not config.vision_patch_size:
         raise ValueError("images: the model has no vision embedder (Config.vision_patch_size)")
     if audio and not config.audio_frame_size:
