@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import httpx
 import pytest
@@ -245,8 +246,11 @@ def live(tiny_model, byte_tok):
         yield url, scheduler
 
 
-def test_disconnects_free_their_slots(live) -> None:
+def test_disconnects_free_their_slots(live, monkeypatch) -> None:
     url, scheduler = live
+    # at least 5 ms a step, so that 190 tokens outlast the client's 0.3 s on any machine
+    step = scheduler.step
+    monkeypatch.setattr(scheduler, "step", lambda: (time.sleep(0.005), step())[1])
     body = {"model": NAME, "prompt": "long", "max_tokens": 200, "temperature": 0}
     # streaming: read two chunks, then hang up
     with httpx.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}) as r:
