@@ -164,7 +164,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/vlm-bench"))
     ap.add_argument("--steps", type=int, default=3500, help="Steps of the encoder-free run.")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--encoder-layers", type=int, default=2)
     ap.add_argument("--questions", default="colour,shape,count", help="Question types asked.")
     ap.add_argument(

@@ -387,12 +387,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # scratch on synthetic picture questions (`train --task vlm`, training/vlm.py): 64 x 64
     # pictures in 16 x 16-pixel patches, one soft token each; the vocabulary is the task's.
     "tiny-vlm": dict(
-        _GEMMA4, family="gemma4_unified_text", vocab_size=64, d_model=64, n_layers=4,
-        n_heads=4, n_kv_heads=2, head_dim=16, global_head_dim=16, d_ff=256, max_seq_len=128,
+        _GEMMA4, family="gemma4_unified_text", vocab_size=64, d_model=128, n_layers=4,
+        n_heads=4, n_kv_heads=2, head_dim=16, global_head_dim=16, d_ff=512, max_seq_len=128,
         sliding_window=64, bos_token_id=1, eos_token_id=2,
         layer_types=("sliding", "sliding", "sliding", "full"), vision_patch_size=16,
         vision_pool=1, vision_embed_dim=64, vision_posemb_size=16, image_token_id=3,
         mm_pad_token_id=0, image_bidirectional="sliding",
+        # Trained from scratch, weights at about 1/sqrt(d_model): at 0.02 the sandwich norms'
+        # unit-RMS branches dwarf the embeddings and the picture questions learn far slower
+        init_std=0.125,
     ),
     "tiny-deepseek-v3": dict(
         _TINY, family="deepseek_v3", tie_embeddings=False, n_kv_heads=4, q_lora_rank=64,
