@@ -10,6 +10,7 @@ softmax has one more column, the sink's share of the row, which counts as one mo
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -70,7 +71,7 @@ class AttentionMaps(TorchFunctionMode):
         return out
 
 
-class HeadRowMean:
+class HeadRowMean(ABC):
     """A consumer of `AttentionMaps`: per layer and head, the mean over batch and query rows of
     a per-row statistic of the attention weights (`row_stat`), NaN for layers without
     attention. A measure names its result `key` and defines `row_stat`."""
@@ -84,9 +85,9 @@ class HeadRowMean:
         self.rows = torch.zeros(c.n_layers, dtype=torch.float64)
         self.layers = attention_layers(model)
 
+    @abstractmethod
     def row_stat(self, a: torch.Tensor) -> torch.Tensor:
         """a [b, H, rows, keys] -> [b, H, rows]."""
-        raise NotImplementedError
 
     def __call__(self, layer: int, a: torch.Tensor) -> None:
         """a [b, H, rows, keys]: one layer's attention weights."""

@@ -28,6 +28,7 @@ computed in the same call.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,20 +38,26 @@ from torch import nn
 from glassformer.config import Config
 
 
-class ConnectionModule(nn.Module):
+class ConnectionModule(nn.Module, ABC):
     """Base of every module here: `Transformer.reset_parameters` calls `reset_parameters(std)`
     on each, which sets the module's own (direct) parameters to its paper's initialisation."""
 
-    def reset_parameters(self, std: float) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def reset_parameters(self, std: float) -> None:
+        """Set this module's own (direct) parameters to its paper's initialisation."""
 
+
+class Topology(ConnectionModule):
+    """A whole topology (what `make_connections` returns): it also names the representation
+    after each layer, which the diagnostics read."""
+
+    @abstractmethod
     def hidden(self, state: Any) -> torch.Tensor:
         """The representation after a layer, [B, T, d], for diagnostics (a topology's state
         may hold several)."""
-        raise NotImplementedError  # pragma: no cover - overridden by the topologies
 
 
-def make_connections(config: Config) -> ConnectionModule | None:
+def make_connections(config: Config) -> Topology | None:
     """The topology module of `config` (None: the plain residual stream)."""
     kind = config.connections
     if kind == "residual":

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from glassformer.components.connections import ConnectionModule, weighted_sum
+from glassformer.components.connections import Topology, weighted_sum
 from glassformer.config import Config
 
 
@@ -37,7 +37,7 @@ def dwa_sources(config: Config) -> dict[int, list[int]]:
     }
 
 
-class DenseFormer(ConnectionModule):
+class DenseFormer(Topology):
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.sources = dwa_sources(config)

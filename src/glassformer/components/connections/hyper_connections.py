@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from glassformer.components.connections import ConnectionModule, rms
+from glassformer.components.connections import ConnectionModule, Topology, rms
 from glassformer.config import Config
 
 
@@ -115,7 +115,7 @@ class HyperConnection(ConnectionModule):
         return mixed + beta[..., None] * out[..., None, :]
 
 
-class HyperConnections(ConnectionModule):
+class HyperConnections(Topology):
     """The topology: two connections per block, H_0 = n copies, the mean at the end."""
 
     def __init__(self, config: Config, constrained: bool = False) -> None:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glassformer.components.connections import ConnectionModule, rms, weighted_sum
+from glassformer.components.connections import ConnectionModule, Topology, rms, weighted_sum
 from glassformer.config import Config
 
 
@@ -85,7 +85,7 @@ class DynamicDense(ConnectionModule):
         ]
 
 
-class MUDD(ConnectionModule):
+class MUDD(Topology):
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.split = [splits_kv(config, i) for i in range(config.n_layers)]
