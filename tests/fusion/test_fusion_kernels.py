@@ -27,6 +27,7 @@ from glassformer.fusion.kernels import (
 )
 from tests.families import TINY_HF_CONFIGS, perturb
 from tests.fusion.needs_triton import require_triton
+from tests.fusion.odd_shapes import odd
 
 require_triton()
 
@@ -42,22 +43,8 @@ ODD = {
         num_key_value_heads=1,
         head_dim=12,
     ),
-    "qwen3-odd": dict(
-        TINY_HF_CONFIGS["qwen3"],
-        hidden_size=48,
-        intermediate_size=72,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=12,
-    ),
-    "gemma3-odd": dict(
-        TINY_HF_CONFIGS["gemma3_text"],
-        hidden_size=48,
-        intermediate_size=72,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        head_dim=12,
-    ),
+    "qwen3-odd": odd("qwen3"),
+    "gemma3-odd": odd("gemma3_text", num_key_value_heads=1),
     "deepseek_v3-odd": dict(
         TINY_HF_CONFIGS["deepseek_v3"],
         hidden_size=48,

@@ -15,28 +15,11 @@ from glassformer.fusion.ir import block_program
 from glassformer.fusion.kernels import CacheSlots, reference, run
 from tests.families import TINY_HF_CONFIGS, perturb
 from tests.fusion.needs_triton import require_triton
+from tests.fusion.odd_shapes import odd
 
 require_triton()
 
-# head_dim 12: RoPE halves of 6 in 16-wide tiles; 2 KV heads
-ODD = {
-    "llama": dict(
-        TINY_HF_CONFIGS["llama"],
-        hidden_size=48,
-        intermediate_size=72,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=12,
-    ),
-    "qwen3": dict(
-        TINY_HF_CONFIGS["qwen3"],
-        hidden_size=48,
-        intermediate_size=72,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=12,
-    ),
-}
+ODD = {"llama": odd("llama"), "qwen3": odd("qwen3")}
 
 
 def _model(hf: dict) -> gf.Transformer:
